@@ -1,0 +1,199 @@
+//! Validated identifiers and names.
+//!
+//! Each newtype checks its value once, when it is made ([`TryFrom<String>`], also used by serde),
+//! so a value that reached the engine is known to be well formed. The rules are in
+//! [`crate::limits`].
+
+use crate::limits::*;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a value is not a valid identifier or name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{kind} is empty")]
+    Empty { kind: &'static str },
+    #[error("{kind} is longer than {max}")]
+    TooLong { kind: &'static str, max: usize },
+    #[error("{kind} contains a character that is not allowed: {found:?}")]
+    BadChar { kind: &'static str, found: char },
+}
+
+fn check_ascii(
+    kind: &'static str,
+    s: &str,
+    max: usize,
+    allowed: impl Fn(char) -> bool,
+) -> Result<(), IdError> {
+    if s.is_empty() {
+        return Err(IdError::Empty { kind });
+    }
+    if s.len() > max {
+        return Err(IdError::TooLong { kind, max });
+    }
+    match s.chars().find(|c| !allowed(*c)) {
+        Some(found) => Err(IdError::BadChar { kind, found }),
+        None => Ok(()),
+    }
+}
+
+fn check_text(kind: &'static str, s: &str, max_chars: usize) -> Result<(), IdError> {
+    if s.trim().is_empty() {
+        return Err(IdError::Empty { kind });
+    }
+    if s.chars().count() > max_chars {
+        return Err(IdError::TooLong {
+            kind,
+            max: max_chars,
+        });
+    }
+    match s
+        .chars()
+        .find(|c| c.is_control() && *c != '\n' && *c != '\t')
+    {
+        Some(found) => Err(IdError::BadChar { kind, found }),
+        None => Ok(()),
+    }
+}
+
+macro_rules! validated_string {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, |$s:ident| $check:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The validated value.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from($s: String) -> Result<Self, IdError> {
+                $check?;
+                Ok(Self($s))
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = IdError;
+            fn try_from(s: &str) -> Result<Self, IdError> {
+                Self::try_from(s.to_owned())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+fn room_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+}
+fn token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-')
+}
+fn client_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')
+}
+
+validated_string!(
+    /// A room's name: what people type and share, and the room's key on the server.
+    RoomName, "room name",
+    |s| check_ascii("room name", &s, MAX_ROOM_NAME_LEN, room_char)
+);
+validated_string!(
+    /// A peer's id, made by the server for each connection; signaling is addressed by it.
+    PeerId, "peer id",
+    |s| check_ascii("peer id", &s, MAX_PEER_ID_LEN, token_char)
+);
+validated_string!(
+    /// The history stream's identity for one room. A client resuming with another epoch is
+    /// told that the history it knew is gone (for example after the server lost its store).
+    Epoch, "epoch",
+    |s| check_ascii("epoch", &s, MAX_PEER_ID_LEN, token_char)
+);
+validated_string!(
+    /// An id the client picks for each message it publishes; the server's ack carries it back.
+    ClientMsgId, "message id",
+    |s| check_ascii("message id", &s, MAX_CLIENT_MSG_ID_LEN, client_id_char)
+);
+validated_string!(
+    /// The name a person shows in a room.
+    DisplayName, "display name",
+    |s| check_text("display name", &s, MAX_DISPLAY_NAME_CHARS)
+);
+validated_string!(
+    /// Chat text.
+    ChatText, "chat text",
+    |s| check_text("chat text", &s, MAX_CHAT_CHARS)
+);
+validated_string!(
+    /// An access token (signed room tokens come later; today the server accepts any).
+    AccessToken, "access token",
+    |s| check_ascii("access token", &s, MAX_ACCESS_TOKEN_LEN, |c| c.is_ascii_graphic())
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_are_checked() {
+        assert!(RoomName::try_from("team-42.daily_sync").is_ok());
+        assert_eq!(
+            RoomName::try_from(""),
+            Err(IdError::Empty { kind: "room name" })
+        );
+        assert!(matches!(
+            RoomName::try_from("a/b"),
+            Err(IdError::BadChar { found: '/', .. })
+        ));
+        assert!(matches!(
+            RoomName::try_from("a".repeat(65)),
+            Err(IdError::TooLong { .. })
+        ));
+        assert!(RoomName::try_from("a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn display_names_allow_unicode_but_not_control_or_blank() {
+        assert!(DisplayName::try_from("Zoë 🚀").is_ok());
+        assert!(DisplayName::try_from("   ").is_err());
+        assert!(DisplayName::try_from("a\u{7}b").is_err());
+        assert!(DisplayName::try_from("é".repeat(32)).is_ok());
+        assert!(DisplayName::try_from("é".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn serde_rejects_invalid_values() {
+        let err = serde_json::from_str::<RoomName>("\"no spaces\"").unwrap_err();
+        assert!(err.to_string().contains("not allowed"), "{err}");
+        let ok: PeerId = serde_json::from_str("\"p-1\"").unwrap();
+        assert_eq!(ok.as_str(), "p-1");
+    }
+}

@@ -1,0 +1,30 @@
+//! The Relaycast wire protocol, shared by the server and the browser app.
+//!
+//! Messages travel as JSON in WebSocket text frames, one message per frame, tagged by `"type"`.
+//! Every connection starts with [`ClientMsg::Hello`] carrying [`PROTOCOL_VERSION`]; the server
+//! answers [`ServerMsg::Welcome`] or an [`ErrorCode::UnsupportedProtocol`] error.
+//!
+//! # Layout
+//! - [`ids`]: validated newtypes (room names, peer ids, display names, ...). Invalid values are
+//!   rejected while decoding, so code holding one never re-checks it.
+//! - [`msg`]: [`ClientMsg`] (browser → server) and [`ServerMsg`] (server → browser).
+//! - [`error`]: [`ErrorCode`], the stable machine-readable codes, and [`DecodeError`].
+//! - [`codec`]: decoding with size limits and precise error codes; the encode-once frame builders
+//!   the server uses to fan out one serialization to many recipients.
+//! - [`limits`]: protocol-wide hard limits.
+//!
+//! This crate has no IO and no async runtime: it builds for native and `wasm32-unknown-unknown`.
+
+pub mod codec;
+pub mod error;
+pub mod ids;
+pub mod limits;
+pub mod msg;
+
+pub use codec::{decode_client, decode_server, encode};
+pub use error::{CloseCode, DecodeError, ErrorCode};
+pub use ids::{AccessToken, ChatText, ClientMsgId, DisplayName, Epoch, IdError, PeerId, RoomName};
+pub use limits::PROTOCOL_VERSION;
+pub use msg::{
+    Body, ClientMsg, IceServer, PeerInfo, ResumeFrom, RoomMessage, ServerLimits, ServerMsg, Signal,
+};

@@ -1,0 +1,20 @@
+//! Protocol-wide hard limits. A server may configure lower ones and announces them in
+//! [`crate::ServerLimits`]; it never accepts more than these.
+
+/// The protocol this build speaks. Bumped on any incompatible wire change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Room names: 1..=64 characters from `[A-Za-z0-9_.-]`, so they fit in a URL path as they are.
+pub const MAX_ROOM_NAME_LEN: usize = 64;
+/// Display names: 1..=32 characters, no control characters, not blank.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 32;
+/// Peer ids and epochs are server-made: 1..=32 characters from `[A-Za-z0-9_-]`.
+pub const MAX_PEER_ID_LEN: usize = 32;
+/// Client-chosen message ids: 1..=64 characters from `[A-Za-z0-9_.:-]`.
+pub const MAX_CLIENT_MSG_ID_LEN: usize = 64;
+/// Access tokens: 1..=4096 printable ASCII characters.
+pub const MAX_ACCESS_TOKEN_LEN: usize = 4096;
+/// Chat text: up to 8,000 characters (not blank).
+pub const MAX_CHAT_CHARS: usize = 8000;
+/// SDP and ICE candidate strings are opaque, bounded by the frame limit only.
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;

@@ -1,0 +1,222 @@
+//! The messages, one enum per direction.
+//!
+//! JSON shape: an object tagged by `"type"` (snake_case variant name). Optional fields are left
+//! out when empty. Unknown fields are ignored, so a newer peer may add optional fields without
+//! breaking an older one; anything else is a protocol version bump.
+
+use crate::error::ErrorCode;
+use crate::ids::*;
+use serde::{Deserialize, Serialize};
+
+/// Browser → server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// First message on every connection.
+    Hello {
+        protocol: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<AccessToken>,
+    },
+    /// Enter a room (created on first join). With `resume`, the server sends exactly what came
+    /// after `resume.last_seq`; without, the room's whole cached history.
+    Join {
+        room: RoomName,
+        name: DisplayName,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<AccessToken>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<ResumeFrom>,
+    },
+    /// Leave a room.
+    Leave { room: RoomName },
+    /// WebRTC signaling for one peer in the same room; relayed as it is.
+    Signal {
+        room: RoomName,
+        to: PeerId,
+        signal: Signal,
+    },
+    /// A message for everyone in the room, kept in its history. Acked with [`ServerMsg::Ack`].
+    Publish {
+        room: RoomName,
+        id: ClientMsgId,
+        body: Body,
+    },
+}
+
+impl ClientMsg {
+    /// The `"type"` tag of every variant, for telling an unknown type from a bad field.
+    pub const TYPES: &'static [&'static str] = &["hello", "join", "leave", "signal", "publish"];
+}
+
+/// Where a reconnecting client left off in a room: the room's epoch (its resume token) and the
+/// last sequence number it saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeFrom {
+    pub epoch: Epoch,
+    pub last_seq: u64,
+}
+
+/// WebRTC signaling. The server does not look inside; it only checks the shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Signal {
+    Offer {
+        sdp: String,
+    },
+    Answer {
+        sdp: String,
+    },
+    Candidate {
+        candidate: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_mid: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp_m_line_index: Option<u16>,
+    },
+    EndOfCandidates,
+}
+
+/// What a room message carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    /// Chat text, shown to people.
+    Chat { text: ChatText },
+    /// Arbitrary application JSON (cursor positions, game moves, ...).
+    Data { data: serde_json::Value },
+}
+
+/// One message of a room's history, as stored and as delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomMessage {
+    /// Position in the room's history: 1, 2, 3, ... with no gaps.
+    pub seq: u64,
+    pub from: PeerId,
+    pub name: DisplayName,
+    /// The sender's id for this message.
+    pub id: ClientMsgId,
+    /// When the server accepted it, in milliseconds since the Unix epoch.
+    pub at: u64,
+    pub body: Body,
+}
+
+/// A peer present in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub id: PeerId,
+    pub name: DisplayName,
+}
+
+/// A STUN or TURN server for `RTCPeerConnection`'s `iceServers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// The limits this server enforces, announced in [`ServerMsg::Welcome`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerLimits {
+    pub max_frame_bytes: u64,
+    pub max_rooms_per_connection: u32,
+    pub max_peers_per_room: u32,
+    /// Sustained messages per second per connection (publish and signal); bursts go higher.
+    pub messages_per_second: u32,
+    pub history_max_messages: u64,
+    pub history_max_age_secs: u64,
+}
+
+/// Server → browser.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Answer to a compatible [`ClientMsg::Hello`].
+    Welcome {
+        protocol: u32,
+        peer_id: PeerId,
+        limits: ServerLimits,
+        ice_servers: Vec<IceServer>,
+    },
+    /// You are in `room`. History (or the resume notice) follows, then live messages.
+    Joined {
+        room: RoomName,
+        epoch: Epoch,
+        /// The newest sequence number in the room when you joined (0: none yet).
+        last_seq: u64,
+        /// Who else is here.
+        peers: Vec<PeerInfo>,
+    },
+    /// A batch of history, oldest first. `done` on the last batch of a join.
+    History {
+        room: RoomName,
+        messages: Vec<RoomMessage>,
+        done: bool,
+    },
+    /// Some of what you asked to resume from was evicted; history resumes at
+    /// `oldest_available`.
+    HistoryTruncated {
+        room: RoomName,
+        requested_after: u64,
+        oldest_available: u64,
+    },
+    /// The room's history is not the one you knew (the server lost its store, or the room
+    /// expired): `epoch` is the new one and the whole current history follows.
+    HistoryReset {
+        room: RoomName,
+        epoch: Epoch,
+    },
+    PeerJoined {
+        room: RoomName,
+        peer: PeerInfo,
+    },
+    PeerLeft {
+        room: RoomName,
+        peer_id: PeerId,
+    },
+    /// You left `room`.
+    Left {
+        room: RoomName,
+    },
+    /// Signaling from `from`, relayed.
+    Signal {
+        room: RoomName,
+        from: PeerId,
+        signal: Signal,
+    },
+    /// A live room message.
+    Message {
+        room: RoomName,
+        message: RoomMessage,
+    },
+    /// Your message `id` is stored as `seq`.
+    Ack {
+        room: RoomName,
+        id: ClientMsgId,
+        seq: u64,
+    },
+    /// Something went wrong. `room` and `id` say what it was about, when known.
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<RoomName>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<ClientMsgId>,
+    },
+}
+
+impl ServerMsg {
+    /// An error about nothing in particular.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMsg::Error {
+            code,
+            message: message.into(),
+            room: None,
+            id: None,
+        }
+    }
+}

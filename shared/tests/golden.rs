@@ -1,0 +1,287 @@
+//! Golden fixtures: the exact JSON of each message kind is checked in under
+//! `tests/fixtures/`, so any change to the wire format shows up as a diff in review.
+//! `RELAYCAST_BLESS=1 cargo test -p relaycast-shared --test golden` rewrites them.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use relaycast_shared::*;
+use serde_json::json;
+use std::path::PathBuf;
+
+fn r(s: &str) -> RoomName {
+    RoomName::try_from(s).unwrap()
+}
+fn p(s: &str) -> PeerId {
+    PeerId::try_from(s).unwrap()
+}
+fn n(s: &str) -> DisplayName {
+    DisplayName::try_from(s).unwrap()
+}
+fn id(s: &str) -> ClientMsgId {
+    ClientMsgId::try_from(s).unwrap()
+}
+
+fn sample_message() -> RoomMessage {
+    RoomMessage {
+        seq: 42,
+        from: p("k3x9Qa"),
+        name: n("Ada"),
+        id: id("c-17"),
+        at: 1_795_000_000_000,
+        body: Body::Chat {
+            text: ChatText::try_from("hello, room").unwrap(),
+        },
+    }
+}
+
+fn client_cases() -> Vec<(&'static str, ClientMsg)> {
+    vec![
+        (
+            "hello",
+            ClientMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                token: None,
+            },
+        ),
+        (
+            "join_resume",
+            ClientMsg::Join {
+                room: r("standup"),
+                name: n("Ada"),
+                token: None,
+                resume: Some(ResumeFrom {
+                    epoch: Epoch::try_from("e5f0a1").unwrap(),
+                    last_seq: 41,
+                }),
+            },
+        ),
+        (
+            "join",
+            ClientMsg::Join {
+                room: r("standup"),
+                name: n("Ada"),
+                token: None,
+                resume: None,
+            },
+        ),
+        ("leave", ClientMsg::Leave { room: r("standup") }),
+        (
+            "signal_offer",
+            ClientMsg::Signal {
+                room: r("standup"),
+                to: p("Zz81"),
+                signal: Signal::Offer {
+                    sdp: "v=0\r\n".into(),
+                },
+            },
+        ),
+        (
+            "signal_candidate",
+            ClientMsg::Signal {
+                room: r("standup"),
+                to: p("Zz81"),
+                signal: Signal::Candidate {
+                    candidate: "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host".into(),
+                    sdp_mid: Some("0".into()),
+                    sdp_m_line_index: Some(0),
+                },
+            },
+        ),
+        (
+            "signal_end",
+            ClientMsg::Signal {
+                room: r("standup"),
+                to: p("Zz81"),
+                signal: Signal::EndOfCandidates,
+            },
+        ),
+        (
+            "publish_chat",
+            ClientMsg::Publish {
+                room: r("standup"),
+                id: id("c-17"),
+                body: Body::Chat {
+                    text: ChatText::try_from("hello, room").unwrap(),
+                },
+            },
+        ),
+        (
+            "publish_data",
+            ClientMsg::Publish {
+                room: r("standup"),
+                id: id("c-18"),
+                body: Body::Data {
+                    data: json!({"cursor": [10, 20]}),
+                },
+            },
+        ),
+    ]
+}
+
+fn server_cases() -> Vec<(&'static str, ServerMsg)> {
+    vec![
+        (
+            "welcome",
+            ServerMsg::Welcome {
+                protocol: PROTOCOL_VERSION,
+                peer_id: p("k3x9Qa"),
+                limits: ServerLimits {
+                    max_frame_bytes: 65536,
+                    max_rooms_per_connection: 16,
+                    max_peers_per_room: 64,
+                    messages_per_second: 200,
+                    history_max_messages: 1000,
+                    history_max_age_secs: 86400,
+                },
+                ice_servers: vec![IceServer {
+                    urls: vec!["stun:stun.example.org:3478".into()],
+                    username: None,
+                    credential: None,
+                }],
+            },
+        ),
+        (
+            "joined",
+            ServerMsg::Joined {
+                room: r("standup"),
+                epoch: Epoch::try_from("e5f0a1").unwrap(),
+                last_seq: 42,
+                peers: vec![PeerInfo {
+                    id: p("Zz81"),
+                    name: n("Grace"),
+                }],
+            },
+        ),
+        (
+            "history",
+            ServerMsg::History {
+                room: r("standup"),
+                messages: vec![sample_message()],
+                done: true,
+            },
+        ),
+        (
+            "history_truncated",
+            ServerMsg::HistoryTruncated {
+                room: r("standup"),
+                requested_after: 3,
+                oldest_available: 10,
+            },
+        ),
+        (
+            "history_reset",
+            ServerMsg::HistoryReset {
+                room: r("standup"),
+                epoch: Epoch::try_from("b7").unwrap(),
+            },
+        ),
+        (
+            "peer_joined",
+            ServerMsg::PeerJoined {
+                room: r("standup"),
+                peer: PeerInfo {
+                    id: p("Zz81"),
+                    name: n("Grace"),
+                },
+            },
+        ),
+        (
+            "peer_left",
+            ServerMsg::PeerLeft {
+                room: r("standup"),
+                peer_id: p("Zz81"),
+            },
+        ),
+        ("left", ServerMsg::Left { room: r("standup") }),
+        (
+            "signal_answer",
+            ServerMsg::Signal {
+                room: r("standup"),
+                from: p("Zz81"),
+                signal: Signal::Answer {
+                    sdp: "v=0\r\n".into(),
+                },
+            },
+        ),
+        (
+            "message",
+            ServerMsg::Message {
+                room: r("standup"),
+                message: sample_message(),
+            },
+        ),
+        (
+            "ack",
+            ServerMsg::Ack {
+                room: r("standup"),
+                id: id("c-17"),
+                seq: 42,
+            },
+        ),
+        (
+            "error",
+            ServerMsg::Error {
+                code: ErrorCode::RateLimited,
+                message: "too many messages".into(),
+                room: Some(r("standup")),
+                id: Some(id("c-19")),
+            },
+        ),
+    ]
+}
+
+fn check(dir: &str, name: &str, actual: &serde_json::Value) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir)
+        .join(format!("{name}.json"));
+    let pretty = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    if std::env::var_os("RELAYCAST_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &pretty).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "missing fixture {}: run with RELAYCAST_BLESS=1",
+            path.display()
+        )
+    });
+    assert_eq!(expected, pretty, "wire format of {dir}/{name} changed");
+}
+
+#[test]
+fn client_messages_match_fixtures() {
+    for (name, msg) in client_cases() {
+        let text = encode(&msg);
+        check("client", name, &serde_json::from_str(&text).unwrap());
+        assert_eq!(decode_client(&text, usize::MAX).unwrap(), msg);
+    }
+}
+
+#[test]
+fn server_messages_match_fixtures() {
+    for (name, msg) in server_cases() {
+        let text = encode(&msg);
+        check("server", name, &serde_json::from_str(&text).unwrap());
+        assert_eq!(decode_server(&text).unwrap(), msg);
+    }
+}
+
+#[test]
+fn every_client_type_has_a_fixture() {
+    let covered: Vec<String> = client_cases()
+        .iter()
+        .map(|(_, m)| {
+            serde_json::to_value(m).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for t in ClientMsg::TYPES {
+        assert!(
+            covered.iter().any(|c| c == t),
+            "no fixture for client type {t}"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! A room's cached history: the newest messages, bounded by count, bytes and age.
+
+use super::Millis;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Bounds on one room's history. Whichever is hit first evicts the oldest messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+    pub max_age_ms: u64,
+}
+
+/// One committed message: its sequence number, when it was accepted, and its JSON
+/// ([`relaycast_shared::RoomMessage`]), encoded once and shared by every frame that carries it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: u64,
+    pub at: Millis,
+    pub json: Arc<str>,
+}
+
+#[derive(Debug, Default)]
+pub struct History {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+}
+
+impl History {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn first_seq(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.seq)
+    }
+
+    /// Append (sequence numbers must grow; the engine guarantees it) and evict what the limits
+    /// no longer allow. Returns the highest evicted sequence number, if any.
+    pub fn push(&mut self, entry: Entry, limits: &HistoryLimits, now: Millis) -> Option<u64> {
+        debug_assert!(self.entries.back().is_none_or(|last| last.seq < entry.seq));
+        self.bytes += entry.json.len();
+        self.entries.push_back(entry);
+        self.evict(limits, now)
+    }
+
+    /// Evict what is over the limits or older than `max_age_ms` at `now`.
+    pub fn evict(&mut self, limits: &HistoryLimits, now: Millis) -> Option<u64> {
+        let mut evicted = None;
+        while let Some(front) = self.entries.front() {
+            let too_many = self.entries.len() > limits.max_messages;
+            let too_big = self.bytes > limits.max_bytes;
+            let too_old = now.saturating_sub(front.at) > limits.max_age_ms;
+            if !(too_many || too_big || too_old) {
+                break;
+            }
+            evicted = Some(front.seq);
+            self.bytes -= front.json.len();
+            self.entries.pop_front();
+        }
+        evicted
+    }
+
+    /// Entries with a sequence number above `after`, oldest first.
+    pub fn after(&self, after: u64) -> impl Iterator<Item = &Entry> {
+        // Sequence numbers are contiguous, so the start index is arithmetic.
+        let skip = match self.entries.front() {
+            Some(first) if after >= first.seq => (after - first.seq + 1) as usize,
+            _ => 0,
+        };
+        self.entries.iter().skip(skip)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, at: Millis, len: usize) -> Entry {
+        Entry {
+            seq,
+            at,
+            json: "x".repeat(len).into(),
+        }
+    }
+
+    const LIMITS: HistoryLimits = HistoryLimits {
+        max_messages: 3,
+        max_bytes: 100,
+        max_age_ms: 1000,
+    };
+
+    #[test]
+    fn evicts_by_count_bytes_and_age() {
+        let mut h = History::default();
+        for seq in 1..=3 {
+            assert_eq!(h.push(entry(seq, 0, 10), &LIMITS, 0), None);
+        }
+        assert_eq!(h.push(entry(4, 0, 10), &LIMITS, 0), Some(1), "count");
+        assert_eq!(
+            h.push(entry(5, 0, 90), &LIMITS, 0),
+            Some(3),
+            "bytes: 10+10+90 > 100"
+        );
+        assert_eq!(h.first_seq(), Some(4));
+        assert_eq!(h.evict(&LIMITS, 1001), Some(5), "age");
+        assert!(h.is_empty());
+        assert_eq!(h.bytes(), 0);
+    }
+
+    #[test]
+    fn after_skips_what_was_seen() {
+        let mut h = History::default();
+        for seq in 10..=12 {
+            h.push(entry(seq, 0, 1), &LIMITS, 0);
+        }
+        let seqs = |after| h.after(after).map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(0), vec![10, 11, 12]);
+        assert_eq!(seqs(10), vec![11, 12]);
+        assert_eq!(seqs(12), Vec::<u64>::new());
+        assert_eq!(seqs(99), Vec::<u64>::new());
+    }
+}

@@ -1,0 +1,925 @@
+//! The room engine: sans-IO, single-threaded, deterministic.
+//!
+//! It owns rooms, peers, sequence numbers, history and recovery, and decides every delivery.
+//! It owns no socket, task or clock: the transport feeds it [`Input`]s with the current time
+//! and carries out the [`Output`]s it leaves in [`Engine::drain_outputs`]; the store writer
+//! takes [`StoreOp`] batches with [`Engine::take_store_batch`] and reports them durable with
+//! [`Input::Persisted`].
+//!
+//! Acked means durable: a published message gets its sequence number at once, but it is
+//! committed to the room's history, delivered to the others and acked to its sender only when
+//! the store has written the batch holding it. Batches are written in order, so delivery order
+//! is sequence order and a crash can never leave a gap or reuse a number that anyone saw.
+
+mod history;
+mod rate;
+
+pub use history::{Entry, History, HistoryLimits};
+
+use bytes::Bytes;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rate::TokenBucket;
+use relaycast_shared::codec::{encode_room_message, history_frame, message_frame};
+use relaycast_shared::*;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Wall-clock time in milliseconds since the Unix epoch, always passed in.
+pub type Millis = u64;
+
+/// The transport's handle for one connection.
+pub type ConnId = u64;
+
+/// An encoded frame (UTF-8 JSON), shared by all its recipients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame(Bytes);
+
+impl Frame {
+    fn new(json: String) -> Self {
+        Frame(Bytes::from(json))
+    }
+    fn of(msg: &ServerMsg) -> Self {
+        Frame::new(encode(msg))
+    }
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+    /// The JSON text. Frames are only ever built from `String`s.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+/// What happened, as the transport saw it.
+#[derive(Debug)]
+pub enum Input {
+    /// A WebSocket connection is open.
+    Connected(ConnId),
+    /// A decoded message from a connection.
+    Message(ConnId, ClientMsg),
+    /// A frame that could not be decoded.
+    BadFrame(ConnId, DecodeError),
+    /// A binary frame (the protocol is text only).
+    BinaryFrame(ConnId),
+    /// The connection is gone.
+    Disconnected(ConnId),
+    /// The connection's send queue is full: it reads too slowly.
+    QueueFull(ConnId),
+    /// The store has durably written the batch with this number (and all before it).
+    Persisted(u64),
+    /// Time passes: expire history by age, drop empty rooms.
+    Tick,
+    /// The server is stopping.
+    Shutdown,
+}
+
+/// Who a frame goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipients {
+    One(ConnId),
+    Many(Vec<ConnId>),
+}
+
+impl Recipients {
+    pub fn as_slice(&self) -> &[ConnId] {
+        match self {
+            Recipients::One(c) => std::slice::from_ref(c),
+            Recipients::Many(v) => v,
+        }
+    }
+}
+
+/// What the transport must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Queue `frame` for each recipient. A full queue is reported back as [`Input::QueueFull`].
+    Deliver { to: Recipients, frame: Frame },
+    /// Close the connection with this reason (after sending what is queued, where possible).
+    Close { conn: ConnId, reason: ErrorCode },
+}
+
+/// A change the store must make durable, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOp {
+    /// A room came to be: remember its epoch.
+    CreateRoom { room: RoomName, epoch: Epoch },
+    /// A message: `json` is a [`RoomMessage`].
+    Append {
+        room: RoomName,
+        seq: u64,
+        json: Arc<str>,
+    },
+    /// History up to and including `through_seq` was evicted.
+    Trim { room: RoomName, through_seq: u64 },
+    /// The room is gone (empty and no history left).
+    DropRoom { room: RoomName },
+}
+
+/// A room as the store gives it back at start: its epoch and its messages in order.
+#[derive(Debug, Clone)]
+pub struct RestoredRoom {
+    pub room: RoomName,
+    pub epoch: Epoch,
+    pub messages: Vec<Entry>,
+}
+
+/// Limits and settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub max_frame_bytes: usize,
+    pub max_rooms: usize,
+    pub max_rooms_per_connection: usize,
+    pub max_peers_per_room: usize,
+    /// Sustained publish + signal messages per second per connection (0: unlimited).
+    pub messages_per_second: u32,
+    pub message_burst: u32,
+    pub history: HistoryLimits,
+    /// History is sent in frames of at most this many messages (and about `max_frame_bytes`).
+    pub history_batch: usize,
+    /// Messages accepted but not yet durable, server-wide. Past it publishers get `overloaded`.
+    pub max_unpersisted: usize,
+    pub ice_servers: Vec<IceServer>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            max_rooms: 100_000,
+            max_rooms_per_connection: 16,
+            max_peers_per_room: 64,
+            messages_per_second: 200,
+            message_burst: 400,
+            history: HistoryLimits {
+                max_messages: 1000,
+                max_bytes: 1024 * 1024,
+                max_age_ms: 24 * 3600 * 1000,
+            },
+            history_batch: 1000,
+            max_unpersisted: 100_000,
+            ice_servers: Vec::new(),
+        }
+    }
+}
+
+/// Counters and gauges for `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub messages_in: u64,
+    pub messages_published: u64,
+    pub deliveries: u64,
+    pub dropped_slow_clients: u64,
+    pub errors_sent: u64,
+    pub rate_limited: u64,
+}
+
+#[derive(Debug)]
+struct Membership {
+    room: RoomName,
+    name: DisplayName,
+}
+
+#[derive(Debug)]
+struct Peer {
+    id: PeerId,
+    greeted: bool,
+    rooms: Vec<Membership>,
+    bucket: TokenBucket,
+}
+
+impl Peer {
+    fn membership(&self, room: &RoomName) -> Option<&Membership> {
+        self.rooms.iter().find(|m| &m.room == room)
+    }
+}
+
+#[derive(Debug)]
+struct Room {
+    epoch: Epoch,
+    /// Connections in the room, in join order.
+    members: Vec<ConnId>,
+    history: History,
+    /// The last sequence number handed out (committed or not).
+    last_assigned: u64,
+    /// The last sequence number committed (durable, delivered).
+    last_committed: u64,
+}
+
+impl Room {
+    fn is_expired(&self) -> bool {
+        self.members.is_empty()
+            && self.history.is_empty()
+            && self.last_assigned == self.last_committed
+    }
+}
+
+/// A message that has its sequence number and waits for the store.
+#[derive(Debug)]
+struct Pending {
+    room: RoomName,
+    seq: u64,
+    at: Millis,
+    sender: ConnId,
+    id: ClientMsgId,
+    json: Arc<str>,
+}
+
+/// The room engine. See the module documentation.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    rng: StdRng,
+    peers: HashMap<ConnId, Peer>,
+    by_peer_id: HashMap<PeerId, ConnId>,
+    rooms: HashMap<RoomName, Room>,
+    /// Store ops not yet taken by the writer, and the messages waiting on them.
+    staged_ops: Vec<StoreOp>,
+    staged: Vec<Pending>,
+    /// Batches taken by the writer and not yet reported durable, oldest first.
+    in_flight: VecDeque<(u64, Vec<Pending>)>,
+    next_batch: u64,
+    unpersisted: usize,
+    outputs: Vec<Output>,
+    stats: Stats,
+}
+
+impl Engine {
+    /// A new engine. `seed` feeds the generator of peer ids and epochs (random in production,
+    /// fixed in tests).
+    pub fn new(config: EngineConfig, seed: u64) -> Self {
+        Self {
+            config,
+            rng: StdRng::seed_from_u64(seed),
+            peers: HashMap::new(),
+            by_peer_id: HashMap::new(),
+            rooms: HashMap::new(),
+            staged_ops: Vec::new(),
+            staged: Vec::new(),
+            in_flight: VecDeque::new(),
+            next_batch: 1,
+            unpersisted: 0,
+            outputs: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Load rooms and their histories from the store, before any connection. History beyond
+    /// today's limits is evicted (and the store told).
+    pub fn restore(&mut self, rooms: Vec<RestoredRoom>, now: Millis) {
+        for restored in rooms {
+            let mut history = History::default();
+            let mut last = 0;
+            for entry in restored.messages {
+                last = entry.seq;
+                history.push(entry, &self.config.history, now);
+            }
+            if let Some(first) = history.first_seq() {
+                if first > 1 {
+                    self.staged_ops.push(StoreOp::Trim {
+                        room: restored.room.clone(),
+                        through_seq: first - 1,
+                    });
+                }
+            } else if last > 0 {
+                self.staged_ops.push(StoreOp::Trim {
+                    room: restored.room.clone(),
+                    through_seq: last,
+                });
+            }
+            let room = Room {
+                epoch: restored.epoch,
+                members: Vec::new(),
+                history,
+                last_assigned: last,
+                last_committed: last,
+            };
+            if room.is_expired() {
+                self.staged_ops.push(StoreOp::DropRoom {
+                    room: restored.room,
+                });
+            } else {
+                self.rooms.insert(restored.room, room);
+            }
+        }
+    }
+
+    /// Feed one input. Outputs accumulate until [`Engine::drain_outputs`].
+    pub fn handle(&mut self, now: Millis, input: Input) {
+        match input {
+            Input::Connected(conn) => self.connected(conn, now),
+            Input::Message(conn, msg) => {
+                self.stats.messages_in += 1;
+                self.message(conn, msg, now)
+            }
+            Input::BadFrame(conn, err) => {
+                self.stats.messages_in += 1;
+                self.error(conn, err.code(), err.to_string(), None, None);
+                if err.code() == ErrorCode::FrameTooLarge {
+                    self.close(conn, ErrorCode::FrameTooLarge);
+                }
+            }
+            Input::BinaryFrame(conn) => {
+                self.stats.messages_in += 1;
+                self.error(
+                    conn,
+                    ErrorCode::BinaryUnsupported,
+                    "the protocol uses text frames with JSON".into(),
+                    None,
+                    None,
+                );
+            }
+            Input::Disconnected(conn) => self.disconnected(conn),
+            Input::QueueFull(conn) => {
+                if self.peers.contains_key(&conn) {
+                    self.stats.dropped_slow_clients += 1;
+                    self.close(conn, ErrorCode::SlowConsumer);
+                }
+            }
+            Input::Persisted(batch) => self.persisted(batch, now),
+            Input::Tick => self.tick(now),
+            Input::Shutdown => {
+                let mut conns: Vec<ConnId> = self.peers.keys().copied().collect();
+                conns.sort_unstable();
+                for conn in conns {
+                    self.outputs.push(Output::Close {
+                        conn,
+                        reason: ErrorCode::ShuttingDown,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Take the outputs produced so far, in order.
+    pub fn drain_outputs(&mut self) -> std::vec::Drain<'_, Output> {
+        self.outputs.drain(..)
+    }
+
+    /// Hand the store writer everything staged since the last call, as one numbered batch.
+    pub fn take_store_batch(&mut self) -> Option<(u64, Vec<StoreOp>)> {
+        if self.staged_ops.is_empty() {
+            return None;
+        }
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        self.in_flight
+            .push_back((batch, std::mem::take(&mut self.staged)));
+        Some((batch, std::mem::take(&mut self.staged_ops)))
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Messages and bytes held in all rooms' histories.
+    pub fn history_size(&self) -> (usize, usize) {
+        self.rooms.values().fold((0, 0), |(n, b), r| {
+            (n + r.history.len(), b + r.history.bytes())
+        })
+    }
+
+    /// Messages accepted and not yet durable.
+    pub fn unpersisted(&self) -> usize {
+        self.unpersisted
+    }
+
+    // ---- inputs ----
+
+    fn connected(&mut self, conn: ConnId, now: Millis) {
+        let id = loop {
+            let id = PeerId::try_from(self.random_token(12)).unwrap_or_else(|_| unreachable!());
+            if !self.by_peer_id.contains_key(&id) {
+                break id;
+            }
+        };
+        self.by_peer_id.insert(id.clone(), conn);
+        let bucket = TokenBucket::full(self.config.message_burst, now);
+        self.peers.insert(
+            conn,
+            Peer {
+                id,
+                greeted: false,
+                rooms: Vec::new(),
+                bucket,
+            },
+        );
+    }
+
+    fn message(&mut self, conn: ConnId, msg: ClientMsg, now: Millis) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        match msg {
+            ClientMsg::Hello { protocol, token: _ } => self.hello(conn, protocol),
+            _ if !peer.greeted => self.error(
+                conn,
+                ErrorCode::HelloRequired,
+                "send hello first".into(),
+                None,
+                None,
+            ),
+            ClientMsg::Join {
+                room,
+                name,
+                token: _,
+                resume,
+            } => self.join(conn, room, name, resume),
+            ClientMsg::Leave { room } => self.leave(conn, room),
+            ClientMsg::Signal { room, to, signal } => {
+                if self.rate_ok(conn, now, &room, None) {
+                    self.signal(conn, room, to, signal)
+                }
+            }
+            ClientMsg::Publish { room, id, body } => {
+                if self.rate_ok(conn, now, &room, Some(&id)) {
+                    self.publish(conn, room, id, body, now)
+                }
+            }
+        }
+    }
+
+    fn hello(&mut self, conn: ConnId, protocol: u32) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        if peer.greeted {
+            return self.error(
+                conn,
+                ErrorCode::AlreadyGreeted,
+                "hello was already sent".into(),
+                None,
+                None,
+            );
+        }
+        if protocol != PROTOCOL_VERSION {
+            let message = format!(
+                "this server speaks protocol {PROTOCOL_VERSION}; the client speaks {protocol}"
+            );
+            self.error(conn, ErrorCode::UnsupportedProtocol, message, None, None);
+            return self.close(conn, ErrorCode::UnsupportedProtocol);
+        }
+        peer.greeted = true;
+        let c = &self.config;
+        let welcome = ServerMsg::Welcome {
+            protocol: PROTOCOL_VERSION,
+            peer_id: peer.id.clone(),
+            limits: ServerLimits {
+                max_frame_bytes: c.max_frame_bytes as u64,
+                max_rooms_per_connection: c.max_rooms_per_connection as u32,
+                max_peers_per_room: c.max_peers_per_room as u32,
+                messages_per_second: c.messages_per_second,
+                history_max_messages: c.history.max_messages as u64,
+                history_max_age_secs: c.history.max_age_ms / 1000,
+            },
+            ice_servers: c.ice_servers.clone(),
+        };
+        self.send(conn, &welcome);
+    }
+
+    fn join(
+        &mut self,
+        conn: ConnId,
+        room_name: RoomName,
+        name: DisplayName,
+        resume: Option<ResumeFrom>,
+    ) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        let room_err = |code, msg: &str| (code, msg.to_owned());
+        let refusal = if peer.membership(&room_name).is_some() {
+            Some(room_err(ErrorCode::AlreadyJoined, "already in this room"))
+        } else if peer.rooms.len() >= self.config.max_rooms_per_connection {
+            Some(room_err(
+                ErrorCode::TooManyRooms,
+                "this connection is in as many rooms as it may be",
+            ))
+        } else {
+            match self.rooms.get(&room_name) {
+                Some(room) if room.members.len() >= self.config.max_peers_per_room => {
+                    Some(room_err(ErrorCode::RoomFull, "the room is full"))
+                }
+                None if self.rooms.len() >= self.config.max_rooms => Some(room_err(
+                    ErrorCode::ServerFull,
+                    "the server holds as many rooms as it may",
+                )),
+                _ => None,
+            }
+        };
+        if let Some((code, message)) = refusal {
+            return self.error(conn, code, message, Some(room_name), None);
+        }
+
+        if !self.rooms.contains_key(&room_name) {
+            let epoch = Epoch::try_from(self.random_token(16)).unwrap_or_else(|_| unreachable!());
+            self.staged_ops.push(StoreOp::CreateRoom {
+                room: room_name.clone(),
+                epoch: epoch.clone(),
+            });
+            self.rooms.insert(
+                room_name.clone(),
+                Room {
+                    epoch,
+                    members: Vec::new(),
+                    history: History::default(),
+                    last_assigned: 0,
+                    last_committed: 0,
+                },
+            );
+        }
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let me = PeerInfo {
+            id: peer.id.clone(),
+            name: name.clone(),
+        };
+        peer.rooms.push(Membership {
+            room: room_name.clone(),
+            name,
+        });
+
+        let others = room.members.clone();
+        room.members.push(conn);
+        let present: Vec<PeerInfo> = others
+            .iter()
+            .filter_map(|c| {
+                let p = self.peers.get(c)?;
+                Some(PeerInfo {
+                    id: p.id.clone(),
+                    name: p.membership(&room_name)?.name.clone(),
+                })
+            })
+            .collect();
+
+        // The joiner: who is here, then where its history starts, then the history.
+        let mut frames = vec![Frame::of(&ServerMsg::Joined {
+            room: room_name.clone(),
+            epoch: room.epoch.clone(),
+            last_seq: room.last_committed,
+            peers: present,
+        })];
+        let after = match resume {
+            None => 0,
+            Some(r) if r.epoch == room.epoch && r.last_seq <= room.last_committed => {
+                let oldest = room.history.first_seq().unwrap_or(room.last_committed + 1);
+                if r.last_seq + 1 < oldest {
+                    frames.push(Frame::of(&ServerMsg::HistoryTruncated {
+                        room: room_name.clone(),
+                        requested_after: r.last_seq,
+                        oldest_available: oldest,
+                    }));
+                }
+                r.last_seq
+            }
+            // Another epoch, or a position this history never reached: the client's view
+            // belongs to a history that is gone. Say so and start over.
+            Some(_) => {
+                frames.push(Frame::of(&ServerMsg::HistoryReset {
+                    room: room_name.clone(),
+                    epoch: room.epoch.clone(),
+                }));
+                0
+            }
+        };
+        history_batches(&room_name, &room.history, after, &self.config, &mut frames);
+        for frame in frames {
+            self.deliver(Recipients::One(conn), frame);
+        }
+
+        if !others.is_empty() {
+            let frame = Frame::of(&ServerMsg::PeerJoined {
+                room: room_name,
+                peer: me,
+            });
+            self.deliver(Recipients::Many(others), frame);
+        }
+    }
+
+    fn leave(&mut self, conn: ConnId, room: RoomName) {
+        if !self.remove_member(conn, &room) {
+            return self.error(
+                conn,
+                ErrorCode::NotJoined,
+                "not in this room".into(),
+                Some(room),
+                None,
+            );
+        }
+        self.send(conn, &ServerMsg::Left { room });
+    }
+
+    fn signal(&mut self, conn: ConnId, room: RoomName, to: PeerId, signal: Signal) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        if peer.membership(&room).is_none() {
+            return self.error(
+                conn,
+                ErrorCode::NotJoined,
+                "not in this room".into(),
+                Some(room),
+                None,
+            );
+        }
+        let target = self.by_peer_id.get(&to).copied().filter(|t| {
+            *t != conn
+                && self
+                    .peers
+                    .get(t)
+                    .is_some_and(|p| p.membership(&room).is_some())
+        });
+        let Some(target) = target else {
+            let message = format!("no peer {to} in this room");
+            return self.error(conn, ErrorCode::UnknownPeer, message, Some(room), None);
+        };
+        let from = peer.id.clone();
+        self.send(target, &ServerMsg::Signal { room, from, signal });
+    }
+
+    fn publish(
+        &mut self,
+        conn: ConnId,
+        room_name: RoomName,
+        id: ClientMsgId,
+        body: Body,
+        now: Millis,
+    ) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        let Some(membership) = peer.membership(&room_name) else {
+            return self.error(
+                conn,
+                ErrorCode::NotJoined,
+                "not in this room".into(),
+                Some(room_name),
+                Some(id),
+            );
+        };
+        if self.unpersisted >= self.config.max_unpersisted {
+            let message = "storage is behind; retry later".into();
+            return self.error(
+                conn,
+                ErrorCode::Overloaded,
+                message,
+                Some(room_name),
+                Some(id),
+            );
+        }
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            return;
+        };
+        room.last_assigned += 1;
+        let message = RoomMessage {
+            seq: room.last_assigned,
+            from: peer.id.clone(),
+            name: membership.name.clone(),
+            id: id.clone(),
+            at: now,
+            body,
+        };
+        let json: Arc<str> = encode_room_message(&message).into();
+        self.staged_ops.push(StoreOp::Append {
+            room: room_name.clone(),
+            seq: message.seq,
+            json: json.clone(),
+        });
+        self.staged.push(Pending {
+            room: room_name,
+            seq: message.seq,
+            at: now,
+            sender: conn,
+            id,
+            json,
+        });
+        self.unpersisted += 1;
+        self.stats.messages_published += 1;
+    }
+
+    fn persisted(&mut self, batch: u64, now: Millis) {
+        while self.in_flight.front().is_some_and(|(b, _)| *b <= batch) {
+            let Some((_, pending)) = self.in_flight.pop_front() else {
+                break;
+            };
+            for p in pending {
+                self.unpersisted -= 1;
+                self.commit(p, now);
+            }
+        }
+    }
+
+    /// A message is durable: into the history, out to the room, ack to the sender.
+    fn commit(&mut self, p: Pending, now: Millis) {
+        let Some(room) = self.rooms.get_mut(&p.room) else {
+            return;
+        };
+        room.last_committed = p.seq;
+        let entry = Entry {
+            seq: p.seq,
+            at: p.at,
+            json: p.json.clone(),
+        };
+        if let Some(through_seq) = room.history.push(entry, &self.config.history, now) {
+            self.staged_ops.push(StoreOp::Trim {
+                room: p.room.clone(),
+                through_seq,
+            });
+        }
+        let others: Vec<ConnId> = room
+            .members
+            .iter()
+            .copied()
+            .filter(|c| *c != p.sender)
+            .collect();
+        if !others.is_empty() {
+            let frame = Frame::new(message_frame(&p.room, &p.json));
+            self.deliver(Recipients::Many(others), frame);
+        }
+        if self.peers.contains_key(&p.sender) {
+            self.send(
+                p.sender,
+                &ServerMsg::Ack {
+                    room: p.room,
+                    id: p.id,
+                    seq: p.seq,
+                },
+            );
+        }
+    }
+
+    fn disconnected(&mut self, conn: ConnId) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        let rooms: Vec<RoomName> = peer.rooms.iter().map(|m| m.room.clone()).collect();
+        for room in rooms {
+            self.remove_member(conn, &room);
+        }
+        if let Some(peer) = self.peers.remove(&conn) {
+            self.by_peer_id.remove(&peer.id);
+        }
+    }
+
+    fn tick(&mut self, now: Millis) {
+        let limits = self.config.history;
+        let mut expired = Vec::new();
+        for (name, room) in &mut self.rooms {
+            if let Some(through_seq) = room.history.evict(&limits, now) {
+                self.staged_ops.push(StoreOp::Trim {
+                    room: name.clone(),
+                    through_seq,
+                });
+            }
+            if room.is_expired() {
+                expired.push(name.clone());
+            }
+        }
+        for room in expired {
+            self.rooms.remove(&room);
+            self.staged_ops.push(StoreOp::DropRoom { room });
+        }
+    }
+
+    // ---- helpers ----
+
+    /// Remove `conn` from `room`, tell the others. False if it was not a member.
+    fn remove_member(&mut self, conn: ConnId, room_name: &RoomName) -> bool {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return false;
+        };
+        let Some(index) = peer.rooms.iter().position(|m| &m.room == room_name) else {
+            return false;
+        };
+        peer.rooms.swap_remove(index);
+        let peer_id = peer.id.clone();
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return true;
+        };
+        room.members.retain(|c| *c != conn);
+        if !room.members.is_empty() {
+            let frame = Frame::of(&ServerMsg::PeerLeft {
+                room: room_name.clone(),
+                peer_id,
+            });
+            let others = room.members.clone();
+            self.deliver(Recipients::Many(others), frame);
+        } else if room.is_expired() {
+            self.rooms.remove(room_name);
+            self.staged_ops.push(StoreOp::DropRoom {
+                room: room_name.clone(),
+            });
+        }
+        true
+    }
+
+    fn rate_ok(
+        &mut self,
+        conn: ConnId,
+        now: Millis,
+        room: &RoomName,
+        id: Option<&ClientMsgId>,
+    ) -> bool {
+        let (rate, burst) = (self.config.messages_per_second, self.config.message_burst);
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return false;
+        };
+        if peer.bucket.try_take(rate, burst, now) {
+            return true;
+        }
+        self.stats.rate_limited += 1;
+        let message = format!("more than {rate} messages per second; this one was dropped");
+        self.error(
+            conn,
+            ErrorCode::RateLimited,
+            message,
+            Some(room.clone()),
+            id.cloned(),
+        );
+        false
+    }
+
+    fn error(
+        &mut self,
+        conn: ConnId,
+        code: ErrorCode,
+        message: String,
+        room: Option<RoomName>,
+        id: Option<ClientMsgId>,
+    ) {
+        self.stats.errors_sent += 1;
+        self.send(
+            conn,
+            &ServerMsg::Error {
+                code,
+                message,
+                room,
+                id,
+            },
+        );
+    }
+
+    fn close(&mut self, conn: ConnId, reason: ErrorCode) {
+        self.outputs.push(Output::Close { conn, reason });
+        self.disconnected(conn);
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &ServerMsg) {
+        self.deliver(Recipients::One(conn), Frame::of(msg));
+    }
+
+    fn deliver(&mut self, to: Recipients, frame: Frame) {
+        self.stats.deliveries += to.as_slice().len() as u64;
+        self.outputs.push(Output::Deliver { to, frame });
+    }
+
+    fn random_token(&mut self, len: usize) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        (0..len)
+            .map(|_| ALPHABET[self.rng.random_range(0..ALPHABET.len())] as char)
+            .collect()
+    }
+}
+
+/// The history after `after` as frames of bounded size; always at least one, the last with
+/// `done: true`, so a client knows where history ends and live messages begin.
+fn history_batches(
+    room: &RoomName,
+    history: &History,
+    after: u64,
+    config: &EngineConfig,
+    out: &mut Vec<Frame>,
+) {
+    let byte_budget = config.max_frame_bytes.max(4096);
+    let mut batch: Vec<&str> = Vec::new();
+    let mut bytes = 0;
+    let mut entries = history.after(after).peekable();
+    while let Some(entry) = entries.next() {
+        batch.push(&entry.json);
+        bytes += entry.json.len() + 1;
+        let full = batch.len() >= config.history_batch.max(1) || bytes >= byte_budget;
+        if full && entries.peek().is_some() {
+            out.push(Frame::new(history_frame(room, batch.drain(..), false)));
+            bytes = 0;
+        }
+    }
+    out.push(Frame::new(history_frame(room, batch, true)));
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,568 @@
+//! Engine scenarios with a fake clock: inputs in, decoded outputs checked per connection.
+
+use super::*;
+use std::collections::BTreeMap;
+
+struct Sim {
+    engine: Engine,
+    now: Millis,
+    /// Every frame each connection received, decoded, in order.
+    inbox: BTreeMap<ConnId, Vec<ServerMsg>>,
+    closed: Vec<(ConnId, ErrorCode)>,
+    store: Vec<StoreOp>,
+}
+
+fn room(s: &str) -> RoomName {
+    RoomName::try_from(s).unwrap()
+}
+
+impl Sim {
+    fn new(config: EngineConfig) -> Self {
+        Sim {
+            engine: Engine::new(config, 7),
+            now: 1_000_000,
+            inbox: BTreeMap::new(),
+            closed: vec![],
+            store: vec![],
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        self.engine.handle(self.now, input);
+        self.collect();
+    }
+
+    fn collect(&mut self) {
+        let outputs: Vec<Output> = self.engine.drain_outputs().collect();
+        for out in outputs {
+            match out {
+                Output::Deliver { to, frame } => {
+                    for conn in to.as_slice() {
+                        let msg = decode_server(frame.as_str()).expect("engine frames decode");
+                        self.inbox.entry(*conn).or_default().push(msg);
+                    }
+                }
+                Output::Close { conn, reason } => self.closed.push((conn, reason)),
+            }
+        }
+    }
+
+    /// The store writes everything staged.
+    fn persist(&mut self) {
+        while let Some((batch, ops)) = self.engine.take_store_batch() {
+            self.store.extend(ops);
+            self.input(Input::Persisted(batch));
+        }
+    }
+
+    fn take(&mut self, conn: ConnId) -> Vec<ServerMsg> {
+        std::mem::take(self.inbox.entry(conn).or_default())
+    }
+
+    fn connect(&mut self, conn: ConnId) -> PeerId {
+        self.input(Input::Connected(conn));
+        self.input(Input::Message(
+            conn,
+            ClientMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                token: None,
+            },
+        ));
+        match self.take(conn).as_slice() {
+            [ServerMsg::Welcome { peer_id, .. }] => peer_id.clone(),
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    fn join(&mut self, conn: ConnId, r: &str, resume: Option<ResumeFrom>) -> Vec<ServerMsg> {
+        let name = DisplayName::try_from(format!("user{conn}")).unwrap();
+        self.input(Input::Message(
+            conn,
+            ClientMsg::Join {
+                room: room(r),
+                name,
+                token: None,
+                resume,
+            },
+        ));
+        self.take(conn)
+    }
+
+    fn publish(&mut self, conn: ConnId, r: &str, text: &str) {
+        let body = Body::Chat {
+            text: ChatText::try_from(text).unwrap(),
+        };
+        let id = ClientMsgId::try_from(format!("m-{text}")).unwrap();
+        self.input(Input::Message(
+            conn,
+            ClientMsg::Publish {
+                room: room(r),
+                id,
+                body,
+            },
+        ));
+    }
+}
+
+fn texts(msgs: &[ServerMsg]) -> Vec<String> {
+    let mut out = vec![];
+    for m in msgs {
+        let list = match m {
+            ServerMsg::History { messages, .. } => messages.iter().collect::<Vec<_>>(),
+            ServerMsg::Message { message, .. } => vec![message],
+            _ => vec![],
+        };
+        for m in list {
+            if let Body::Chat { text } = &m.body {
+                out.push(format!("{}:{}", m.seq, text));
+            }
+        }
+    }
+    out
+}
+
+fn codes(msgs: &[ServerMsg]) -> Vec<ErrorCode> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ServerMsg::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn join_presence_broadcast_and_ack() {
+    let mut sim = Sim::new(EngineConfig::default());
+    let a = sim.connect(1);
+    let b = sim.connect(2);
+    let joined = sim.join(1, "r", None);
+    assert!(matches!(&joined[0], ServerMsg::Joined { peers, last_seq: 0, .. } if peers.is_empty()));
+    assert!(
+        matches!(&joined[1], ServerMsg::History { messages, done: true, .. } if messages.is_empty())
+    );
+    let joined = sim.join(2, "r", None);
+    assert!(
+        matches!(&joined[0], ServerMsg::Joined { peers, .. } if peers.len() == 1 && peers[0].id == a)
+    );
+    assert!(matches!(&sim.take(1)[..], [ServerMsg::PeerJoined { peer, .. }] if peer.id == b));
+
+    sim.publish(1, "r", "hi");
+    assert!(
+        sim.take(2).is_empty(),
+        "nothing is delivered before it is durable"
+    );
+    assert!(sim.take(1).is_empty(), "nor acked");
+    sim.persist();
+    assert_eq!(texts(&sim.take(2)), vec!["1:hi"]);
+    assert!(
+        matches!(&sim.take(1)[..], [ServerMsg::Ack { seq: 1, id, .. }] if id.as_str() == "m-hi")
+    );
+    assert!(sim
+        .store
+        .iter()
+        .any(|op| matches!(op, StoreOp::Append { seq: 1, .. })));
+
+    sim.input(Input::Disconnected(2));
+    assert!(matches!(&sim.take(1)[..], [ServerMsg::PeerLeft { peer_id, .. }] if *peer_id == b));
+}
+
+#[test]
+fn signaling_goes_only_to_the_named_peer_in_the_same_room() {
+    let mut sim = Sim::new(EngineConfig::default());
+    sim.connect(1);
+    let b = sim.connect(2);
+    let c = sim.connect(3);
+    sim.join(1, "r", None);
+    sim.join(2, "r", None);
+    sim.join(3, "other", None);
+    sim.take(1);
+    let offer = Signal::Offer { sdp: "v=0".into() };
+    sim.input(Input::Message(
+        1,
+        ClientMsg::Signal {
+            room: room("r"),
+            to: b.clone(),
+            signal: offer.clone(),
+        },
+    ));
+    assert!(matches!(&sim.take(2)[..], [ServerMsg::Signal { signal, .. }] if *signal == offer));
+    // Peer 3 exists but is in another room: refused, nothing leaks across rooms.
+    sim.input(Input::Message(
+        1,
+        ClientMsg::Signal {
+            room: room("r"),
+            to: c,
+            signal: offer.clone(),
+        },
+    ));
+    assert_eq!(codes(&sim.take(1)), vec![ErrorCode::UnknownPeer]);
+    assert!(sim.take(3).is_empty());
+    // Naming a room one is not in is refused too.
+    sim.input(Input::Message(
+        1,
+        ClientMsg::Signal {
+            room: room("other"),
+            to: b,
+            signal: offer,
+        },
+    ));
+    assert_eq!(codes(&sim.take(1)), vec![ErrorCode::NotJoined]);
+}
+
+#[test]
+fn sequence_is_gapless_across_senders_and_batches() {
+    let mut sim = Sim::new(EngineConfig::default());
+    for conn in 1..=3 {
+        sim.connect(conn);
+        sim.join(conn, "r", None);
+    }
+    sim.connect(9);
+    sim.join(9, "r", None);
+    sim.take(1);
+    sim.take(2);
+    sim.take(3);
+    sim.take(9);
+    for i in 0..30 {
+        sim.publish(1 + i % 3, "r", &format!("t{i}"));
+        if i % 7 == 0 {
+            sim.persist();
+        }
+    }
+    sim.persist();
+    let seqs: Vec<u64> = sim
+        .take(9)
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Message { message, .. } => Some(message.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+}
+
+#[test]
+fn late_joiner_gets_history_then_live_with_no_gap_or_duplicate() {
+    let mut sim = Sim::new(EngineConfig {
+        history_batch: 4,
+        ..EngineConfig::default()
+    });
+    sim.connect(1);
+    sim.join(1, "r", None);
+    for i in 1..=10 {
+        sim.publish(1, "r", &format!("t{i}"));
+    }
+    sim.persist();
+    // Two more are accepted but not yet durable when the late joiner arrives.
+    sim.publish(1, "r", "t11");
+    sim.publish(1, "r", "t12");
+    sim.connect(2);
+    let joined = sim.join(2, "r", None);
+    assert!(matches!(&joined[0], ServerMsg::Joined { last_seq: 10, .. }));
+    let batches: Vec<(usize, bool)> = joined
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::History { messages, done, .. } => Some((messages.len(), *done)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batches, vec![(4, false), (4, false), (2, true)]);
+    sim.persist();
+    let mut all = texts(&joined);
+    all.extend(texts(&sim.take(2)));
+    let expected: Vec<String> = (1..=12).map(|i| format!("{i}:t{i}")).collect();
+    assert_eq!(all, expected);
+}
+
+#[test]
+fn resume_gets_exactly_what_was_missed() {
+    let mut sim = Sim::new(EngineConfig::default());
+    sim.connect(1);
+    let joined = sim.join(1, "r", None);
+    let ServerMsg::Joined { epoch, .. } = &joined[0] else {
+        panic!()
+    };
+    let epoch = epoch.clone();
+    for i in 1..=5 {
+        sim.publish(1, "r", &format!("t{i}"));
+    }
+    sim.persist();
+    sim.connect(2);
+    let msgs = sim.join(2, "r", Some(ResumeFrom { epoch, last_seq: 3 }));
+    assert!(!msgs.iter().any(|m| matches!(
+        m,
+        ServerMsg::HistoryTruncated { .. } | ServerMsg::HistoryReset { .. }
+    )));
+    assert_eq!(texts(&msgs), vec!["4:t4", "5:t5"]);
+}
+
+#[test]
+fn resume_past_eviction_says_truncated_then_sends_the_rest() {
+    let config = EngineConfig {
+        history: HistoryLimits {
+            max_messages: 3,
+            ..EngineConfig::default().history
+        },
+        ..EngineConfig::default()
+    };
+    let mut sim = Sim::new(config);
+    sim.connect(1);
+    let ServerMsg::Joined { epoch, .. } = sim.join(1, "r", None).remove(0) else {
+        panic!()
+    };
+    for i in 1..=8 {
+        sim.publish(1, "r", &format!("t{i}"));
+    }
+    sim.persist();
+    assert!(sim
+        .store
+        .iter()
+        .any(|op| matches!(op, StoreOp::Trim { through_seq: 5, .. })));
+    sim.connect(2);
+    let msgs = sim.join(2, "r", Some(ResumeFrom { epoch, last_seq: 2 }));
+    assert!(matches!(
+        msgs[1],
+        ServerMsg::HistoryTruncated {
+            requested_after: 2,
+            oldest_available: 6,
+            ..
+        }
+    ));
+    assert_eq!(texts(&msgs), vec!["6:t6", "7:t7", "8:t8"]);
+}
+
+#[test]
+fn resume_with_an_unknown_epoch_is_reset_not_silent() {
+    let mut sim = Sim::new(EngineConfig::default());
+    sim.connect(1);
+    sim.join(1, "r", None);
+    sim.publish(1, "r", "t1");
+    sim.persist();
+    sim.connect(2);
+    let old = Epoch::try_from("gone").unwrap();
+    let msgs = sim.join(
+        2,
+        "r",
+        Some(ResumeFrom {
+            epoch: old,
+            last_seq: 40,
+        }),
+    );
+    assert!(matches!(&msgs[1], ServerMsg::HistoryReset { .. }));
+    assert_eq!(texts(&msgs), vec!["1:t1"]);
+}
+
+#[test]
+fn restored_history_keeps_epoch_and_sequence() {
+    let mut sim = Sim::new(EngineConfig::default());
+    let epoch = Epoch::try_from("e1").unwrap();
+    let entry = |seq: u64| {
+        let m = RoomMessage {
+            seq,
+            from: PeerId::try_from("p").unwrap(),
+            name: DisplayName::try_from("n").unwrap(),
+            id: ClientMsgId::try_from("i").unwrap(),
+            at: sim.now,
+            body: Body::Chat {
+                text: ChatText::try_from(format!("t{seq}")).unwrap(),
+            },
+        };
+        Entry {
+            seq,
+            at: m.at,
+            json: encode_room_message(&m).into(),
+        }
+    };
+    let messages = vec![entry(4), entry(5)];
+    sim.engine.restore(
+        vec![RestoredRoom {
+            room: room("r"),
+            epoch: epoch.clone(),
+            messages,
+        }],
+        sim.now,
+    );
+    sim.connect(1);
+    let msgs = sim.join(1, "r", Some(ResumeFrom { epoch, last_seq: 4 }));
+    assert!(matches!(&msgs[0], ServerMsg::Joined { last_seq: 5, .. }));
+    assert_eq!(texts(&msgs), vec!["5:t5"]);
+    sim.publish(1, "r", "t6");
+    sim.persist();
+    assert!(matches!(&sim.take(1)[..], [ServerMsg::Ack { seq: 6, .. }]));
+}
+
+#[test]
+fn history_expires_by_age_and_empty_rooms_are_dropped() {
+    let mut sim = Sim::new(EngineConfig::default());
+    sim.connect(1);
+    sim.join(1, "r", None);
+    sim.publish(1, "r", "old");
+    sim.persist();
+    sim.input(Input::Disconnected(1));
+    sim.input(Input::Tick);
+    assert_eq!(sim.engine.room_count(), 1, "kept while its history lives");
+    sim.now += EngineConfig::default().history.max_age_ms + 1;
+    sim.input(Input::Tick);
+    sim.persist();
+    assert_eq!(sim.engine.room_count(), 0);
+    assert!(sim
+        .store
+        .iter()
+        .any(|op| matches!(op, StoreOp::DropRoom { .. })));
+}
+
+#[test]
+fn requests_before_hello_or_join_are_refused_and_the_connection_stays() {
+    let mut sim = Sim::new(EngineConfig::default());
+    sim.input(Input::Connected(1));
+    sim.input(Input::Message(1, ClientMsg::Leave { room: room("r") }));
+    assert_eq!(codes(&sim.take(1)), vec![ErrorCode::HelloRequired]);
+    sim.input(Input::Message(
+        1,
+        ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            token: None,
+        },
+    ));
+    sim.take(1);
+    sim.input(Input::Message(
+        1,
+        ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            token: None,
+        },
+    ));
+    assert_eq!(codes(&sim.take(1)), vec![ErrorCode::AlreadyGreeted]);
+    sim.publish(1, "r", "x");
+    assert_eq!(codes(&sim.take(1)), vec![ErrorCode::NotJoined]);
+    sim.input(Input::BinaryFrame(1));
+    sim.input(Input::BadFrame(1, DecodeError::UnknownType("x".into())));
+    assert_eq!(
+        codes(&sim.take(1)),
+        vec![ErrorCode::BinaryUnsupported, ErrorCode::UnknownType]
+    );
+    assert!(sim.closed.is_empty());
+}
+
+#[test]
+fn wrong_protocol_version_is_refused_and_closed() {
+    let mut sim = Sim::new(EngineConfig::default());
+    sim.input(Input::Connected(1));
+    sim.input(Input::Message(
+        1,
+        ClientMsg::Hello {
+            protocol: 99,
+            token: None,
+        },
+    ));
+    assert_eq!(codes(&sim.take(1)), vec![ErrorCode::UnsupportedProtocol]);
+    assert_eq!(sim.closed, vec![(1, ErrorCode::UnsupportedProtocol)]);
+}
+
+#[test]
+fn flood_is_rate_limited_without_losing_the_connection() {
+    let config = EngineConfig {
+        messages_per_second: 10,
+        message_burst: 5,
+        ..EngineConfig::default()
+    };
+    let mut sim = Sim::new(config);
+    sim.connect(1);
+    sim.join(1, "r", None);
+    for i in 0..20 {
+        sim.publish(1, "r", &format!("f{i}"));
+    }
+    sim.persist();
+    let msgs = sim.take(1);
+    let acks = msgs
+        .iter()
+        .filter(|m| matches!(m, ServerMsg::Ack { .. }))
+        .count();
+    assert_eq!(acks, 5);
+    assert_eq!(
+        codes(&msgs)
+            .iter()
+            .filter(|c| **c == ErrorCode::RateLimited)
+            .count(),
+        15
+    );
+    sim.now += 1000;
+    sim.publish(1, "r", "later");
+    sim.persist();
+    assert!(matches!(&sim.take(1)[..], [ServerMsg::Ack { seq: 6, .. }]));
+}
+
+#[test]
+fn limits_on_rooms_and_peers() {
+    let config = EngineConfig {
+        max_peers_per_room: 1,
+        max_rooms_per_connection: 1,
+        ..EngineConfig::default()
+    };
+    let mut sim = Sim::new(config);
+    sim.connect(1);
+    sim.connect(2);
+    sim.join(1, "r", None);
+    assert_eq!(codes(&sim.join(2, "r", None)), vec![ErrorCode::RoomFull]);
+    assert_eq!(
+        codes(&sim.join(1, "r", None)),
+        vec![ErrorCode::AlreadyJoined]
+    );
+    assert_eq!(
+        codes(&sim.join(1, "s", None)),
+        vec![ErrorCode::TooManyRooms]
+    );
+}
+
+#[test]
+fn overload_refuses_instead_of_queueing_without_bound() {
+    let mut sim = Sim::new(EngineConfig {
+        max_unpersisted: 2,
+        ..EngineConfig::default()
+    });
+    sim.connect(1);
+    sim.join(1, "r", None);
+    for i in 0..3 {
+        sim.publish(1, "r", &format!("o{i}"));
+    }
+    assert_eq!(codes(&sim.take(1)), vec![ErrorCode::Overloaded]);
+    sim.persist();
+    assert_eq!(
+        sim.take(1)
+            .iter()
+            .filter(|m| matches!(m, ServerMsg::Ack { .. }))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn slow_consumer_is_closed_and_announced_as_left() {
+    let mut sim = Sim::new(EngineConfig::default());
+    sim.connect(1);
+    let slow = sim.connect(2);
+    sim.join(1, "r", None);
+    sim.join(2, "r", None);
+    sim.take(1);
+    sim.input(Input::QueueFull(2));
+    assert_eq!(sim.closed, vec![(2, ErrorCode::SlowConsumer)]);
+    assert!(matches!(&sim.take(1)[..], [ServerMsg::PeerLeft { peer_id, .. }] if *peer_id == slow));
+    assert_eq!(sim.engine.stats().dropped_slow_clients, 1);
+    // The transport reports the disconnect later: nothing happens twice.
+    sim.input(Input::Disconnected(2));
+    assert!(sim.take(1).is_empty());
+    assert_eq!(sim.engine.connection_count(), 1);
+}
+
+#[test]
+fn a_message_is_durable_even_if_its_sender_leaves_before_the_commit() {
+    let mut sim = Sim::new(EngineConfig::default());
+    sim.connect(1);
+    sim.connect(2);
+    sim.join(1, "r", None);
+    sim.join(2, "r", None);
+    sim.take(1);
+    sim.publish(1, "r", "bye");
+    sim.input(Input::Disconnected(1));
+    sim.persist();
+    assert_eq!(texts(&sim.take(2)), vec!["1:bye"]);
+}

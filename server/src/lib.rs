@@ -1,1 +1,115 @@
+//! Relaycast server: rooms, WebRTC signaling relay and durable message history.
+//!
+//! # Layout
+//! - [`core`]: the sans-IO room engine (rooms, presence, sequence numbers, history, recovery,
+//!   fan-out and limits). Inputs with the time in, outputs out; no sockets, no clock.
+//! - [`store`]: history persistence behind the [`store::Store`] trait: redb (default) or memory.
+//! - [`hub`]: runs the engine in a live server: one lock, bounded per-connection queues, the
+//!   store writer (group commit) and the clock.
+//! - [`transport`]: the only code that knows warp: `/ws`, `/healthz`, `/readyz`, `/metrics`
+//!   and the web app's static files.
+//! - [`config`]: flags and environment variables.
+//!
+//! [`run`] serves on a bound listener until a shutdown future completes, so tests bind
+//! `127.0.0.1:0` and call it; `main.rs` only parses flags, sets up logging and waits for
+//! SIGINT/SIGTERM.
+
+pub mod config;
 pub mod core;
+pub mod hub;
+pub mod store;
+pub mod transport;
+
+use crate::core::Engine;
+use crate::hub::{now_millis, Hub};
+use crate::store::{MemoryStore, RedbStore, Store, StoreError};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot open the history store: {0}")]
+    Store(#[from] StoreError),
+    #[error("a startup task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Serve on `listener` until `shutdown` completes, then close every connection with
+/// "going away", flush the store, and return.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let store: Arc<dyn Store> = if config.memory {
+        Arc::new(MemoryStore)
+    } else {
+        let dir = config.data_dir.clone();
+        Arc::new(tokio::task::spawn_blocking(move || RedbStore::open(&dir)).await??)
+    };
+    let restored = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.load()).await??
+    };
+    let restored_rooms = restored.len();
+    let mut engine = Engine::new(config.engine(), rand::random());
+    engine.restore(restored, now_millis());
+    let queue_limits = hub::QueueLimits {
+        max_frames: config.queue_depth as usize,
+        max_bytes: config.queue_bytes.max(2 * config.max_frame_bytes as usize),
+    };
+    let hub = Hub::new(engine, store.clone(), queue_limits);
+    tracing::info!(
+        addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        store = store.kind(),
+        restored_rooms,
+        "relaycast listening"
+    );
+
+    let writer = tokio::spawn(hub.clone().run_store_writer());
+    let ticker = tokio::spawn({
+        let hub = hub.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                hub.tick();
+            }
+        }
+    });
+    let settings = transport::WsSettings {
+        max_frame_bytes: config.max_frame_bytes as usize,
+        ping_interval: config.ping_interval,
+        idle_timeout: config.idle_timeout,
+    };
+    let routes = transport::routes(hub.clone(), settings, config.static_dir.clone());
+    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        warp::serve(routes)
+            .incoming(listener)
+            .graceful(async move {
+                let _ = stopped.await;
+            })
+            .run(),
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down: closing connections");
+    hub.shutdown();
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+    while hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop_accepting.send(());
+    let _ = tokio::time::timeout_at(deadline, server).await;
+    ticker.abort();
+    // The writer returns once everything accepted is durable.
+    writer.await?;
+    tracing::info!("store flushed; bye");
+    Ok(())
+}

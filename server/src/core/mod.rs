@@ -24,6 +24,11 @@ use relaycast_shared::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+/// Store ops in one batch at most.
+pub const MAX_BATCH_OPS: usize = 1024;
+/// Message bytes in one batch, about (the batch that crosses it ends there).
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+
 /// Wall-clock time in milliseconds since the Unix epoch, always passed in.
 pub type Millis = u64;
 
@@ -65,6 +70,8 @@ pub enum Input {
     Disconnected(ConnId),
     /// The connection's send queue is full: it reads too slowly.
     QueueFull(ConnId),
+    /// Nothing came from the connection (not even a pong) within the idle timeout.
+    TimedOut(ConnId),
     /// The store has durably written the batch with this number (and all before it).
     Persisted(u64),
     /// Time passes: expire history by age, drop empty rooms.
@@ -339,6 +346,11 @@ impl Engine {
                     self.close(conn, ErrorCode::SlowConsumer);
                 }
             }
+            Input::TimedOut(conn) => {
+                if self.peers.contains_key(&conn) {
+                    self.close(conn, ErrorCode::IdleTimeout);
+                }
+            }
             Input::Persisted(batch) => self.persisted(batch, now),
             Input::Tick => self.tick(now),
             Input::Shutdown => {
@@ -359,16 +371,38 @@ impl Engine {
         self.outputs.drain(..)
     }
 
-    /// Hand the store writer everything staged since the last call, as one numbered batch.
+    /// Hand the store writer the oldest staged ops as one numbered batch: everything staged,
+    /// up to [`MAX_BATCH_OPS`] ops or about [`MAX_BATCH_BYTES`] of messages. The cap bounds the
+    /// burst one commit releases toward each connection's queue.
     pub fn take_store_batch(&mut self) -> Option<(u64, Vec<StoreOp>)> {
         if self.staged_ops.is_empty() {
             return None;
         }
+        let mut bytes = 0;
+        let mut messages = 0;
+        let mut cut = self.staged_ops.len();
+        for (i, op) in self.staged_ops.iter().enumerate() {
+            if i >= MAX_BATCH_OPS || bytes >= MAX_BATCH_BYTES {
+                cut = i;
+                break;
+            }
+            if let StoreOp::Append { json, .. } = op {
+                bytes += json.len();
+                messages += 1;
+            }
+        }
+        let ops: Vec<StoreOp> = self.staged_ops.drain(..cut).collect();
+        // Appends and pending messages are staged together, in the same order.
+        let pending: Vec<Pending> = self.staged.drain(..messages).collect();
         let batch = self.next_batch;
         self.next_batch += 1;
-        self.in_flight
-            .push_back((batch, std::mem::take(&mut self.staged)));
-        Some((batch, std::mem::take(&mut self.staged_ops)))
+        self.in_flight.push_back((batch, pending));
+        Some((batch, ops))
+    }
+
+    /// Whether there are store ops for the writer to take.
+    pub fn has_store_work(&self) -> bool {
+        !self.staged_ops.is_empty()
     }
 
     pub fn stats(&self) -> &Stats {

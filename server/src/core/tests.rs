@@ -566,3 +566,42 @@ fn a_message_is_durable_even_if_its_sender_leaves_before_the_commit() {
     sim.persist();
     assert_eq!(texts(&sim.take(2)), vec!["1:bye"]);
 }
+
+#[test]
+fn store_batches_are_capped_and_keep_order() {
+    let mut sim = Sim::new(EngineConfig {
+        max_unpersisted: 10_000,
+        messages_per_second: 0,
+        ..EngineConfig::default()
+    });
+    sim.connect(1);
+    sim.join(1, "r", None);
+    sim.connect(2);
+    sim.join(2, "r", None);
+    sim.take(1);
+    let n = MAX_BATCH_OPS + 500;
+    for i in 0..n {
+        sim.publish(1, "r", &format!("b{i}"));
+    }
+    let (first, ops) = sim.engine.take_store_batch().unwrap();
+    assert_eq!(ops.len(), MAX_BATCH_OPS, "capped");
+    assert!(
+        matches!(ops[0], StoreOp::CreateRoom { .. }),
+        "the room is created in the first batch"
+    );
+    sim.input(Input::Persisted(first));
+    assert_eq!(sim.take(2).len(), MAX_BATCH_OPS - 1);
+    sim.persist();
+    let seqs: Vec<u64> = sim
+        .take(2)
+        .iter()
+        .filter_map(|m| {
+            if let ServerMsg::Message { message, .. } = m {
+                Some(message.seq)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(seqs, (MAX_BATCH_OPS as u64..=n as u64).collect::<Vec<_>>());
+}

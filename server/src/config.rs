@@ -1,0 +1,170 @@
+//! Configuration: every setting is a CLI flag and an environment variable (`RELAYCAST_*`),
+//! with the defaults documented in `relaycast --help` and the README.
+
+use crate::core::{EngineConfig, HistoryLimits};
+use clap::Parser;
+use relaycast_shared::limits::MAX_FRAME_BYTES;
+use relaycast_shared::IceServer;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "relaycast",
+    version,
+    about = "Relaycast: rooms, WebRTC signaling and durable message history"
+)]
+pub struct Config {
+    /// Address and port to listen on.
+    #[arg(long, env = "RELAYCAST_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Directory of the durable history store.
+    #[arg(long, env = "RELAYCAST_DATA_DIR", default_value = "relaycast-data")]
+    pub data_dir: PathBuf,
+
+    /// Keep history in memory only: nothing survives a restart.
+    #[arg(long, env = "RELAYCAST_MEMORY")]
+    pub memory: bool,
+
+    /// Directory of the built web app, served at `/`.
+    #[arg(long, env = "RELAYCAST_STATIC_DIR", default_value = "dist")]
+    pub static_dir: PathBuf,
+
+    /// Messages kept per room.
+    #[arg(long, env = "RELAYCAST_HISTORY_MAX_MESSAGES", default_value_t = 1000)]
+    pub history_max_messages: usize,
+
+    /// Bytes of history kept per room.
+    #[arg(long, env = "RELAYCAST_HISTORY_MAX_BYTES", default_value_t = 1024 * 1024)]
+    pub history_max_bytes: usize,
+
+    /// How long a message stays in history (e.g. 24h, 30m).
+    #[arg(long, env = "RELAYCAST_HISTORY_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub history_max_age: Duration,
+
+    /// Largest WebSocket frame accepted from a client, in bytes.
+    #[arg(long, env = "RELAYCAST_MAX_FRAME_BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u32).range(256..=MAX_FRAME_BYTES as i64))]
+    pub max_frame_bytes: u32,
+
+    /// Frames queued toward one connection before it counts as too slow and is dropped.
+    #[arg(long, env = "RELAYCAST_QUEUE_DEPTH", default_value_t = 8192,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub queue_depth: u32,
+
+    /// Bytes queued toward one connection before it counts as too slow and is dropped
+    /// (at least twice --max-frame-bytes; a join's history burst must fit).
+    #[arg(long, env = "RELAYCAST_QUEUE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub queue_bytes: usize,
+
+    /// Rooms the server holds at most.
+    #[arg(long, env = "RELAYCAST_MAX_ROOMS", default_value_t = 100_000)]
+    pub max_rooms: usize,
+
+    /// Rooms one connection may be in at once.
+    #[arg(long, env = "RELAYCAST_MAX_ROOMS_PER_CONNECTION", default_value_t = 16)]
+    pub max_rooms_per_connection: usize,
+
+    /// Peers one room may hold.
+    #[arg(long, env = "RELAYCAST_MAX_PEERS_PER_ROOM", default_value_t = 64)]
+    pub max_peers_per_room: usize,
+
+    /// Sustained messages (publish and signal) per second per connection; 0: unlimited.
+    #[arg(long, env = "RELAYCAST_MESSAGES_PER_SECOND", default_value_t = 200)]
+    pub messages_per_second: u32,
+
+    /// Burst above the sustained rate.
+    #[arg(long, env = "RELAYCAST_MESSAGE_BURST", default_value_t = 400)]
+    pub message_burst: u32,
+
+    /// Accepted messages not yet durable, server-wide, before publishers are told `overloaded`.
+    #[arg(long, env = "RELAYCAST_MAX_UNPERSISTED", default_value_t = 100_000)]
+    pub max_unpersisted: usize,
+
+    /// How often the server pings each connection.
+    #[arg(long, env = "RELAYCAST_PING_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A connection silent (no frame, no pong) for this long is closed and its peer announced as left.
+    #[arg(long, env = "RELAYCAST_IDLE_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// On SIGINT/SIGTERM, how long to wait for connections to close before exiting anyway.
+    #[arg(long, env = "RELAYCAST_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// An ICE server URL handed to clients (repeat, or comma-separate in the env var),
+    /// e.g. stun:stun.example.org:3478.
+    #[arg(
+        long = "ice-server",
+        env = "RELAYCAST_ICE_SERVERS",
+        value_delimiter = ','
+    )]
+    pub ice_servers: Vec<String>,
+
+    /// Log filter (tracing's EnvFilter syntax), e.g. info or relaycast=debug.
+    #[arg(long, env = "RELAYCAST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// Defaults, as if started with no flags (for tests and embedding).
+    pub fn defaults() -> Self {
+        Config::parse_from(["relaycast"])
+    }
+
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            max_frame_bytes: self.max_frame_bytes as usize,
+            max_rooms: self.max_rooms,
+            max_rooms_per_connection: self.max_rooms_per_connection,
+            max_peers_per_room: self.max_peers_per_room,
+            messages_per_second: self.messages_per_second,
+            message_burst: self.message_burst.max(1),
+            history: HistoryLimits {
+                max_messages: self.history_max_messages,
+                max_bytes: self.history_max_bytes,
+                max_age_ms: self.history_max_age.as_millis() as u64,
+            },
+            history_batch: 1000,
+            max_unpersisted: self.max_unpersisted.max(1),
+            ice_servers: self
+                .ice_servers
+                .iter()
+                .filter(|u| !u.is_empty())
+                .map(|u| IceServer {
+                    urls: vec![u.clone()],
+                    username: None,
+                    credential: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_flags_override() {
+        let c = Config::defaults();
+        assert_eq!(c.bind.port(), 8080);
+        assert_eq!(c.history_max_age, Duration::from_secs(86400));
+        let c = Config::try_parse_from([
+            "relaycast",
+            "--memory",
+            "--ping-interval",
+            "250ms",
+            "--ice-server",
+            "stun:a:1",
+        ])
+        .unwrap();
+        assert!(c.memory);
+        assert_eq!(c.ping_interval, Duration::from_millis(250));
+        assert_eq!(c.engine().ice_servers.len(), 1);
+        assert!(Config::try_parse_from(["relaycast", "--max-frame-bytes", "10"]).is_err());
+    }
+}

@@ -1,0 +1,331 @@
+//! The hub runs the engine for a live server: it is the only place the engine is locked, it
+//! carries out the engine's outputs onto the connections' bounded queues, and it runs the
+//! store writer and the clock.
+//!
+//! The engine sits behind a `std::sync::Mutex`: every call into it is short and synchronous
+//! (no await while locked; queue sends are `try_send`), so an async mutex would only add cost.
+
+use crate::core::{ConnId, Engine, Input, Millis, Output};
+use crate::store::Store;
+use relaycast_shared::{ClientMsg, DecodeError, ErrorCode};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// What a connection's writer task sends.
+#[derive(Debug)]
+pub enum Outbound {
+    Frame(Utf8Bytes),
+    Ping,
+}
+
+/// What is queued toward one connection and not yet handed to its socket. The queue is
+/// bounded by these counts (checked before each send), not by the channel, so that a burst
+/// (one commit batch of many small frames) is judged by its size and a stalled reader by
+/// what it has left unread.
+#[derive(Debug, Default)]
+pub struct QueueGauge {
+    frames: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl QueueGauge {
+    /// The writer took a frame of `len` bytes off the queue.
+    pub fn taken(&self, len: usize) {
+        self.frames.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(len, Ordering::Relaxed);
+    }
+}
+
+impl Outbound {
+    pub fn len(&self) -> usize {
+        match self {
+            Outbound::Frame(text) => text.len(),
+            Outbound::Ping => 0,
+        }
+    }
+}
+
+/// Bounds of each connection's queue.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    pub max_frames: usize,
+    pub max_bytes: usize,
+}
+
+/// The hub's end of one connection.
+#[derive(Debug)]
+struct ConnHandle {
+    queue: mpsc::UnboundedSender<Outbound>,
+    gauge: Arc<QueueGauge>,
+    /// Set once, with the reason, when the engine closes the connection.
+    close: watch::Sender<Option<ErrorCode>>,
+}
+
+/// What a connection task gets when it registers.
+#[derive(Debug)]
+pub struct Registration {
+    pub conn: ConnId,
+    pub queue: mpsc::UnboundedReceiver<Outbound>,
+    pub gauge: Arc<QueueGauge>,
+    pub close: watch::Receiver<Option<ErrorCode>>,
+}
+
+#[derive(Debug)]
+struct State {
+    engine: Engine,
+    conns: HashMap<ConnId, ConnHandle>,
+}
+
+/// Counters kept outside the engine.
+#[derive(Debug, Default)]
+pub struct HubCounters {
+    pub connections_total: AtomicU64,
+    pub frames_queued: AtomicU64,
+    pub store_batches: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<State>,
+    store: Arc<dyn Store>,
+    store_work: Notify,
+    next_conn: AtomicU64,
+    queue_limits: QueueLimits,
+    store_healthy: AtomicBool,
+    shutting_down: AtomicBool,
+    pub counters: HubCounters,
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Hub {
+    pub fn new(engine: Engine, store: Arc<dyn Store>, queue_limits: QueueLimits) -> Arc<Self> {
+        let hub = Arc::new(Hub {
+            state: Mutex::new(State {
+                engine,
+                conns: HashMap::new(),
+            }),
+            store,
+            store_work: Notify::new(),
+            next_conn: AtomicU64::new(1),
+            queue_limits,
+            store_healthy: AtomicBool::new(true),
+            shutting_down: AtomicBool::new(false),
+            counters: HubCounters::default(),
+        });
+        // Work staged by `Engine::restore` (trims of history that outlived its limits).
+        hub.store_work.notify_one();
+        hub
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in the engine; keep serving rather
+        // than poisoning every later call.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A new connection: its id, its queue and its close signal.
+    pub fn connect(&self) -> Registration {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (queue_tx, queue) = mpsc::unbounded_channel();
+        let (close_tx, close) = watch::channel(None);
+        let gauge = Arc::new(QueueGauge::default());
+        self.counters
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        let mut state = self.lock();
+        state.conns.insert(
+            conn,
+            ConnHandle {
+                queue: queue_tx,
+                gauge: gauge.clone(),
+                close: close_tx,
+            },
+        );
+        self.run(&mut state, Input::Connected(conn));
+        if self.shutting_down.load(Ordering::SeqCst) {
+            self.run(&mut state, Input::Shutdown);
+        }
+        Registration {
+            conn,
+            queue,
+            gauge,
+            close,
+        }
+    }
+
+    pub fn message(&self, conn: ConnId, msg: ClientMsg) {
+        self.input(Input::Message(conn, msg));
+    }
+
+    pub fn bad_frame(&self, conn: ConnId, err: DecodeError) {
+        self.input(Input::BadFrame(conn, err));
+    }
+
+    pub fn binary_frame(&self, conn: ConnId) {
+        self.input(Input::BinaryFrame(conn));
+    }
+
+    pub fn timed_out(&self, conn: ConnId) {
+        self.input(Input::TimedOut(conn));
+    }
+
+    pub fn disconnected(&self, conn: ConnId) {
+        let mut state = self.lock();
+        state.conns.remove(&conn);
+        self.run(&mut state, Input::Disconnected(conn));
+    }
+
+    /// Queue a ping; a full queue means the peer is already too slow, which the next frame
+    /// will report.
+    pub fn ping(&self, conn: ConnId) {
+        let state = self.lock();
+        if let Some(handle) = state.conns.get(&conn) {
+            self.enqueue(handle, Outbound::Ping);
+        }
+    }
+
+    pub fn tick(&self) {
+        self.input(Input::Tick);
+    }
+
+    fn input(&self, input: Input) {
+        let mut state = self.lock();
+        self.run(&mut state, input);
+    }
+
+    /// Feed one input and carry out everything it leads to.
+    fn run(&self, state: &mut State, input: Input) {
+        let now = now_millis();
+        state.engine.handle(now, input);
+        loop {
+            let mut too_slow = Vec::new();
+            let State { engine, conns } = &mut *state;
+            for output in engine.drain_outputs() {
+                match output {
+                    Output::Deliver { to, frame } => {
+                        let Ok(text) = Utf8Bytes::try_from(frame.bytes().clone()) else {
+                            tracing::error!("engine produced a frame that is not UTF-8");
+                            continue;
+                        };
+                        for conn in to.as_slice() {
+                            let Some(handle) = conns.get(conn) else {
+                                continue;
+                            };
+                            if self.enqueue(handle, Outbound::Frame(text.clone())) {
+                                self.counters.frames_queued.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                too_slow.push(*conn);
+                            }
+                        }
+                    }
+                    Output::Close { conn, reason } => {
+                        if let Some(handle) = conns.remove(&conn) {
+                            tracing::debug!(conn, reason = %reason, "closing connection");
+                            let _ = handle.close.send(Some(reason));
+                        }
+                    }
+                }
+            }
+            if too_slow.is_empty() {
+                break;
+            }
+            too_slow.dedup();
+            for conn in too_slow {
+                tracing::info!(conn, "dropping a connection that reads too slowly");
+                engine.handle(now, Input::QueueFull(conn));
+            }
+        }
+        if state.engine.has_store_work() {
+            self.store_work.notify_one();
+        }
+    }
+
+    /// Queue `out` unless the connection's queue is at its bounds. False: too slow.
+    fn enqueue(&self, handle: &ConnHandle, out: Outbound) -> bool {
+        let len = out.len();
+        let frames = handle.gauge.frames.load(Ordering::Relaxed);
+        let bytes = handle.gauge.bytes.load(Ordering::Relaxed);
+        if frames >= self.queue_limits.max_frames || bytes + len > self.queue_limits.max_bytes {
+            return false;
+        }
+        handle.gauge.frames.fetch_add(1, Ordering::Relaxed);
+        handle.gauge.bytes.fetch_add(len, Ordering::Relaxed);
+        // A closed channel means the connection is ending; its disconnect is on the way.
+        let _ = handle.queue.send(out);
+        true
+    }
+
+    /// Tell every connection the server is going away.
+    pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.input(Input::Shutdown);
+        self.store_work.notify_one();
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.store_healthy.load(Ordering::Relaxed) && !self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.lock().engine.connection_count()
+    }
+
+    /// Run `f` on the engine (for metrics).
+    pub fn with_engine<T>(&self, f: impl FnOnce(&Engine) -> T) -> T {
+        f(&self.lock().engine)
+    }
+
+    /// The store writer: takes batches in order, makes each durable off the runtime's
+    /// threads, and reports it back. A failing store is retried with backoff (the engine
+    /// refuses new messages with `overloaded` once too many wait); nothing is dropped.
+    /// Returns when shutdown was requested and everything staged is written.
+    pub async fn run_store_writer(self: Arc<Self>) {
+        loop {
+            let batch = self.lock().engine.take_store_batch();
+            let Some((batch, ops)) = batch else {
+                if self.shutting_down.load(Ordering::SeqCst) {
+                    return;
+                }
+                self.store_work.notified().await;
+                continue;
+            };
+            let ops = Arc::new(ops);
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let store = self.store.clone();
+                let job = ops.clone();
+                let result = tokio::task::spawn_blocking(move || store.apply(&job)).await;
+                match result {
+                    Ok(Ok(())) => break,
+                    Ok(Err(err)) => {
+                        tracing::error!(error = %err, batch, "store write failed; retrying")
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, batch, "store writer task failed; retrying")
+                    }
+                }
+                self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                self.store_healthy.store(false, Ordering::Relaxed);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            self.store_healthy.store(true, Ordering::Relaxed);
+            self.counters.store_batches.fetch_add(1, Ordering::Relaxed);
+            self.input(Input::Persisted(batch));
+        }
+    }
+}

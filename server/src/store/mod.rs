@@ -1,0 +1,38 @@
+//! History persistence behind a small trait.
+//!
+//! The engine hands the store ordered [`StoreOp`] batches; [`Store::apply`] returns once the
+//! batch is durable, and only then does the engine ack and deliver what it holds. At start,
+//! [`Store::load`] gives every room back. Two engines today: [`RedbStore`] (embedded, durable,
+//! the default) and [`MemoryStore`] (nothing survives a restart; `--memory`).
+
+mod memory;
+mod redb_store;
+
+pub use memory::MemoryStore;
+pub use redb_store::RedbStore;
+
+use crate::core::{RestoredRoom, StoreOp};
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine: {0}")]
+    Redb(#[from] redb::Error),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A history store. Implementations are called from one writer at a time, off the async
+/// runtime (they may block on disk).
+pub trait Store: std::fmt::Debug + Send + Sync + 'static {
+    /// Every room with its epoch and its messages in sequence order. Records that fail
+    /// validation are skipped (and logged), never trusted.
+    fn load(&self) -> Result<Vec<RestoredRoom>, StoreError>;
+    /// Make the batch durable, all or nothing.
+    fn apply(&self, ops: &[StoreOp]) -> Result<(), StoreError>;
+    /// A short name for logs.
+    fn kind(&self) -> &'static str;
+}

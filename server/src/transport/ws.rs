@@ -1,0 +1,251 @@
+//! `GET /ws`: the WebSocket upgrade and the two tasks of each connection.
+//!
+//! The upgrade is done here rather than with `warp::ws()` because warp's `Ws` builder cannot
+//! set tungstenite's read buffer, which defaults to 128 KiB per connection (zero-filled on
+//! first read); idle connections would cost ~137 KiB each instead of a few KiB. The handshake
+//! itself is small: check the headers, answer 101 with the accept key, and wrap hyper's
+//! upgraded stream in a tungstenite `WebSocketStream` with our config.
+
+use crate::hub::{Hub, Outbound, QueueGauge, Registration};
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use relaycast_shared::{decode_client, CloseCode, ErrorCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use warp::http::{header, HeaderMap, Response, StatusCode};
+use warp::Filter;
+
+/// Settings of the WebSocket layer.
+#[derive(Debug, Clone, Copy)]
+pub struct WsSettings {
+    pub max_frame_bytes: usize,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl WsSettings {
+    fn tungstenite(&self) -> WebSocketConfig {
+        let mut config = WebSocketConfig::default();
+        // Small read buffer: most frames are small, and idle connections should cost little.
+        config.read_buffer_size = 4 * 1024;
+        // Frames are flushed explicitly after each queued batch; this only caps coalescing.
+        config.write_buffer_size = 16 * 1024;
+        // One frame over the limit fails the read instead of buffering it whole.
+        config.max_message_size = Some(self.max_frame_bytes);
+        config.max_frame_size = Some(self.max_frame_bytes);
+        config
+    }
+}
+
+/// `GET /ws` → 101 Switching Protocols, then the connection is served by `hub`.
+pub fn route(
+    hub: Arc<Hub>,
+    settings: WsSettings,
+) -> impl Filter<Extract = (Response<String>,), Error = warp::Rejection> + Clone {
+    warp::path("ws")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<OnUpgrade>())
+        .map(move |headers: HeaderMap, on_upgrade: Option<OnUpgrade>| {
+            upgrade(headers, on_upgrade, hub.clone(), settings)
+        })
+}
+
+fn upgrade(
+    headers: HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+    hub: Arc<Hub>,
+    settings: WsSettings,
+) -> Response<String> {
+    let has = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()));
+    let (Some(accept), true, true, true, Some(on_upgrade)) = (
+        key,
+        has(header::CONNECTION, "upgrade"),
+        has(header::UPGRADE, "websocket"),
+        has(header::SEC_WEBSOCKET_VERSION, "13"),
+        on_upgrade,
+    ) else {
+        return super::json_error(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this endpoint speaks WebSocket (version 13) only",
+        );
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(settings.tungstenite()),
+                )
+                .await;
+                serve(socket, hub, settings).await;
+            }
+            Err(err) => tracing::debug!(error = %err, "websocket upgrade failed"),
+        }
+    });
+    let mut response = Response::new(String::new());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}
+
+/// Serve one connection: this task reads; a second one writes from the bounded queue.
+#[tracing::instrument(level = "debug", skip_all, fields(conn))]
+pub async fn serve<S>(socket: WebSocketStream<S>, hub: Arc<Hub>, settings: WsSettings)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Registration {
+        conn,
+        queue,
+        gauge,
+        mut close,
+    } = hub.connect();
+    tracing::Span::current().record("conn", conn);
+    let (sink, mut stream) = socket.split();
+    let writer = tokio::spawn(write_loop(sink, queue, gauge, close.clone()));
+
+    let mut last_seen = Instant::now();
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + settings.ping_interval,
+        settings.ping_interval,
+    );
+    loop {
+        tokio::select! {
+            _ = close.changed() => break,
+            _ = ping.tick() => {
+                if last_seen.elapsed() > settings.idle_timeout {
+                    tracing::debug!(conn, "idle timeout");
+                    hub.timed_out(conn);
+                    break;
+                }
+                hub.ping(conn);
+            }
+            frame = stream.next() => {
+                last_seen = Instant::now();
+                match frame {
+                    Some(Ok(Message::Text(text))) => match decode_client(&text, settings.max_frame_bytes) {
+                        Ok(msg) => hub.message(conn, msg),
+                        Err(err) => hub.bad_frame(conn, err),
+                    },
+                    Some(Ok(Message::Binary(_))) => hub.binary_frame(conn),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(WsError::Capacity(err))) => {
+                        // tungstenite refused to buffer the frame; the stream cannot continue.
+                        tracing::debug!(conn, error = %err, "frame over the limit");
+                        let size = settings.max_frame_bytes;
+                        hub.bad_frame(conn, relaycast_shared::DecodeError::TooLarge { size: size + 1, max: size });
+                        break;
+                    }
+                    Some(Err(err)) => {
+                        tracing::debug!(conn, error = %err, "read failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    hub.disconnected(conn);
+    // The writer ends by itself: on the close signal, or when the queue's sender is gone.
+    let _ = writer.await;
+}
+
+type Sink<S> = futures_util::stream::SplitSink<WebSocketStream<S>, Message>;
+
+/// Send queued frames, coalescing whatever is already queued into one flush (one syscall
+/// for a burst), until the queue ends or the engine closes the connection.
+async fn write_loop<S>(
+    mut sink: Sink<S>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Outbound>,
+    gauge: Arc<QueueGauge>,
+    mut close: tokio::sync::watch::Receiver<Option<ErrorCode>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // Bounds what sits in tungstenite's write buffer before a flush.
+    const MAX_BATCH_BYTES: usize = 64 * 1024;
+    let take = |out: Outbound| {
+        gauge.taken(out.len());
+        to_message(out)
+    };
+    let reason = loop {
+        tokio::select! {
+            biased;
+            _ = close.changed() => break *close.borrow(),
+            first = queue.recv() => {
+                let Some(first) = first else { break None };
+                let result = async {
+                    let mut batch_bytes = first.len();
+                    sink.feed(take(first)).await?;
+                    while batch_bytes < MAX_BATCH_BYTES {
+                        match queue.try_recv() {
+                            Ok(next) => {
+                                batch_bytes += next.len();
+                                sink.feed(take(next)).await?
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    sink.flush().await
+                }
+                .await;
+                if result.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some(reason) = reason {
+        // Send what was queued before the close (an error frame, say), then the close frame;
+        // a peer that does not take them in time is cut off.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Ok(next) = queue.try_recv() {
+                sink.feed(take(next)).await?;
+            }
+            let frame = CloseFrame {
+                code: WsCloseCode::from(CloseCode::for_error(reason).code()),
+                reason: reason.as_str().into(),
+            };
+            sink.send(Message::Close(Some(frame))).await
+        })
+        .await;
+    }
+    let _ = sink.close().await;
+}
+
+fn to_message(out: Outbound) -> Message {
+    match out {
+        Outbound::Frame(text) => Message::Text(text),
+        Outbound::Ping => Message::Ping(Default::default()),
+    }
+}

@@ -1,0 +1,289 @@
+//! Helpers for tests against a real server on loopback: start one on port 0, talk to it over
+//! real WebSockets, wait for a message (never a fixed sleep).
+
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use relaycast::Config;
+use relaycast_shared::*;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<Result<(), relaycast::RunError>>>,
+}
+
+/// Config for tests: memory store, no rate limit, fast ticks; `edit` changes the rest.
+pub fn test_config(edit: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config::defaults();
+    config.memory = true;
+    config.messages_per_second = 0;
+    config.static_dir = "/nonexistent".into();
+    edit(&mut config);
+    config
+}
+
+pub async fn start(config: Config) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(relaycast::run(listener, config, async move {
+        let _ = rx.await;
+    }));
+    TestServer {
+        addr,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+pub async fn start_durable(dir: &Path) -> TestServer {
+    start(test_config(|c| {
+        c.memory = false;
+        c.data_dir = dir.to_owned();
+    }))
+    .await
+}
+
+impl TestServer {
+    /// Shut down gracefully and wait until `run` returns.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(WAIT, handle)
+                .await
+                .expect("shutdown in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = http_get(self.addr, "/metrics").await.1;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// A minimal HTTP/1.1 GET: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct Client {
+    pub ws: Ws,
+    pub peer_id: PeerId,
+}
+
+pub fn room(s: &str) -> RoomName {
+    RoomName::try_from(s).unwrap()
+}
+
+pub fn chat(text: &str) -> Body {
+    Body::Chat {
+        text: ChatText::try_from(text).unwrap(),
+    }
+}
+
+pub async fn raw_connect(server: &TestServer) -> Ws {
+    tokio_tungstenite::connect_async(server.ws_url())
+        .await
+        .unwrap()
+        .0
+}
+
+impl Client {
+    /// Connect and say hello.
+    pub async fn connect(server: &TestServer) -> Client {
+        let mut ws = raw_connect(server).await;
+        send_on(
+            &mut ws,
+            &ClientMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                token: None,
+            },
+        )
+        .await;
+        match recv_on(&mut ws).await {
+            ServerMsg::Welcome { peer_id, .. } => Client { ws, peer_id },
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) {
+        send_on(&mut self.ws, msg).await
+    }
+
+    pub async fn recv(&mut self) -> ServerMsg {
+        recv_on(&mut self.ws).await
+    }
+
+    /// Receive until `pred` matches; returns everything received, the match last.
+    pub async fn recv_until(&mut self, mut pred: impl FnMut(&ServerMsg) -> bool) -> Vec<ServerMsg> {
+        let mut seen = Vec::new();
+        loop {
+            let msg = self.recv().await;
+            let done = pred(&msg);
+            seen.push(msg);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// Join and collect everything up to the last history batch.
+    pub async fn join(
+        &mut self,
+        r: &str,
+        name: &str,
+        resume: Option<ResumeFrom>,
+    ) -> Vec<ServerMsg> {
+        let name = DisplayName::try_from(name).unwrap();
+        self.send(&ClientMsg::Join {
+            room: room(r),
+            name,
+            token: None,
+            resume,
+        })
+        .await;
+        self.recv_until(|m| {
+            matches!(
+                m,
+                ServerMsg::History { done: true, .. } | ServerMsg::Error { .. }
+            )
+        })
+        .await
+    }
+
+    pub async fn publish(&mut self, r: &str, id: &str, text: &str) {
+        let id = ClientMsgId::try_from(id).unwrap();
+        self.send(&ClientMsg::Publish {
+            room: room(r),
+            id,
+            body: chat(text),
+        })
+        .await;
+    }
+
+    /// Publish and wait for the ack; returns the seq.
+    pub async fn publish_acked(&mut self, r: &str, id: &str, text: &str) -> u64 {
+        self.publish(r, id, text).await;
+        let want = id.to_owned();
+        match self
+            .recv_until(|m| matches!(m, ServerMsg::Ack { id, .. } if id.as_str() == want))
+            .await
+            .pop()
+        {
+            Some(ServerMsg::Ack { seq, .. }) => seq,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The next error frame's code (skipping other messages).
+    pub async fn next_error(&mut self) -> ErrorCode {
+        match self
+            .recv_until(|m| matches!(m, ServerMsg::Error { .. }))
+            .await
+            .pop()
+        {
+            Some(ServerMsg::Error { code, .. }) => code,
+            _ => unreachable!(),
+        }
+    }
+}
+
+pub async fn send_on(ws: &mut Ws, msg: &ClientMsg) {
+    ws.send(Message::Text(encode(msg).into())).await.unwrap();
+}
+
+pub async fn recv_on(ws: &mut Ws) -> ServerMsg {
+    loop {
+        let frame = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a message in time");
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                return decode_server(&text).expect("server frames decode")
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Wait for the server to close the socket; returns the close code and reason.
+pub async fn recv_close(ws: &mut Ws) -> (u16, String) {
+    loop {
+        let frame = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("close in time");
+        match frame {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (frame.code.into(), frame.reason.to_string())
+            }
+            Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return (1006, e.to_string()),
+        }
+    }
+}
+
+/// Sequence numbers and texts of the room messages among `msgs` (history and live).
+pub fn seqs(msgs: &[ServerMsg]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for m in msgs {
+        match m {
+            ServerMsg::History { messages, .. } => out.extend(messages.iter().map(|m| m.seq)),
+            ServerMsg::Message { message, .. } => out.push(message.seq),
+            _ => {}
+        }
+    }
+    out
+}
+
+pub fn epoch_of(msgs: &[ServerMsg]) -> Epoch {
+    msgs.iter()
+        .find_map(|m| match m {
+            ServerMsg::Joined { epoch, .. } => Some(epoch.clone()),
+            _ => None,
+        })
+        .expect("a joined message")
+}

@@ -55,6 +55,15 @@ pub async fn start_durable(dir: &Path) -> TestServer {
 }
 
 impl TestServer {
+    /// A server running in another process.
+    pub fn external(addr: SocketAddr) -> TestServer {
+        TestServer {
+            addr,
+            shutdown: None,
+            handle: None,
+        }
+    }
+
     /// Shut down gracefully and wait until `run` returns.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

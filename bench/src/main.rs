@@ -1,1 +1,56 @@
-fn main() {}
+//! Relaycast load generator and the bare reference server it is compared with.
+//!
+//! Every scenario speaks the real protocol over real WebSockets and prints one line of JSON.
+//! `bench/run.sh` starts the servers, runs all scenarios and writes `bench/RESULTS.md` inputs.
+//!
+//! # Layout
+//! - [`reference`]: a bare tokio-tungstenite broadcast server (no JSON, rooms or storage),
+//!   the ceiling Relaycast is reported against.
+//! - [`scenarios`]: fan-out, pairs, idle and history.
+//! - [`stats`]: percentiles.
+
+mod reference;
+mod scenarios;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "relaycast-bench", about = "Relaycast load generator")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the bare broadcast server (every text frame goes to every connection).
+    Reference {
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        bind: std::net::SocketAddr,
+    },
+    /// One publisher, many subscribers in one room.
+    Fanout(scenarios::FanoutArgs),
+    /// Pairs of clients ping-ponging.
+    Pairs(scenarios::PairsArgs),
+    /// Many joined, idle connections; server memory per connection.
+    Idle(scenarios::IdleArgs),
+    /// A new joiner into a room with a long history.
+    History(scenarios::HistoryArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match args.command {
+            Command::Reference { bind } => reference::serve(bind).await,
+            Command::Fanout(a) => scenarios::fanout(a).await,
+            Command::Pairs(a) => scenarios::pairs(a).await,
+            Command::Idle(a) => scenarios::idle(a).await,
+            Command::History(a) => scenarios::history(a).await,
+        }
+    })
+}

@@ -87,16 +87,14 @@ pub async fn run(
         ping_interval: config.ping_interval,
         idle_timeout: config.idle_timeout,
     };
-    let routes = transport::routes(hub.clone(), settings, config.static_dir.clone());
-    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(async move {
-                let _ = stopped.await;
-            })
-            .run(),
-    );
+    let (stop_accepting, stop) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(transport::serve(
+        listener,
+        hub.clone(),
+        settings,
+        config.static_dir.clone(),
+        stop,
+    ));
 
     shutdown.await;
     tracing::info!("shutting down: closing connections");
@@ -105,7 +103,7 @@ pub async fn run(
     while hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let _ = stop_accepting.send(());
+    let _ = stop_accepting.send(true);
     let _ = tokio::time::timeout_at(deadline, server).await;
     ticker.abort();
     // The writer returns once everything accepted is durable.

@@ -4,12 +4,72 @@ mod metrics;
 pub mod ws;
 
 use crate::hub::Hub;
+use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use warp::http::{header, Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 pub use ws::WsSettings;
+
+/// Accept connections on `listener` and serve every route over HTTP/1.1 until `stop` turns
+/// true; then stop accepting and let open HTTP connections finish their current request.
+///
+/// This is warp's `serve` loop done by hand for one reason: every accepted socket gets
+/// `TCP_NODELAY`. The writer coalesces frames and flushes once per burst, so Nagle's
+/// algorithm would only add delay (with delayed ACKs, up to 40 ms on a small frame); and
+/// warp's own loop wraps sockets in a type the WebSocket upgrade cannot unwrap to set it.
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    settings: WsSettings,
+    static_dir: PathBuf,
+    mut stop: watch::Receiver<bool>,
+) {
+    let routes = routes(hub, settings, static_dir);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped(&mut stop) => break,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(err) => {
+                // Out of file descriptors, say: back off instead of spinning.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "http connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
 
 /// Every route of the server.
 pub fn routes(

@@ -88,17 +88,33 @@ fn upgrade(
         );
     };
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => return tracing::debug!(error = %err, "websocket upgrade failed"),
+        };
+        let config = Some(settings.tungstenite());
+        // Take the TCP stream back from hyper: to turn Nagle off (frames are coalesced by
+        // the writer and flushed at once; Nagle with delayed ACKs would hold them ~40 ms)
+        // and to drop a layer of boxed IO on every read and write.
+        match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+            Ok(parts) => {
+                let tcp = parts.io.into_inner();
+                let _ = tcp.set_nodelay(true);
+                let socket = WebSocketStream::from_partially_read(
+                    tcp,
+                    parts.read_buf.to_vec(),
                     Role::Server,
-                    Some(settings.tungstenite()),
+                    config,
                 )
                 .await;
                 serve(socket, hub, settings).await;
             }
-            Err(err) => tracing::debug!(error = %err, "websocket upgrade failed"),
+            Err(upgraded) => {
+                let socket =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config)
+                        .await;
+                serve(socket, hub, settings).await;
+            }
         }
     });
     let mut response = Response::new(String::new());

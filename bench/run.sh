@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs every Relaycast benchmark on this machine and prints one JSON line per result.
+#   bash bench/run.sh            # all scenarios; results also in bench/results.jsonl
+# Servers bind to 127.0.0.1 only; every load loop is bounded in count and time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release -q -p relaycast -p relaycast-bench
+BIN=target/release
+OUT=bench/results.jsonl
+: > "$OUT"
+DATA=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DATA"; }
+trap cleanup EXIT
+ulimit -n 20000 2>/dev/null || true
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+
+# Relaycast as deployed (durable redb store), with limits opened for load: no per-connection
+# rate limit, rooms of up to 1000, a history that holds the history scenario's 10,000 messages.
+start_relaycast() {
+  RC_PORT=$(free_port)
+  "$BIN/relaycast" --bind "127.0.0.1:$RC_PORT" --data-dir "$DATA/$RC_PORT" --static-dir "$DATA/none" \
+    --messages-per-second 0 --max-peers-per-room 1000 --history-max-messages 20000 \
+    --history-max-bytes 16777216 --log warn > "$DATA/relaycast-$RC_PORT.log" 2>&1 &
+  RC_PID=$!; PIDS+=("$RC_PID"); wait_port "$RC_PORT"
+}
+stop_relaycast() { kill "$RC_PID"; wait "$RC_PID" 2>/dev/null || true; }
+
+REF_PORT=$(free_port)
+"$BIN/relaycast-bench" reference --bind "127.0.0.1:$REF_PORT" > /dev/null &
+PIDS+=("$!"); wait_port "$REF_PORT"
+
+run() { timeout 300 "$BIN/relaycast-bench" "$@" | tee -a "$OUT"; }
+
+# Fan-out, same run for both, alternating to share any machine noise.
+start_relaycast
+for i in 1 2 3; do
+  run fanout --url "ws://127.0.0.1:$RC_PORT/ws"
+  run fanout --reference --url "ws://127.0.0.1:$REF_PORT/"
+done
+run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --rate 2000 --messages 20000
+stop_relaycast
+
+start_relaycast
+run pairs --url "ws://127.0.0.1:$RC_PORT/ws"
+stop_relaycast
+
+start_relaycast
+run idle --url "ws://127.0.0.1:$RC_PORT/ws" --server-pid "$RC_PID"
+stop_relaycast
+
+start_relaycast
+run history --url "ws://127.0.0.1:$RC_PORT/ws"
+stop_relaycast
+
+python3 - "$OUT" <<'PY'
+import json, sys, statistics
+rows = [json.loads(l) for l in open(sys.argv[1])]
+best = lambda t: [r["deliveries_per_sec"] for r in rows if r["scenario"] == "fanout" and r["target"] == t and r["paced_rate"] is None]
+rc, ref = best("relaycast"), best("reference")
+line = {"scenario": "fanout_ratio", "relaycast_median": statistics.median(rc), "reference_median": statistics.median(ref),
+        "ratio": round(statistics.median(rc) / statistics.median(ref), 3)}
+print(json.dumps(line))
+open(sys.argv[1], "a").write(json.dumps(line) + "\n")
+PY

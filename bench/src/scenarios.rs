@@ -1,0 +1,497 @@
+//! The load scenarios. Each client is a real WebSocket connection speaking the Relaycast
+//! protocol (or, against the reference, bare text frames). All clients live in this one
+//! process, so send and receive times share one clock.
+
+use crate::stats::{ms, percentile};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use relaycast_shared::*;
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Tx = SplitSink<Ws, Message>;
+type Rx = SplitStream<Ws>;
+
+static START: OnceLock<Instant> = OnceLock::new();
+
+fn now_us() -> u64 {
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+async fn connect(url: &str) -> anyhow::Result<Ws> {
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+    Ok(ws)
+}
+
+async fn send(tx: &mut Tx, msg: &ClientMsg) -> anyhow::Result<()> {
+    tx.send(Message::Text(encode(msg).into())).await?;
+    Ok(())
+}
+
+async fn recv(rx: &mut Rx) -> anyhow::Result<ServerMsg> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), rx.next()).await? {
+            Some(Ok(Message::Text(t))) => return Ok(decode_server(&t)?),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+            None => anyhow::bail!("connection closed"),
+        }
+    }
+}
+
+fn room(s: &str) -> RoomName {
+    RoomName::try_from(s).expect("bench room names are valid")
+}
+
+/// Connect, hello, join `r`; returns the halves after the history has arrived.
+async fn join(url: &str, r: &str, name: &str) -> anyhow::Result<(Tx, Rx)> {
+    let (mut tx, mut rx) = connect(url).await?.split();
+    send(
+        &mut tx,
+        &ClientMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            token: None,
+        },
+    )
+    .await?;
+    let ServerMsg::Welcome { .. } = recv(&mut rx).await? else {
+        anyhow::bail!("no welcome")
+    };
+    let name = DisplayName::try_from(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    send(
+        &mut tx,
+        &ClientMsg::Join {
+            room: room(r),
+            name,
+            token: None,
+            resume: None,
+        },
+    )
+    .await?;
+    loop {
+        match recv(&mut rx).await? {
+            ServerMsg::History { done: true, .. } => return Ok((tx, rx)),
+            ServerMsg::Error { code, message, .. } => {
+                anyhow::bail!("join refused: {code}: {message}")
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `~<send time µs>~<index>~` then padding to `size` bytes: what subscribers parse.
+fn payload(i: u64, size: usize) -> String {
+    let mut s = format!("~{}~{}~", now_us(), i);
+    while s.len() < size {
+        s.push('.');
+    }
+    s
+}
+
+/// The send time in a received frame (JSON or bare), if it carries a payload.
+fn sent_at(frame: &str) -> Option<u64> {
+    let start = frame.find('~')? + 1;
+    let end = start + frame[start..].find('~')?;
+    frame[start..end].parse().ok()
+}
+
+fn publish(r: &RoomName, i: u64, text: String) -> ClientMsg {
+    let id = ClientMsgId::try_from(format!("m{i}")).expect("valid id");
+    let text = ChatText::try_from(text).expect("valid text");
+    ClientMsg::Publish {
+        room: r.clone(),
+        id,
+        body: Body::Chat { text },
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FanoutArgs {
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    /// Against the bare reference server (bare text frames, no protocol).
+    #[arg(long)]
+    reference: bool,
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    #[arg(long, default_value_t = 20_000)]
+    messages: u64,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// Messages per second; unset: as fast as the server takes them.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Messages in flight (sent, not yet acked or echoed) at most.
+    #[arg(long, default_value_t = 1000)]
+    window: u64,
+}
+
+pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
+    let room_name = format!("fanout-{}", std::process::id());
+    let r = room(&room_name);
+    let mut subscribers = Vec::new();
+    for i in 0..a.subscribers {
+        let rx = if a.reference {
+            connect(&a.url).await?.split().1
+        } else {
+            join(&a.url, &room_name, &format!("sub{i}")).await?.1
+        };
+        subscribers.push(rx);
+    }
+    let (mut tx, mut prx) = if a.reference {
+        connect(&a.url).await?.split()
+    } else {
+        join(&a.url, &room_name, "publisher").await?
+    };
+
+    // Flow control: the publisher's acks (or its own echo, on the reference).
+    let acked = Arc::new(AtomicU64::new(0));
+    let ack_notify = Arc::new(Notify::new());
+    let ack_task = {
+        let (acked, notify, n) = (acked.clone(), ack_notify.clone(), a.messages);
+        tokio::spawn(async move {
+            while let Some(Ok(Message::Text(t))) = prx.next().await {
+                if t.contains("\"ack\"") || t.starts_with('~') {
+                    if acked.fetch_add(1, Ordering::Relaxed) + 1 >= n {
+                        notify.notify_waiters();
+                        notify.notify_one();
+                        break;
+                    }
+                    notify.notify_one();
+                }
+            }
+        })
+    };
+
+    let done = Arc::new(Notify::new());
+    let n = a.messages;
+    let tasks: Vec<_> = subscribers
+        .into_iter()
+        .map(|mut rx| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(n as usize);
+                let mut last = 0;
+                loop {
+                    let next = tokio::select! {
+                        f = rx.next() => f,
+                        _ = done.notified() => break,
+                    };
+                    match next {
+                        Some(Ok(Message::Text(t))) => {
+                            if let Some(at) = sent_at(&t) {
+                                last = now_us();
+                                latencies.push(last.saturating_sub(at));
+                                if latencies.len() as u64 == n {
+                                    break;
+                                }
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    }
+                }
+                (latencies, last)
+            })
+        })
+        .collect();
+
+    let start = now_us();
+    let pace = a.rate.map(|r| Duration::from_secs_f64(1.0 / r as f64));
+    let t0 = tokio::time::Instant::now();
+    for i in 0..n {
+        while i - acked.load(Ordering::Relaxed).min(i) >= a.window {
+            ack_notify.notified().await;
+        }
+        if let Some(pace) = pace {
+            tokio::time::sleep_until(t0 + pace * i as u32).await;
+        }
+        let text = payload(i, a.size);
+        let msg = if a.reference {
+            Message::Text(text.into())
+        } else {
+            Message::Text(encode(&publish(&r, i, text)).into())
+        };
+        tx.feed(msg).await?;
+        if pace.is_some() || i % 64 == 63 {
+            tx.flush().await?;
+        }
+    }
+    tx.flush().await?;
+    // Wait for the subscribers, with a bound: what has not arrived by then is lost.
+    let all = futures_util::future::join_all(tasks);
+    let results = match tokio::time::timeout(Duration::from_secs(30), all).await {
+        Ok(r) => r,
+        Err(_) => {
+            done.notify_waiters();
+            anyhow::bail!("subscribers did not finish within 30 s");
+        }
+    };
+    ack_task.abort();
+    let mut latencies = Vec::with_capacity((n as usize) * a.subscribers);
+    let mut end = start;
+    for r in results {
+        let (l, last) = r?;
+        latencies.extend(l);
+        end = end.max(last);
+    }
+    let delivered = latencies.len() as u64;
+    let expected = n * a.subscribers as u64;
+    let seconds = (end - start) as f64 / 1e6;
+    let line = json!({
+        "scenario": "fanout",
+        "target": if a.reference { "reference" } else { "relaycast" },
+        "subscribers": a.subscribers,
+        "messages": n,
+        "payload_bytes": a.size,
+        "paced_rate": a.rate,
+        "deliveries": delivered,
+        "lost": expected - delivered,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "deliveries_per_sec": (delivered as f64 / seconds).round(),
+        "latency_ms": {
+            "p50": ms(percentile(&mut latencies, 50.0)),
+            "p99": ms(percentile(&mut latencies, 99.0)),
+            "max": ms(percentile(&mut latencies, 100.0)),
+        },
+    });
+    println!("{line}");
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PairsArgs {
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    #[arg(long, default_value_t = 500)]
+    pairs: usize,
+    #[arg(long, default_value_t = 200)]
+    rounds: u64,
+}
+
+pub async fn pairs(a: PairsArgs) -> anyhow::Result<()> {
+    let mut sides = Vec::new();
+    for p in 0..a.pairs {
+        let r = format!("pair-{}-{p}", std::process::id());
+        let ping = join(&a.url, &r, "ping").await?;
+        let pong = join(&a.url, &r, "pong").await?;
+        sides.push((r, ping, pong));
+    }
+    let start = now_us();
+    let rounds = a.rounds;
+    let tasks: Vec<_> = sides
+        .into_iter()
+        .map(
+            |(r, (mut ping_tx, mut ping_rx), (mut pong_tx, mut pong_rx))| {
+                let r = room(&r);
+                let r2 = r.clone();
+                // The answering side: every message from the other is answered once.
+                let answer = tokio::spawn(async move {
+                    let mut answered = 0;
+                    while answered < rounds {
+                        match recv(&mut pong_rx).await? {
+                            ServerMsg::Message { .. } => {
+                                send(&mut pong_tx, &publish(&r2, answered, "pong".into())).await?;
+                                answered += 1;
+                            }
+                            _ => {}
+                        }
+                    }
+                    anyhow::Ok(())
+                });
+                tokio::spawn(async move {
+                    let mut rtts = Vec::with_capacity(rounds as usize);
+                    for i in 0..rounds {
+                        let t = now_us();
+                        send(&mut ping_tx, &publish(&r, i, "ping".into())).await?;
+                        loop {
+                            if let ServerMsg::Message { .. } = recv(&mut ping_rx).await? {
+                                break;
+                            }
+                        }
+                        rtts.push(now_us() - t);
+                    }
+                    answer.await??;
+                    anyhow::Ok(rtts)
+                })
+            },
+        )
+        .collect();
+    let mut rtts = Vec::new();
+    for t in tasks {
+        rtts.extend(t.await??);
+    }
+    let seconds = (now_us() - start) as f64 / 1e6;
+    println!(
+        "{}",
+        json!({
+            "scenario": "pairs",
+            "pairs": a.pairs,
+            "rounds": rounds,
+            "round_trips": rtts.len(),
+            "seconds": (seconds * 1000.0).round() / 1000.0,
+            "round_trips_per_sec": (rtts.len() as f64 / seconds).round(),
+            "rtt_ms": { "p50": ms(percentile(&mut rtts, 50.0)), "p99": ms(percentile(&mut rtts, 99.0)) },
+        })
+    );
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IdleArgs {
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    #[arg(long, default_value_t = 5000)]
+    connections: usize,
+    /// Connections per room.
+    #[arg(long, default_value_t = 50)]
+    per_room: usize,
+    /// The server's process id, to read its resident memory.
+    #[arg(long)]
+    server_pid: u32,
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))
+}
+
+pub async fn idle(a: IdleArgs) -> anyhow::Result<()> {
+    let before = rss_kib(a.server_pid)?;
+    let mut held = Vec::with_capacity(a.connections);
+    let mut joined = 0;
+    while joined < a.connections {
+        let chunk = (a.connections - joined).min(200);
+        let batch = (joined..joined + chunk).map(|i| {
+            let url = a.url.clone();
+            let r = format!("idle-{}-{}", std::process::id(), i / a.per_room.max(1));
+            async move { join(&url, &r, &format!("idle{i}")).await }
+        });
+        for c in futures_util::future::join_all(batch).await {
+            held.push(c?);
+        }
+        joined += chunk;
+    }
+    // Let presence traffic drain, then read.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(a.server_pid)?;
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / a.connections as f64;
+    println!(
+        "{}",
+        json!({
+            "scenario": "idle",
+            "connections": a.connections,
+            "server_rss_before_kib": before,
+            "server_rss_after_kib": after,
+            "bytes_per_connection": per.round(),
+            "kib_per_connection": (per / 1024.0 * 100.0).round() / 100.0,
+        })
+    );
+    drop(held);
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    #[arg(long, default_value_t = 10_000)]
+    messages: u64,
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// Joins measured (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    joins: usize,
+}
+
+pub async fn history(a: HistoryArgs) -> anyhow::Result<()> {
+    let room_name = format!("history-{}", std::process::id());
+    let r = room(&room_name);
+    let (mut tx, mut rx) = join(&a.url, &room_name, "seeder").await?;
+    let mut acked = 0;
+    for i in 0..a.messages {
+        tx.feed(Message::Text(
+            encode(&publish(&r, i, payload(i, a.size))).into(),
+        ))
+        .await?;
+        if i % 500 == 499 {
+            tx.flush().await?;
+            // Keep at most ~1000 in flight.
+            while acked + 1000 < i {
+                if let ServerMsg::Ack { .. } = recv(&mut rx).await? {
+                    acked += 1;
+                }
+            }
+        }
+    }
+    tx.flush().await?;
+    while acked < a.messages {
+        if let ServerMsg::Ack { .. } = recv(&mut rx).await? {
+            acked += 1;
+        }
+    }
+    let mut times = Vec::new();
+    for j in 0..a.joins {
+        let (mut tx, mut rx) = connect(&a.url).await?.split();
+        send(
+            &mut tx,
+            &ClientMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                token: None,
+            },
+        )
+        .await?;
+        recv(&mut rx).await?;
+        let name =
+            DisplayName::try_from(format!("joiner{j}")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let t = now_us();
+        send(
+            &mut tx,
+            &ClientMsg::Join {
+                room: r.clone(),
+                name,
+                token: None,
+                resume: None,
+            },
+        )
+        .await?;
+        let mut got = 0u64;
+        loop {
+            if let ServerMsg::History { messages, done, .. } = recv(&mut rx).await? {
+                got += messages.len() as u64;
+                if done {
+                    break;
+                }
+            }
+        }
+        times.push(now_us() - t);
+        anyhow::ensure!(
+            got == a.messages,
+            "history held {got} of {} messages",
+            a.messages
+        );
+    }
+    println!(
+        "{}",
+        json!({
+            "scenario": "history",
+            "messages": a.messages,
+            "payload_bytes": a.size,
+            "joins": a.joins,
+            "ms_to_full_history": { "p50": ms(percentile(&mut times, 50.0)), "max": ms(percentile(&mut times, 100.0)) },
+        })
+    );
+    Ok(())
+}

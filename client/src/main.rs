@@ -1,1 +1,5 @@
-fn main() {}
+//! Mounts the Relaycast app into the page.
+
+fn main() {
+    yew::Renderer::<relaycast_client::App>::new().render();
+}

@@ -4,10 +4,11 @@
 //! `bench/run.sh` starts the servers, runs all scenarios and writes `bench/RESULTS.md` inputs.
 //!
 //! # Layout
-//! - [`reference`]: a bare tokio-tungstenite broadcast server (no JSON, rooms or storage),
+//! - [`reference`](mod@reference), a bare tokio-tungstenite broadcast server (no JSON, rooms or storage),
 //!   the ceiling Relaycast is reported against.
-//! - [`scenarios`]: fan-out, pairs, idle and history.
-//! - [`stats`]: percentiles.
+//! - [`scenarios`], fan-out, pairs, idle and history.
+//! - [`stats`], percentiles.
+//!
 
 mod reference;
 mod scenarios;

@@ -297,12 +297,9 @@ pub async fn pairs(a: PairsArgs) -> anyhow::Result<()> {
                 let answer = tokio::spawn(async move {
                     let mut answered = 0;
                     while answered < rounds {
-                        match recv(&mut pong_rx).await? {
-                            ServerMsg::Message { .. } => {
-                                send(&mut pong_tx, &publish(&r2, answered, "pong".into())).await?;
-                                answered += 1;
-                            }
-                            _ => {}
+                        if let ServerMsg::Message { .. } = recv(&mut pong_rx).await? {
+                            send(&mut pong_tx, &publish(&r2, answered, "pong".into())).await?;
+                            answered += 1;
                         }
                     }
                     anyhow::Ok(())

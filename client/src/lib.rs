@@ -6,6 +6,9 @@
 //! - [`state`]: the room view's state and reducer (pure, tested natively).
 //! - `App` (here): the component and the WebSocket task that feeds the reducer.
 
+// Nothing from the network or the disk is unwrapped; tests may (clippy.toml).
+#![warn(clippy::unwrap_used)]
+
 pub mod state;
 
 use futures_util::{SinkExt, StreamExt};

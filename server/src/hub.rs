@@ -41,7 +41,8 @@ impl QueueGauge {
 }
 
 impl Outbound {
-    pub fn len(&self) -> usize {
+    /// Bytes this item counts for in its connection's queue.
+    pub fn queued_bytes(&self) -> usize {
         match self {
             Outbound::Frame(text) => text.len(),
             Outbound::Ping => 0,
@@ -256,7 +257,7 @@ impl Hub {
 
     /// Queue `out` unless the connection's queue is at its bounds. False: too slow.
     fn enqueue(&self, handle: &ConnHandle, out: Outbound) -> bool {
-        let len = out.len();
+        let len = out.queued_bytes();
         let frames = handle.gauge.frames.load(Ordering::Relaxed);
         let bytes = handle.gauge.bytes.load(Ordering::Relaxed);
         if frames >= self.queue_limits.max_frames || bytes + len > self.queue_limits.max_bytes {

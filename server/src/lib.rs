@@ -14,6 +14,9 @@
 //! `127.0.0.1:0` and call it; `main.rs` only parses flags, sets up logging and waits for
 //! SIGINT/SIGTERM.
 
+// Nothing from the network or the disk is unwrapped; tests may (clippy.toml).
+#![warn(clippy::unwrap_used)]
+
 pub mod config;
 pub mod core;
 pub mod hub;

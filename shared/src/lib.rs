@@ -15,6 +15,9 @@
 //!
 //! This crate has no IO and no async runtime: it builds for native and `wasm32-unknown-unknown`.
 
+// Nothing from the network or the disk is unwrapped; tests may (clippy.toml).
+#![warn(clippy::unwrap_used)]
+
 pub mod codec;
 pub mod error;
 pub mod ids;

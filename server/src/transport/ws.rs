@@ -211,7 +211,7 @@ async fn write_loop<S>(
     // Bounds what sits in tungstenite's write buffer before a flush.
     const MAX_BATCH_BYTES: usize = 64 * 1024;
     let take = |out: Outbound| {
-        gauge.taken(out.len());
+        gauge.taken(out.queued_bytes());
         to_message(out)
     };
     let reason = loop {
@@ -221,12 +221,12 @@ async fn write_loop<S>(
             first = queue.recv() => {
                 let Some(first) = first else { break None };
                 let result = async {
-                    let mut batch_bytes = first.len();
+                    let mut batch_bytes = first.queued_bytes();
                     sink.feed(take(first)).await?;
                     while batch_bytes < MAX_BATCH_BYTES {
                         match queue.try_recv() {
                             Ok(next) => {
-                                batch_bytes += next.len();
+                                batch_bytes += next.queued_bytes();
                                 sink.feed(take(next)).await?
                             }
                             Err(_) => break,

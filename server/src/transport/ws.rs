@@ -92,30 +92,11 @@ fn upgrade(
             Ok(upgraded) => upgraded,
             Err(err) => return tracing::debug!(error = %err, "websocket upgrade failed"),
         };
+        // TCP_NODELAY was set on the socket when it was accepted (see `transport::serve`).
         let config = Some(settings.tungstenite());
-        // Take the TCP stream back from hyper: to turn Nagle off (frames are coalesced by
-        // the writer and flushed at once; Nagle with delayed ACKs would hold them ~40 ms)
-        // and to drop a layer of boxed IO on every read and write.
-        match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
-            Ok(parts) => {
-                let tcp = parts.io.into_inner();
-                let _ = tcp.set_nodelay(true);
-                let socket = WebSocketStream::from_partially_read(
-                    tcp,
-                    parts.read_buf.to_vec(),
-                    Role::Server,
-                    config,
-                )
-                .await;
-                serve(socket, hub, settings).await;
-            }
-            Err(upgraded) => {
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config)
-                        .await;
-                serve(socket, hub, settings).await;
-            }
-        }
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config).await;
+        serve(socket, hub, settings).await;
     });
     let mut response = Response::new(String::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

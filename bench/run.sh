@@ -41,7 +41,7 @@ for i in 1 2 3; do
   run fanout --url "ws://127.0.0.1:$RC_PORT/ws"
   run fanout --reference --url "ws://127.0.0.1:$REF_PORT/"
 done
-run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --rate 2000 --messages 20000
+for i in 1 2 3; do run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --rate 2000 --messages 20000; done
 stop_relaycast
 
 start_relaycast

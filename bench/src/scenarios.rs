@@ -50,20 +50,19 @@ fn room(s: &str) -> RoomName {
     RoomName::try_from(s).expect("bench room names are valid")
 }
 
-/// Connect, hello, join `r`; returns the halves after the history has arrived.
-async fn join(url: &str, r: &str, name: &str) -> anyhow::Result<(Tx, Rx)> {
+/// Connect and say hello; returns the halves after the welcome.
+async fn greet(url: &str) -> anyhow::Result<(Tx, Rx)> {
     let (mut tx, mut rx) = connect(url).await?.split();
-    send(
-        &mut tx,
-        &ClientMsg::Hello {
-            protocol: PROTOCOL_VERSION,
-            token: None,
-        },
-    )
-    .await?;
+    send(&mut tx, &ClientMsg::hello()).await?;
     let ServerMsg::Welcome { .. } = recv(&mut rx).await? else {
         anyhow::bail!("no welcome")
     };
+    Ok((tx, rx))
+}
+
+/// Connect, hello, join `r`; returns the halves after the history has arrived.
+async fn join(url: &str, r: &str, name: &str) -> anyhow::Result<(Tx, Rx)> {
+    let (mut tx, mut rx) = greet(url).await?;
     let name = DisplayName::try_from(name).map_err(|e| anyhow::anyhow!("{e}"))?;
     send(
         &mut tx,
@@ -441,16 +440,7 @@ pub async fn history(a: HistoryArgs) -> anyhow::Result<()> {
     }
     let mut times = Vec::new();
     for j in 0..a.joins {
-        let (mut tx, mut rx) = connect(&a.url).await?.split();
-        send(
-            &mut tx,
-            &ClientMsg::Hello {
-                protocol: PROTOCOL_VERSION,
-                token: None,
-            },
-        )
-        .await?;
-        recv(&mut rx).await?;
+        let (mut tx, mut rx) = greet(&a.url).await?;
         let name =
             DisplayName::try_from(format!("joiner{j}")).map_err(|e| anyhow::anyhow!("{e}"))?;
         let t = now_us();

@@ -60,10 +60,7 @@ pub fn app() -> Html {
             Ok(ws) => {
                 let (mut sink, mut stream) = ws.split();
                 let (tx, mut rx) = futures_channel::mpsc::unbounded::<ClientMsg>();
-                let _ = tx.unbounded_send(ClientMsg::Hello {
-                    protocol: PROTOCOL_VERSION,
-                    token: None,
-                });
+                let _ = tx.unbounded_send(ClientMsg::hello());
                 *outbox.borrow_mut() = Some(tx);
                 wasm_bindgen_futures::spawn_local(async move {
                     while let Some(msg) = rx.next().await {

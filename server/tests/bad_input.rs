@@ -119,14 +119,7 @@ async fn messages_before_hello_and_before_join() {
             ..
         }
     ));
-    send_on(
-        &mut ws,
-        &ClientMsg::Hello {
-            protocol: PROTOCOL_VERSION,
-            token: None,
-        },
-    )
-    .await;
+    send_on(&mut ws, &ClientMsg::hello()).await;
     assert!(matches!(recv_on(&mut ws).await, ServerMsg::Welcome { .. }));
     let mut c = Client::connect(&server).await;
     c.publish("nowhere", "p1", "hello?").await;

@@ -47,6 +47,14 @@ pub enum ClientMsg {
 impl ClientMsg {
     /// The `"type"` tag of every variant, for telling an unknown type from a bad field.
     pub const TYPES: &'static [&'static str] = &["hello", "join", "leave", "signal", "publish"];
+
+    /// The first message of a connection, for this build's protocol, without a token.
+    pub fn hello() -> Self {
+        ClientMsg::Hello {
+            protocol: crate::PROTOCOL_VERSION,
+            token: None,
+        }
+    }
 }
 
 /// Where a reconnecting client left off in a room: the room's epoch (its resume token) and the

@@ -647,13 +647,7 @@ impl Engine {
 
     fn leave(&mut self, conn: ConnId, room: RoomName) {
         if !self.remove_member(conn, &room) {
-            return self.error(
-                conn,
-                ErrorCode::NotJoined,
-                "not in this room".into(),
-                Some(room),
-                None,
-            );
+            return self.not_joined(conn, room, None);
         }
         self.send(conn, &ServerMsg::Left { room });
     }
@@ -663,13 +657,7 @@ impl Engine {
             return;
         };
         if peer.membership(&room).is_none() {
-            return self.error(
-                conn,
-                ErrorCode::NotJoined,
-                "not in this room".into(),
-                Some(room),
-                None,
-            );
+            return self.not_joined(conn, room, None);
         }
         let target = self.by_peer_id.get(&to).copied().filter(|t| {
             *t != conn
@@ -698,13 +686,7 @@ impl Engine {
             return;
         };
         let Some(membership) = peer.membership(&room_name) else {
-            return self.error(
-                conn,
-                ErrorCode::NotJoined,
-                "not in this room".into(),
-                Some(room_name),
-                Some(id),
-            );
+            return self.not_joined(conn, room_name, Some(id));
         };
         if self.unpersisted >= self.config.max_unpersisted {
             let message = "storage is behind; retry later".into();
@@ -905,6 +887,16 @@ impl Engine {
                 room,
                 id,
             },
+        );
+    }
+
+    fn not_joined(&mut self, conn: ConnId, room: RoomName, id: Option<ClientMsgId>) {
+        self.error(
+            conn,
+            ErrorCode::NotJoined,
+            "not in this room".into(),
+            Some(room),
+            id,
         );
     }
 

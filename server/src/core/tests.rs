@@ -61,13 +61,7 @@ impl Sim {
 
     fn connect(&mut self, conn: ConnId) -> PeerId {
         self.input(Input::Connected(conn));
-        self.input(Input::Message(
-            conn,
-            ClientMsg::Hello {
-                protocol: PROTOCOL_VERSION,
-                token: None,
-            },
-        ));
+        self.input(Input::Message(conn, ClientMsg::hello()));
         match self.take(conn).as_slice() {
             [ServerMsg::Welcome { peer_id, .. }] => peer_id.clone(),
             other => panic!("expected welcome, got {other:?}"),
@@ -416,21 +410,9 @@ fn requests_before_hello_or_join_are_refused_and_the_connection_stays() {
     sim.input(Input::Connected(1));
     sim.input(Input::Message(1, ClientMsg::Leave { room: room("r") }));
     assert_eq!(codes(&sim.take(1)), vec![ErrorCode::HelloRequired]);
-    sim.input(Input::Message(
-        1,
-        ClientMsg::Hello {
-            protocol: PROTOCOL_VERSION,
-            token: None,
-        },
-    ));
+    sim.input(Input::Message(1, ClientMsg::hello()));
     sim.take(1);
-    sim.input(Input::Message(
-        1,
-        ClientMsg::Hello {
-            protocol: PROTOCOL_VERSION,
-            token: None,
-        },
-    ));
+    sim.input(Input::Message(1, ClientMsg::hello()));
     assert_eq!(codes(&sim.take(1)), vec![ErrorCode::AlreadyGreeted]);
     sim.publish(1, "r", "x");
     assert_eq!(codes(&sim.take(1)), vec![ErrorCode::NotJoined]);

@@ -144,14 +144,7 @@ impl Client {
     /// Connect and say hello.
     pub async fn connect(server: &TestServer) -> Client {
         let mut ws = raw_connect(server).await;
-        send_on(
-            &mut ws,
-            &ClientMsg::Hello {
-                protocol: PROTOCOL_VERSION,
-                token: None,
-            },
-        )
-        .await;
+        send_on(&mut ws, &ClientMsg::hello()).await;
         match recv_on(&mut ws).await {
             ServerMsg::Welcome { peer_id, .. } => Client { ws, peer_id },
             other => panic!("expected welcome, got {other:?}"),

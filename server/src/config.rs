@@ -164,7 +164,23 @@ mod tests {
         .unwrap();
         assert!(c.memory);
         assert_eq!(c.ping_interval, Duration::from_millis(250));
-        assert_eq!(c.engine().ice_servers.len(), 1);
         assert!(Config::try_parse_from(["relaycast", "--max-frame-bytes", "10"]).is_err());
+    }
+
+    #[test]
+    fn environment_variables_configure_too() {
+        // Only this test sets these variables; no other test reads these fields.
+        std::env::set_var("RELAYCAST_HISTORY_MAX_MESSAGES", "7");
+        std::env::set_var("RELAYCAST_ICE_SERVERS", "stun:a:1,turn:b:2");
+        let c = Config::defaults();
+        assert_eq!(c.history_max_messages, 7);
+        assert_eq!(c.engine().history.max_messages, 7);
+        assert_eq!(
+            c.ice_servers,
+            vec!["stun:a:1".to_owned(), "turn:b:2".to_owned()]
+        );
+        // A flag wins over the environment.
+        let c = Config::try_parse_from(["relaycast", "--history-max-messages", "9"]).unwrap();
+        assert_eq!(c.history_max_messages, 9);
     }
 }

@@ -21,8 +21,7 @@ pub async fn serve(bind: SocketAddr) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let mut config = WebSocketConfig::default();
             config.read_buffer_size = 4096;
-            let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await
-            else {
+            let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
                 return;
             };
             let (mut sink, mut stream) = ws.split();

@@ -54,9 +54,7 @@ fn room(s: &str) -> RoomName {
 async fn greet(url: &str) -> anyhow::Result<(Tx, Rx)> {
     let (mut tx, mut rx) = connect(url).await?.split();
     send(&mut tx, &ClientMsg::hello()).await?;
-    let ServerMsg::Welcome { .. } = recv(&mut rx).await? else {
-        anyhow::bail!("no welcome")
-    };
+    let ServerMsg::Welcome { .. } = recv(&mut rx).await? else { anyhow::bail!("no welcome") };
     Ok((tx, rx))
 }
 
@@ -64,16 +62,7 @@ async fn greet(url: &str) -> anyhow::Result<(Tx, Rx)> {
 async fn join(url: &str, r: &str, name: &str) -> anyhow::Result<(Tx, Rx)> {
     let (mut tx, mut rx) = greet(url).await?;
     let name = DisplayName::try_from(name).map_err(|e| anyhow::anyhow!("{e}"))?;
-    send(
-        &mut tx,
-        &ClientMsg::Join {
-            room: room(r),
-            name,
-            token: None,
-            resume: None,
-        },
-    )
-    .await?;
+    send(&mut tx, &ClientMsg::Join { room: room(r), name, token: None, resume: None }).await?;
     loop {
         match recv(&mut rx).await? {
             ServerMsg::History { done: true, .. } => return Ok((tx, rx)),
@@ -104,11 +93,7 @@ fn sent_at(frame: &str) -> Option<u64> {
 fn publish(r: &RoomName, i: u64, text: String) -> ClientMsg {
     let id = ClientMsgId::try_from(format!("m{i}")).expect("valid id");
     let text = ChatText::try_from(text).expect("valid text");
-    ClientMsg::Publish {
-        room: r.clone(),
-        id,
-        body: Body::Chat { text },
-    }
+    ClientMsg::Publish { room: r.clone(), id, body: Body::Chat { text } }
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,11 +130,8 @@ pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
         };
         subscribers.push(rx);
     }
-    let (mut tx, mut prx) = if a.reference {
-        connect(&a.url).await?.split()
-    } else {
-        join(&a.url, &room_name, "publisher").await?
-    };
+    let (mut tx, mut prx) =
+        if a.reference { connect(&a.url).await?.split() } else { join(&a.url, &room_name, "publisher").await? };
 
     // Flow control: the publisher's acks (or its own echo, on the reference).
     let acked = Arc::new(AtomicU64::new(0));
@@ -214,11 +196,8 @@ pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
             tokio::time::sleep_until(t0 + pace * i as u32).await;
         }
         let text = payload(i, a.size);
-        let msg = if a.reference {
-            Message::Text(text.into())
-        } else {
-            Message::Text(encode(&publish(&r, i, text)).into())
-        };
+        let msg =
+            if a.reference { Message::Text(text.into()) } else { Message::Text(encode(&publish(&r, i, text)).into()) };
         tx.feed(msg).await?;
         if pace.is_some() || i % 64 == 63 {
             tx.flush().await?;
@@ -288,38 +267,36 @@ pub async fn pairs(a: PairsArgs) -> anyhow::Result<()> {
     let rounds = a.rounds;
     let tasks: Vec<_> = sides
         .into_iter()
-        .map(
-            |(r, (mut ping_tx, mut ping_rx), (mut pong_tx, mut pong_rx))| {
-                let r = room(&r);
-                let r2 = r.clone();
-                // The answering side: every message from the other is answered once.
-                let answer = tokio::spawn(async move {
-                    let mut answered = 0;
-                    while answered < rounds {
-                        if let ServerMsg::Message { .. } = recv(&mut pong_rx).await? {
-                            send(&mut pong_tx, &publish(&r2, answered, "pong".into())).await?;
-                            answered += 1;
+        .map(|(r, (mut ping_tx, mut ping_rx), (mut pong_tx, mut pong_rx))| {
+            let r = room(&r);
+            let r2 = r.clone();
+            // The answering side: every message from the other is answered once.
+            let answer = tokio::spawn(async move {
+                let mut answered = 0;
+                while answered < rounds {
+                    if let ServerMsg::Message { .. } = recv(&mut pong_rx).await? {
+                        send(&mut pong_tx, &publish(&r2, answered, "pong".into())).await?;
+                        answered += 1;
+                    }
+                }
+                anyhow::Ok(())
+            });
+            tokio::spawn(async move {
+                let mut rtts = Vec::with_capacity(rounds as usize);
+                for i in 0..rounds {
+                    let t = now_us();
+                    send(&mut ping_tx, &publish(&r, i, "ping".into())).await?;
+                    loop {
+                        if let ServerMsg::Message { .. } = recv(&mut ping_rx).await? {
+                            break;
                         }
                     }
-                    anyhow::Ok(())
-                });
-                tokio::spawn(async move {
-                    let mut rtts = Vec::with_capacity(rounds as usize);
-                    for i in 0..rounds {
-                        let t = now_us();
-                        send(&mut ping_tx, &publish(&r, i, "ping".into())).await?;
-                        loop {
-                            if let ServerMsg::Message { .. } = recv(&mut ping_rx).await? {
-                                break;
-                            }
-                        }
-                        rtts.push(now_us() - t);
-                    }
-                    answer.await??;
-                    anyhow::Ok(rtts)
-                })
-            },
-        )
+                    rtts.push(now_us() - t);
+                }
+                answer.await??;
+                anyhow::Ok(rtts)
+            })
+        })
         .collect();
     let mut rtts = Vec::new();
     for t in tasks {
@@ -418,10 +395,7 @@ pub async fn history(a: HistoryArgs) -> anyhow::Result<()> {
     let (mut tx, mut rx) = join(&a.url, &room_name, "seeder").await?;
     let mut acked = 0;
     for i in 0..a.messages {
-        tx.feed(Message::Text(
-            encode(&publish(&r, i, payload(i, a.size))).into(),
-        ))
-        .await?;
+        tx.feed(Message::Text(encode(&publish(&r, i, payload(i, a.size))).into())).await?;
         if i % 500 == 499 {
             tx.flush().await?;
             // Keep at most ~1000 in flight.
@@ -441,19 +415,9 @@ pub async fn history(a: HistoryArgs) -> anyhow::Result<()> {
     let mut times = Vec::new();
     for j in 0..a.joins {
         let (mut tx, mut rx) = greet(&a.url).await?;
-        let name =
-            DisplayName::try_from(format!("joiner{j}")).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let name = DisplayName::try_from(format!("joiner{j}")).map_err(|e| anyhow::anyhow!("{e}"))?;
         let t = now_us();
-        send(
-            &mut tx,
-            &ClientMsg::Join {
-                room: r.clone(),
-                name,
-                token: None,
-                resume: None,
-            },
-        )
-        .await?;
+        send(&mut tx, &ClientMsg::Join { room: r.clone(), name, token: None, resume: None }).await?;
         let mut got = 0u64;
         loop {
             if let ServerMsg::History { messages, done, .. } = recv(&mut rx).await? {
@@ -464,11 +428,7 @@ pub async fn history(a: HistoryArgs) -> anyhow::Result<()> {
             }
         }
         times.push(now_us() - t);
-        anyhow::ensure!(
-            got == a.messages,
-            "history held {got} of {} messages",
-            a.messages
-        );
+        anyhow::ensure!(got == a.messages, "history held {got} of {} messages", a.messages);
     }
     println!(
         "{}",

@@ -30,13 +30,8 @@ impl Reducible for RoomState {
 /// The server's WebSocket URL, next to the page (works behind `trunk serve`'s proxy too).
 fn ws_url() -> String {
     let location = web_sys::window().map(|w| w.location());
-    let host = location
-        .as_ref()
-        .and_then(|l| l.host().ok())
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
-    let secure = location
-        .and_then(|l| l.protocol().ok())
-        .is_some_and(|p| p == "https:");
+    let host = location.as_ref().and_then(|l| l.host().ok()).unwrap_or_else(|| "127.0.0.1:8080".into());
+    let secure = location.and_then(|l| l.protocol().ok()).is_some_and(|p| p == "https:");
     format!("{}://{host}/ws", if secure { "wss" } else { "ws" })
 }
 
@@ -95,24 +90,15 @@ pub fn app() -> Html {
         let (room, name, joined, send) = (room.clone(), name.clone(), joined.clone(), send.clone());
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
-            if let (Ok(r), Ok(n)) = (
-                RoomName::try_from(room.as_str()),
-                DisplayName::try_from(name.as_str()),
-            ) {
-                send(ClientMsg::Join {
-                    room: r,
-                    name: n,
-                    token: None,
-                    resume: None,
-                });
+            if let (Ok(r), Ok(n)) = (RoomName::try_from(room.as_str()), DisplayName::try_from(name.as_str())) {
+                send(ClientMsg::Join { room: r, name: n, token: None, resume: None });
                 joined.set(true);
             }
         })
     };
 
     let on_send = {
-        let (room, draft, counter, send) =
-            (room.clone(), draft.clone(), counter.clone(), send.clone());
+        let (room, draft, counter, send) = (room.clone(), draft.clone(), counter.clone(), send.clone());
         Callback::from(move |e: SubmitEvent| {
             e.prevent_default();
             let Ok(text) = ChatText::try_from(draft.as_str()) else {
@@ -125,11 +111,7 @@ pub fn app() -> Html {
             let Ok(id) = ClientMsgId::try_from(format!("c{}", counter.borrow())) else {
                 return;
             };
-            send(ClientMsg::Publish {
-                room: r,
-                id,
-                body: Body::Chat { text },
-            });
+            send(ClientMsg::Publish { room: r, id, body: Body::Chat { text } });
             draft.set(String::new());
         })
     };

@@ -24,13 +24,7 @@ pub struct RoomState {
 
 impl Default for RoomState {
     fn default() -> Self {
-        Self {
-            status: Status::Connecting,
-            me: None,
-            peers: Vec::new(),
-            messages: Vec::new(),
-            error: None,
-        }
+        Self { status: Status::Connecting, me: None, peers: Vec::new(), messages: Vec::new(), error: None }
     }
 }
 
@@ -65,9 +59,7 @@ impl RoomState {
                 }
             }
             ServerMsg::PeerLeft { peer_id, .. } => self.peers.retain(|p| p.id != peer_id),
-            ServerMsg::Error { code, message, .. } => {
-                self.error = Some(format!("{code}: {message}"))
-            }
+            ServerMsg::Error { code, message, .. } => self.error = Some(format!("{code}: {message}")),
             ServerMsg::Ack { .. }
             | ServerMsg::HistoryTruncated { .. }
             | ServerMsg::Left { .. }
@@ -101,9 +93,7 @@ mod tests {
             name: DisplayName::try_from("n").unwrap(),
             id: ClientMsgId::try_from(format!("i{seq}")).unwrap(),
             at: 0,
-            body: Body::Chat {
-                text: ChatText::try_from("t").unwrap(),
-            },
+            body: Body::Chat { text: ChatText::try_from("t").unwrap() },
         }
     }
 
@@ -114,27 +104,11 @@ mod tests {
     #[test]
     fn history_and_live_merge_in_order_without_duplicates() {
         let mut s = RoomState::default();
-        s.apply(Action::Server(ServerMsg::History {
-            room: room(),
-            messages: vec![msg(1), msg(2)],
-            done: true,
-        }));
-        s.apply(Action::Server(ServerMsg::Message {
-            room: room(),
-            message: msg(2),
-        }));
-        s.apply(Action::Server(ServerMsg::Message {
-            room: room(),
-            message: msg(4),
-        }));
-        s.apply(Action::Server(ServerMsg::Message {
-            room: room(),
-            message: msg(3),
-        }));
-        assert_eq!(
-            s.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-            vec![1, 2, 3, 4]
-        );
+        s.apply(Action::Server(ServerMsg::History { room: room(), messages: vec![msg(1), msg(2)], done: true }));
+        s.apply(Action::Server(ServerMsg::Message { room: room(), message: msg(2) }));
+        s.apply(Action::Server(ServerMsg::Message { room: room(), message: msg(4) }));
+        s.apply(Action::Server(ServerMsg::Message { room: room(), message: msg(3) }));
+        assert_eq!(s.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
         assert_eq!(s.last_seq(), 4);
     }
 
@@ -142,23 +116,11 @@ mod tests {
     fn presence_and_status() {
         let mut s = RoomState::default();
         assert_eq!(s.status, Status::Connecting);
-        let peer = PeerInfo {
-            id: PeerId::try_from("b").unwrap(),
-            name: DisplayName::try_from("B").unwrap(),
-        };
-        s.apply(Action::Server(ServerMsg::PeerJoined {
-            room: room(),
-            peer: peer.clone(),
-        }));
-        s.apply(Action::Server(ServerMsg::PeerJoined {
-            room: room(),
-            peer: peer.clone(),
-        }));
+        let peer = PeerInfo { id: PeerId::try_from("b").unwrap(), name: DisplayName::try_from("B").unwrap() };
+        s.apply(Action::Server(ServerMsg::PeerJoined { room: room(), peer: peer.clone() }));
+        s.apply(Action::Server(ServerMsg::PeerJoined { room: room(), peer: peer.clone() }));
         assert_eq!(s.peers.len(), 1);
-        s.apply(Action::Server(ServerMsg::PeerLeft {
-            room: room(),
-            peer_id: peer.id,
-        }));
+        s.apply(Action::Server(ServerMsg::PeerLeft { room: room(), peer_id: peer.id }));
         assert!(s.peers.is_empty());
         s.apply(Action::Disconnected);
         assert_eq!(s.status, Status::Offline);

@@ -1,7 +1,7 @@
 //! Configuration: every setting is a CLI flag and an environment variable (`RELAYCAST_*`),
 //! with the defaults documented in `relaycast --help` and the README.
 
-use crate::core::{EngineConfig, HistoryLimits};
+use crate::core::{EngineConfig, HistoryLimits, TurnConfig};
 use clap::Parser;
 use relaycast_shared::limits::MAX_FRAME_BYTES;
 use relaycast_shared::IceServer;
@@ -10,11 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "relaycast",
-    version,
-    about = "Relaycast: rooms, WebRTC signaling and durable message history"
-)]
+#[command(name = "relaycast", version, about = "Relaycast: rooms, WebRTC signaling and durable message history")]
 pub struct Config {
     /// Address and port to listen on.
     #[arg(long, env = "RELAYCAST_BIND", default_value = "127.0.0.1:8080")]
@@ -97,12 +93,21 @@ pub struct Config {
 
     /// An ICE server URL handed to clients (repeat, or comma-separate in the env var),
     /// e.g. stun:stun.example.org:3478.
-    #[arg(
-        long = "ice-server",
-        env = "RELAYCAST_ICE_SERVERS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "ice-server", env = "RELAYCAST_ICE_SERVERS", value_delimiter = ',')]
     pub ice_servers: Vec<String>,
+
+    /// A coturn URL (repeat, or comma-separate in the env var), e.g. turn:turn.example.org:3478;
+    /// with --turn-secret, every client gets its own time-limited credentials for it.
+    #[arg(long = "turn-url", env = "RELAYCAST_TURN_URLS", value_delimiter = ',', requires = "turn_secret")]
+    pub turn_urls: Vec<String>,
+
+    /// coturn's static-auth-secret (its REST API scheme, use-auth-secret).
+    #[arg(long, env = "RELAYCAST_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+
+    /// How long minted TURN credentials stay valid.
+    #[arg(long, env = "RELAYCAST_TURN_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub turn_ttl: Duration,
 
     /// Log filter (tracing's EnvFilter syntax), e.g. info or relaycast=debug.
     #[arg(long, env = "RELAYCAST_LOG", default_value = "info")]
@@ -134,12 +139,16 @@ impl Config {
                 .ice_servers
                 .iter()
                 .filter(|u| !u.is_empty())
-                .map(|u| IceServer {
-                    urls: vec![u.clone()],
-                    username: None,
-                    credential: None,
-                })
+                .map(|u| IceServer { urls: vec![u.clone()], username: None, credential: None })
                 .collect(),
+            turn: match (&self.turn_secret, self.turn_urls.is_empty()) {
+                (Some(secret), false) => Some(TurnConfig {
+                    urls: self.turn_urls.clone(),
+                    secret: secret.clone(),
+                    ttl_secs: self.turn_ttl.as_secs().max(60),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -153,18 +162,21 @@ mod tests {
         let c = Config::defaults();
         assert_eq!(c.bind.port(), 8080);
         assert_eq!(c.history_max_age, Duration::from_secs(86400));
-        let c = Config::try_parse_from([
-            "relaycast",
-            "--memory",
-            "--ping-interval",
-            "250ms",
-            "--ice-server",
-            "stun:a:1",
-        ])
-        .unwrap();
+        let c =
+            Config::try_parse_from(["relaycast", "--memory", "--ping-interval", "250ms", "--ice-server", "stun:a:1"])
+                .unwrap();
         assert!(c.memory);
         assert_eq!(c.ping_interval, Duration::from_millis(250));
         assert!(Config::try_parse_from(["relaycast", "--max-frame-bytes", "10"]).is_err());
+    }
+
+    #[test]
+    fn turn_needs_a_secret_and_mints_per_peer_credentials() {
+        assert!(Config::try_parse_from(["relaycast", "--turn-url", "turn:t:3478"]).is_err(), "no secret");
+        let c = Config::try_parse_from(["relaycast", "--turn-url", "turn:t:3478", "--turn-secret", "s"]).unwrap();
+        let turn = c.engine().turn.expect("turn configured");
+        assert_eq!(turn.ttl_secs, 12 * 3600);
+        assert!(Config::defaults().engine().turn.is_none());
     }
 
     #[test]
@@ -175,10 +187,7 @@ mod tests {
         let c = Config::defaults();
         assert_eq!(c.history_max_messages, 7);
         assert_eq!(c.engine().history.max_messages, 7);
-        assert_eq!(
-            c.ice_servers,
-            vec!["stun:a:1".to_owned(), "turn:b:2".to_owned()]
-        );
+        assert_eq!(c.ice_servers, vec!["stun:a:1".to_owned(), "turn:b:2".to_owned()]);
         // A flag wins over the environment.
         let c = Config::try_parse_from(["relaycast", "--history-max-messages", "9"]).unwrap();
         assert_eq!(c.history_max_messages, 9);

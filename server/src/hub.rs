@@ -104,19 +104,13 @@ pub struct Hub {
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_millis() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Hub {
     pub fn new(engine: Engine, store: Arc<dyn Store>, queue_limits: QueueLimits) -> Arc<Self> {
         let hub = Arc::new(Hub {
-            state: Mutex::new(State {
-                engine,
-                conns: HashMap::new(),
-            }),
+            state: Mutex::new(State { engine, conns: HashMap::new() }),
             store,
             store_work: Notify::new(),
             next_conn: AtomicU64::new(1),
@@ -133,9 +127,7 @@ impl Hub {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock would be a bug in the engine; keep serving rather
         // than poisoning every later call.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A new connection: its id, its queue and its close signal.
@@ -144,28 +136,14 @@ impl Hub {
         let (queue_tx, queue) = mpsc::unbounded_channel();
         let (close_tx, close) = watch::channel(None);
         let gauge = Arc::new(QueueGauge::default());
-        self.counters
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.connections_total.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
-        state.conns.insert(
-            conn,
-            ConnHandle {
-                queue: queue_tx,
-                gauge: gauge.clone(),
-                close: close_tx,
-            },
-        );
+        state.conns.insert(conn, ConnHandle { queue: queue_tx, gauge: gauge.clone(), close: close_tx });
         self.run(&mut state, Input::Connected(conn));
         if self.shutting_down.load(Ordering::SeqCst) {
             self.run(&mut state, Input::Shutdown);
         }
-        Registration {
-            conn,
-            queue,
-            gauge,
-            close,
-        }
+        Registration { conn, queue, gauge, close }
     }
 
     pub fn message(&self, conn: ConnId, msg: ClientMsg) {

@@ -91,13 +91,7 @@ pub async fn run(
         idle_timeout: config.idle_timeout,
     };
     let (stop_accepting, stop) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(transport::serve(
-        listener,
-        hub.clone(),
-        settings,
-        config.static_dir.clone(),
-        stop,
-    ));
+    let server = tokio::spawn(transport::serve(listener, hub.clone(), settings, config.static_dir.clone(), stop));
 
     shutdown.await;
     tracing::info!("shutting down: closing connections");

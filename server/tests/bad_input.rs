@@ -33,26 +33,14 @@ async fn malformed_unknown_and_invalid_frames_get_codes_and_the_connection_stays
         ("[]", ErrorCode::Malformed),
         (r#"{"room":"r"}"#, ErrorCode::Malformed),
         (r#"{"type":"teleport","room":"r"}"#, ErrorCode::UnknownType),
-        (
-            r#"{"type":"join","room":"bad room!","name":"x"}"#,
-            ErrorCode::InvalidField,
-        ),
-        (
-            r#"{"type":"join","room":"r","name":""}"#,
-            ErrorCode::InvalidField,
-        ),
+        (r#"{"type":"join","room":"bad room!","name":"x"}"#, ErrorCode::InvalidField),
+        (r#"{"type":"join","room":"r","name":""}"#, ErrorCode::InvalidField),
         (
             r#"{"type":"publish","room":"r","id":"has space","body":{"kind":"chat","text":"x"}}"#,
             ErrorCode::InvalidField,
         ),
-        (
-            r#"{"type":"publish","room":"r","id":"1","body":{"kind":"chat","text":"   "}}"#,
-            ErrorCode::InvalidField,
-        ),
-        (
-            r#"{"type":"signal","room":"r","to":"../etc","signal":{"kind":"offer","sdp":""}}"#,
-            ErrorCode::InvalidField,
-        ),
+        (r#"{"type":"publish","room":"r","id":"1","body":{"kind":"chat","text":"   "}}"#, ErrorCode::InvalidField),
+        (r#"{"type":"signal","room":"r","to":"../etc","signal":{"kind":"offer","sdp":""}}"#, ErrorCode::InvalidField),
     ];
     for (frame, code) in cases {
         send_text(&mut c, frame).await;
@@ -66,9 +54,7 @@ async fn malformed_unknown_and_invalid_frames_get_codes_and_the_connection_stays
 async fn binary_frames_are_refused_and_the_connection_stays() {
     let server = start(test_config(|_| {})).await;
     let mut c = greeted(&server).await;
-    c.ws.send(Message::Binary(vec![0, 159, 146, 150].into()))
-        .await
-        .unwrap();
+    c.ws.send(Message::Binary(vec![0, 159, 146, 150].into())).await.unwrap();
     assert_eq!(c.next_error().await, ErrorCode::BinaryUnsupported);
     still_usable(&mut c).await;
     server.stop().await;
@@ -84,10 +70,7 @@ async fn oversized_frame_closes_with_1009() {
     let mut code = None;
     // The error frame, then the close frame.
     loop {
-        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut c.ws))
-            .await
-            .unwrap()
-        {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut c.ws)).await.unwrap() {
             Some(Ok(Message::Text(t))) => {
                 if let Ok(ServerMsg::Error { code: e, .. }) = decode_server(&t) {
                     assert_eq!(e, ErrorCode::FrameTooLarge);
@@ -112,22 +95,13 @@ async fn messages_before_hello_and_before_join() {
     let server = start(test_config(|_| {})).await;
     let mut ws = raw_connect(&server).await;
     send_on(&mut ws, &ClientMsg::Leave { room: room("r") }).await;
-    assert!(matches!(
-        recv_on(&mut ws).await,
-        ServerMsg::Error {
-            code: ErrorCode::HelloRequired,
-            ..
-        }
-    ));
+    assert!(matches!(recv_on(&mut ws).await, ServerMsg::Error { code: ErrorCode::HelloRequired, .. }));
     send_on(&mut ws, &ClientMsg::hello()).await;
     assert!(matches!(recv_on(&mut ws).await, ServerMsg::Welcome { .. }));
     let mut c = Client::connect(&server).await;
     c.publish("nowhere", "p1", "hello?").await;
     assert_eq!(c.next_error().await, ErrorCode::NotJoined);
-    c.send(&ClientMsg::Leave {
-        room: room("nowhere"),
-    })
-    .await;
+    c.send(&ClientMsg::Leave { room: room("nowhere") }).await;
     assert_eq!(c.next_error().await, ErrorCode::NotJoined);
     c.join("r", "late", None).await;
     still_usable(&mut c).await;
@@ -139,21 +113,11 @@ async fn signaling_an_unknown_peer() {
     let server = start(test_config(|_| {})).await;
     let mut c = greeted(&server).await;
     let to = PeerId::try_from("nobody").unwrap();
-    c.send(&ClientMsg::Signal {
-        room: room("r"),
-        to,
-        signal: Signal::EndOfCandidates,
-    })
-    .await;
+    c.send(&ClientMsg::Signal { room: room("r"), to, signal: Signal::EndOfCandidates }).await;
     assert_eq!(c.next_error().await, ErrorCode::UnknownPeer);
     // Signaling oneself is refused the same way.
     let me = c.peer_id.clone();
-    c.send(&ClientMsg::Signal {
-        room: room("r"),
-        to: me,
-        signal: Signal::EndOfCandidates,
-    })
-    .await;
+    c.send(&ClientMsg::Signal { room: room("r"), to: me, signal: Signal::EndOfCandidates }).await;
     assert_eq!(c.next_error().await, ErrorCode::UnknownPeer);
     still_usable(&mut c).await;
     server.stop().await;
@@ -163,14 +127,7 @@ async fn signaling_an_unknown_peer() {
 async fn wrong_protocol_version_is_refused_with_a_close() {
     let server = start(test_config(|_| {})).await;
     let mut ws = raw_connect(&server).await;
-    send_on(
-        &mut ws,
-        &ClientMsg::Hello {
-            protocol: PROTOCOL_VERSION + 1,
-            token: None,
-        },
-    )
-    .await;
+    send_on(&mut ws, &ClientMsg::Hello { protocol: PROTOCOL_VERSION + 1, token: None }).await;
     match recv_on(&mut ws).await {
         ServerMsg::Error { code, message, .. } => {
             assert_eq!(code, ErrorCode::UnsupportedProtocol);
@@ -178,10 +135,7 @@ async fn wrong_protocol_version_is_refused_with_a_close() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        recv_close(&mut ws).await,
-        (1008, "unsupported_protocol".into())
-    );
+    assert_eq!(recv_close(&mut ws).await, (1008, "unsupported_protocol".into()));
     server.stop().await;
 }
 
@@ -203,26 +157,15 @@ async fn a_flood_is_rate_limited_and_others_are_unaffected() {
     while acked + limited < 500 {
         match flooder.recv().await {
             ServerMsg::Ack { .. } => acked += 1,
-            ServerMsg::Error {
-                code: ErrorCode::RateLimited,
-                id: Some(_),
-                ..
-            } => limited += 1,
+            ServerMsg::Error { code: ErrorCode::RateLimited, id: Some(_), .. } => limited += 1,
             other => panic!("{other:?}"),
         }
     }
     assert!((20..=40).contains(&acked), "burst plus refill, got {acked}");
-    assert_eq!(
-        acked + limited,
-        500,
-        "every message answered, none lost silently"
-    );
+    assert_eq!(acked + limited, 500, "every message answered, none lost silently");
     // The other peer got exactly the accepted ones, and can still talk.
-    let got = other
-        .recv_until(
-            |m| matches!(m, ServerMsg::Message { message, .. } if message.seq == acked as u64),
-        )
-        .await;
+    let got =
+        other.recv_until(|m| matches!(m, ServerMsg::Message { message, .. } if message.seq == acked as u64)).await;
     assert_eq!(seqs(&got), (1..=acked as u64).collect::<Vec<_>>());
     still_usable(&mut other).await;
     assert!(server.metric("relaycast_rate_limited_total").await >= limited as u64);
@@ -239,11 +182,7 @@ async fn garbage_bytes_on_the_socket_do_not_hurt_the_server() {
     drop(raw);
     let mut c = greeted(&server).await;
     let mut ws = raw_connect(&server).await;
-    ws.get_mut()
-        .get_mut_ref_tcp()
-        .write_all(&[0x81, 0xff, 0, 0, 0, 0, 0, 0, 0, 1])
-        .await
-        .ok();
+    ws.get_mut().get_mut_ref_tcp().write_all(&[0x81, 0xff, 0, 0, 0, 0, 0, 0, 0, 1]).await.ok();
     drop(ws);
     still_usable(&mut c).await;
     server.stop().await;

@@ -16,14 +16,7 @@ struct Binary {
 /// Start the binary on a free port with its store in `dir`; read the URL it prints.
 fn spawn(dir: &std::path::Path) -> Binary {
     let mut child = Command::new(env!("CARGO_BIN_EXE_relaycast"))
-        .args([
-            "--bind",
-            "127.0.0.1:0",
-            "--messages-per-second",
-            "0",
-            "--log",
-            "warn",
-        ])
+        .args(["--bind", "127.0.0.1:0", "--messages-per-second", "0", "--log", "warn"])
         .arg("--data-dir")
         .arg(dir)
         .arg("--static-dir")
@@ -34,20 +27,9 @@ fn spawn(dir: &std::path::Path) -> Binary {
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    let addr = url
-        .parse()
-        .unwrap_or_else(|_| panic!("an address in {line:?}"));
-    Binary {
-        child,
-        server: TestServer::external(addr),
-    }
+    let url = line.trim().rsplit(' ').next().unwrap().trim_start_matches("http://").trim_end_matches('/');
+    let addr = url.parse().unwrap_or_else(|_| panic!("an address in {line:?}"));
+    Binary { child, server: TestServer::external(addr) }
 }
 
 #[tokio::test]
@@ -58,8 +40,7 @@ async fn acked_messages_survive_kill_9() {
     let epoch = epoch_of(&a.join("r", "a", None).await);
     // Pipelined: many commits in flight when the process dies.
     for i in 1..=300 {
-        a.publish("r", &format!("k{i}"), &format!("durable {i}"))
-            .await;
+        a.publish("r", &format!("k{i}"), &format!("durable {i}")).await;
     }
     let mut acked = 0;
     while acked < 300 {
@@ -82,27 +63,10 @@ async fn acked_messages_survive_kill_9() {
 
     let mut bin = spawn(dir.path());
     let mut b = Client::connect(&bin.server).await;
-    let got = b
-        .join(
-            "r",
-            "b",
-            Some(ResumeFrom {
-                epoch: epoch.clone(),
-                last_seq: 0,
-            }),
-        )
-        .await;
-    assert!(
-        !got.iter()
-            .any(|m| matches!(m, ServerMsg::HistoryReset { .. })),
-        "same epoch after a crash"
-    );
+    let got = b.join("r", "b", Some(ResumeFrom { epoch: epoch.clone(), last_seq: 0 })).await;
+    assert!(!got.iter().any(|m| matches!(m, ServerMsg::HistoryReset { .. })), "same epoch after a crash");
     let seqs = seqs(&got);
-    assert!(
-        seqs.len() as u64 >= more_acked,
-        "every acked message survived: {} < {more_acked}",
-        seqs.len()
-    );
+    assert!(seqs.len() as u64 >= more_acked, "every acked message survived: {} < {more_acked}", seqs.len());
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no gap");
     // And the sequence continues after the last durable message.
     let next = b.publish_acked("r", "after", "after restart").await;

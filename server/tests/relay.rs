@@ -46,43 +46,19 @@ async fn signaling_is_isolated_between_rooms() {
     b.join("one", "b", None).await;
     c.join("two", "c", None).await;
     a.recv().await; // b joined
-    let offer = Signal::Offer {
-        sdp: "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n".into(),
-    };
-    a.send(&ClientMsg::Signal {
-        room: room("one"),
-        to: b.peer_id.clone(),
-        signal: offer.clone(),
-    })
-    .await;
+    let offer = Signal::Offer { sdp: "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n".into() };
+    a.send(&ClientMsg::Signal { room: room("one"), to: b.peer_id.clone(), signal: offer.clone() }).await;
     match b.recv().await {
-        ServerMsg::Signal {
-            from,
-            signal,
-            room: r,
-        } => {
-            assert_eq!(
-                (from, signal, r),
-                (a.peer_id.clone(), offer.clone(), room("one"))
-            )
+        ServerMsg::Signal { from, signal, room: r } => {
+            assert_eq!((from, signal, r), (a.peer_id.clone(), offer.clone(), room("one")))
         }
         other => panic!("{other:?}"),
     }
     // c is a real peer, but in another room: refused, and c gets nothing.
-    a.send(&ClientMsg::Signal {
-        room: room("one"),
-        to: c.peer_id.clone(),
-        signal: offer.clone(),
-    })
-    .await;
+    a.send(&ClientMsg::Signal { room: room("one"), to: c.peer_id.clone(), signal: offer.clone() }).await;
     assert_eq!(a.next_error().await, ErrorCode::UnknownPeer);
     // ...not even by naming c's room, which a is not in.
-    a.send(&ClientMsg::Signal {
-        room: room("two"),
-        to: c.peer_id.clone(),
-        signal: offer,
-    })
-    .await;
+    a.send(&ClientMsg::Signal { room: room("two"), to: c.peer_id.clone(), signal: offer }).await;
     assert_eq!(a.next_error().await, ErrorCode::NotJoined);
     // c's next message is the one we send it now, proving nothing else arrived before.
     c.publish("two", "probe", "probe").await;
@@ -109,8 +85,7 @@ async fn broadcast_order_with_concurrent_senders() {
         .map(|(s, mut c)| {
             tokio::spawn(async move {
                 for i in 0..EACH {
-                    c.publish("r", &format!("{s}-{i}"), &format!("{s}-{i}"))
-                        .await;
+                    c.publish("r", &format!("{s}-{i}"), &format!("{s}-{i}")).await;
                 }
                 let mut acks = Vec::new();
                 while acks.len() < EACH {
@@ -133,11 +108,8 @@ async fn broadcast_order_with_concurrent_senders() {
     assert_eq!(seqs, (1..=(SENDERS * EACH) as u64).collect::<Vec<_>>());
     // ...in which each sender's messages keep the order it sent them...
     for s in 0..SENDERS {
-        let mine: Vec<String> = received
-            .iter()
-            .filter(|m| m.id.as_str().starts_with(&format!("{s}-")))
-            .map(|m| m.id.to_string())
-            .collect();
+        let mine: Vec<String> =
+            received.iter().filter(|m| m.id.as_str().starts_with(&format!("{s}-"))).map(|m| m.id.to_string()).collect();
         let expected: Vec<String> = (0..EACH).map(|i| format!("{s}-{i}")).collect();
         assert_eq!(mine, expected);
     }
@@ -158,9 +130,7 @@ async fn late_joiner_gets_history_with_a_clean_seam() {
     // Publish continuously while the late joiner arrives, so the seam falls mid-stream.
     let task = tokio::spawn(async move {
         for i in 0..600 {
-            publisher
-                .publish("r", &format!("m{i}"), &format!("m{i}"))
-                .await;
+            publisher.publish("r", &format!("m{i}"), &format!("m{i}")).await;
             if i == 300 {
                 tokio::task::yield_now().await;
             }
@@ -175,11 +145,7 @@ async fn late_joiner_gets_history_with_a_clean_seam() {
     while seqs(&got).last().copied().unwrap_or(0) < 601 {
         got.push(late.recv().await);
     }
-    assert_eq!(
-        seqs(&got),
-        (1..=601).collect::<Vec<_>>(),
-        "no gap or duplicate at the seam"
-    );
+    assert_eq!(seqs(&got), (1..=601).collect::<Vec<_>>(), "no gap or duplicate at the seam");
     server.stop().await;
 }
 
@@ -193,22 +159,15 @@ async fn reconnect_recovers_exactly_what_was_missed() {
     for i in 1..=5 {
         b.publish_acked("r", &format!("x{i}"), "before").await;
     }
-    let seen = a
-        .recv_until(|m| matches!(m, ServerMsg::Message { message, .. } if message.seq == 5))
-        .await;
+    let seen = a.recv_until(|m| matches!(m, ServerMsg::Message { message, .. } if message.seq == 5)).await;
     assert_eq!(seqs(&seen), vec![1, 2, 3, 4, 5]);
     drop(a); // network loss
     for i in 6..=9 {
         b.publish_acked("r", &format!("x{i}"), "while away").await;
     }
     let mut a = Client::connect(&server).await;
-    let got = a
-        .join("r", "a", Some(ResumeFrom { epoch, last_seq: 5 }))
-        .await;
-    assert!(!got.iter().any(|m| matches!(
-        m,
-        ServerMsg::HistoryTruncated { .. } | ServerMsg::HistoryReset { .. }
-    )));
+    let got = a.join("r", "a", Some(ResumeFrom { epoch, last_seq: 5 })).await;
+    assert!(!got.iter().any(|m| matches!(m, ServerMsg::HistoryTruncated { .. } | ServerMsg::HistoryReset { .. })));
     assert_eq!(seqs(&got), vec![6, 7, 8, 9]);
     b.publish_acked("r", "x10", "after").await;
     assert_eq!(seqs(&[a.recv().await]), vec![10]);
@@ -224,30 +183,12 @@ async fn truncated_history_is_announced() {
         a.publish_acked("r", &format!("t{i}"), "t").await;
     }
     let mut b = Client::connect(&server).await;
-    let got = b
-        .join("r", "b", Some(ResumeFrom { epoch, last_seq: 3 }))
-        .await;
-    assert!(matches!(
-        got[1],
-        ServerMsg::HistoryTruncated {
-            requested_after: 3,
-            oldest_available: 8,
-            ..
-        }
-    ));
+    let got = b.join("r", "b", Some(ResumeFrom { epoch, last_seq: 3 })).await;
+    assert!(matches!(got[1], ServerMsg::HistoryTruncated { requested_after: 3, oldest_available: 8, .. }));
     assert_eq!(seqs(&got), vec![8, 9, 10, 11, 12]);
     // A resume with an epoch this server never issued is reset, not silently served.
     let mut c = Client::connect(&server).await;
-    let got = c
-        .join(
-            "r",
-            "c",
-            Some(ResumeFrom {
-                epoch: Epoch::try_from("other").unwrap(),
-                last_seq: 3,
-            }),
-        )
-        .await;
+    let got = c.join("r", "c", Some(ResumeFrom { epoch: Epoch::try_from("other").unwrap(), last_seq: 3 })).await;
     assert!(matches!(got[1], ServerMsg::HistoryReset { .. }));
     assert_eq!(seqs(&got), vec![8, 9, 10, 11, 12]);
     server.stop().await;
@@ -266,12 +207,8 @@ async fn dead_peers_are_found_by_ping_and_announced_as_left() {
     dead.join("r", "dead", None).await;
     // `dead` stops reading: it never answers pings again. `alive` keeps reading, so its
     // client library answers them.
-    let gone = alive
-        .recv_until(|m| matches!(m, ServerMsg::PeerLeft { .. }))
-        .await;
-    assert!(
-        matches!(gone.last(), Some(ServerMsg::PeerLeft { peer_id, .. }) if *peer_id == dead.peer_id)
-    );
+    let gone = alive.recv_until(|m| matches!(m, ServerMsg::PeerLeft { .. })).await;
+    assert!(matches!(gone.last(), Some(ServerMsg::PeerLeft { peer_id, .. }) if *peer_id == dead.peer_id));
     assert_eq!(server.metric("relaycast_connections").await, 1);
     server.stop().await;
 }
@@ -279,10 +216,7 @@ async fn dead_peers_are_found_by_ping_and_announced_as_left() {
 #[tokio::test]
 async fn http_endpoints() {
     let server = start(test_config(|_| {})).await;
-    assert_eq!(
-        http_get(server.addr, "/healthz").await,
-        (200, "ok\n".into())
-    );
+    assert_eq!(http_get(server.addr, "/healthz").await, (200, "ok\n".into()));
     let (status, body) = http_get(server.addr, "/readyz").await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = http_get(server.addr, "/metrics").await;
@@ -313,18 +247,9 @@ async fn serves_the_web_app_with_deep_links() {
     std::fs::write(dir.path().join("index.html"), "<html>relaycast app</html>").unwrap();
     std::fs::write(dir.path().join("app.js"), "console.log(1)").unwrap();
     let server = start(test_config(|c| c.static_dir = dir.path().to_owned())).await;
-    assert_eq!(
-        http_get(server.addr, "/").await,
-        (200, "<html>relaycast app</html>".into())
-    );
-    assert_eq!(
-        http_get(server.addr, "/app.js").await,
-        (200, "console.log(1)".into())
-    );
-    assert_eq!(
-        http_get(server.addr, "/r/standup").await,
-        (200, "<html>relaycast app</html>".into())
-    );
+    assert_eq!(http_get(server.addr, "/").await, (200, "<html>relaycast app</html>".into()));
+    assert_eq!(http_get(server.addr, "/app.js").await, (200, "console.log(1)".into()));
+    assert_eq!(http_get(server.addr, "/r/standup").await, (200, "<html>relaycast app</html>".into()));
     server.stop().await;
 }
 
@@ -337,8 +262,7 @@ async fn graceful_shutdown_closes_clients_and_keeps_acked_messages() {
     for i in 1..=20 {
         a.publish("r", &format!("g{i}"), "kept").await;
     }
-    a.recv_until(|m| matches!(m, ServerMsg::Ack { seq: 20, .. }))
-        .await;
+    a.recv_until(|m| matches!(m, ServerMsg::Ack { seq: 20, .. })).await;
     let mut other = Client::connect(&server).await;
     other.join("r", "b", None).await;
     let stopping = tokio::spawn(server.stop());
@@ -348,21 +272,8 @@ async fn graceful_shutdown_closes_clients_and_keeps_acked_messages() {
 
     let server = start_durable(dir.path()).await;
     let mut b = Client::connect(&server).await;
-    let got = b
-        .join(
-            "r",
-            "b",
-            Some(ResumeFrom {
-                epoch,
-                last_seq: 10,
-            }),
-        )
-        .await;
-    assert_eq!(
-        seqs(&got),
-        (11..=20).collect::<Vec<_>>(),
-        "same epoch, nothing lost"
-    );
+    let got = b.join("r", "b", Some(ResumeFrom { epoch, last_seq: 10 })).await;
+    assert_eq!(seqs(&got), (11..=20).collect::<Vec<_>>(), "same epoch, nothing lost");
     server.stop().await;
 }
 
@@ -375,9 +286,7 @@ async fn memory_mode_restart_is_reported_as_a_reset() {
     server.stop().await;
     let server = start(test_config(|_| {})).await;
     let mut a = Client::connect(&server).await;
-    let got = a
-        .join("r", "a", Some(ResumeFrom { epoch, last_seq: 1 }))
-        .await;
+    let got = a.join("r", "a", Some(ResumeFrom { epoch, last_seq: 1 })).await;
     assert!(matches!(got[1], ServerMsg::HistoryReset { .. }), "{got:?}");
     server.stop().await;
 }

@@ -51,26 +51,12 @@ async fn stalled_client_is_dropped_and_others_get_everything() {
     for i in 0..N {
         publisher.publish("r", &format!("b{i}"), &big).await;
     }
-    let acks = publisher
-        .recv_until(|m| matches!(m, ServerMsg::Ack { seq, .. } if *seq == N as u64))
-        .await;
-    assert_eq!(
-        acks.iter()
-            .filter(|m| matches!(m, ServerMsg::Ack { .. }))
-            .count(),
-        N
-    );
+    let acks = publisher.recv_until(|m| matches!(m, ServerMsg::Ack { seq, .. } if *seq == N as u64)).await;
+    assert_eq!(acks.iter().filter(|m| matches!(m, ServerMsg::Ack { .. })).count(), N);
     for r in readers {
-        assert_eq!(
-            r.await.unwrap(),
-            (1..=N as u64).collect::<Vec<_>>(),
-            "a reading client lost nothing"
-        );
+        assert_eq!(r.await.unwrap(), (1..=N as u64).collect::<Vec<_>>(), "a reading client lost nothing");
     }
-    assert_eq!(
-        server.metric("relaycast_dropped_slow_clients_total").await,
-        2
-    );
+    assert_eq!(server.metric("relaycast_dropped_slow_clients_total").await, 2);
     // 1500 x 8 KB = 12 MB per stalled client had its queue been unbounded; bounded, the
     // server holds at most a queue and a write buffer for each.
     let grown_mib = rss_kib().saturating_sub(rss_before) / 1024;
@@ -86,9 +72,7 @@ async fn stalled_client_is_dropped_and_others_get_everything() {
                         last_seen = message.seq;
                     }
                 }
-                Some(Ok(Message::Close(Some(f)))) => {
-                    break (u16::from(f.code), f.reason.to_string())
-                }
+                Some(Ok(Message::Close(Some(f)))) => break (u16::from(f.code), f.reason.to_string()),
                 Some(Ok(_)) => {}
                 other => break (1006, format!("{other:?}")),
             }
@@ -97,10 +81,7 @@ async fn stalled_client_is_dropped_and_others_get_everything() {
         assert!((last_seen as usize) < N, "it was cut off before the end");
         // It comes back and resumes: told what was evicted, then given the rest.
         let mut back = Client::connect(&server).await;
-        let resume = ResumeFrom {
-            epoch: epoch.clone(),
-            last_seq: last_seen,
-        };
+        let resume = ResumeFrom { epoch: epoch.clone(), last_seq: last_seen };
         let got = back.join("r", "back", Some(resume)).await;
         let oldest = N as u64 - 99; // the history holds the last 100
         assert!(

@@ -12,10 +12,7 @@ use serde::Serialize;
 /// Decode one client frame, refusing frames over `max_bytes`.
 pub fn decode_client(text: &str, max_bytes: usize) -> Result<ClientMsg, DecodeError> {
     if text.len() > max_bytes {
-        return Err(DecodeError::TooLarge {
-            size: text.len(),
-            max: max_bytes,
-        });
+        return Err(DecodeError::TooLarge { size: text.len(), max: max_bytes });
     }
     serde_json::from_str(text).map_err(|err| classify(text, err, ClientMsg::TYPES))
 }
@@ -83,11 +80,7 @@ pub fn message_frame(room: &RoomName, message_json: &str) -> String {
 }
 
 /// A [`ServerMsg::History`] frame around already-encoded [`RoomMessage`]s.
-pub fn history_frame<'a>(
-    room: &RoomName,
-    messages_json: impl IntoIterator<Item = &'a str>,
-    done: bool,
-) -> String {
+pub fn history_frame<'a>(room: &RoomName, messages_json: impl IntoIterator<Item = &'a str>, done: bool) -> String {
     let mut out = String::with_capacity(256);
     out.push_str(r#"{"type":"history","room":"#);
     push_json_str(&mut out, room.as_str());
@@ -98,11 +91,7 @@ pub fn history_frame<'a>(
         }
         out.push_str(m);
     }
-    out.push_str(if done {
-        r#"],"done":true}"#
-    } else {
-        r#"],"done":false}"#
-    });
+    out.push_str(if done { r#"],"done":true}"# } else { r#"],"done":false}"# });
     out
 }
 
@@ -125,10 +114,7 @@ mod tests {
         assert_eq!(code(r#"{"type":7}"#), ErrorCode::Malformed);
         assert_eq!(code(r#"{"type":"teleport"}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"type":"leave"}"#), ErrorCode::InvalidField);
-        assert_eq!(
-            code(r#"{"type":"leave","room":"a b"}"#),
-            ErrorCode::InvalidField
-        );
+        assert_eq!(code(r#"{"type":"leave","room":"a b"}"#), ErrorCode::InvalidField);
         assert_eq!(code(&"x".repeat(2000)), ErrorCode::FrameTooLarge);
     }
 
@@ -139,9 +125,6 @@ mod tests {
             "[".repeat(100_000),
             "]".repeat(100_000)
         );
-        assert_eq!(
-            decode_client(&deep, usize::MAX).unwrap_err().code(),
-            ErrorCode::Malformed
-        );
+        assert_eq!(decode_client(&deep, usize::MAX).unwrap_err().code(), ErrorCode::Malformed);
     }
 }

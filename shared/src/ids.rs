@@ -19,12 +19,7 @@ pub enum IdError {
     BadChar { kind: &'static str, found: char },
 }
 
-fn check_ascii(
-    kind: &'static str,
-    s: &str,
-    max: usize,
-    allowed: impl Fn(char) -> bool,
-) -> Result<(), IdError> {
+fn check_ascii(kind: &'static str, s: &str, max: usize, allowed: impl Fn(char) -> bool) -> Result<(), IdError> {
     if s.is_empty() {
         return Err(IdError::Empty { kind });
     }
@@ -42,15 +37,9 @@ fn check_text(kind: &'static str, s: &str, max_chars: usize) -> Result<(), IdErr
         return Err(IdError::Empty { kind });
     }
     if s.chars().count() > max_chars {
-        return Err(IdError::TooLong {
-            kind,
-            max: max_chars,
-        });
+        return Err(IdError::TooLong { kind, max: max_chars });
     }
-    match s
-        .chars()
-        .find(|c| c.is_control() && *c != '\n' && *c != '\t')
-    {
+    match s.chars().find(|c| c.is_control() && *c != '\n' && *c != '\t') {
         Some(found) => Err(IdError::BadChar { kind, found }),
         None => Ok(()),
     }
@@ -165,18 +154,9 @@ mod tests {
     #[test]
     fn room_names_are_checked() {
         assert!(RoomName::try_from("team-42.daily_sync").is_ok());
-        assert_eq!(
-            RoomName::try_from(""),
-            Err(IdError::Empty { kind: "room name" })
-        );
-        assert!(matches!(
-            RoomName::try_from("a/b"),
-            Err(IdError::BadChar { found: '/', .. })
-        ));
-        assert!(matches!(
-            RoomName::try_from("a".repeat(65)),
-            Err(IdError::TooLong { .. })
-        ));
+        assert_eq!(RoomName::try_from(""), Err(IdError::Empty { kind: "room name" }));
+        assert!(matches!(RoomName::try_from("a/b"), Err(IdError::BadChar { found: '/', .. })));
+        assert!(matches!(RoomName::try_from("a".repeat(65)), Err(IdError::TooLong { .. })));
         assert!(RoomName::try_from("a".repeat(64)).is_ok());
     }
 

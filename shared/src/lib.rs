@@ -28,6 +28,4 @@ pub use codec::{decode_client, decode_server, encode};
 pub use error::{CloseCode, DecodeError, ErrorCode};
 pub use ids::{AccessToken, ChatText, ClientMsgId, DisplayName, Epoch, IdError, PeerId, RoomName};
 pub use limits::PROTOCOL_VERSION;
-pub use msg::{
-    Body, ClientMsg, IceServer, PeerInfo, ResumeFrom, RoomMessage, ServerLimits, ServerMsg, Signal,
-};
+pub use msg::{Body, ClientMsg, IceServer, PeerInfo, ResumeFrom, RoomMessage, ServerLimits, ServerMsg, Signal};

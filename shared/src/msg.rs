@@ -31,17 +31,9 @@ pub enum ClientMsg {
     /// Leave a room.
     Leave { room: RoomName },
     /// WebRTC signaling for one peer in the same room; relayed as it is.
-    Signal {
-        room: RoomName,
-        to: PeerId,
-        signal: Signal,
-    },
+    Signal { room: RoomName, to: PeerId, signal: Signal },
     /// A message for everyone in the room, kept in its history. Acked with [`ServerMsg::Ack`].
-    Publish {
-        room: RoomName,
-        id: ClientMsgId,
-        body: Body,
-    },
+    Publish { room: RoomName, id: ClientMsgId, body: Body },
 }
 
 impl ClientMsg {
@@ -50,10 +42,7 @@ impl ClientMsg {
 
     /// The first message of a connection, for this build's protocol, without a token.
     pub fn hello() -> Self {
-        ClientMsg::Hello {
-            protocol: crate::PROTOCOL_VERSION,
-            token: None,
-        }
+        ClientMsg::Hello { protocol: crate::PROTOCOL_VERSION, token: None }
     }
 }
 
@@ -220,11 +209,6 @@ pub enum ServerMsg {
 impl ServerMsg {
     /// An error about nothing in particular.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMsg::Error {
-            code,
-            message: message.into(),
-            room: None,
-            id: None,
-        }
+        ServerMsg::Error { code, message: message.into(), room: None, id: None }
     }
 }

@@ -28,52 +28,27 @@ fn sample_message() -> RoomMessage {
         name: n("Ada"),
         id: id("c-17"),
         at: 1_795_000_000_000,
-        body: Body::Chat {
-            text: ChatText::try_from("hello, room").unwrap(),
-        },
+        body: Body::Chat { text: ChatText::try_from("hello, room").unwrap() },
     }
 }
 
 fn client_cases() -> Vec<(&'static str, ClientMsg)> {
     vec![
-        (
-            "hello",
-            ClientMsg::Hello {
-                protocol: PROTOCOL_VERSION,
-                token: None,
-            },
-        ),
+        ("hello", ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: None }),
         (
             "join_resume",
             ClientMsg::Join {
                 room: r("standup"),
                 name: n("Ada"),
                 token: None,
-                resume: Some(ResumeFrom {
-                    epoch: Epoch::try_from("e5f0a1").unwrap(),
-                    last_seq: 41,
-                }),
+                resume: Some(ResumeFrom { epoch: Epoch::try_from("e5f0a1").unwrap(), last_seq: 41 }),
             },
         ),
-        (
-            "join",
-            ClientMsg::Join {
-                room: r("standup"),
-                name: n("Ada"),
-                token: None,
-                resume: None,
-            },
-        ),
+        ("join", ClientMsg::Join { room: r("standup"), name: n("Ada"), token: None, resume: None }),
         ("leave", ClientMsg::Leave { room: r("standup") }),
         (
             "signal_offer",
-            ClientMsg::Signal {
-                room: r("standup"),
-                to: p("Zz81"),
-                signal: Signal::Offer {
-                    sdp: "v=0\r\n".into(),
-                },
-            },
+            ClientMsg::Signal { room: r("standup"), to: p("Zz81"), signal: Signal::Offer { sdp: "v=0\r\n".into() } },
         ),
         (
             "signal_candidate",
@@ -87,22 +62,13 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
                 },
             },
         ),
-        (
-            "signal_end",
-            ClientMsg::Signal {
-                room: r("standup"),
-                to: p("Zz81"),
-                signal: Signal::EndOfCandidates,
-            },
-        ),
+        ("signal_end", ClientMsg::Signal { room: r("standup"), to: p("Zz81"), signal: Signal::EndOfCandidates }),
         (
             "publish_chat",
             ClientMsg::Publish {
                 room: r("standup"),
                 id: id("c-17"),
-                body: Body::Chat {
-                    text: ChatText::try_from("hello, room").unwrap(),
-                },
+                body: Body::Chat { text: ChatText::try_from("hello, room").unwrap() },
             },
         ),
         (
@@ -110,9 +76,7 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
             ClientMsg::Publish {
                 room: r("standup"),
                 id: id("c-18"),
-                body: Body::Data {
-                    data: json!({"cursor": [10, 20]}),
-                },
+                body: Body::Data { data: json!({"cursor": [10, 20]}) },
             },
         ),
     ]
@@ -146,78 +110,27 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
                 room: r("standup"),
                 epoch: Epoch::try_from("e5f0a1").unwrap(),
                 last_seq: 42,
-                peers: vec![PeerInfo {
-                    id: p("Zz81"),
-                    name: n("Grace"),
-                }],
+                peers: vec![PeerInfo { id: p("Zz81"), name: n("Grace") }],
             },
         ),
-        (
-            "history",
-            ServerMsg::History {
-                room: r("standup"),
-                messages: vec![sample_message()],
-                done: true,
-            },
-        ),
+        ("history", ServerMsg::History { room: r("standup"), messages: vec![sample_message()], done: true }),
         (
             "history_truncated",
-            ServerMsg::HistoryTruncated {
-                room: r("standup"),
-                requested_after: 3,
-                oldest_available: 10,
-            },
+            ServerMsg::HistoryTruncated { room: r("standup"), requested_after: 3, oldest_available: 10 },
         ),
-        (
-            "history_reset",
-            ServerMsg::HistoryReset {
-                room: r("standup"),
-                epoch: Epoch::try_from("b7").unwrap(),
-            },
-        ),
+        ("history_reset", ServerMsg::HistoryReset { room: r("standup"), epoch: Epoch::try_from("b7").unwrap() }),
         (
             "peer_joined",
-            ServerMsg::PeerJoined {
-                room: r("standup"),
-                peer: PeerInfo {
-                    id: p("Zz81"),
-                    name: n("Grace"),
-                },
-            },
+            ServerMsg::PeerJoined { room: r("standup"), peer: PeerInfo { id: p("Zz81"), name: n("Grace") } },
         ),
-        (
-            "peer_left",
-            ServerMsg::PeerLeft {
-                room: r("standup"),
-                peer_id: p("Zz81"),
-            },
-        ),
+        ("peer_left", ServerMsg::PeerLeft { room: r("standup"), peer_id: p("Zz81") }),
         ("left", ServerMsg::Left { room: r("standup") }),
         (
             "signal_answer",
-            ServerMsg::Signal {
-                room: r("standup"),
-                from: p("Zz81"),
-                signal: Signal::Answer {
-                    sdp: "v=0\r\n".into(),
-                },
-            },
+            ServerMsg::Signal { room: r("standup"), from: p("Zz81"), signal: Signal::Answer { sdp: "v=0\r\n".into() } },
         ),
-        (
-            "message",
-            ServerMsg::Message {
-                room: r("standup"),
-                message: sample_message(),
-            },
-        ),
-        (
-            "ack",
-            ServerMsg::Ack {
-                room: r("standup"),
-                id: id("c-17"),
-                seq: 42,
-            },
-        ),
+        ("message", ServerMsg::Message { room: r("standup"), message: sample_message() }),
+        ("ack", ServerMsg::Ack { room: r("standup"), id: id("c-17"), seq: 42 }),
         (
             "error",
             ServerMsg::Error {
@@ -231,21 +144,14 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
 }
 
 fn check(dir: &str, name: &str, actual: &serde_json::Value) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(dir)
-        .join(format!("{name}.json"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir).join(format!("{name}.json"));
     let pretty = serde_json::to_string_pretty(actual).unwrap() + "\n";
     if std::env::var_os("RELAYCAST_BLESS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &pretty).unwrap();
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "missing fixture {}: run with RELAYCAST_BLESS=1",
-            path.display()
-        )
-    });
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing fixture {}: run with RELAYCAST_BLESS=1", path.display()));
     assert_eq!(expected, pretty, "wire format of {dir}/{name} changed");
 }
 
@@ -271,17 +177,9 @@ fn server_messages_match_fixtures() {
 fn every_client_type_has_a_fixture() {
     let covered: Vec<String> = client_cases()
         .iter()
-        .map(|(_, m)| {
-            serde_json::to_value(m).unwrap()["type"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|(_, m)| serde_json::to_value(m).unwrap()["type"].as_str().unwrap().to_owned())
         .collect();
     for t in ClientMsg::TYPES {
-        assert!(
-            covered.iter().any(|c| c == t),
-            "no fixture for client type {t}"
-        );
+        assert!(covered.iter().any(|c| c == t), "no fixture for client type {t}");
     }
 }

@@ -9,13 +9,8 @@ use relaycast_shared::*;
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 fn ascii_id(max: usize, extra: &'static str) -> impl Strategy<Value = String> {
-    let chars: Vec<char> = ('a'..='z')
-        .chain('A'..='Z')
-        .chain('0'..='9')
-        .chain(extra.chars())
-        .collect();
-    prop::collection::vec(prop::sample::select(chars), 1..=max)
-        .prop_map(|v| v.into_iter().collect())
+    let chars: Vec<char> = ('a'..='z').chain('A'..='Z').chain('0'..='9').chain(extra.chars()).collect();
+    prop::collection::vec(prop::sample::select(chars), 1..=max).prop_map(|v| v.into_iter().collect())
 }
 
 fn room() -> impl Strategy<Value = RoomName> {
@@ -54,16 +49,13 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("[a-z]{1,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
 fn body() -> impl Strategy<Value = Body> {
     prop_oneof![
-        text(200).prop_map(|t| Body::Chat {
-            text: ChatText::try_from(t).unwrap()
-        }),
+        text(200).prop_map(|t| Body::Chat { text: ChatText::try_from(t).unwrap() }),
         json_value().prop_map(|data| Body::Data { data }),
     ]
 }
@@ -71,16 +63,9 @@ fn signal() -> impl Strategy<Value = Signal> {
     prop_oneof![
         text(300).prop_map(|sdp| Signal::Offer { sdp }),
         text(300).prop_map(|sdp| Signal::Answer { sdp }),
-        (
-            text(100),
-            prop::option::of(text(5)),
-            prop::option::of(any::<u16>())
-        )
-            .prop_map(|(candidate, sdp_mid, sdp_m_line_index)| Signal::Candidate {
-                candidate,
-                sdp_mid,
-                sdp_m_line_index
-            }),
+        (text(100), prop::option::of(text(5)), prop::option::of(any::<u16>())).prop_map(
+            |(candidate, sdp_mid, sdp_m_line_index)| Signal::Candidate { candidate, sdp_mid, sdp_m_line_index }
+        ),
         Just(Signal::EndOfCandidates),
     ]
 }
@@ -88,16 +73,8 @@ fn peer_info() -> impl Strategy<Value = PeerInfo> {
     (peer(), name()).prop_map(|(id, name)| PeerInfo { id, name })
 }
 fn room_message() -> impl Strategy<Value = RoomMessage> {
-    (any::<u64>(), peer(), name(), msg_id(), any::<u64>(), body()).prop_map(
-        |(seq, from, name, id, at, body)| RoomMessage {
-            seq,
-            from,
-            name,
-            id,
-            at,
-            body,
-        },
-    )
+    (any::<u64>(), peer(), name(), msg_id(), any::<u64>(), body())
+        .prop_map(|(seq, from, name, id, at, body)| RoomMessage { seq, from, name, id, at, body })
 }
 fn error_code() -> impl Strategy<Value = ErrorCode> {
     prop::sample::select(vec![
@@ -127,149 +104,61 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 
 fn client_msg() -> impl Strategy<Value = ClientMsg> {
     prop_oneof![
-        (any::<u32>(), prop::option::of(token()))
-            .prop_map(|(protocol, token)| ClientMsg::Hello { protocol, token }),
-        (
-            room(),
-            name(),
-            prop::option::of(token()),
-            prop::option::of((epoch(), any::<u64>()))
-        )
-            .prop_map(|(room, name, token, resume)| ClientMsg::Join {
+        (any::<u32>(), prop::option::of(token())).prop_map(|(protocol, token)| ClientMsg::Hello { protocol, token }),
+        (room(), name(), prop::option::of(token()), prop::option::of((epoch(), any::<u64>()))).prop_map(
+            |(room, name, token, resume)| ClientMsg::Join {
                 room,
                 name,
                 token,
                 resume: resume.map(|(epoch, last_seq)| ResumeFrom { epoch, last_seq }),
-            }),
+            }
+        ),
         room().prop_map(|room| ClientMsg::Leave { room }),
-        (room(), peer(), signal()).prop_map(|(room, to, signal)| ClientMsg::Signal {
-            room,
-            to,
-            signal
-        }),
-        (room(), msg_id(), body()).prop_map(|(room, id, body)| ClientMsg::Publish {
-            room,
-            id,
-            body
-        }),
+        (room(), peer(), signal()).prop_map(|(room, to, signal)| ClientMsg::Signal { room, to, signal }),
+        (room(), msg_id(), body()).prop_map(|(room, id, body)| ClientMsg::Publish { room, id, body }),
     ]
 }
 
 fn server_msg() -> impl Strategy<Value = ServerMsg> {
-    let limits = (
-        any::<u64>(),
-        any::<u32>(),
-        any::<u32>(),
-        any::<u32>(),
-        any::<u64>(),
-        any::<u64>(),
-    )
-        .prop_map(|(a, b, c, d, e, f)| ServerLimits {
+    let limits = (any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>(), any::<u64>()).prop_map(
+        |(a, b, c, d, e, f)| ServerLimits {
             max_frame_bytes: a,
             max_rooms_per_connection: b,
             max_peers_per_room: c,
             messages_per_second: d,
             history_max_messages: e,
             history_max_age_secs: f,
-        });
-    let ice = (
-        prop::collection::vec(text(30), 1..3),
-        prop::option::of(text(10)),
-        prop::option::of(text(10)),
-    )
-        .prop_map(|(urls, username, credential)| IceServer {
-            urls,
-            username,
-            credential,
-        });
+        },
+    );
+    let ice = (prop::collection::vec(text(30), 1..3), prop::option::of(text(10)), prop::option::of(text(10)))
+        .prop_map(|(urls, username, credential)| IceServer { urls, username, credential });
     prop_oneof![
-        (
-            any::<u32>(),
-            peer(),
-            limits,
-            prop::collection::vec(ice, 0..3)
-        )
-            .prop_map(
-                |(protocol, peer_id, limits, ice_servers)| ServerMsg::Welcome {
-                    protocol,
-                    peer_id,
-                    limits,
-                    ice_servers
-                }
-            ),
-        (
-            room(),
-            epoch(),
-            any::<u64>(),
-            prop::collection::vec(peer_info(), 0..4)
-        )
-            .prop_map(|(room, epoch, last_seq, peers)| ServerMsg::Joined {
-                room,
-                epoch,
-                last_seq,
-                peers
-            }),
-        (
-            room(),
-            prop::collection::vec(room_message(), 0..4),
-            any::<bool>()
-        )
-            .prop_map(|(room, messages, done)| ServerMsg::History {
-                room,
-                messages,
-                done
-            }),
-        (room(), any::<u64>(), any::<u64>()).prop_map(
-            |(room, requested_after, oldest_available)| {
-                ServerMsg::HistoryTruncated {
-                    room,
-                    requested_after,
-                    oldest_available,
-                }
-            }
+        (any::<u32>(), peer(), limits, prop::collection::vec(ice, 0..3)).prop_map(
+            |(protocol, peer_id, limits, ice_servers)| ServerMsg::Welcome { protocol, peer_id, limits, ice_servers }
         ),
+        (room(), epoch(), any::<u64>(), prop::collection::vec(peer_info(), 0..4))
+            .prop_map(|(room, epoch, last_seq, peers)| ServerMsg::Joined { room, epoch, last_seq, peers }),
+        (room(), prop::collection::vec(room_message(), 0..4), any::<bool>())
+            .prop_map(|(room, messages, done)| ServerMsg::History { room, messages, done }),
+        (room(), any::<u64>(), any::<u64>()).prop_map(|(room, requested_after, oldest_available)| {
+            ServerMsg::HistoryTruncated { room, requested_after, oldest_available }
+        }),
         (room(), epoch()).prop_map(|(room, epoch)| ServerMsg::HistoryReset { room, epoch }),
         (room(), peer_info()).prop_map(|(room, peer)| ServerMsg::PeerJoined { room, peer }),
         (room(), peer()).prop_map(|(room, peer_id)| ServerMsg::PeerLeft { room, peer_id }),
         room().prop_map(|room| ServerMsg::Left { room }),
-        (room(), peer(), signal()).prop_map(|(room, from, signal)| ServerMsg::Signal {
-            room,
-            from,
-            signal
-        }),
+        (room(), peer(), signal()).prop_map(|(room, from, signal)| ServerMsg::Signal { room, from, signal }),
         (room(), room_message()).prop_map(|(room, message)| ServerMsg::Message { room, message }),
-        (room(), msg_id(), any::<u64>()).prop_map(|(room, id, seq)| ServerMsg::Ack {
-            room,
-            id,
-            seq
-        }),
-        (
-            error_code(),
-            text(50),
-            prop::option::of(room()),
-            prop::option::of(msg_id())
-        )
-            .prop_map(|(code, message, room, id)| ServerMsg::Error {
-                code,
-                message,
-                room,
-                id
-            }),
+        (room(), msg_id(), any::<u64>()).prop_map(|(room, id, seq)| ServerMsg::Ack { room, id, seq }),
+        (error_code(), text(50), prop::option::of(room()), prop::option::of(msg_id()))
+            .prop_map(|(code, message, room, id)| ServerMsg::Error { code, message, room, id }),
     ]
 }
 
 fn config() -> ProptestConfig {
     // Fewer cases in the browser, where each case is slower; no failure persistence files there.
-    let cases = if cfg!(target_arch = "wasm32") {
-        64
-    } else {
-        256
-    };
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    let cases = if cfg!(target_arch = "wasm32") { 64 } else { 256 };
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
 }
 
 fn run(test: impl Fn(&mut proptest::test_runner::TestRunner)) {
@@ -289,8 +178,7 @@ both!(client_messages_round_trip, {
     run(|r| {
         r.run(&client_msg(), |msg| {
             let text = encode(&msg);
-            let back = decode_client(&text, usize::MAX)
-                .map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+            let back = decode_client(&text, usize::MAX).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
             prop_assert_eq!(back, msg);
             Ok(())
         })
@@ -302,8 +190,7 @@ both!(server_messages_round_trip, {
     run(|r| {
         r.run(&server_msg(), |msg| {
             let text = encode(&msg);
-            let back =
-                decode_server(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+            let back = decode_server(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
             prop_assert_eq!(back, msg);
             Ok(())
         })
@@ -313,34 +200,17 @@ both!(server_messages_round_trip, {
 
 both!(spliced_frames_equal_serde_output, {
     run(|r| {
-        r.run(
-            &(
-                room(),
-                prop::collection::vec(room_message(), 0..5),
-                any::<bool>(),
-            ),
-            |(room, messages, done)| {
-                let raws: Vec<String> = messages.iter().map(encode_room_message).collect();
-                let spliced = history_frame(&room, raws.iter().map(String::as_str), done);
-                let typed = encode(&ServerMsg::History {
-                    room: room.clone(),
-                    messages: messages.clone(),
-                    done,
-                });
-                prop_assert_eq!(spliced, typed);
-                for (m, raw) in messages.into_iter().zip(&raws) {
-                    let spliced = message_frame(&room, raw);
-                    prop_assert_eq!(
-                        spliced,
-                        encode(&ServerMsg::Message {
-                            room: room.clone(),
-                            message: m
-                        })
-                    );
-                }
-                Ok(())
-            },
-        )
+        r.run(&(room(), prop::collection::vec(room_message(), 0..5), any::<bool>()), |(room, messages, done)| {
+            let raws: Vec<String> = messages.iter().map(encode_room_message).collect();
+            let spliced = history_frame(&room, raws.iter().map(String::as_str), done);
+            let typed = encode(&ServerMsg::History { room: room.clone(), messages: messages.clone(), done });
+            prop_assert_eq!(spliced, typed);
+            for (m, raw) in messages.into_iter().zip(&raws) {
+                let spliced = message_frame(&room, raw);
+                prop_assert_eq!(spliced, encode(&ServerMsg::Message { room: room.clone(), message: m }));
+            }
+            Ok(())
+        })
         .unwrap();
     })
 });
@@ -360,20 +230,17 @@ both!(arbitrary_bytes_never_panic, {
 both!(mutated_valid_frames_never_panic, {
     // Arbitrary bytes are mostly not JSON; mutating real frames reaches the field validators.
     run(|r| {
-        r.run(
-            &(client_msg(), any::<prop::sample::Index>(), any::<char>()),
-            |(msg, at, c)| {
-                let mut chars: Vec<char> = encode(&msg).chars().collect();
-                let i = at.index(chars.len());
-                chars[i] = c;
-                let text: String = chars.into_iter().collect();
-                if let Err(e) = decode_client(&text, 1 << 20) {
-                    // Every failure maps to a stable code.
-                    prop_assert!(!e.code().as_str().is_empty());
-                }
-                Ok(())
-            },
-        )
+        r.run(&(client_msg(), any::<prop::sample::Index>(), any::<char>()), |(msg, at, c)| {
+            let mut chars: Vec<char> = encode(&msg).chars().collect();
+            let i = at.index(chars.len());
+            chars[i] = c;
+            let text: String = chars.into_iter().collect();
+            if let Err(e) = decode_client(&text, 1 << 20) {
+                // Every failure maps to a stable code.
+                prop_assert!(!e.code().as_str().is_empty());
+            }
+            Ok(())
+        })
         .unwrap();
     })
 });

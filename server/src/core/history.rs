@@ -86,18 +86,10 @@ mod tests {
     use super::*;
 
     fn entry(seq: u64, at: Millis, len: usize) -> Entry {
-        Entry {
-            seq,
-            at,
-            json: "x".repeat(len).into(),
-        }
+        Entry { seq, at, json: "x".repeat(len).into() }
     }
 
-    const LIMITS: HistoryLimits = HistoryLimits {
-        max_messages: 3,
-        max_bytes: 100,
-        max_age_ms: 1000,
-    };
+    const LIMITS: HistoryLimits = HistoryLimits { max_messages: 3, max_bytes: 100, max_age_ms: 1000 };
 
     #[test]
     fn evicts_by_count_bytes_and_age() {
@@ -106,11 +98,7 @@ mod tests {
             assert_eq!(h.push(entry(seq, 0, 10), &LIMITS, 0), None);
         }
         assert_eq!(h.push(entry(4, 0, 10), &LIMITS, 0), Some(1), "count");
-        assert_eq!(
-            h.push(entry(5, 0, 90), &LIMITS, 0),
-            Some(3),
-            "bytes: 10+10+90 > 100"
-        );
+        assert_eq!(h.push(entry(5, 0, 90), &LIMITS, 0), Some(3), "bytes: 10+10+90 > 100");
         assert_eq!(h.first_seq(), Some(4));
         assert_eq!(h.evict(&LIMITS, 1001), Some(5), "age");
         assert!(h.is_empty());

@@ -13,8 +13,10 @@
 
 mod history;
 mod rate;
+mod turn;
 
 pub use history::{Entry, History, HistoryLimits};
+pub use turn::TurnConfig;
 
 use bytes::Bytes;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -111,11 +113,7 @@ pub enum StoreOp {
     /// A room came to be: remember its epoch.
     CreateRoom { room: RoomName, epoch: Epoch },
     /// A message: `json` is a [`RoomMessage`].
-    Append {
-        room: RoomName,
-        seq: u64,
-        json: Arc<str>,
-    },
+    Append { room: RoomName, seq: u64, json: Arc<str> },
     /// History up to and including `through_seq` was evicted.
     Trim { room: RoomName, through_seq: u64 },
     /// The room is gone (empty and no history left).
@@ -146,6 +144,8 @@ pub struct EngineConfig {
     /// Messages accepted but not yet durable, server-wide. Past it publishers get `overloaded`.
     pub max_unpersisted: usize,
     pub ice_servers: Vec<IceServer>,
+    /// When set, each welcome carries fresh TURN credentials for the peer.
+    pub turn: Option<TurnConfig>,
 }
 
 impl Default for EngineConfig {
@@ -157,14 +157,11 @@ impl Default for EngineConfig {
             max_peers_per_room: 64,
             messages_per_second: 200,
             message_burst: 400,
-            history: HistoryLimits {
-                max_messages: 1000,
-                max_bytes: 1024 * 1024,
-                max_age_ms: 24 * 3600 * 1000,
-            },
+            history: HistoryLimits { max_messages: 1000, max_bytes: 1024 * 1024, max_age_ms: 24 * 3600 * 1000 },
             history_batch: 1000,
             max_unpersisted: 100_000,
             ice_servers: Vec::new(),
+            turn: None,
         }
     }
 }
@@ -214,9 +211,7 @@ struct Room {
 
 impl Room {
     fn is_expired(&self) -> bool {
-        self.members.is_empty()
-            && self.history.is_empty()
-            && self.last_assigned == self.last_committed
+        self.members.is_empty() && self.history.is_empty() && self.last_assigned == self.last_committed
     }
 }
 
@@ -286,28 +281,15 @@ impl Engine {
             }
             if let Some(first) = history.first_seq() {
                 if first > 1 {
-                    self.staged_ops.push(StoreOp::Trim {
-                        room: restored.room.clone(),
-                        through_seq: first - 1,
-                    });
+                    self.staged_ops.push(StoreOp::Trim { room: restored.room.clone(), through_seq: first - 1 });
                 }
             } else if last > 0 {
-                self.staged_ops.push(StoreOp::Trim {
-                    room: restored.room.clone(),
-                    through_seq: last,
-                });
+                self.staged_ops.push(StoreOp::Trim { room: restored.room.clone(), through_seq: last });
             }
-            let room = Room {
-                epoch: restored.epoch,
-                members: Vec::new(),
-                history,
-                last_assigned: last,
-                last_committed: last,
-            };
+            let room =
+                Room { epoch: restored.epoch, members: Vec::new(), history, last_assigned: last, last_committed: last };
             if room.is_expired() {
-                self.staged_ops.push(StoreOp::DropRoom {
-                    room: restored.room,
-                });
+                self.staged_ops.push(StoreOp::DropRoom { room: restored.room });
             } else {
                 self.rooms.insert(restored.room, room);
             }
@@ -357,10 +339,7 @@ impl Engine {
                 let mut conns: Vec<ConnId> = self.peers.keys().copied().collect();
                 conns.sort_unstable();
                 for conn in conns {
-                    self.outputs.push(Output::Close {
-                        conn,
-                        reason: ErrorCode::ShuttingDown,
-                    });
+                    self.outputs.push(Output::Close { conn, reason: ErrorCode::ShuttingDown });
                 }
             }
         }
@@ -419,9 +398,7 @@ impl Engine {
 
     /// Messages and bytes held in all rooms' histories.
     pub fn history_size(&self) -> (usize, usize) {
-        self.rooms.values().fold((0, 0), |(n, b), r| {
-            (n + r.history.len(), b + r.history.bytes())
-        })
+        self.rooms.values().fold((0, 0), |(n, b), r| (n + r.history.len(), b + r.history.bytes()))
     }
 
     /// Messages accepted and not yet durable.
@@ -440,15 +417,7 @@ impl Engine {
         };
         self.by_peer_id.insert(id.clone(), conn);
         let bucket = TokenBucket::full(self.config.message_burst, now);
-        self.peers.insert(
-            conn,
-            Peer {
-                id,
-                greeted: false,
-                rooms: Vec::new(),
-                bucket,
-            },
-        );
+        self.peers.insert(conn, Peer { id, greeted: false, rooms: Vec::new(), bucket });
     }
 
     fn message(&mut self, conn: ConnId, msg: ClientMsg, now: Millis) {
@@ -456,20 +425,9 @@ impl Engine {
             return;
         };
         match msg {
-            ClientMsg::Hello { protocol, token: _ } => self.hello(conn, protocol),
-            _ if !peer.greeted => self.error(
-                conn,
-                ErrorCode::HelloRequired,
-                "send hello first".into(),
-                None,
-                None,
-            ),
-            ClientMsg::Join {
-                room,
-                name,
-                token: _,
-                resume,
-            } => self.join(conn, room, name, resume),
+            ClientMsg::Hello { protocol, token: _ } => self.hello(conn, protocol, now),
+            _ if !peer.greeted => self.error(conn, ErrorCode::HelloRequired, "send hello first".into(), None, None),
+            ClientMsg::Join { room, name, token: _, resume } => self.join(conn, room, name, resume),
             ClientMsg::Leave { room } => self.leave(conn, room),
             ClientMsg::Signal { room, to, signal } => {
                 if self.rate_ok(conn, now, &room, None) {
@@ -484,23 +442,15 @@ impl Engine {
         }
     }
 
-    fn hello(&mut self, conn: ConnId, protocol: u32) {
+    fn hello(&mut self, conn: ConnId, protocol: u32, now: Millis) {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
         if peer.greeted {
-            return self.error(
-                conn,
-                ErrorCode::AlreadyGreeted,
-                "hello was already sent".into(),
-                None,
-                None,
-            );
+            return self.error(conn, ErrorCode::AlreadyGreeted, "hello was already sent".into(), None, None);
         }
         if protocol != PROTOCOL_VERSION {
-            let message = format!(
-                "this server speaks protocol {PROTOCOL_VERSION}; the client speaks {protocol}"
-            );
+            let message = format!("this server speaks protocol {PROTOCOL_VERSION}; the client speaks {protocol}");
             self.error(conn, ErrorCode::UnsupportedProtocol, message, None, None);
             return self.close(conn, ErrorCode::UnsupportedProtocol);
         }
@@ -517,18 +467,17 @@ impl Engine {
                 history_max_messages: c.history.max_messages as u64,
                 history_max_age_secs: c.history.max_age_ms / 1000,
             },
-            ice_servers: c.ice_servers.clone(),
+            ice_servers: c
+                .ice_servers
+                .iter()
+                .cloned()
+                .chain(c.turn.as_ref().map(|turn| turn.credentials(&peer.id, now)))
+                .collect(),
         };
         self.send(conn, &welcome);
     }
 
-    fn join(
-        &mut self,
-        conn: ConnId,
-        room_name: RoomName,
-        name: DisplayName,
-        resume: Option<ResumeFrom>,
-    ) {
+    fn join(&mut self, conn: ConnId, room_name: RoomName, name: DisplayName, resume: Option<ResumeFrom>) {
         let Some(peer) = self.peers.get(&conn) else {
             return;
         };
@@ -536,19 +485,15 @@ impl Engine {
         let refusal = if peer.membership(&room_name).is_some() {
             Some(room_err(ErrorCode::AlreadyJoined, "already in this room"))
         } else if peer.rooms.len() >= self.config.max_rooms_per_connection {
-            Some(room_err(
-                ErrorCode::TooManyRooms,
-                "this connection is in as many rooms as it may be",
-            ))
+            Some(room_err(ErrorCode::TooManyRooms, "this connection is in as many rooms as it may be"))
         } else {
             match self.rooms.get(&room_name) {
                 Some(room) if room.members.len() >= self.config.max_peers_per_room => {
                     Some(room_err(ErrorCode::RoomFull, "the room is full"))
                 }
-                None if self.rooms.len() >= self.config.max_rooms => Some(room_err(
-                    ErrorCode::ServerFull,
-                    "the server holds as many rooms as it may",
-                )),
+                None if self.rooms.len() >= self.config.max_rooms => {
+                    Some(room_err(ErrorCode::ServerFull, "the server holds as many rooms as it may"))
+                }
                 _ => None,
             }
         };
@@ -558,19 +503,10 @@ impl Engine {
 
         if !self.rooms.contains_key(&room_name) {
             let epoch = Epoch::try_from(self.random_token(16)).unwrap_or_else(|_| unreachable!());
-            self.staged_ops.push(StoreOp::CreateRoom {
-                room: room_name.clone(),
-                epoch: epoch.clone(),
-            });
+            self.staged_ops.push(StoreOp::CreateRoom { room: room_name.clone(), epoch: epoch.clone() });
             self.rooms.insert(
                 room_name.clone(),
-                Room {
-                    epoch,
-                    members: Vec::new(),
-                    history: History::default(),
-                    last_assigned: 0,
-                    last_committed: 0,
-                },
+                Room { epoch, members: Vec::new(), history: History::default(), last_assigned: 0, last_committed: 0 },
             );
         }
         let Some(room) = self.rooms.get_mut(&room_name) else {
@@ -579,14 +515,8 @@ impl Engine {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
-        let me = PeerInfo {
-            id: peer.id.clone(),
-            name: name.clone(),
-        };
-        peer.rooms.push(Membership {
-            room: room_name.clone(),
-            name,
-        });
+        let me = PeerInfo { id: peer.id.clone(), name: name.clone() };
+        peer.rooms.push(Membership { room: room_name.clone(), name });
 
         let others = room.members.clone();
         room.members.push(conn);
@@ -594,10 +524,7 @@ impl Engine {
             .iter()
             .filter_map(|c| {
                 let p = self.peers.get(c)?;
-                Some(PeerInfo {
-                    id: p.id.clone(),
-                    name: p.membership(&room_name)?.name.clone(),
-                })
+                Some(PeerInfo { id: p.id.clone(), name: p.membership(&room_name)?.name.clone() })
             })
             .collect();
 
@@ -624,10 +551,7 @@ impl Engine {
             // Another epoch, or a position this history never reached: the client's view
             // belongs to a history that is gone. Say so and start over.
             Some(_) => {
-                frames.push(Frame::of(&ServerMsg::HistoryReset {
-                    room: room_name.clone(),
-                    epoch: room.epoch.clone(),
-                }));
+                frames.push(Frame::of(&ServerMsg::HistoryReset { room: room_name.clone(), epoch: room.epoch.clone() }));
                 0
             }
         };
@@ -637,10 +561,7 @@ impl Engine {
         }
 
         if !others.is_empty() {
-            let frame = Frame::of(&ServerMsg::PeerJoined {
-                room: room_name,
-                peer: me,
-            });
+            let frame = Frame::of(&ServerMsg::PeerJoined { room: room_name, peer: me });
             self.deliver(Recipients::Many(others), frame);
         }
     }
@@ -659,13 +580,11 @@ impl Engine {
         if peer.membership(&room).is_none() {
             return self.not_joined(conn, room, None);
         }
-        let target = self.by_peer_id.get(&to).copied().filter(|t| {
-            *t != conn
-                && self
-                    .peers
-                    .get(t)
-                    .is_some_and(|p| p.membership(&room).is_some())
-        });
+        let target = self
+            .by_peer_id
+            .get(&to)
+            .copied()
+            .filter(|t| *t != conn && self.peers.get(t).is_some_and(|p| p.membership(&room).is_some()));
         let Some(target) = target else {
             let message = format!("no peer {to} in this room");
             return self.error(conn, ErrorCode::UnknownPeer, message, Some(room), None);
@@ -674,14 +593,7 @@ impl Engine {
         self.send(target, &ServerMsg::Signal { room, from, signal });
     }
 
-    fn publish(
-        &mut self,
-        conn: ConnId,
-        room_name: RoomName,
-        id: ClientMsgId,
-        body: Body,
-        now: Millis,
-    ) {
+    fn publish(&mut self, conn: ConnId, room_name: RoomName, id: ClientMsgId, body: Body, now: Millis) {
         let Some(peer) = self.peers.get(&conn) else {
             return;
         };
@@ -690,13 +602,7 @@ impl Engine {
         };
         if self.unpersisted >= self.config.max_unpersisted {
             let message = "storage is behind; retry later".into();
-            return self.error(
-                conn,
-                ErrorCode::Overloaded,
-                message,
-                Some(room_name),
-                Some(id),
-            );
+            return self.error(conn, ErrorCode::Overloaded, message, Some(room_name), Some(id));
         }
         let Some(room) = self.rooms.get_mut(&room_name) else {
             return;
@@ -711,19 +617,8 @@ impl Engine {
             body,
         };
         let json: Arc<str> = encode_room_message(&message).into();
-        self.staged_ops.push(StoreOp::Append {
-            room: room_name.clone(),
-            seq: message.seq,
-            json: json.clone(),
-        });
-        self.staged.push(Pending {
-            room: room_name,
-            seq: message.seq,
-            at: now,
-            sender: conn,
-            id,
-            json,
-        });
+        self.staged_ops.push(StoreOp::Append { room: room_name.clone(), seq: message.seq, json: json.clone() });
+        self.staged.push(Pending { room: room_name, seq: message.seq, at: now, sender: conn, id, json });
         self.unpersisted += 1;
         self.stats.messages_published += 1;
     }
@@ -746,36 +641,17 @@ impl Engine {
             return;
         };
         room.last_committed = p.seq;
-        let entry = Entry {
-            seq: p.seq,
-            at: p.at,
-            json: p.json.clone(),
-        };
+        let entry = Entry { seq: p.seq, at: p.at, json: p.json.clone() };
         if let Some(through_seq) = room.history.push(entry, &self.config.history, now) {
-            self.staged_ops.push(StoreOp::Trim {
-                room: p.room.clone(),
-                through_seq,
-            });
+            self.staged_ops.push(StoreOp::Trim { room: p.room.clone(), through_seq });
         }
-        let others: Vec<ConnId> = room
-            .members
-            .iter()
-            .copied()
-            .filter(|c| *c != p.sender)
-            .collect();
+        let others: Vec<ConnId> = room.members.iter().copied().filter(|c| *c != p.sender).collect();
         if !others.is_empty() {
             let frame = Frame::new(message_frame(&p.room, &p.json));
             self.deliver(Recipients::Many(others), frame);
         }
         if self.peers.contains_key(&p.sender) {
-            self.send(
-                p.sender,
-                &ServerMsg::Ack {
-                    room: p.room,
-                    id: p.id,
-                    seq: p.seq,
-                },
-            );
+            self.send(p.sender, &ServerMsg::Ack { room: p.room, id: p.id, seq: p.seq });
         }
     }
 
@@ -797,10 +673,7 @@ impl Engine {
         let mut expired = Vec::new();
         for (name, room) in &mut self.rooms {
             if let Some(through_seq) = room.history.evict(&limits, now) {
-                self.staged_ops.push(StoreOp::Trim {
-                    room: name.clone(),
-                    through_seq,
-                });
+                self.staged_ops.push(StoreOp::Trim { room: name.clone(), through_seq });
             }
             if room.is_expired() {
                 expired.push(name.clone());
@@ -829,28 +702,17 @@ impl Engine {
         };
         room.members.retain(|c| *c != conn);
         if !room.members.is_empty() {
-            let frame = Frame::of(&ServerMsg::PeerLeft {
-                room: room_name.clone(),
-                peer_id,
-            });
+            let frame = Frame::of(&ServerMsg::PeerLeft { room: room_name.clone(), peer_id });
             let others = room.members.clone();
             self.deliver(Recipients::Many(others), frame);
         } else if room.is_expired() {
             self.rooms.remove(room_name);
-            self.staged_ops.push(StoreOp::DropRoom {
-                room: room_name.clone(),
-            });
+            self.staged_ops.push(StoreOp::DropRoom { room: room_name.clone() });
         }
         true
     }
 
-    fn rate_ok(
-        &mut self,
-        conn: ConnId,
-        now: Millis,
-        room: &RoomName,
-        id: Option<&ClientMsgId>,
-    ) -> bool {
+    fn rate_ok(&mut self, conn: ConnId, now: Millis, room: &RoomName, id: Option<&ClientMsgId>) -> bool {
         let (rate, burst) = (self.config.messages_per_second, self.config.message_burst);
         let Some(peer) = self.peers.get_mut(&conn) else {
             return false;
@@ -860,13 +722,7 @@ impl Engine {
         }
         self.stats.rate_limited += 1;
         let message = format!("more than {rate} messages per second; this one was dropped");
-        self.error(
-            conn,
-            ErrorCode::RateLimited,
-            message,
-            Some(room.clone()),
-            id.cloned(),
-        );
+        self.error(conn, ErrorCode::RateLimited, message, Some(room.clone()), id.cloned());
         false
     }
 
@@ -879,25 +735,11 @@ impl Engine {
         id: Option<ClientMsgId>,
     ) {
         self.stats.errors_sent += 1;
-        self.send(
-            conn,
-            &ServerMsg::Error {
-                code,
-                message,
-                room,
-                id,
-            },
-        );
+        self.send(conn, &ServerMsg::Error { code, message, room, id });
     }
 
     fn not_joined(&mut self, conn: ConnId, room: RoomName, id: Option<ClientMsgId>) {
-        self.error(
-            conn,
-            ErrorCode::NotJoined,
-            "not in this room".into(),
-            Some(room),
-            id,
-        );
+        self.error(conn, ErrorCode::NotJoined, "not in this room".into(), Some(room), id);
     }
 
     fn close(&mut self, conn: ConnId, reason: ErrorCode) {
@@ -916,21 +758,13 @@ impl Engine {
 
     fn random_token(&mut self, len: usize) -> String {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        (0..len)
-            .map(|_| ALPHABET[self.rng.random_range(0..ALPHABET.len())] as char)
-            .collect()
+        (0..len).map(|_| ALPHABET[self.rng.random_range(0..ALPHABET.len())] as char).collect()
     }
 }
 
 /// The history after `after` as frames of bounded size; always at least one, the last with
 /// `done: true`, so a client knows where history ends and live messages begin.
-fn history_batches(
-    room: &RoomName,
-    history: &History,
-    after: u64,
-    config: &EngineConfig,
-    out: &mut Vec<Frame>,
-) {
+fn history_batches(room: &RoomName, history: &History, after: u64, config: &EngineConfig, out: &mut Vec<Frame>) {
     let byte_budget = config.max_frame_bytes.max(4096);
     let mut batch: Vec<&str> = Vec::new();
     let mut bytes = 0;

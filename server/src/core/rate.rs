@@ -10,10 +10,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     pub fn full(burst: u32, now: Millis) -> Self {
-        Self {
-            tokens: f64::from(burst),
-            last: now,
-        }
+        Self { tokens: f64::from(burst), last: now }
     }
 
     /// Take one token if there is one. `per_second == 0` means no limit.

@@ -18,13 +18,7 @@ fn room(s: &str) -> RoomName {
 
 impl Sim {
     fn new(config: EngineConfig) -> Self {
-        Sim {
-            engine: Engine::new(config, 7),
-            now: 1_000_000,
-            inbox: BTreeMap::new(),
-            closed: vec![],
-            store: vec![],
-        }
+        Sim { engine: Engine::new(config, 7), now: 1_000_000, inbox: BTreeMap::new(), closed: vec![], store: vec![] }
     }
 
     fn input(&mut self, input: Input) {
@@ -70,31 +64,14 @@ impl Sim {
 
     fn join(&mut self, conn: ConnId, r: &str, resume: Option<ResumeFrom>) -> Vec<ServerMsg> {
         let name = DisplayName::try_from(format!("user{conn}")).unwrap();
-        self.input(Input::Message(
-            conn,
-            ClientMsg::Join {
-                room: room(r),
-                name,
-                token: None,
-                resume,
-            },
-        ));
+        self.input(Input::Message(conn, ClientMsg::Join { room: room(r), name, token: None, resume }));
         self.take(conn)
     }
 
     fn publish(&mut self, conn: ConnId, r: &str, text: &str) {
-        let body = Body::Chat {
-            text: ChatText::try_from(text).unwrap(),
-        };
+        let body = Body::Chat { text: ChatText::try_from(text).unwrap() };
         let id = ClientMsgId::try_from(format!("m-{text}")).unwrap();
-        self.input(Input::Message(
-            conn,
-            ClientMsg::Publish {
-                room: room(r),
-                id,
-                body,
-            },
-        ));
+        self.input(Input::Message(conn, ClientMsg::Publish { room: room(r), id, body }));
     }
 }
 
@@ -131,30 +108,18 @@ fn join_presence_broadcast_and_ack() {
     let b = sim.connect(2);
     let joined = sim.join(1, "r", None);
     assert!(matches!(&joined[0], ServerMsg::Joined { peers, last_seq: 0, .. } if peers.is_empty()));
-    assert!(
-        matches!(&joined[1], ServerMsg::History { messages, done: true, .. } if messages.is_empty())
-    );
+    assert!(matches!(&joined[1], ServerMsg::History { messages, done: true, .. } if messages.is_empty()));
     let joined = sim.join(2, "r", None);
-    assert!(
-        matches!(&joined[0], ServerMsg::Joined { peers, .. } if peers.len() == 1 && peers[0].id == a)
-    );
+    assert!(matches!(&joined[0], ServerMsg::Joined { peers, .. } if peers.len() == 1 && peers[0].id == a));
     assert!(matches!(&sim.take(1)[..], [ServerMsg::PeerJoined { peer, .. }] if peer.id == b));
 
     sim.publish(1, "r", "hi");
-    assert!(
-        sim.take(2).is_empty(),
-        "nothing is delivered before it is durable"
-    );
+    assert!(sim.take(2).is_empty(), "nothing is delivered before it is durable");
     assert!(sim.take(1).is_empty(), "nor acked");
     sim.persist();
     assert_eq!(texts(&sim.take(2)), vec!["1:hi"]);
-    assert!(
-        matches!(&sim.take(1)[..], [ServerMsg::Ack { seq: 1, id, .. }] if id.as_str() == "m-hi")
-    );
-    assert!(sim
-        .store
-        .iter()
-        .any(|op| matches!(op, StoreOp::Append { seq: 1, .. })));
+    assert!(matches!(&sim.take(1)[..], [ServerMsg::Ack { seq: 1, id, .. }] if id.as_str() == "m-hi"));
+    assert!(sim.store.iter().any(|op| matches!(op, StoreOp::Append { seq: 1, .. })));
 
     sim.input(Input::Disconnected(2));
     assert!(matches!(&sim.take(1)[..], [ServerMsg::PeerLeft { peer_id, .. }] if *peer_id == b));
@@ -171,35 +136,14 @@ fn signaling_goes_only_to_the_named_peer_in_the_same_room() {
     sim.join(3, "other", None);
     sim.take(1);
     let offer = Signal::Offer { sdp: "v=0".into() };
-    sim.input(Input::Message(
-        1,
-        ClientMsg::Signal {
-            room: room("r"),
-            to: b.clone(),
-            signal: offer.clone(),
-        },
-    ));
+    sim.input(Input::Message(1, ClientMsg::Signal { room: room("r"), to: b.clone(), signal: offer.clone() }));
     assert!(matches!(&sim.take(2)[..], [ServerMsg::Signal { signal, .. }] if *signal == offer));
     // Peer 3 exists but is in another room: refused, nothing leaks across rooms.
-    sim.input(Input::Message(
-        1,
-        ClientMsg::Signal {
-            room: room("r"),
-            to: c,
-            signal: offer.clone(),
-        },
-    ));
+    sim.input(Input::Message(1, ClientMsg::Signal { room: room("r"), to: c, signal: offer.clone() }));
     assert_eq!(codes(&sim.take(1)), vec![ErrorCode::UnknownPeer]);
     assert!(sim.take(3).is_empty());
     // Naming a room one is not in is refused too.
-    sim.input(Input::Message(
-        1,
-        ClientMsg::Signal {
-            room: room("other"),
-            to: b,
-            signal: offer,
-        },
-    ));
+    sim.input(Input::Message(1, ClientMsg::Signal { room: room("other"), to: b, signal: offer }));
     assert_eq!(codes(&sim.take(1)), vec![ErrorCode::NotJoined]);
 }
 
@@ -236,10 +180,7 @@ fn sequence_is_gapless_across_senders_and_batches() {
 
 #[test]
 fn late_joiner_gets_history_then_live_with_no_gap_or_duplicate() {
-    let mut sim = Sim::new(EngineConfig {
-        history_batch: 4,
-        ..EngineConfig::default()
-    });
+    let mut sim = Sim::new(EngineConfig { history_batch: 4, ..EngineConfig::default() });
     sim.connect(1);
     sim.join(1, "r", None);
     for i in 1..=10 {
@@ -272,9 +213,7 @@ fn resume_gets_exactly_what_was_missed() {
     let mut sim = Sim::new(EngineConfig::default());
     sim.connect(1);
     let joined = sim.join(1, "r", None);
-    let ServerMsg::Joined { epoch, .. } = &joined[0] else {
-        panic!()
-    };
+    let ServerMsg::Joined { epoch, .. } = &joined[0] else { panic!() };
     let epoch = epoch.clone();
     for i in 1..=5 {
         sim.publish(1, "r", &format!("t{i}"));
@@ -282,45 +221,27 @@ fn resume_gets_exactly_what_was_missed() {
     sim.persist();
     sim.connect(2);
     let msgs = sim.join(2, "r", Some(ResumeFrom { epoch, last_seq: 3 }));
-    assert!(!msgs.iter().any(|m| matches!(
-        m,
-        ServerMsg::HistoryTruncated { .. } | ServerMsg::HistoryReset { .. }
-    )));
+    assert!(!msgs.iter().any(|m| matches!(m, ServerMsg::HistoryTruncated { .. } | ServerMsg::HistoryReset { .. })));
     assert_eq!(texts(&msgs), vec!["4:t4", "5:t5"]);
 }
 
 #[test]
 fn resume_past_eviction_says_truncated_then_sends_the_rest() {
     let config = EngineConfig {
-        history: HistoryLimits {
-            max_messages: 3,
-            ..EngineConfig::default().history
-        },
+        history: HistoryLimits { max_messages: 3, ..EngineConfig::default().history },
         ..EngineConfig::default()
     };
     let mut sim = Sim::new(config);
     sim.connect(1);
-    let ServerMsg::Joined { epoch, .. } = sim.join(1, "r", None).remove(0) else {
-        panic!()
-    };
+    let ServerMsg::Joined { epoch, .. } = sim.join(1, "r", None).remove(0) else { panic!() };
     for i in 1..=8 {
         sim.publish(1, "r", &format!("t{i}"));
     }
     sim.persist();
-    assert!(sim
-        .store
-        .iter()
-        .any(|op| matches!(op, StoreOp::Trim { through_seq: 5, .. })));
+    assert!(sim.store.iter().any(|op| matches!(op, StoreOp::Trim { through_seq: 5, .. })));
     sim.connect(2);
     let msgs = sim.join(2, "r", Some(ResumeFrom { epoch, last_seq: 2 }));
-    assert!(matches!(
-        msgs[1],
-        ServerMsg::HistoryTruncated {
-            requested_after: 2,
-            oldest_available: 6,
-            ..
-        }
-    ));
+    assert!(matches!(msgs[1], ServerMsg::HistoryTruncated { requested_after: 2, oldest_available: 6, .. }));
     assert_eq!(texts(&msgs), vec!["6:t6", "7:t7", "8:t8"]);
 }
 
@@ -333,14 +254,7 @@ fn resume_with_an_unknown_epoch_is_reset_not_silent() {
     sim.persist();
     sim.connect(2);
     let old = Epoch::try_from("gone").unwrap();
-    let msgs = sim.join(
-        2,
-        "r",
-        Some(ResumeFrom {
-            epoch: old,
-            last_seq: 40,
-        }),
-    );
+    let msgs = sim.join(2, "r", Some(ResumeFrom { epoch: old, last_seq: 40 }));
     assert!(matches!(&msgs[1], ServerMsg::HistoryReset { .. }));
     assert_eq!(texts(&msgs), vec!["1:t1"]);
 }
@@ -356,25 +270,12 @@ fn restored_history_keeps_epoch_and_sequence() {
             name: DisplayName::try_from("n").unwrap(),
             id: ClientMsgId::try_from("i").unwrap(),
             at: sim.now,
-            body: Body::Chat {
-                text: ChatText::try_from(format!("t{seq}")).unwrap(),
-            },
+            body: Body::Chat { text: ChatText::try_from(format!("t{seq}")).unwrap() },
         };
-        Entry {
-            seq,
-            at: m.at,
-            json: encode_room_message(&m).into(),
-        }
+        Entry { seq, at: m.at, json: encode_room_message(&m).into() }
     };
     let messages = vec![entry(4), entry(5)];
-    sim.engine.restore(
-        vec![RestoredRoom {
-            room: room("r"),
-            epoch: epoch.clone(),
-            messages,
-        }],
-        sim.now,
-    );
+    sim.engine.restore(vec![RestoredRoom { room: room("r"), epoch: epoch.clone(), messages }], sim.now);
     sim.connect(1);
     let msgs = sim.join(1, "r", Some(ResumeFrom { epoch, last_seq: 4 }));
     assert!(matches!(&msgs[0], ServerMsg::Joined { last_seq: 5, .. }));
@@ -398,10 +299,7 @@ fn history_expires_by_age_and_empty_rooms_are_dropped() {
     sim.input(Input::Tick);
     sim.persist();
     assert_eq!(sim.engine.room_count(), 0);
-    assert!(sim
-        .store
-        .iter()
-        .any(|op| matches!(op, StoreOp::DropRoom { .. })));
+    assert!(sim.store.iter().any(|op| matches!(op, StoreOp::DropRoom { .. })));
 }
 
 #[test]
@@ -418,10 +316,7 @@ fn requests_before_hello_or_join_are_refused_and_the_connection_stays() {
     assert_eq!(codes(&sim.take(1)), vec![ErrorCode::NotJoined]);
     sim.input(Input::BinaryFrame(1));
     sim.input(Input::BadFrame(1, DecodeError::UnknownType("x".into())));
-    assert_eq!(
-        codes(&sim.take(1)),
-        vec![ErrorCode::BinaryUnsupported, ErrorCode::UnknownType]
-    );
+    assert_eq!(codes(&sim.take(1)), vec![ErrorCode::BinaryUnsupported, ErrorCode::UnknownType]);
     assert!(sim.closed.is_empty());
 }
 
@@ -429,24 +324,14 @@ fn requests_before_hello_or_join_are_refused_and_the_connection_stays() {
 fn wrong_protocol_version_is_refused_and_closed() {
     let mut sim = Sim::new(EngineConfig::default());
     sim.input(Input::Connected(1));
-    sim.input(Input::Message(
-        1,
-        ClientMsg::Hello {
-            protocol: 99,
-            token: None,
-        },
-    ));
+    sim.input(Input::Message(1, ClientMsg::Hello { protocol: 99, token: None }));
     assert_eq!(codes(&sim.take(1)), vec![ErrorCode::UnsupportedProtocol]);
     assert_eq!(sim.closed, vec![(1, ErrorCode::UnsupportedProtocol)]);
 }
 
 #[test]
 fn flood_is_rate_limited_without_losing_the_connection() {
-    let config = EngineConfig {
-        messages_per_second: 10,
-        message_burst: 5,
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig { messages_per_second: 10, message_burst: 5, ..EngineConfig::default() };
     let mut sim = Sim::new(config);
     sim.connect(1);
     sim.join(1, "r", None);
@@ -455,18 +340,9 @@ fn flood_is_rate_limited_without_losing_the_connection() {
     }
     sim.persist();
     let msgs = sim.take(1);
-    let acks = msgs
-        .iter()
-        .filter(|m| matches!(m, ServerMsg::Ack { .. }))
-        .count();
+    let acks = msgs.iter().filter(|m| matches!(m, ServerMsg::Ack { .. })).count();
     assert_eq!(acks, 5);
-    assert_eq!(
-        codes(&msgs)
-            .iter()
-            .filter(|c| **c == ErrorCode::RateLimited)
-            .count(),
-        15
-    );
+    assert_eq!(codes(&msgs).iter().filter(|c| **c == ErrorCode::RateLimited).count(), 15);
     sim.now += 1000;
     sim.publish(1, "r", "later");
     sim.persist();
@@ -475,32 +351,19 @@ fn flood_is_rate_limited_without_losing_the_connection() {
 
 #[test]
 fn limits_on_rooms_and_peers() {
-    let config = EngineConfig {
-        max_peers_per_room: 1,
-        max_rooms_per_connection: 1,
-        ..EngineConfig::default()
-    };
+    let config = EngineConfig { max_peers_per_room: 1, max_rooms_per_connection: 1, ..EngineConfig::default() };
     let mut sim = Sim::new(config);
     sim.connect(1);
     sim.connect(2);
     sim.join(1, "r", None);
     assert_eq!(codes(&sim.join(2, "r", None)), vec![ErrorCode::RoomFull]);
-    assert_eq!(
-        codes(&sim.join(1, "r", None)),
-        vec![ErrorCode::AlreadyJoined]
-    );
-    assert_eq!(
-        codes(&sim.join(1, "s", None)),
-        vec![ErrorCode::TooManyRooms]
-    );
+    assert_eq!(codes(&sim.join(1, "r", None)), vec![ErrorCode::AlreadyJoined]);
+    assert_eq!(codes(&sim.join(1, "s", None)), vec![ErrorCode::TooManyRooms]);
 }
 
 #[test]
 fn overload_refuses_instead_of_queueing_without_bound() {
-    let mut sim = Sim::new(EngineConfig {
-        max_unpersisted: 2,
-        ..EngineConfig::default()
-    });
+    let mut sim = Sim::new(EngineConfig { max_unpersisted: 2, ..EngineConfig::default() });
     sim.connect(1);
     sim.join(1, "r", None);
     for i in 0..3 {
@@ -508,13 +371,7 @@ fn overload_refuses_instead_of_queueing_without_bound() {
     }
     assert_eq!(codes(&sim.take(1)), vec![ErrorCode::Overloaded]);
     sim.persist();
-    assert_eq!(
-        sim.take(1)
-            .iter()
-            .filter(|m| matches!(m, ServerMsg::Ack { .. }))
-            .count(),
-        2
-    );
+    assert_eq!(sim.take(1).iter().filter(|m| matches!(m, ServerMsg::Ack { .. })).count(), 2);
 }
 
 #[test]
@@ -551,11 +408,7 @@ fn a_message_is_durable_even_if_its_sender_leaves_before_the_commit() {
 
 #[test]
 fn store_batches_are_capped_and_keep_order() {
-    let mut sim = Sim::new(EngineConfig {
-        max_unpersisted: 10_000,
-        messages_per_second: 0,
-        ..EngineConfig::default()
-    });
+    let mut sim = Sim::new(EngineConfig { max_unpersisted: 10_000, messages_per_second: 0, ..EngineConfig::default() });
     sim.connect(1);
     sim.join(1, "r", None);
     sim.connect(2);
@@ -567,23 +420,28 @@ fn store_batches_are_capped_and_keep_order() {
     }
     let (first, ops) = sim.engine.take_store_batch().unwrap();
     assert_eq!(ops.len(), MAX_BATCH_OPS, "capped");
-    assert!(
-        matches!(ops[0], StoreOp::CreateRoom { .. }),
-        "the room is created in the first batch"
-    );
+    assert!(matches!(ops[0], StoreOp::CreateRoom { .. }), "the room is created in the first batch");
     sim.input(Input::Persisted(first));
     assert_eq!(sim.take(2).len(), MAX_BATCH_OPS - 1);
     sim.persist();
     let seqs: Vec<u64> = sim
         .take(2)
         .iter()
-        .filter_map(|m| {
-            if let ServerMsg::Message { message, .. } = m {
-                Some(message.seq)
-            } else {
-                None
-            }
-        })
+        .filter_map(|m| if let ServerMsg::Message { message, .. } = m { Some(message.seq) } else { None })
         .collect();
     assert_eq!(seqs, (MAX_BATCH_OPS as u64..=n as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn welcome_carries_turn_credentials_minted_for_the_peer() {
+    let turn = TurnConfig { urls: vec!["turn:127.0.0.1:3478".into()], secret: "s3cret".into(), ttl_secs: 600 };
+    let stun = IceServer { urls: vec!["stun:127.0.0.1:3478".into()], username: None, credential: None };
+    let mut sim = Sim::new(EngineConfig { turn: Some(turn), ice_servers: vec![stun.clone()], ..EngineConfig::default() });
+    sim.input(Input::Connected(1));
+    sim.input(Input::Message(1, ClientMsg::hello()));
+    let ServerMsg::Welcome { peer_id, ice_servers, .. } = sim.take(1).remove(0) else { panic!() };
+    assert_eq!(ice_servers[0], stun);
+    let expiry = sim.now / 1000 + 600;
+    assert_eq!(ice_servers[1].username, Some(format!("{expiry}:{peer_id}")));
+    assert!(ice_servers[1].credential.as_ref().is_some_and(|c| c.len() == 28), "base64 of 20 bytes");
 }

@@ -19,10 +19,7 @@ pub enum StoreError {
     #[error("storage engine: {0}")]
     Redb(#[from] redb::Error),
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
 }
 
 /// A history store. Implementations are called from one writer at a time, off the async

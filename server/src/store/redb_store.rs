@@ -23,10 +23,8 @@ pub struct RedbStore {
 impl RedbStore {
     /// Open (or create) `history.redb` in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
-            path: dir.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
         let db = Database::create(dir.join("history.redb")).map_err(redb::Error::from)?;
         let txn = db.begin_write().map_err(redb::Error::from)?;
         txn.open_table(ROOMS).map_err(redb::Error::from)?;
@@ -71,24 +69,11 @@ impl RedbStore {
         let mut rooms: BTreeMap<String, RestoredRoom> = BTreeMap::new();
         for row in rooms_table.iter()? {
             let (room, epoch) = row?;
-            match (
-                RoomName::try_from(room.value()),
-                Epoch::try_from(epoch.value()),
-            ) {
+            match (RoomName::try_from(room.value()), Epoch::try_from(epoch.value())) {
                 (Ok(room), Ok(epoch)) => {
-                    rooms.insert(
-                        room.to_string(),
-                        RestoredRoom {
-                            room,
-                            epoch,
-                            messages: Vec::new(),
-                        },
-                    );
+                    rooms.insert(room.to_string(), RestoredRoom { room, epoch, messages: Vec::new() });
                 }
-                _ => tracing::warn!(
-                    room = room.value(),
-                    "skipping a room record that does not validate"
-                ),
+                _ => tracing::warn!(room = room.value(), "skipping a room record that does not validate"),
             }
         }
         for row in messages.iter()? {
@@ -101,25 +86,13 @@ impl RedbStore {
             match serde_json::from_str::<RoomMessage>(json.value()) {
                 Ok(m) if m.seq == seq => {
                     // History must be contiguous; after a gap only the newer run is kept.
-                    if restored
-                        .messages
-                        .last()
-                        .is_some_and(|last| last.seq + 1 != seq)
-                    {
+                    if restored.messages.last().is_some_and(|last| last.seq + 1 != seq) {
                         tracing::warn!(room, seq, "gap in stored history; keeping the newer run");
                         restored.messages.clear();
                     }
-                    restored.messages.push(Entry {
-                        seq,
-                        at: m.at,
-                        json: Arc::from(json.value()),
-                    });
+                    restored.messages.push(Entry { seq, at: m.at, json: Arc::from(json.value()) });
                 }
-                _ => tracing::warn!(
-                    room,
-                    seq,
-                    "skipping a stored message that does not validate"
-                ),
+                _ => tracing::warn!(room, seq, "skipping a stored message that does not validate"),
             }
         }
         Ok(rooms.into_values().collect())
@@ -157,9 +130,7 @@ mod tests {
             name: DisplayName::try_from("n").unwrap(),
             id: ClientMsgId::try_from("i").unwrap(),
             at: 5,
-            body: Body::Chat {
-                text: ChatText::try_from("t").unwrap(),
-            },
+            body: Body::Chat { text: ChatText::try_from("t").unwrap() },
         })
         .into()
     }
@@ -170,34 +141,14 @@ mod tests {
         {
             let store = RedbStore::open(dir.path()).unwrap();
             let mut ops = vec![
-                StoreOp::CreateRoom {
-                    room: room("a"),
-                    epoch: Epoch::try_from("ea").unwrap(),
-                },
-                StoreOp::CreateRoom {
-                    room: room("b"),
-                    epoch: Epoch::try_from("eb").unwrap(),
-                },
+                StoreOp::CreateRoom { room: room("a"), epoch: Epoch::try_from("ea").unwrap() },
+                StoreOp::CreateRoom { room: room("b"), epoch: Epoch::try_from("eb").unwrap() },
             ];
-            ops.extend((1..=5).map(|seq| StoreOp::Append {
-                room: room("a"),
-                seq,
-                json: json(seq),
-            }));
-            ops.push(StoreOp::Append {
-                room: room("b"),
-                seq: 1,
-                json: json(1),
-            });
+            ops.extend((1..=5).map(|seq| StoreOp::Append { room: room("a"), seq, json: json(seq) }));
+            ops.push(StoreOp::Append { room: room("b"), seq: 1, json: json(1) });
             store.apply(&ops).unwrap();
             store
-                .apply(&[
-                    StoreOp::Trim {
-                        room: room("a"),
-                        through_seq: 2,
-                    },
-                    StoreOp::DropRoom { room: room("b") },
-                ])
+                .apply(&[StoreOp::Trim { room: room("a"), through_seq: 2 }, StoreOp::DropRoom { room: room("b") }])
                 .unwrap();
         }
         let store = RedbStore::open(dir.path()).unwrap();
@@ -205,10 +156,7 @@ mod tests {
         assert_eq!(rooms.len(), 1);
         assert_eq!(rooms[0].room, room("a"));
         assert_eq!(rooms[0].epoch.as_str(), "ea");
-        assert_eq!(
-            rooms[0].messages.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            vec![3, 4, 5]
-        );
+        assert_eq!(rooms[0].messages.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
     }
 
     #[test]
@@ -216,37 +164,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(dir.path()).unwrap();
         let ops = vec![
-            StoreOp::CreateRoom {
-                room: room("a"),
-                epoch: Epoch::try_from("ea").unwrap(),
-            },
-            StoreOp::Append {
-                room: room("a"),
-                seq: 1,
-                json: json(1),
-            },
-            StoreOp::Append {
-                room: room("a"),
-                seq: 2,
-                json: "{not json".into(),
-            },
-            StoreOp::Append {
-                room: room("a"),
-                seq: 3,
-                json: json(3),
-            },
-            StoreOp::Append {
-                room: room("a"),
-                seq: 4,
-                json: json(99),
-            },
+            StoreOp::CreateRoom { room: room("a"), epoch: Epoch::try_from("ea").unwrap() },
+            StoreOp::Append { room: room("a"), seq: 1, json: json(1) },
+            StoreOp::Append { room: room("a"), seq: 2, json: "{not json".into() },
+            StoreOp::Append { room: room("a"), seq: 3, json: json(3) },
+            StoreOp::Append { room: room("a"), seq: 4, json: json(99) },
         ];
         store.apply(&ops).unwrap();
         let rooms = store.load().unwrap();
         // 2 is garbage and 4 claims another seq: only 3 survives after the gap.
-        assert_eq!(
-            rooms[0].messages.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            vec![3]
-        );
+        assert_eq!(rooms[0].messages.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
     }
 }

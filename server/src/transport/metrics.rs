@@ -6,89 +6,36 @@ use std::sync::atomic::Ordering;
 
 pub fn render(hub: &Hub) -> String {
     let (stats, connections, rooms, (history_messages, history_bytes), unpersisted) = hub
-        .with_engine(|e| {
-            (
-                e.stats().clone(),
-                e.connection_count(),
-                e.room_count(),
-                e.history_size(),
-                e.unpersisted(),
-            )
-        });
+        .with_engine(|e| (e.stats().clone(), e.connection_count(), e.room_count(), e.history_size(), e.unpersisted()));
     let c = &hub.counters;
     let rows: [(&str, &str, &str, u64); 15] = [
-        (
-            "relaycast_connections",
-            "gauge",
-            "Open WebSocket connections.",
-            connections as u64,
-        ),
+        ("relaycast_connections", "gauge", "Open WebSocket connections.", connections as u64),
         (
             "relaycast_connections_total",
             "counter",
             "WebSocket connections accepted.",
             c.connections_total.load(Ordering::Relaxed),
         ),
-        (
-            "relaycast_rooms",
-            "gauge",
-            "Rooms held (with members or history).",
-            rooms as u64,
-        ),
-        (
-            "relaycast_messages_in_total",
-            "counter",
-            "Frames received from clients.",
-            stats.messages_in,
-        ),
-        (
-            "relaycast_messages_published_total",
-            "counter",
-            "Room messages accepted.",
-            stats.messages_published,
-        ),
+        ("relaycast_rooms", "gauge", "Rooms held (with members or history).", rooms as u64),
+        ("relaycast_messages_in_total", "counter", "Frames received from clients.", stats.messages_in),
+        ("relaycast_messages_published_total", "counter", "Room messages accepted.", stats.messages_published),
         (
             "relaycast_messages_out_total",
             "counter",
             "Frames queued to clients.",
             c.frames_queued.load(Ordering::Relaxed),
         ),
-        (
-            "relaycast_history_messages",
-            "gauge",
-            "Messages cached in room histories.",
-            history_messages as u64,
-        ),
-        (
-            "relaycast_history_bytes",
-            "gauge",
-            "Bytes cached in room histories.",
-            history_bytes as u64,
-        ),
-        (
-            "relaycast_unpersisted_messages",
-            "gauge",
-            "Messages accepted and not yet durable.",
-            unpersisted as u64,
-        ),
+        ("relaycast_history_messages", "gauge", "Messages cached in room histories.", history_messages as u64),
+        ("relaycast_history_bytes", "gauge", "Bytes cached in room histories.", history_bytes as u64),
+        ("relaycast_unpersisted_messages", "gauge", "Messages accepted and not yet durable.", unpersisted as u64),
         (
             "relaycast_dropped_slow_clients_total",
             "counter",
             "Connections dropped for reading too slowly.",
             stats.dropped_slow_clients,
         ),
-        (
-            "relaycast_rate_limited_total",
-            "counter",
-            "Messages refused by the rate limit.",
-            stats.rate_limited,
-        ),
-        (
-            "relaycast_errors_sent_total",
-            "counter",
-            "Error frames sent to clients.",
-            stats.errors_sent,
-        ),
+        ("relaycast_rate_limited_total", "counter", "Messages refused by the rate limit.", stats.rate_limited),
+        ("relaycast_errors_sent_total", "counter", "Error frames sent to clients.", stats.errors_sent),
         (
             "relaycast_store_batches_total",
             "counter",
@@ -110,10 +57,7 @@ pub fn render(hub: &Hub) -> String {
     ];
     let mut out = String::with_capacity(2048);
     for (name, kind, help, value) in rows {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
     out
 }

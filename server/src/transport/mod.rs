@@ -49,9 +49,8 @@ pub async fn serve(
         let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
         let mut stop = stop.clone();
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
+            let conn =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).with_upgrades();
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,
@@ -88,28 +87,18 @@ pub fn routes(
 
 /// GET /healthz: the process is up.
 fn healthz() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::path("healthz")
-        .and(warp::path::end())
-        .and(warp::get())
-        .map(|| "ok\n")
+    warp::path("healthz").and(warp::path::end()).and(warp::get()).map(|| "ok\n")
 }
 
 /// GET /readyz: the server takes traffic (its store writes, it is not shutting down).
 fn readyz(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::path("readyz")
-        .and(warp::path::end())
-        .and(warp::get())
-        .map(move || {
-            if hub.is_ready() {
-                json_error(StatusCode::OK, "ready", "ready")
-            } else {
-                json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
-                    "store failing or shutting down",
-                )
-            }
-        })
+    warp::path("readyz").and(warp::path::end()).and(warp::get()).map(move || {
+        if hub.is_ready() {
+            json_error(StatusCode::OK, "ready", "ready")
+        } else {
+            json_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "store failing or shutting down")
+        }
+    })
 }
 
 /// GET /metrics: Prometheus text format.
@@ -117,13 +106,7 @@ fn metrics(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Reject
     warp::path("metrics")
         .and(warp::path::end())
         .and(warp::get())
-        .map(move || {
-            warp::reply::with_header(
-                metrics::render(&hub),
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4",
-            )
-        })
+        .map(move || warp::reply::with_header(metrics::render(&hub), header::CONTENT_TYPE, "text/plain; version=0.0.4"))
 }
 
 /// GET /*: the built web app; any other GET path gets `index.html`, so deep links such as
@@ -139,11 +122,7 @@ fn static_files(dir: PathBuf) -> impl Filter<Extract = (impl Reply,), Error = Re
             }
         }
     });
-    warp::get()
-        .and(warp::fs::dir(dir))
-        .map(Reply::into_response)
-        .or(missing.map(Reply::into_response))
-        .unify()
+    warp::get().and(warp::fs::dir(dir)).map(Reply::into_response).or(missing.map(Reply::into_response)).unify()
 }
 
 /// A JSON error body `{code, message}` with a stable code.
@@ -151,28 +130,15 @@ pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Respo
     let body = serde_json::json!({ "code": code, "message": message }).to_string();
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     response
 }
 
-async fn handle_rejection(
-    rejection: Rejection,
-) -> Result<Response<String>, std::convert::Infallible> {
+async fn handle_rejection(rejection: Rejection) -> Result<Response<String>, std::convert::Infallible> {
     let (status, code, message) = if rejection.is_not_found() {
-        (
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such path (is the web app built? see README)",
-        )
+        (StatusCode::NOT_FOUND, "not_found", "no such path (is the web app built? see README)")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed",
-        )
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
     } else {
         tracing::debug!(?rejection, "unhandled rejection");
         (StatusCode::BAD_REQUEST, "bad_request", "bad request")

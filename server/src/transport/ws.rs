@@ -58,12 +58,7 @@ pub fn route(
         })
 }
 
-fn upgrade(
-    headers: HeaderMap,
-    on_upgrade: Option<OnUpgrade>,
-    hub: Arc<Hub>,
-    settings: WsSettings,
-) -> Response<String> {
+fn upgrade(headers: HeaderMap, on_upgrade: Option<OnUpgrade>, hub: Arc<Hub>, settings: WsSettings) -> Response<String> {
     let has = |name: header::HeaderName, token: &str| {
         headers
             .get_all(name)
@@ -71,9 +66,7 @@ fn upgrade(
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|k| derive_accept_key(k.as_bytes()));
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes()));
     let (Some(accept), true, true, true, Some(on_upgrade)) = (
         key,
         has(header::CONNECTION, "upgrade"),
@@ -94,21 +87,14 @@ fn upgrade(
         };
         // TCP_NODELAY was set on the socket when it was accepted (see `transport::serve`).
         let config = Some(settings.tungstenite());
-        let socket =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config).await;
+        let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config).await;
         serve(socket, hub, settings).await;
     });
     let mut response = Response::new(String::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
-    h.insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("upgrade"),
-    );
-    h.insert(
-        header::UPGRADE,
-        header::HeaderValue::from_static("websocket"),
-    );
+    h.insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
     if let Ok(value) = header::HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
@@ -121,21 +107,14 @@ pub async fn serve<S>(socket: WebSocketStream<S>, hub: Arc<Hub>, settings: WsSet
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let Registration {
-        conn,
-        queue,
-        gauge,
-        mut close,
-    } = hub.connect();
+    let Registration { conn, queue, gauge, mut close } = hub.connect();
     tracing::Span::current().record("conn", conn);
     let (sink, mut stream) = socket.split();
     let writer = tokio::spawn(write_loop(sink, queue, gauge, close.clone()));
 
     let mut last_seen = Instant::now();
-    let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + settings.ping_interval,
-        settings.ping_interval,
-    );
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + settings.ping_interval, settings.ping_interval);
     loop {
         tokio::select! {
             _ = close.changed() => break,

@@ -40,11 +40,7 @@ pub async fn start(config: Config) -> TestServer {
     let handle = tokio::spawn(relaycast::run(listener, config, async move {
         let _ = rx.await;
     }));
-    TestServer {
-        addr,
-        shutdown: Some(tx),
-        handle: Some(handle),
-    }
+    TestServer { addr, shutdown: Some(tx), handle: Some(handle) }
 }
 
 pub async fn start_durable(dir: &Path) -> TestServer {
@@ -58,11 +54,7 @@ pub async fn start_durable(dir: &Path) -> TestServer {
 impl TestServer {
     /// A server running in another process.
     pub fn external(addr: SocketAddr) -> TestServer {
-        TestServer {
-            addr,
-            shutdown: None,
-            handle: None,
-        }
+        TestServer { addr, shutdown: None, handle: None }
     }
 
     /// Shut down gracefully and wait until `run` returns.
@@ -71,11 +63,7 @@ impl TestServer {
             let _ = tx.send(());
         }
         if let Some(handle) = self.handle.take() {
-            tokio::time::timeout(WAIT, handle)
-                .await
-                .expect("shutdown in time")
-                .unwrap()
-                .unwrap();
+            tokio::time::timeout(WAIT, handle).await.expect("shutdown in time").unwrap().unwrap();
         }
     }
 
@@ -97,22 +85,12 @@ impl TestServer {
 /// A minimal HTTP/1.1 GET: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await.unwrap().unwrap();
     let text = String::from_utf8_lossy(&buf).to_string();
     let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
 
@@ -128,16 +106,11 @@ pub fn room(s: &str) -> RoomName {
 }
 
 pub fn chat(text: &str) -> Body {
-    Body::Chat {
-        text: ChatText::try_from(text).unwrap(),
-    }
+    Body::Chat { text: ChatText::try_from(text).unwrap() }
 }
 
 pub async fn raw_connect(server: &TestServer) -> Ws {
-    tokio_tungstenite::connect_async(server.ws_url())
-        .await
-        .unwrap()
-        .0
+    tokio_tungstenite::connect_async(server.ws_url()).await.unwrap().0
 }
 
 impl Client {
@@ -173,48 +146,22 @@ impl Client {
     }
 
     /// Join and collect everything up to the last history batch.
-    pub async fn join(
-        &mut self,
-        r: &str,
-        name: &str,
-        resume: Option<ResumeFrom>,
-    ) -> Vec<ServerMsg> {
+    pub async fn join(&mut self, r: &str, name: &str, resume: Option<ResumeFrom>) -> Vec<ServerMsg> {
         let name = DisplayName::try_from(name).unwrap();
-        self.send(&ClientMsg::Join {
-            room: room(r),
-            name,
-            token: None,
-            resume,
-        })
-        .await;
-        self.recv_until(|m| {
-            matches!(
-                m,
-                ServerMsg::History { done: true, .. } | ServerMsg::Error { .. }
-            )
-        })
-        .await
+        self.send(&ClientMsg::Join { room: room(r), name, token: None, resume }).await;
+        self.recv_until(|m| matches!(m, ServerMsg::History { done: true, .. } | ServerMsg::Error { .. })).await
     }
 
     pub async fn publish(&mut self, r: &str, id: &str, text: &str) {
         let id = ClientMsgId::try_from(id).unwrap();
-        self.send(&ClientMsg::Publish {
-            room: room(r),
-            id,
-            body: chat(text),
-        })
-        .await;
+        self.send(&ClientMsg::Publish { room: room(r), id, body: chat(text) }).await;
     }
 
     /// Publish and wait for the ack; returns the seq.
     pub async fn publish_acked(&mut self, r: &str, id: &str, text: &str) -> u64 {
         self.publish(r, id, text).await;
         let want = id.to_owned();
-        match self
-            .recv_until(|m| matches!(m, ServerMsg::Ack { id, .. } if id.as_str() == want))
-            .await
-            .pop()
-        {
+        match self.recv_until(|m| matches!(m, ServerMsg::Ack { id, .. } if id.as_str() == want)).await.pop() {
             Some(ServerMsg::Ack { seq, .. }) => seq,
             other => panic!("{other:?}"),
         }
@@ -222,11 +169,7 @@ impl Client {
 
     /// The next error frame's code (skipping other messages).
     pub async fn next_error(&mut self) -> ErrorCode {
-        match self
-            .recv_until(|m| matches!(m, ServerMsg::Error { .. }))
-            .await
-            .pop()
-        {
+        match self.recv_until(|m| matches!(m, ServerMsg::Error { .. })).await.pop() {
             Some(ServerMsg::Error { code, .. }) => code,
             _ => unreachable!(),
         }
@@ -239,13 +182,9 @@ pub async fn send_on(ws: &mut Ws, msg: &ClientMsg) {
 
 pub async fn recv_on(ws: &mut Ws) -> ServerMsg {
     loop {
-        let frame = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a message in time");
+        let frame = tokio::time::timeout(WAIT, ws.next()).await.expect("a message in time");
         match frame {
-            Some(Ok(Message::Text(text))) => {
-                return decode_server(&text).expect("server frames decode")
-            }
+            Some(Ok(Message::Text(text))) => return decode_server(&text).expect("server frames decode"),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             other => panic!("expected a text frame, got {other:?}"),
         }
@@ -255,13 +194,9 @@ pub async fn recv_on(ws: &mut Ws) -> ServerMsg {
 /// Wait for the server to close the socket; returns the close code and reason.
 pub async fn recv_close(ws: &mut Ws) -> (u16, String) {
     loop {
-        let frame = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("close in time");
+        let frame = tokio::time::timeout(WAIT, ws.next()).await.expect("close in time");
         match frame {
-            Some(Ok(Message::Close(Some(frame)))) => {
-                return (frame.code.into(), frame.reason.to_string())
-            }
+            Some(Ok(Message::Close(Some(frame)))) => return (frame.code.into(), frame.reason.to_string()),
             Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
             Some(Ok(_)) => continue,
             Some(Err(e)) => return (1006, e.to_string()),

@@ -436,7 +436,8 @@ fn store_batches_are_capped_and_keep_order() {
 fn welcome_carries_turn_credentials_minted_for_the_peer() {
     let turn = TurnConfig { urls: vec!["turn:127.0.0.1:3478".into()], secret: "s3cret".into(), ttl_secs: 600 };
     let stun = IceServer { urls: vec!["stun:127.0.0.1:3478".into()], username: None, credential: None };
-    let mut sim = Sim::new(EngineConfig { turn: Some(turn), ice_servers: vec![stun.clone()], ..EngineConfig::default() });
+    let mut sim =
+        Sim::new(EngineConfig { turn: Some(turn), ice_servers: vec![stun.clone()], ..EngineConfig::default() });
     sim.input(Input::Connected(1));
     sim.input(Input::Message(1, ClientMsg::hello()));
     let ServerMsg::Welcome { peer_id, ice_servers, .. } = sim.take(1).remove(0) else { panic!() };

@@ -1,0 +1,64 @@
+//! The lobby: a room name and a display name (both remembered), recent rooms, join.
+
+use relaycast_shared::{DisplayName, RoomName};
+use yew::prelude::*;
+
+#[derive(Debug, Properties, PartialEq)]
+pub struct LobbyProps {
+    pub name: String,
+    pub room: String,
+    pub recent: Vec<String>,
+    /// Join `room` as `name` (both valid).
+    pub onjoin: Callback<(RoomName, DisplayName)>,
+}
+
+fn value(e: &InputEvent) -> String {
+    e.target_unchecked_into::<web_sys::HtmlInputElement>().value()
+}
+
+#[function_component(Lobby)]
+pub fn lobby(props: &LobbyProps) -> Html {
+    let room = use_state(|| props.room.clone());
+    let name = use_state(|| props.name.clone());
+    let room_check = RoomName::try_from(room.as_str());
+    let name_check = DisplayName::try_from(name.as_str());
+    let onsubmit = {
+        let (room, name, onjoin) = (room.clone(), name.clone(), props.onjoin.clone());
+        Callback::from(move |e: SubmitEvent| {
+            e.prevent_default();
+            if let (Ok(r), Ok(n)) = (RoomName::try_from(room.as_str()), DisplayName::try_from(name.as_str())) {
+                onjoin.emit((r, n));
+            }
+        })
+    };
+    let problem = match (&room_check, &name_check) {
+        (Err(e), _) if !room.is_empty() => Some(format!("Room: {e} (letters, digits, . _ - only)")),
+        (_, Err(e)) if !name.is_empty() => Some(format!("Name: {e}")),
+        _ => None,
+    };
+    html! {
+        <section class="lobby">
+            <form id="lobby" {onsubmit}>
+                <label for="room">{ "Room" }</label>
+                <input id="room" value={(*room).clone()} autocomplete="off" placeholder="team-standup"
+                    oninput={ let room = room.clone(); Callback::from(move |e| room.set(value(&e))) } />
+                <label for="name">{ "Your name" }</label>
+                <input id="name" value={(*name).clone()} maxlength="32" placeholder="Ada"
+                    oninput={ let name = name.clone(); Callback::from(move |e| name.set(value(&e))) } />
+                <button id="join" type="submit" disabled={room_check.is_err() || name_check.is_err()}>{ "Join" }</button>
+                if let Some(p) = problem { <p class="hint" role="alert">{ p }</p> }
+            </form>
+            if !props.recent.is_empty() {
+                <nav class="recent" aria-label="Recent rooms">
+                    <h2>{ "Recent rooms" }</h2>
+                    <ul>
+                        { for props.recent.iter().map(|r| {
+                            let onclick = { let room = room.clone(); let r = r.clone(); Callback::from(move |_| room.set(r.clone())) };
+                            html! { <li><button type="button" class="link" {onclick}>{ r }</button></li> }
+                        }) }
+                    </ul>
+                </nav>
+            }
+        </section>
+    }
+}

@@ -1,0 +1,6 @@
+//! The app's components.
+
+pub mod chat;
+pub mod lobby;
+pub mod room;
+pub mod status;

@@ -1,0 +1,86 @@
+//! A room: status, share link, participants and chat, over one [`Session`].
+
+use super::chat::Chat;
+use super::status::StatusBadge;
+use crate::browser;
+use crate::net::session::{Command, Session};
+use crate::state::room::RoomState;
+use relaycast_shared::{Body, DisplayName, RoomName};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+use yew::prelude::*;
+
+#[derive(Debug, Properties, PartialEq)]
+pub struct RoomProps {
+    pub room: RoomName,
+    pub name: DisplayName,
+    pub onleave: Callback<()>,
+}
+
+#[function_component(RoomPage)]
+pub fn room_page(props: &RoomProps) -> Html {
+    let state = use_state(|| Rc::new(RoomState::new(props.room.clone(), props.name.clone())));
+    let session = use_state(|| None::<Session>);
+    let now = use_state(browser::now_ms);
+
+    // One session per room; dropping the handle closes it.
+    {
+        let (state, session) = (state.clone(), session.clone());
+        use_effect_with((props.room.clone(), props.name.clone()), move |(room, name)| {
+            let on_state = Callback::from(move |s: Rc<RoomState>| state.set(s));
+            session.set(Some(Session::start(room.clone(), name.clone(), on_state, Callback::noop())));
+            move || session.set(None)
+        });
+    }
+    // A clock for the "reconnecting in N s" countdown.
+    {
+        let now = now.clone();
+        use_effect_with((), move |_| {
+            let alive = Rc::new(Cell::new(true));
+            let running = alive.clone();
+            yew::platform::spawn_local(async move {
+                while running.get() {
+                    now.set(browser::now_ms());
+                    yew::platform::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+            move || alive.set(false)
+        });
+    }
+
+    let onsend = {
+        let session = session.clone();
+        Callback::from(move |text| {
+            if let Some(s) = session.as_ref() {
+                s.send(Command::Publish(Body::Chat { text }));
+            }
+        })
+    };
+    let share = browser::url_of(&format!("/r/{}", props.room));
+    let s = (*state).clone();
+    let onleave = props.onleave.reform(|_: MouseEvent| ());
+    html! {
+        <div class="room">
+            <header class="bar">
+                <h1><a href="/" class="home">{ "Relaycast" }</a>{ " · " }<span id="room-name">{ props.room.as_str() }</span></h1>
+                <StatusBadge status={s.status.clone()} now={*now} />
+                <input class="share" readonly=true value={share} aria-label="Link to this room" />
+                <button type="button" id="leave" onclick={onleave}>{ "Leave" }</button>
+            </header>
+            if let Some(problem) = &s.problem {
+                <p id="problem" class="problem" role="alert">{ problem.text() }</p>
+            }
+            <div class="layout">
+                <aside id="peers" aria-label="Participants">
+                    <h2>{ format!("Here ({})", s.peers.len() + 1) }</h2>
+                    <ul>
+                        <li class="me">{ format!("{} (you)", s.name) }</li>
+                        { for s.peers.iter().map(|p| html! { <li data-peer={p.id.to_string()}>{ p.name.as_str() }</li> }) }
+                    </ul>
+                </aside>
+                <Chat state={s.clone()} {onsend} />
+            </div>
+        </div>
+    }
+}

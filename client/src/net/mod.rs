@@ -1,0 +1,4 @@
+//! The network side of the app: the room session over WebSocket and its reconnect policy.
+
+pub mod backoff;
+pub mod session;

@@ -1,0 +1,180 @@
+//! A room session over the server's WebSocket: it owns the room's state machine, reconnects
+//! with backoff and jitter, resumes from the last sequence it saw, and resends what is still
+//! pending once it knows what the server already has. The UI gets a snapshot after every
+//! change and sends commands through the [`Session`] handle.
+
+use super::backoff;
+use crate::browser;
+use crate::state::room::{Action, Pending, RoomState, Status};
+use futures_channel::mpsc;
+use futures_util::{future, stream, SinkExt, StreamExt};
+use gloo_net::websocket::{futures::WebSocket, Message};
+use relaycast_shared::*;
+use std::rc::Rc;
+use std::time::Duration;
+use yew::Callback;
+
+/// What the UI asks of the session.
+#[derive(Debug)]
+pub enum Command {
+    Publish(Body),
+    Signal { to: PeerId, signal: Signal },
+}
+
+/// The UI's handle. Dropping every clone ends the session (the socket is closed).
+#[derive(Debug, Clone)]
+pub struct Session {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl PartialEq for Session {
+    fn eq(&self, other: &Self) -> bool {
+        self.commands.same_receiver(&other.commands)
+    }
+}
+
+impl Session {
+    /// Start a session for `room`; `on_state` gets every new state, `on_signal` every
+    /// signaling message for us.
+    pub fn start(
+        room: RoomName,
+        name: DisplayName,
+        on_state: Callback<Rc<RoomState>>,
+        on_signal: Callback<(PeerId, Signal)>,
+    ) -> Session {
+        let (commands, rx) = mpsc::unbounded();
+        yew::platform::spawn_local(run(browser::ws_url(), RoomState::new(room, name), rx, on_state, on_signal));
+        Session { commands }
+    }
+
+    pub fn send(&self, command: Command) {
+        let _ = self.commands.unbounded_send(command);
+    }
+}
+
+enum Event {
+    Frame(Message),
+    Closed,
+    Command(Option<Command>),
+}
+
+fn text(msg: &ClientMsg) -> Message {
+    Message::Text(encode(msg))
+}
+
+async fn run(
+    url: String,
+    mut state: RoomState,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    on_state: Callback<Rc<RoomState>>,
+    on_signal: Callback<(PeerId, Signal)>,
+) {
+    // Message ids unique beyond this session, so recovered history can be matched to ours.
+    let prefix = browser::random_token(10);
+    let mut counter = 0u64;
+    let mut attempt = 0u32;
+    let emit = |s: &RoomState| on_state.emit(Rc::new(s.clone()));
+    loop {
+        state.apply(Action::Connecting);
+        emit(&state);
+        if let Ok(ws) = WebSocket::open(&url) {
+            let (mut sink, frames) = ws.split();
+            let frames = frames
+                .take_while(|f| future::ready(f.is_ok()))
+                .filter_map(|f| future::ready(f.ok().map(Event::Frame)))
+                .chain(stream::once(future::ready(Event::Closed)));
+            let cmds = (&mut commands)
+                .map(|c| Event::Command(Some(c)))
+                .chain(stream::once(future::ready(Event::Command(None))));
+            let mut events = stream::select(frames, cmds);
+            let _ = sink.send(text(&ClientMsg::hello())).await;
+            while let Some(event) = events.next().await {
+                match event {
+                    Event::Frame(Message::Text(t)) => {
+                        let Ok(msg) = decode_server(&t) else { continue };
+                        let mut out = Vec::new();
+                        match &msg {
+                            ServerMsg::Welcome { .. } => out.push(ClientMsg::Join {
+                                room: state.room.clone(),
+                                name: state.name.clone(),
+                                token: None,
+                                resume: state.resume(),
+                            }),
+                            ServerMsg::Joined { .. } => attempt = 0,
+                            ServerMsg::Signal { from, signal, .. } => on_signal.emit((from.clone(), signal.clone())),
+                            _ => {}
+                        }
+                        let done = matches!(msg, ServerMsg::History { done: true, .. });
+                        state.apply(Action::Server(msg));
+                        if done {
+                            // History is in: whatever is still pending did not reach the
+                            // server (or it would be in there). Send it now, once.
+                            out.extend(state.pending.iter().map(|p| publish(&state, p)));
+                        }
+                        emit(&state);
+                        for m in out {
+                            let _ = sink.send(text(&m)).await;
+                        }
+                        if state.status == Status::Offline {
+                            return;
+                        }
+                    }
+                    Event::Frame(_) => {}
+                    Event::Closed => break,
+                    Event::Command(None) => {
+                        let _ = sink.close().await;
+                        return;
+                    }
+                    Event::Command(Some(c)) => {
+                        if let Some(m) = command(&mut state, c, &prefix, &mut counter) {
+                            emit(&state);
+                            if state.synced {
+                                let _ = sink.send(text(&m)).await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if state.status == Status::Offline {
+            return;
+        }
+        let delay = backoff::delay_ms(attempt, browser::random());
+        state.apply(Action::Lost { attempt, retry_at: browser::now_ms() + delay });
+        emit(&state);
+        attempt = attempt.saturating_add(1);
+        // Wait, still taking commands (messages written offline stay pending).
+        let mut sleep = Box::pin(yew::platform::time::sleep(Duration::from_millis(delay)));
+        loop {
+            match future::select(sleep, commands.next()).await {
+                future::Either::Left(_) => break,
+                future::Either::Right((None, _)) => return,
+                future::Either::Right((Some(c), rest)) => {
+                    if command(&mut state, c, &prefix, &mut counter).is_some() {
+                        emit(&state);
+                    }
+                    sleep = rest;
+                }
+            }
+        }
+    }
+}
+
+/// Apply a UI command to the state; the message to send, if any.
+fn command(state: &mut RoomState, c: Command, prefix: &str, counter: &mut u64) -> Option<ClientMsg> {
+    match c {
+        Command::Publish(body) => {
+            *counter += 1;
+            let id = ClientMsgId::try_from(format!("{prefix}-{counter}")).ok()?;
+            let pending = Pending { id, body, at: browser::now_ms() };
+            let msg = publish(state, &pending);
+            state.apply(Action::Publish(pending));
+            Some(msg)
+        }
+        Command::Signal { to, signal } => Some(ClientMsg::Signal { room: state.room.clone(), to, signal }),
+    }
+}
+
+fn publish(state: &RoomState, p: &Pending) -> ClientMsg {
+    ClientMsg::Publish { room: state.room.clone(), id: p.id.clone(), body: p.body.clone() }
+}

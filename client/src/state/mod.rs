@@ -1,0 +1,4 @@
+//! Application state, pure and natively tested.
+
+pub mod prefs;
+pub mod room;

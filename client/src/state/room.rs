@@ -1,0 +1,384 @@
+//! One room as the person sees it, and how everything that happens changes it. Pure: no
+//! browser API, so it is tested natively.
+
+use relaycast_shared::*;
+use std::collections::HashSet;
+
+/// The connection as shown to the person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Connecting,
+    Online,
+    /// Lost; the next attempt is at `retry_at` (ms since the Unix epoch).
+    Reconnecting {
+        attempt: u32,
+        retry_at: u64,
+    },
+    /// Given up for a reason retrying cannot fix (version mismatch, room full, ...).
+    Offline,
+}
+
+/// Something the person should read, in plain words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    ServerUnreachable,
+    ProtocolMismatch(String),
+    RoomFull,
+    Rejected(ErrorCode, String),
+}
+
+impl Problem {
+    pub fn text(&self) -> String {
+        match self {
+            Problem::ServerUnreachable => "The server cannot be reached. Retrying…".into(),
+            Problem::ProtocolMismatch(m) => {
+                format!("This app and the server speak different protocol versions ({m}). Reload the page.")
+            }
+            Problem::RoomFull => "This room is full. Try another room or come back later.".into(),
+            Problem::Rejected(code, m) => format!("{m} ({code})"),
+        }
+    }
+
+    /// Retrying will not help.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Problem::ProtocolMismatch(_) | Problem::RoomFull)
+    }
+}
+
+/// A line in the chat that is not a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Messages before `oldest` were evicted while we were away.
+    Truncated { oldest: u64 },
+    /// The server's history is not the one we knew; what follows is all there is.
+    Reset,
+}
+
+/// A message of ours the server has not acked yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub id: ClientMsgId,
+    pub body: Body,
+    pub at: u64,
+}
+
+/// A line of the chat: a message, or a notice placed after the message it follows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    Message(RoomMessage),
+    Notice(Notice),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomState {
+    pub room: RoomName,
+    pub name: DisplayName,
+    pub status: Status,
+    pub me: Option<PeerId>,
+    pub epoch: Option<Epoch>,
+    pub peers: Vec<PeerInfo>,
+    /// Messages in sequence order, each once, with notices where they happened.
+    pub lines: Vec<Line>,
+    pub last_seq: u64,
+    /// Ours, not yet acked, in the order sent.
+    pub pending: Vec<Pending>,
+    /// Ids of every message this session sent: our messages stay marked as ours after a
+    /// reconnect, when the server has given us a new peer id.
+    pub mine: HashSet<ClientMsgId>,
+    /// The join's history is complete (live messages follow).
+    pub synced: bool,
+    pub problem: Option<Problem>,
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// Everything that can happen to a room view.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Connecting,
+    Server(ServerMsg),
+    /// The socket closed (or never opened); the next attempt is scheduled.
+    Lost {
+        attempt: u32,
+        retry_at: u64,
+    },
+    /// We send a message: it shows as pending until acked.
+    Publish(Pending),
+}
+
+impl RoomState {
+    pub fn new(room: RoomName, name: DisplayName) -> Self {
+        Self {
+            room,
+            name,
+            status: Status::Connecting,
+            me: None,
+            epoch: None,
+            peers: Vec::new(),
+            lines: Vec::new(),
+            last_seq: 0,
+            pending: Vec::new(),
+            mine: HashSet::new(),
+            synced: false,
+            problem: None,
+            ice_servers: Vec::new(),
+        }
+    }
+
+    /// Where a rejoin should resume from.
+    pub fn resume(&self) -> Option<ResumeFrom> {
+        self.epoch.clone().map(|epoch| ResumeFrom { epoch, last_seq: self.last_seq })
+    }
+
+    pub fn apply(&mut self, action: Action) {
+        match action {
+            Action::Connecting => {
+                if self.status != Status::Offline {
+                    self.status = Status::Connecting;
+                }
+            }
+            Action::Lost { attempt, retry_at } => {
+                self.synced = false;
+                self.peers.clear();
+                if !self.problem.as_ref().is_some_and(Problem::is_final) {
+                    self.status = Status::Reconnecting { attempt, retry_at };
+                    if attempt >= 2 {
+                        self.problem = Some(Problem::ServerUnreachable);
+                    }
+                }
+            }
+            Action::Publish(p) => {
+                self.mine.insert(p.id.clone());
+                self.pending.push(p);
+            }
+            Action::Server(msg) => self.server(msg),
+        }
+    }
+
+    fn server(&mut self, msg: ServerMsg) {
+        match msg {
+            ServerMsg::Welcome { peer_id, ice_servers, .. } => {
+                self.me = Some(peer_id);
+                self.ice_servers = ice_servers;
+                if self.problem == Some(Problem::ServerUnreachable) {
+                    self.problem = None;
+                }
+            }
+            ServerMsg::Joined { epoch, peers, .. } => {
+                self.status = Status::Online;
+                self.epoch = Some(epoch);
+                self.peers = peers;
+            }
+            ServerMsg::HistoryTruncated { oldest_available, .. } => {
+                self.lines.push(Line::Notice(Notice::Truncated { oldest: oldest_available }))
+            }
+            ServerMsg::HistoryReset { epoch, .. } => {
+                self.epoch = Some(epoch);
+                self.last_seq = 0;
+                self.lines.retain(|l| matches!(l, Line::Notice(_)));
+                self.lines.push(Line::Notice(Notice::Reset));
+            }
+            ServerMsg::History { messages, done, .. } => {
+                messages.into_iter().for_each(|m| self.add(m));
+                self.synced |= done;
+            }
+            ServerMsg::Message { message, .. } => self.add(message),
+            ServerMsg::Ack { id, seq, .. } => {
+                // Ours are not echoed back: the ack makes the pending one a message.
+                if let Some(i) = self.pending.iter().position(|p| p.id == id) {
+                    let p = self.pending.remove(i);
+                    if let Some(me) = self.me.clone() {
+                        let msg = RoomMessage { seq, from: me, name: self.name.clone(), id, at: p.at, body: p.body };
+                        self.add(msg);
+                    }
+                }
+            }
+            ServerMsg::PeerJoined { peer, .. } => {
+                if !self.peers.iter().any(|p| p.id == peer.id) {
+                    self.peers.push(peer);
+                }
+            }
+            ServerMsg::PeerLeft { peer_id, .. } => self.peers.retain(|p| p.id != peer_id),
+            ServerMsg::Error { code, message, id, .. } => self.error(code, message, id),
+            ServerMsg::Left { .. } | ServerMsg::Signal { .. } => {}
+        }
+    }
+
+    fn error(&mut self, code: ErrorCode, message: String, id: Option<ClientMsgId>) {
+        self.problem = Some(match code {
+            ErrorCode::UnsupportedProtocol => {
+                self.status = Status::Offline;
+                Problem::ProtocolMismatch(message)
+            }
+            ErrorCode::RoomFull => {
+                self.status = Status::Offline;
+                Problem::RoomFull
+            }
+            _ => Problem::Rejected(code, message),
+        });
+        // A refused message is not pending any more: it will not be acked.
+        if let Some(id) = id {
+            self.pending.retain(|p| p.id != id);
+        }
+    }
+
+    /// Add in sequence order, once. A recovered message that is one of our pending ones
+    /// was stored before we lost its ack: it is no longer pending (and must not be resent).
+    fn add(&mut self, message: RoomMessage) {
+        if message.seq <= self.last_seq {
+            return;
+        }
+        self.last_seq = message.seq;
+        self.pending.retain(|p| p.id != message.id || !self.mine.contains(&message.id));
+        self.lines.push(Line::Message(message));
+    }
+
+    pub fn messages(&self) -> impl Iterator<Item = &RoomMessage> {
+        self.lines.iter().filter_map(|l| match l {
+            Line::Message(m) => Some(m),
+            Line::Notice(_) => None,
+        })
+    }
+
+    pub fn is_mine(&self, m: &RoomMessage) -> bool {
+        self.me.as_ref() == Some(&m.from) || self.mine.contains(&m.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room() -> RoomName {
+        RoomName::try_from("r").unwrap()
+    }
+    fn peer(s: &str) -> PeerId {
+        PeerId::try_from(s).unwrap()
+    }
+    fn chat(t: &str) -> Body {
+        Body::Chat { text: ChatText::try_from(t).unwrap() }
+    }
+    fn msg(seq: u64, from: &str, id: &str) -> RoomMessage {
+        RoomMessage {
+            seq,
+            from: peer(from),
+            name: DisplayName::try_from("x").unwrap(),
+            id: ClientMsgId::try_from(id).unwrap(),
+            at: 0,
+            body: chat("t"),
+        }
+    }
+    fn state() -> RoomState {
+        let mut s = RoomState::new(room(), DisplayName::try_from("me").unwrap());
+        s.apply(Action::Server(ServerMsg::Welcome {
+            protocol: PROTOCOL_VERSION,
+            peer_id: peer("me1"),
+            limits: ServerLimits {
+                max_frame_bytes: 1,
+                max_rooms_per_connection: 1,
+                max_peers_per_room: 1,
+                messages_per_second: 1,
+                history_max_messages: 1,
+                history_max_age_secs: 1,
+            },
+            ice_servers: vec![],
+        }));
+        s.apply(Action::Server(ServerMsg::Joined {
+            room: room(),
+            epoch: Epoch::try_from("e1").unwrap(),
+            last_seq: 0,
+            peers: vec![],
+        }));
+        s
+    }
+    fn seqs(s: &RoomState) -> Vec<u64> {
+        s.messages().map(|m| m.seq).collect()
+    }
+    fn pending(id: &str) -> Pending {
+        Pending { id: ClientMsgId::try_from(id).unwrap(), body: chat("mine"), at: 5 }
+    }
+
+    #[test]
+    fn history_and_live_merge_once_in_order() {
+        let mut s = state();
+        s.apply(Action::Server(ServerMsg::History {
+            room: room(),
+            messages: vec![msg(1, "a", "1"), msg(2, "a", "2")],
+            done: true,
+        }));
+        s.apply(Action::Server(ServerMsg::Message { room: room(), message: msg(2, "a", "2") }));
+        s.apply(Action::Server(ServerMsg::Message { room: room(), message: msg(3, "a", "3") }));
+        assert_eq!(seqs(&s), vec![1, 2, 3]);
+        assert_eq!(s.resume().unwrap().last_seq, 3);
+        assert!(s.synced);
+    }
+
+    #[test]
+    fn own_message_is_pending_until_acked_then_shown_as_mine() {
+        let mut s = state();
+        s.apply(Action::Publish(pending("c1")));
+        assert_eq!(s.pending.len(), 1);
+        assert!(s.messages().next().is_none());
+        s.apply(Action::Server(ServerMsg::Ack { room: room(), id: ClientMsgId::try_from("c1").unwrap(), seq: 1 }));
+        assert!(s.pending.is_empty());
+        let m = s.messages().next().unwrap().clone();
+        assert_eq!((m.seq, s.is_mine(&m)), (1, true));
+    }
+
+    #[test]
+    fn a_pending_message_found_in_recovered_history_is_not_pending_any_more() {
+        let mut s = state();
+        s.apply(Action::Publish(pending("c1")));
+        s.apply(Action::Lost { attempt: 0, retry_at: 10 });
+        assert!(matches!(s.status, Status::Reconnecting { .. }));
+        // The server stored it, but the ack was lost with the connection.
+        s.apply(Action::Server(ServerMsg::History {
+            room: room(),
+            messages: vec![msg(1, "old-me", "c1")],
+            done: true,
+        }));
+        assert!(s.pending.is_empty(), "must not be resent");
+        let m = s.messages().next().unwrap();
+        assert!(s.is_mine(m), "still ours under the old peer id");
+    }
+
+    #[test]
+    fn notices_for_truncation_and_reset() {
+        let mut s = state();
+        s.apply(Action::Server(ServerMsg::History { room: room(), messages: vec![msg(1, "a", "1")], done: true }));
+        s.apply(Action::Server(ServerMsg::HistoryTruncated { room: room(), requested_after: 1, oldest_available: 5 }));
+        assert_eq!(s.lines.last(), Some(&Line::Notice(Notice::Truncated { oldest: 5 })));
+        s.apply(Action::Server(ServerMsg::HistoryReset { room: room(), epoch: Epoch::try_from("e2").unwrap() }));
+        assert_eq!(s.last_seq, 0);
+        assert_eq!(seqs(&s), Vec::<u64>::new());
+        assert_eq!(s.resume().unwrap().epoch.as_str(), "e2");
+    }
+
+    #[test]
+    fn problems_in_plain_words_and_which_are_final() {
+        let mut s = state();
+        s.apply(Action::Lost { attempt: 2, retry_at: 10 });
+        assert_eq!(s.problem, Some(Problem::ServerUnreachable));
+        s.apply(Action::Server(ServerMsg::error(ErrorCode::RoomFull, "the room is full")));
+        assert_eq!(s.status, Status::Offline);
+        assert!(s.problem.as_ref().unwrap().is_final());
+        s.apply(Action::Lost { attempt: 3, retry_at: 20 });
+        assert_eq!(s.status, Status::Offline, "a full room is not retried");
+        let mut s = state();
+        s.apply(Action::Server(ServerMsg::error(ErrorCode::UnsupportedProtocol, "server speaks 2")));
+        assert!(s.problem.unwrap().text().contains("protocol"));
+    }
+
+    #[test]
+    fn presence_follows_joins_and_leaves_and_clears_on_loss() {
+        let mut s = state();
+        let b = PeerInfo { id: peer("b"), name: DisplayName::try_from("B").unwrap() };
+        s.apply(Action::Server(ServerMsg::PeerJoined { room: room(), peer: b.clone() }));
+        s.apply(Action::Server(ServerMsg::PeerJoined { room: room(), peer: b.clone() }));
+        assert_eq!(s.peers.len(), 1);
+        s.apply(Action::Server(ServerMsg::PeerLeft { room: room(), peer_id: b.id.clone() }));
+        assert!(s.peers.is_empty());
+        s.apply(Action::Server(ServerMsg::PeerJoined { room: room(), peer: b }));
+        s.apply(Action::Lost { attempt: 0, retry_at: 1 });
+        assert!(s.peers.is_empty(), "presence is re-learned on rejoin");
+    }
+}

@@ -1,0 +1,98 @@
+// Journeys 1, 3 (history part) and 4: chat and presence between real pages, a late joiner,
+// and the server killed and restarted under them.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { artifacts, freePort, tempDir, startServer, launchBrowser, newUser, joinRoom, say, message, peerNames } from '../lib/harness.mjs';
+
+let browser;
+before(async () => { browser = await launchBrowser(); });
+after(async () => { await browser?.close(); });
+
+test('two pages join a room, chat both ways, and see each other', async () => {
+  const server = await startServer({ port: await freePort(), dataDir: tempDir() });
+  try {
+    const ada = await newUser(browser);
+    await ada.goto(server.url);
+    await ada.locator('#lobby').waitFor();
+    await ada.screenshot({ path: join(artifacts, 'lobby.png') });
+    await joinRoom(ada, server, 'standup', 'Ada');
+    const grace = await newUser(browser);
+    await joinRoom(grace, server, 'standup', 'Grace');
+
+    await ada.locator('#peers li', { hasText: 'Grace' }).waitFor();
+    assert.deepEqual(await peerNames(grace), ['Grace (you)', 'Ada']);
+
+    await say(ada, 'Morning! Shipping the relay today.');
+    await message(grace, 'Shipping the relay today').waitFor();
+    await say(grace, 'Great, I will review it.');
+    await message(ada, 'I will review it').waitFor();
+    // Ours are marked as ours on both sides.
+    await ada.locator('#messages li.mine', { hasText: 'Shipping' }).waitFor();
+    await grace.locator('#messages li.mine', { hasText: 'review' }).waitFor();
+    await ada.screenshot({ path: join(artifacts, 'chat.png') });
+
+    // Leaving is seen by the other.
+    await grace.locator('#leave').click();
+    await ada.locator('#peers li', { hasText: 'Grace' }).waitFor({ state: 'detached' });
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a late joiner sees the history in order', async () => {
+  const server = await startServer({ port: await freePort(), dataDir: tempDir() });
+  try {
+    const a = await newUser(browser);
+    await joinRoom(a, server, 'history', 'Early');
+    for (let i = 1; i <= 5; i++) {
+      await say(a, `note ${i}`);
+      await message(a, `note ${i}`).waitFor();
+    }
+    const late = await newUser(browser);
+    await joinRoom(late, server, 'history', 'Late');
+    await message(late, 'note 5').waitFor();
+    const texts = await late.locator('#messages li.msg .text').allInnerTexts();
+    assert.deepEqual(texts, ['note 1', 'note 2', 'note 3', 'note 4', 'note 5']);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('the server is killed and restarted: pages reconnect and messages arrive exactly once', async () => {
+  const port = await freePort();
+  const dataDir = tempDir();
+  let server = await startServer({ port, dataDir });
+  try {
+    const a = await newUser(browser);
+    const b = await newUser(browser);
+    await joinRoom(a, server, 'outage', 'Alice');
+    await joinRoom(b, server, 'outage', 'Bob');
+    await say(a, 'before the crash');
+    await message(b, 'before the crash').waitFor();
+
+    await server.kill();
+    await a.locator('#status', { hasText: 'reconnecting' }).waitFor();
+    await b.locator('#status', { hasText: 'reconnecting' }).waitFor();
+    // Written while the server is down: shown as pending, sent once it is back.
+    await say(a, 'written during the outage');
+    await a.locator('#messages li.pending', { hasText: 'during the outage' }).waitFor();
+    await a.screenshot({ path: join(artifacts, 'reconnecting.png') });
+
+    server = await startServer({ port, dataDir });
+    await a.locator('#status', { hasText: 'online' }).waitFor({ timeout: 30_000 });
+    await b.locator('#status', { hasText: 'online' }).waitFor({ timeout: 30_000 });
+    await message(b, 'during the outage').waitFor();
+    await message(a, 'during the outage').waitFor();
+    await say(b, 'after the restart');
+    await message(a, 'after the restart').waitFor();
+
+    for (const page of [a, b]) {
+      const texts = await page.locator('#messages li.msg .text').allInnerTexts();
+      assert.deepEqual(texts, ['before the crash', 'written during the outage', 'after the restart'], 'each exactly once, in order');
+      assert.equal(await page.locator('#messages li.pending').count(), 0);
+    }
+  } finally {
+    await server.stop();
+  }
+});

@@ -36,10 +36,13 @@ pub fn path() -> String {
     web_sys::window().and_then(|w| w.location().pathname().ok()).unwrap_or_else(|| "/".into())
 }
 
-/// Go to `path` without reloading (the server serves the app on every path).
+/// Go to `path` without reloading (the server serves the app on every path). The query
+/// string (options such as `?ice=relay`) is kept.
 pub fn push_path(path: &str) {
-    if let Some(history) = web_sys::window().and_then(|w| w.history().ok()) {
-        let _ = history.push_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(path));
+    let Some(window) = web_sys::window() else { return };
+    let query = window.location().search().unwrap_or_default();
+    if let Ok(history) = window.history() {
+        let _ = history.push_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&format!("{path}{query}")));
     }
 }
 
@@ -61,4 +64,9 @@ pub fn ws_url() -> String {
 pub fn clock(at_ms: u64) -> String {
     let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at_ms as f64));
     format!("{:02}:{:02}", d.get_hours(), d.get_minutes())
+}
+
+/// `?ice=relay` in the address forces TURN-only connections (to check a TURN deployment).
+pub fn relay_only() -> bool {
+    web_sys::window().and_then(|w| w.location().search().ok()).is_some_and(|q| q.contains("ice=relay"))
 }

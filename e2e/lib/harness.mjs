@@ -54,7 +54,8 @@ export async function launchBrowser() {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns'],
+      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
+      '--autoplay-policy=no-user-gesture-required'],
   });
 }
 
@@ -66,9 +67,47 @@ export async function newUser(browser) {
   return page;
 }
 
+/** WebRTC journeys need a network namespace with only loopback, so that no ICE check leaves
+ * it; `scripts/dev test` provides one (as root) and sets this. */
+export const netns = process.env.RELAYCAST_E2E_NETNS === '1';
+export const needsNetns = netns ? false : 'needs a loopback-only network namespace: run through scripts/dev test as root';
+
+/** Poll `check` until it returns a truthy value. */
+export async function until(what, check, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Frames decoded and audio packets received from each remote peer, by peer id. */
+export async function mediaFrom(page) {
+  return page.locator('.tile[data-peer]').evaluateAll((tiles) => Object.fromEntries(tiles.map((t) => {
+    const q = t.querySelector('.quality');
+    return [t.dataset.peer, { frames: Number(q?.dataset.framesDecoded ?? 0), audio: Number(q?.dataset.audioPackets ?? 0) }];
+  })));
+}
+
+/** Wait until `page` decodes video and receives audio from `count` peers, with video growing. */
+export async function decodesFrom(page, count) {
+  const first = await until(`video from ${count} peers`, async () => {
+    const m = await mediaFrom(page);
+    const live = Object.values(m).filter((x) => x.frames > 0 && x.audio > 0);
+    return live.length >= count && m;
+  }, 30_000);
+  await until('frames to keep coming', async () => {
+    const m = await mediaFrom(page);
+    return Object.keys(first).every((p) => m[p] && m[p].frames > first[p].frames + 5);
+  });
+  return first;
+}
+
 /** Open the room's link, give a name, join, and wait until online. */
-export async function joinRoom(page, server, room, name) {
-  await page.goto(`${server.url}/r/${room}`);
+export async function joinRoom(page, server, room, name, query = '') {
+  await page.goto(`${server.url}/r/${room}${query}`);
   await page.locator('#name').fill(name);
   await page.locator('#join').click();
   await page.locator('#status', { hasText: 'online' }).waitFor();

@@ -1,5 +1,6 @@
 //! The app's components.
 
+pub mod call;
 pub mod chat;
 pub mod lobby;
 pub mod room;

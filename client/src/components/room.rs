@@ -1,8 +1,10 @@
 //! A room: status, share link, participants and chat, over one [`Session`].
 
+use super::call::CallPanel;
 use super::chat::Chat;
 use super::status::StatusBadge;
 use crate::browser;
+use crate::net::call::{Call, CallView};
 use crate::net::session::{Command, Session};
 use crate::state::room::RoomState;
 use relaycast_shared::{Body, DisplayName, RoomName};
@@ -23,14 +25,42 @@ pub fn room_page(props: &RoomProps) -> Html {
     let state = use_state(|| Rc::new(RoomState::new(props.room.clone(), props.name.clone())));
     let session = use_state(|| None::<Session>);
     let now = use_state(browser::now_ms);
+    let call_view = use_state(CallView::default);
+    // The call signals through whichever session is current.
+    let signaling = use_mut_ref(|| None::<Session>);
+    let call = {
+        let (signaling, call_view) = (signaling.clone(), call_view.setter());
+        use_state(move || {
+            let send = Callback::from(move |(to, signal)| {
+                if let Some(s) = signaling.borrow().as_ref() {
+                    s.send(Command::Signal { to, signal });
+                }
+            });
+            Call::new(send, Callback::from(move |v| call_view.set(v)))
+        })
+    };
 
     // One session per room; dropping the handle closes it.
     {
-        let (state, session) = (state.clone(), session.clone());
+        let (state, session, signaling, call) = (state.clone(), session.clone(), signaling.clone(), (*call).clone());
         use_effect_with((props.room.clone(), props.name.clone()), move |(room, name)| {
             let on_state = Callback::from(move |s: Rc<RoomState>| state.set(s));
-            session.set(Some(Session::start(room.clone(), name.clone(), on_state, Callback::noop())));
-            move || session.set(None)
+            let on_signal = Callback::from(move |(from, signal)| call.handle_signal(from, signal));
+            let started = Session::start(room.clone(), name.clone(), on_state, on_signal);
+            *signaling.borrow_mut() = Some(started.clone());
+            session.set(Some(started));
+            move || {
+                signaling.borrow_mut().take();
+                session.set(None)
+            }
+        });
+    }
+    // The call follows who we are and who is in the room.
+    {
+        let call = (*call).clone();
+        let peers: Vec<_> = state.peers.iter().map(|p| p.id.clone()).collect();
+        use_effect_with((state.me.clone(), state.ice_servers.clone(), peers), move |(me, ice, peers)| {
+            call.sync(me.clone(), ice.clone(), browser::relay_only(), peers.clone());
         });
     }
     // A clock for the "reconnecting in N s" countdown.
@@ -59,6 +89,7 @@ pub fn room_page(props: &RoomProps) -> Html {
     };
     let share = browser::url_of(&format!("/r/{}", props.room));
     let s = (*state).clone();
+    let names: Vec<_> = s.peers.iter().map(|p| (p.id.clone(), p.name.to_string())).collect();
     let onleave = props.onleave.reform(|_: MouseEvent| ());
     html! {
         <div class="room">
@@ -79,7 +110,10 @@ pub fn room_page(props: &RoomProps) -> Html {
                         { for s.peers.iter().map(|p| html! { <li data-peer={p.id.to_string()}>{ p.name.as_str() }</li> }) }
                     </ul>
                 </aside>
-                <Chat state={s.clone()} {onsend} />
+                <div class="main">
+                    <CallPanel call={(*call).clone()} view={(*call_view).clone()} {names} />
+                    <Chat state={s.clone()} {onsend} />
+                </div>
             </div>
         </div>
     }

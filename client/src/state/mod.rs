@@ -1,4 +1,5 @@
 //! Application state, pure and natively tested.
 
+pub mod call;
 pub mod prefs;
 pub mod room;

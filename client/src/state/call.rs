@@ -1,0 +1,193 @@
+//! The pure parts of a call: the perfect-negotiation decisions for one remote peer, and the
+//! arithmetic behind the call-quality panel. The WebRTC glue in `crate::net::call` asks these
+//! what to do; they are tested natively.
+
+use relaycast_shared::PeerId;
+use std::collections::VecDeque;
+
+/// Which side yields on glare. Both peers compute the same answer from their ids, so exactly
+/// one of them is polite.
+pub fn is_polite(me: &PeerId, them: &PeerId) -> bool {
+    me.as_str() > them.as_str()
+}
+
+/// Perfect negotiation state for one remote peer (the W3C pattern).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiation {
+    pub polite: bool,
+    /// We are between createOffer and setLocalDescription's completion.
+    pub making_offer: bool,
+    /// The last offer was ignored (impolite side, glare): its candidates may fail to apply.
+    pub ignore_offer: bool,
+}
+
+/// What to do with a description from the remote peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDescription {
+    /// Impolite side in a glare: drop it, our offer wins.
+    Ignore,
+    /// Apply it (the browser rolls back our own offer if we were polite and had one), and
+    /// answer if it was an offer.
+    Apply { answer: bool },
+}
+
+impl Negotiation {
+    pub fn new(polite: bool) -> Self {
+        Self { polite, making_offer: false, ignore_offer: false }
+    }
+
+    /// `stable`: our signaling state is "stable".
+    pub fn on_description(&mut self, is_offer: bool, stable: bool) -> OnDescription {
+        let collision = is_offer && (self.making_offer || !stable);
+        self.ignore_offer = !self.polite && collision;
+        if self.ignore_offer {
+            OnDescription::Ignore
+        } else {
+            OnDescription::Apply { answer: is_offer }
+        }
+    }
+
+    /// A candidate failed to apply: an error worth reporting only if we did not ignore the
+    /// offer it belonged to.
+    pub fn candidate_error_matters(&self) -> bool {
+        !self.ignore_offer
+    }
+}
+
+/// Counters read from `getStats()` at one moment, for one remote peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sample {
+    pub at_ms: f64,
+    pub bytes_received: f64,
+    pub bytes_sent: f64,
+    pub packets_received: f64,
+    pub packets_lost: f64,
+    pub frames_decoded: f64,
+    pub audio_packets_received: f64,
+    /// Seconds, from the nominated candidate pair.
+    pub rtt: Option<f64>,
+}
+
+/// One point of the quality charts.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Point {
+    pub kbps_in: f64,
+    pub kbps_out: f64,
+    pub rtt_ms: f64,
+    /// Packets lost over packets expected in the interval, in percent.
+    pub loss_pct: f64,
+}
+
+/// A point from two consecutive samples (counters only grow; a reset reads as zero).
+pub fn point(prev: &Sample, next: &Sample) -> Point {
+    let secs = ((next.at_ms - prev.at_ms) / 1000.0).max(1e-3);
+    let d = |a: f64, b: f64| (b - a).max(0.0);
+    let received = d(prev.packets_received, next.packets_received);
+    let lost = d(prev.packets_lost, next.packets_lost);
+    Point {
+        kbps_in: d(prev.bytes_received, next.bytes_received) * 8.0 / 1000.0 / secs,
+        kbps_out: d(prev.bytes_sent, next.bytes_sent) * 8.0 / 1000.0 / secs,
+        rtt_ms: next.rtt.unwrap_or(0.0) * 1000.0,
+        loss_pct: if received + lost > 0.0 { lost * 100.0 / (received + lost) } else { 0.0 },
+    }
+}
+
+/// The last [`HISTORY`] points of a peer, for the live charts.
+pub const HISTORY: usize = 30;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Series {
+    pub last: Option<Sample>,
+    pub points: VecDeque<Point>,
+}
+
+impl Series {
+    pub fn push(&mut self, sample: Sample) {
+        if let Some(prev) = &self.last {
+            self.points.push_back(point(prev, &sample));
+            while self.points.len() > HISTORY {
+                self.points.pop_front();
+            }
+        }
+        self.last = Some(sample);
+    }
+}
+
+/// SVG polyline points for `values` in a `w` x `h` box, scaled to the largest value.
+pub fn sparkline(values: &[f64], w: f64, h: f64) -> String {
+    let max = values.iter().cloned().fold(0.0_f64, f64::max).max(1e-9);
+    let step = if values.len() > 1 { w / (values.len() - 1) as f64 } else { 0.0 };
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{:.1},{:.1}", i as f64 * step, h - (v / max) * h))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(s: &str) -> PeerId {
+        PeerId::try_from(s).unwrap()
+    }
+
+    #[test]
+    fn exactly_one_side_is_polite() {
+        let (a, b) = (peer("aaa"), peer("bbb"));
+        assert_ne!(is_polite(&a, &b), is_polite(&b, &a));
+    }
+
+    #[test]
+    fn glare_impolite_ignores_polite_yields() {
+        let mut impolite = Negotiation::new(false);
+        impolite.making_offer = true;
+        assert_eq!(impolite.on_description(true, false), OnDescription::Ignore);
+        assert!(!impolite.candidate_error_matters());
+        let mut polite = Negotiation::new(true);
+        polite.making_offer = true;
+        assert_eq!(polite.on_description(true, false), OnDescription::Apply { answer: true });
+        assert!(polite.candidate_error_matters());
+    }
+
+    #[test]
+    fn no_glare_offers_are_answered_and_answers_applied() {
+        let mut n = Negotiation::new(false);
+        assert_eq!(n.on_description(true, true), OnDescription::Apply { answer: true });
+        assert_eq!(n.on_description(false, false), OnDescription::Apply { answer: false });
+        assert!(!n.ignore_offer);
+    }
+
+    #[test]
+    fn points_from_counter_deltas() {
+        let a =
+            Sample { at_ms: 0.0, bytes_received: 0.0, packets_received: 90.0, packets_lost: 0.0, ..Sample::default() };
+        let b = Sample {
+            at_ms: 1000.0,
+            bytes_received: 125_000.0,
+            bytes_sent: 62_500.0,
+            packets_received: 180.0,
+            packets_lost: 10.0,
+            rtt: Some(0.025),
+            ..Sample::default()
+        };
+        let p = point(&a, &b);
+        assert_eq!(p.kbps_in, 1000.0);
+        assert_eq!(p.kbps_out, 500.0);
+        assert_eq!(p.rtt_ms, 25.0);
+        assert_eq!(p.loss_pct, 10.0);
+        // A counter that went backwards (a new connection) reads as zero, not negative.
+        assert_eq!(point(&b, &a).kbps_in, 0.0);
+    }
+
+    #[test]
+    fn series_keeps_a_bounded_window() {
+        let mut s = Series::default();
+        for i in 0..50 {
+            s.push(Sample { at_ms: i as f64 * 1000.0, bytes_received: i as f64 * 1000.0, ..Sample::default() });
+        }
+        assert_eq!(s.points.len(), HISTORY);
+        assert_eq!(sparkline(&[0.0, 1.0], 10.0, 10.0), "0.0,10.0 10.0,0.0");
+    }
+}

@@ -1,0 +1,108 @@
+//! Components rendered in headless Chromium (wasm-bindgen-test): what a person sees and can do.
+
+#![cfg(target_arch = "wasm32")]
+
+use relaycast_client::components::chat::{Chat, ChatProps};
+use relaycast_client::components::lobby::{Lobby, LobbyProps};
+use relaycast_client::components::status::{StatusBadge, StatusProps};
+use relaycast_client::state::room::{Action, Pending, RoomState, Status};
+use relaycast_shared::*;
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+use web_sys::{Element, HtmlButtonElement, HtmlElement};
+use yew::Callback;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn root() -> Element {
+    let doc = gloo_utils::document();
+    let el = doc.create_element("div").unwrap();
+    doc.body().unwrap().append_child(&el).unwrap();
+    el
+}
+
+fn find<T: JsCast>(root: &Element, selector: &str) -> T {
+    root.query_selector(selector).unwrap().unwrap_or_else(|| panic!("no {selector}")).dyn_into().unwrap()
+}
+
+fn text(root: &Element, selector: &str) -> String {
+    find::<HtmlElement>(root, selector).inner_text()
+}
+
+#[wasm_bindgen_test]
+async fn lobby_refuses_bad_room_names_and_joins_a_recent_room() {
+    let root = root();
+    let joined = Rc::new(RefCell::new(None));
+    let got = joined.clone();
+    let props = LobbyProps {
+        name: "Ada".into(),
+        room: "bad room!".into(),
+        recent: vec!["standup".into()],
+        onjoin: Callback::from(move |j: (RoomName, DisplayName)| *got.borrow_mut() = Some(j)),
+    };
+    yew::Renderer::<Lobby>::with_root_and_props(root.clone(), props).render();
+    yew::scheduler::flush().await;
+    assert!(find::<HtmlButtonElement>(&root, "#join").disabled(), "an invalid room cannot be joined");
+    assert!(text(&root, ".hint").contains("Room"), "and the reason is shown");
+
+    find::<HtmlButtonElement>(&root, ".recent button").click();
+    yew::scheduler::flush().await;
+    let join = find::<HtmlButtonElement>(&root, "#join");
+    assert!(!join.disabled());
+    join.click();
+    yew::scheduler::flush().await;
+    let (room, name) = joined.borrow().clone().expect("joined");
+    assert_eq!((room.as_str(), name.as_str()), ("standup", "Ada"));
+}
+
+#[wasm_bindgen_test]
+async fn status_badge_counts_down_while_reconnecting() {
+    let root = root();
+    let props = StatusProps { status: Status::Reconnecting { attempt: 1, retry_at: 5_000 }, now: 2_100 };
+    yew::Renderer::<StatusBadge>::with_root_and_props(root.clone(), props).render();
+    yew::scheduler::flush().await;
+    assert_eq!(text(&root, "#status"), "reconnecting in 3 s");
+    assert!(find::<Element>(&root, "#status").class_name().contains("reconnecting"));
+}
+
+#[wasm_bindgen_test]
+async fn chat_marks_ours_shows_pending_and_truncation() {
+    let room = RoomName::try_from("r").unwrap();
+    let mut state = RoomState::new(room.clone(), DisplayName::try_from("Ada").unwrap());
+    let msg = |seq: u64, from: &str, text: &str| RoomMessage {
+        seq,
+        from: PeerId::try_from(from).unwrap(),
+        name: DisplayName::try_from(from).unwrap(),
+        id: ClientMsgId::try_from(format!("x{seq}")).unwrap(),
+        at: 0,
+        body: Body::Chat { text: ChatText::try_from(text).unwrap() },
+    };
+    state.apply(Action::Server(ServerMsg::HistoryTruncated {
+        room: room.clone(),
+        requested_after: 1,
+        oldest_available: 7,
+    }));
+    state.apply(Action::Server(ServerMsg::History {
+        room: room.clone(),
+        messages: vec![msg(7, "Grace", "hi")],
+        done: true,
+    }));
+    state.apply(Action::Publish(Pending {
+        id: ClientMsgId::try_from("p1").unwrap(),
+        body: Body::Chat { text: ChatText::try_from("on its way").unwrap() },
+        at: 0,
+    }));
+    let root = root();
+    yew::Renderer::<Chat>::with_root_and_props(
+        root.clone(),
+        ChatProps { state: Rc::new(state), onsend: Callback::noop() },
+    )
+    .render();
+    yew::scheduler::flush().await;
+    assert!(text(&root, ".notice.truncated").contains("#7"));
+    assert_eq!(text(&root, "li.msg[data-seq='7'] .text"), "hi");
+    assert!(text(&root, "li.pending").contains("on its way"));
+    assert!(text(&root, "li.pending").contains("sending"));
+}

@@ -11,7 +11,7 @@
 //!
 //! The UI gets a [`CallView`] after every change.
 
-use crate::state::call::{is_polite, Negotiation, OnDescription, Sample, Series};
+use crate::state::call::{is_polite, may_join, Negotiation, OnDescription, Sample, Series, MAX_IN_CALL};
 use futures_channel::mpsc;
 use futures_util::StreamExt;
 use js_sys::{Array, Reflect};
@@ -215,6 +215,12 @@ impl Call {
 
     /// Join the call with camera and microphone.
     pub async fn join(&self) {
+        let others = self.inner.borrow().view.remotes.values().filter(|r| r.tracks > 0).count();
+        if !may_join(others) {
+            self.inner.borrow_mut().view.problem =
+                Some(format!("This call is full: calls hold up to {MAX_IN_CALL} people."));
+            return notify(&self.inner);
+        }
         match user_media(None).await {
             Ok(stream) => {
                 {

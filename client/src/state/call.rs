@@ -5,6 +5,15 @@
 use relaycast_shared::PeerId;
 use std::collections::VecDeque;
 
+/// People in one call at most: a mesh sends every stream to every peer, so each one more
+/// costs everyone an upload.
+pub const MAX_IN_CALL: usize = 6;
+
+/// Whether we may join a call that `others_in_call` people are already in.
+pub fn may_join(others_in_call: usize) -> bool {
+    others_in_call < MAX_IN_CALL
+}
+
 /// Which side yields on glare. Both peers compute the same answer from their ids, so exactly
 /// one of them is polite.
 pub fn is_polite(me: &PeerId, them: &PeerId) -> bool {
@@ -131,6 +140,13 @@ mod tests {
 
     fn peer(s: &str) -> PeerId {
         PeerId::try_from(s).unwrap()
+    }
+
+    #[test]
+    fn calls_hold_six() {
+        assert!(may_join(0));
+        assert!(may_join(5), "the sixth may join");
+        assert!(!may_join(6), "a seventh may not");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Configuration: every setting is a CLI flag and an environment variable (`RELAYCAST_*`),
 //! with the defaults documented in `relaycast --help` and the README.
 
-use crate::core::{EngineConfig, HistoryLimits, TurnConfig};
+use crate::core::{EngineConfig, GrantConfig, HistoryLimits, TurnConfig};
 use clap::Parser;
 use relaycast_shared::limits::MAX_FRAME_BYTES;
 use relaycast_shared::IceServer;
@@ -109,6 +109,10 @@ pub struct Config {
     #[arg(long, env = "RELAYCAST_TURN_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
     pub turn_ttl: Duration,
 
+    /// How long a room grant (the HTTP permission for a room's files) stays valid.
+    #[arg(long, env = "RELAYCAST_GRANT_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub grant_ttl: Duration,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. info or relaycast=debug.
     #[arg(long, env = "RELAYCAST_LOG", default_value = "info")]
     pub log: String,
@@ -141,6 +145,11 @@ impl Config {
                 .filter(|u| !u.is_empty())
                 .map(|u| IceServer { urls: vec![u.clone()], username: None, credential: None })
                 .collect(),
+            // A fresh secret per process: grants end with it, and clients get new ones on rejoin.
+            grant: Some(GrantConfig {
+                secret: rand::random::<[u8; 32]>().to_vec(),
+                ttl_ms: self.grant_ttl.as_millis().max(1000) as u64,
+            }),
             turn: match (&self.turn_secret, self.turn_urls.is_empty()) {
                 (Some(secret), false) => Some(TurnConfig {
                     urls: self.turn_urls.clone(),

@@ -184,12 +184,14 @@ async fn truncated_history_is_announced() {
     }
     let mut b = Client::connect(&server).await;
     let got = b.join("r", "b", Some(ResumeFrom { epoch, last_seq: 3 })).await;
-    assert!(matches!(got[1], ServerMsg::HistoryTruncated { requested_after: 3, oldest_available: 8, .. }));
+    let truncated =
+        |m: &ServerMsg| matches!(m, ServerMsg::HistoryTruncated { requested_after: 3, oldest_available: 8, .. });
+    assert!(got.iter().any(truncated), "{got:?}");
     assert_eq!(seqs(&got), vec![8, 9, 10, 11, 12]);
     // A resume with an epoch this server never issued is reset, not silently served.
     let mut c = Client::connect(&server).await;
     let got = c.join("r", "c", Some(ResumeFrom { epoch: Epoch::try_from("other").unwrap(), last_seq: 3 })).await;
-    assert!(matches!(got[1], ServerMsg::HistoryReset { .. }));
+    assert!(got.iter().any(|m| matches!(m, ServerMsg::HistoryReset { .. })), "{got:?}");
     assert_eq!(seqs(&got), vec![8, 9, 10, 11, 12]);
     server.stop().await;
 }
@@ -287,6 +289,6 @@ async fn memory_mode_restart_is_reported_as_a_reset() {
     let server = start(test_config(|_| {})).await;
     let mut a = Client::connect(&server).await;
     let got = a.join("r", "a", Some(ResumeFrom { epoch, last_seq: 1 })).await;
-    assert!(matches!(got[1], ServerMsg::HistoryReset { .. }), "{got:?}");
+    assert!(got.iter().any(|m| matches!(m, ServerMsg::HistoryReset { .. })), "{got:?}");
     server.stop().await;
 }

@@ -84,11 +84,8 @@ async fn stalled_client_is_dropped_and_others_get_everything() {
         let resume = ResumeFrom { epoch: epoch.clone(), last_seq: last_seen };
         let got = back.join("r", "back", Some(resume)).await;
         let oldest = N as u64 - 99; // the history holds the last 100
-        assert!(
-            matches!(got[1], ServerMsg::HistoryTruncated { oldest_available, .. } if oldest_available == oldest),
-            "{:?}",
-            got[1]
-        );
+        let truncated = |m: &ServerMsg| matches!(m, ServerMsg::HistoryTruncated { oldest_available, .. } if *oldest_available == oldest);
+        assert!(got.iter().any(truncated), "{got:?}");
         assert_eq!(seqs(&got), (oldest..=N as u64).collect::<Vec<_>>());
     }
     server.stop().await;

@@ -30,6 +30,7 @@ pub fn decode_server(text: &str) -> Result<ServerMsg, DecodeError> {
         "left",
         "signal",
         "message",
+        "grant",
         "ack",
         "error",
     ];

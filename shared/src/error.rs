@@ -37,6 +37,8 @@ pub enum ErrorCode {
     ServerFull,
     /// Signaling addressed to a peer that is not in the room.
     UnknownPeer,
+    /// A file message names a blob the server does not have (upload it first).
+    UnknownBlob,
     /// Too many messages; this one was dropped.
     RateLimited,
     /// The server cannot take more messages right now (storage is behind); retry later.
@@ -70,6 +72,7 @@ impl ErrorCode {
             ErrorCode::RoomFull => "room_full",
             ErrorCode::ServerFull => "server_full",
             ErrorCode::UnknownPeer => "unknown_peer",
+            ErrorCode::UnknownBlob => "unknown_blob",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::SlowConsumer => "slow_consumer",

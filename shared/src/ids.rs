@@ -147,6 +147,44 @@ validated_string!(
     |s| check_ascii("access token", &s, MAX_ACCESS_TOKEN_LEN, |c| c.is_ascii_graphic())
 );
 
+fn hex_lower(c: char) -> bool {
+    c.is_ascii_digit() || ('a'..='f').contains(&c)
+}
+
+validated_string!(
+    /// A blob's id: the SHA-256 of its bytes, as 64 lowercase hex digits. Being a hash, it is
+    /// safe to use as a file name on the server.
+    BlobHash, "blob hash",
+    |s| {
+        check_ascii("blob hash", &s, 64, hex_lower)?;
+        if s.len() != 64 { Err(IdError::TooLong { kind: "blob hash", max: 64 }) } else { Ok(()) }
+    }
+);
+validated_string!(
+    /// A file's name as shown and offered for download: no path separators, no control
+    /// characters, at most 255 characters.
+    FileName, "file name",
+    |s| {
+        check_text("file name", &s, crate::limits::MAX_FILE_NAME_CHARS)?;
+        match s.chars().find(|c| matches!(c, '/' | '\\')) {
+            Some(found) => Err(IdError::BadChar { kind: "file name", found }),
+            None => Ok(()),
+        }
+    }
+);
+validated_string!(
+    /// A media type such as `image/png`: `type/subtype` in printable ASCII, at most 127 bytes.
+    MediaType, "media type",
+    |s| {
+        check_ascii("media type", &s, 127, |c| c.is_ascii_graphic())?;
+        if s.split_once('/').is_some_and(|(t, st)| !t.is_empty() && !st.is_empty()) {
+            Ok(())
+        } else {
+            Err(IdError::BadChar { kind: "media type", found: '?' })
+        }
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +205,20 @@ mod tests {
         assert!(DisplayName::try_from("a\u{7}b").is_err());
         assert!(DisplayName::try_from("é".repeat(32)).is_ok());
         assert!(DisplayName::try_from("é".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn blob_hashes_file_names_and_media_types() {
+        assert!(BlobHash::try_from("a".repeat(64)).is_ok());
+        assert!(BlobHash::try_from("A".repeat(64)).is_err(), "lowercase only");
+        assert!(BlobHash::try_from("a".repeat(63)).is_err());
+        assert!(BlobHash::try_from("../etc/passwd").is_err());
+        assert!(FileName::try_from("report 2026 (final).pdf").is_ok());
+        assert!(FileName::try_from("../x").is_err());
+        assert!(FileName::try_from("a\\b").is_err());
+        assert!(MediaType::try_from("image/png").is_ok());
+        assert!(MediaType::try_from("png").is_err());
+        assert!(MediaType::try_from("text/html; charset=utf-8").is_err(), "no spaces");
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub mod msg;
 
 pub use codec::{decode_client, decode_server, encode};
 pub use error::{CloseCode, DecodeError, ErrorCode};
-pub use ids::{AccessToken, ChatText, ClientMsgId, DisplayName, Epoch, IdError, PeerId, RoomName};
+pub use ids::{
+    AccessToken, BlobHash, ChatText, ClientMsgId, DisplayName, Epoch, FileName, IdError, MediaType, PeerId, RoomName,
+};
 pub use limits::PROTOCOL_VERSION;
 pub use msg::{Body, ClientMsg, IceServer, PeerInfo, ResumeFrom, RoomMessage, ServerLimits, ServerMsg, Signal};

@@ -18,3 +18,5 @@ pub const MAX_ACCESS_TOKEN_LEN: usize = 4096;
 pub const MAX_CHAT_CHARS: usize = 8000;
 /// SDP and ICE candidate strings are opaque, bounded by the frame limit only.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+/// File names: 1..=255 characters, no path separators or control characters.
+pub const MAX_FILE_NAME_CHARS: usize = 255;

@@ -82,6 +82,9 @@ pub enum Body {
     Chat { text: ChatText },
     /// Arbitrary application JSON (cursor positions, game moves, ...).
     Data { data: serde_json::Value },
+    /// A file in the server's blob cache (uploaded first), kept while this message is in the
+    /// room's history.
+    File { hash: BlobHash, name: FileName, size: u64, mime: MediaType },
 }
 
 /// One message of a room's history, as stored and as delivered.
@@ -188,6 +191,13 @@ pub enum ServerMsg {
     Message {
         room: RoomName,
         message: RoomMessage,
+    },
+    /// Permission to upload to and download from the room's files over HTTP, as a bearer
+    /// token; sent after `joined` and valid until `expires` (ms since the Unix epoch).
+    Grant {
+        room: RoomName,
+        token: String,
+        expires: u64,
     },
     /// Your message `id` is stored as `seq`.
     Ack {

@@ -72,6 +72,20 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
             },
         ),
         (
+            "publish_file",
+            ClientMsg::Publish {
+                room: r("standup"),
+                id: id("c-19"),
+                body: Body::File {
+                    hash: BlobHash::try_from("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+                        .unwrap(),
+                    name: FileName::try_from("notes.txt").unwrap(),
+                    size: 4,
+                    mime: MediaType::try_from("text/plain").unwrap(),
+                },
+            },
+        ),
+        (
             "publish_data",
             ClientMsg::Publish {
                 room: r("standup"),
@@ -131,6 +145,14 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
         ),
         ("message", ServerMsg::Message { room: r("standup"), message: sample_message() }),
         ("ack", ServerMsg::Ack { room: r("standup"), id: id("c-17"), seq: 42 }),
+        (
+            "grant",
+            ServerMsg::Grant {
+                room: r("standup"),
+                token: "1795003600.k3x9Qa.c2lnbmF0dXJl".into(),
+                expires: 1_795_003_600_000,
+            },
+        ),
         (
             "error",
             ServerMsg::Error {

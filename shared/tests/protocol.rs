@@ -57,6 +57,16 @@ fn body() -> impl Strategy<Value = Body> {
     prop_oneof![
         text(200).prop_map(|t| Body::Chat { text: ChatText::try_from(t).unwrap() }),
         json_value().prop_map(|data| Body::Data { data }),
+        ("[0-9a-f]{64}", text(60), any::<u64>(), "[a-z]{1,10}/[a-z0-9.+-]{1,20}").prop_map(
+            |(hash, name, size, mime)| {
+                Body::File {
+                    hash: BlobHash::try_from(hash).unwrap(),
+                    name: FileName::try_from(name.replace(['/', '\\'], "_")).unwrap(),
+                    size,
+                    mime: MediaType::try_from(mime).unwrap(),
+                }
+            }
+        ),
     ]
 }
 fn signal() -> impl Strategy<Value = Signal> {
@@ -93,6 +103,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         ErrorCode::RoomFull,
         ErrorCode::ServerFull,
         ErrorCode::UnknownPeer,
+        ErrorCode::UnknownBlob,
         ErrorCode::RateLimited,
         ErrorCode::Overloaded,
         ErrorCode::SlowConsumer,
@@ -150,6 +161,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         (room(), peer(), signal()).prop_map(|(room, from, signal)| ServerMsg::Signal { room, from, signal }),
         (room(), room_message()).prop_map(|(room, message)| ServerMsg::Message { room, message }),
         (room(), msg_id(), any::<u64>()).prop_map(|(room, id, seq)| ServerMsg::Ack { room, id, seq }),
+        (room(), text(80), any::<u64>()).prop_map(|(room, token, expires)| ServerMsg::Grant { room, token, expires }),
         (error_code(), text(50), prop::option::of(room()), prop::option::of(msg_id()))
             .prop_map(|(code, message, room, id)| ServerMsg::Error { code, message, room, id }),
     ]

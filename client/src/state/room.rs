@@ -89,6 +89,8 @@ pub struct RoomState {
     pub synced: bool,
     pub problem: Option<Problem>,
     pub ice_servers: Vec<IceServer>,
+    /// The room's file grant (bearer token for the blob API), when the server gave one.
+    pub grant: Option<String>,
 }
 
 /// Everything that can happen to a room view.
@@ -121,6 +123,7 @@ impl RoomState {
             synced: false,
             problem: None,
             ice_servers: Vec::new(),
+            grant: None,
         }
     }
 
@@ -199,6 +202,7 @@ impl RoomState {
             }
             ServerMsg::PeerLeft { peer_id, .. } => self.peers.retain(|p| p.id != peer_id),
             ServerMsg::Error { code, message, id, .. } => self.error(code, message, id),
+            ServerMsg::Grant { token, .. } => self.grant = Some(token),
             ServerMsg::Left { .. } | ServerMsg::Signal { .. } => {}
         }
     }

@@ -1,6 +1,7 @@
 //! A room's cached history: the newest messages, bounded by count, bytes and age.
 
 use super::Millis;
+use relaycast_shared::BlobHash;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -19,6 +20,17 @@ pub struct Entry {
     pub seq: u64,
     pub at: Millis,
     pub json: Arc<str>,
+    /// The blob a file message refers to: kept in the cache while this entry lives.
+    pub blob: Option<BlobHash>,
+}
+
+/// What an eviction removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Evicted {
+    /// The highest evicted sequence number, if any.
+    pub through: Option<u64>,
+    /// Blobs referred to by evicted entries (one per entry).
+    pub blobs: Vec<BlobHash>,
 }
 
 #[derive(Debug, Default)]
@@ -45,8 +57,8 @@ impl History {
     }
 
     /// Append (sequence numbers must grow; the engine guarantees it) and evict what the limits
-    /// no longer allow. Returns the highest evicted sequence number, if any.
-    pub fn push(&mut self, entry: Entry, limits: &HistoryLimits, now: Millis) -> Option<u64> {
+    /// no longer allow.
+    pub fn push(&mut self, entry: Entry, limits: &HistoryLimits, now: Millis) -> Evicted {
         debug_assert!(self.entries.back().is_none_or(|last| last.seq < entry.seq));
         self.bytes += entry.json.len();
         self.entries.push_back(entry);
@@ -54,8 +66,8 @@ impl History {
     }
 
     /// Evict what is over the limits or older than `max_age_ms` at `now`.
-    pub fn evict(&mut self, limits: &HistoryLimits, now: Millis) -> Option<u64> {
-        let mut evicted = None;
+    pub fn evict(&mut self, limits: &HistoryLimits, now: Millis) -> Evicted {
+        let mut evicted = Evicted::default();
         while let Some(front) = self.entries.front() {
             let too_many = self.entries.len() > limits.max_messages;
             let too_big = self.bytes > limits.max_bytes;
@@ -63,9 +75,11 @@ impl History {
             if !(too_many || too_big || too_old) {
                 break;
             }
-            evicted = Some(front.seq);
+            evicted.through = Some(front.seq);
             self.bytes -= front.json.len();
-            self.entries.pop_front();
+            if let Some(gone) = self.entries.pop_front() {
+                evicted.blobs.extend(gone.blob);
+            }
         }
         evicted
     }
@@ -86,7 +100,7 @@ mod tests {
     use super::*;
 
     fn entry(seq: u64, at: Millis, len: usize) -> Entry {
-        Entry { seq, at, json: "x".repeat(len).into() }
+        Entry { seq, at, json: "x".repeat(len).into(), blob: None }
     }
 
     const LIMITS: HistoryLimits = HistoryLimits { max_messages: 3, max_bytes: 100, max_age_ms: 1000 };
@@ -95,12 +109,12 @@ mod tests {
     fn evicts_by_count_bytes_and_age() {
         let mut h = History::default();
         for seq in 1..=3 {
-            assert_eq!(h.push(entry(seq, 0, 10), &LIMITS, 0), None);
+            assert_eq!(h.push(entry(seq, 0, 10), &LIMITS, 0).through, None);
         }
-        assert_eq!(h.push(entry(4, 0, 10), &LIMITS, 0), Some(1), "count");
-        assert_eq!(h.push(entry(5, 0, 90), &LIMITS, 0), Some(3), "bytes: 10+10+90 > 100");
+        assert_eq!(h.push(entry(4, 0, 10), &LIMITS, 0).through, Some(1), "count");
+        assert_eq!(h.push(entry(5, 0, 90), &LIMITS, 0).through, Some(3), "bytes: 10+10+90 > 100");
         assert_eq!(h.first_seq(), Some(4));
-        assert_eq!(h.evict(&LIMITS, 1001), Some(5), "age");
+        assert_eq!(h.evict(&LIMITS, 1001).through, Some(5), "age");
         assert!(h.is_empty());
         assert_eq!(h.bytes(), 0);
     }

@@ -11,11 +11,13 @@
 //! the store has written the batch holding it. Batches are written in order, so delivery order
 //! is sequence order and a crash can never leave a gap or reuse a number that anyone saw.
 
+mod grant;
 mod history;
 mod rate;
 mod turn;
 
-pub use history::{Entry, History, HistoryLimits};
+pub use grant::{GrantConfig, GrantError};
+pub use history::{Entry, Evicted, History, HistoryLimits};
 pub use turn::TurnConfig;
 
 use bytes::Bytes;
@@ -23,7 +25,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use rate::TokenBucket;
 use relaycast_shared::codec::{encode_room_message, history_frame, message_frame};
 use relaycast_shared::*;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// Store ops in one batch at most.
@@ -68,6 +70,10 @@ pub enum Input {
     BadFrame(ConnId, DecodeError),
     /// A binary frame (the protocol is text only).
     BinaryFrame(ConnId),
+    /// The blob cache now holds this blob (file messages may refer to it).
+    BlobStored(BlobHash),
+    /// The blob cache dropped this blob.
+    BlobRemoved(BlobHash),
     /// The connection is gone.
     Disconnected(ConnId),
     /// The connection's send queue is full: it reads too slowly.
@@ -146,6 +152,8 @@ pub struct EngineConfig {
     pub ice_servers: Vec<IceServer>,
     /// When set, each welcome carries fresh TURN credentials for the peer.
     pub turn: Option<TurnConfig>,
+    /// When set, each join is followed by a grant for the room's files.
+    pub grant: Option<GrantConfig>,
 }
 
 impl Default for EngineConfig {
@@ -162,6 +170,7 @@ impl Default for EngineConfig {
             max_unpersisted: 100_000,
             ice_servers: Vec::new(),
             turn: None,
+            grant: None,
         }
     }
 }
@@ -224,6 +233,7 @@ struct Pending {
     sender: ConnId,
     id: ClientMsgId,
     json: Arc<str>,
+    blob: Option<BlobHash>,
 }
 
 /// The room engine. See the module documentation.
@@ -243,6 +253,10 @@ pub struct Engine {
     unpersisted: usize,
     outputs: Vec<Output>,
     stats: Stats,
+    /// Blobs the cache holds.
+    known_blobs: HashSet<BlobHash>,
+    /// How many history entries refer to each blob: a referenced blob stays cached.
+    blob_refs: HashMap<BlobHash, usize>,
 }
 
 impl Engine {
@@ -262,6 +276,24 @@ impl Engine {
             unpersisted: 0,
             outputs: Vec::new(),
             stats: Stats::default(),
+            known_blobs: HashSet::new(),
+            blob_refs: HashMap::new(),
+        }
+    }
+
+    /// Whether live history refers to `hash` (the cache must keep it).
+    pub fn is_pinned(&self, hash: &BlobHash) -> bool {
+        self.blob_refs.contains_key(hash)
+    }
+
+    fn unref_blobs(&mut self, blobs: Vec<BlobHash>) {
+        for hash in blobs {
+            if let Some(n) = self.blob_refs.get_mut(&hash) {
+                *n -= 1;
+                if *n == 0 {
+                    self.blob_refs.remove(&hash);
+                }
+            }
         }
     }
 
@@ -277,7 +309,11 @@ impl Engine {
             let mut last = 0;
             for entry in restored.messages {
                 last = entry.seq;
-                history.push(entry, &self.config.history, now);
+                if let Some(hash) = &entry.blob {
+                    *self.blob_refs.entry(hash.clone()).or_default() += 1;
+                }
+                let evicted = history.push(entry, &self.config.history, now);
+                self.unref_blobs(evicted.blobs);
             }
             if let Some(first) = history.first_seq() {
                 if first > 1 {
@@ -310,6 +346,12 @@ impl Engine {
                 if err.code() == ErrorCode::FrameTooLarge {
                     self.close(conn, ErrorCode::FrameTooLarge);
                 }
+            }
+            Input::BlobStored(hash) => {
+                self.known_blobs.insert(hash);
+            }
+            Input::BlobRemoved(hash) => {
+                self.known_blobs.remove(&hash);
             }
             Input::BinaryFrame(conn) => {
                 self.stats.messages_in += 1;
@@ -427,7 +469,7 @@ impl Engine {
         match msg {
             ClientMsg::Hello { protocol, token: _ } => self.hello(conn, protocol, now),
             _ if !peer.greeted => self.error(conn, ErrorCode::HelloRequired, "send hello first".into(), None, None),
-            ClientMsg::Join { room, name, token: _, resume } => self.join(conn, room, name, resume),
+            ClientMsg::Join { room, name, token: _, resume } => self.join(conn, room, name, resume, now),
             ClientMsg::Leave { room } => self.leave(conn, room),
             ClientMsg::Signal { room, to, signal } => {
                 if self.rate_ok(conn, now, &room, None) {
@@ -477,7 +519,7 @@ impl Engine {
         self.send(conn, &welcome);
     }
 
-    fn join(&mut self, conn: ConnId, room_name: RoomName, name: DisplayName, resume: Option<ResumeFrom>) {
+    fn join(&mut self, conn: ConnId, room_name: RoomName, name: DisplayName, resume: Option<ResumeFrom>, now: Millis) {
         let Some(peer) = self.peers.get(&conn) else {
             return;
         };
@@ -535,6 +577,10 @@ impl Engine {
             last_seq: room.last_committed,
             peers: present,
         })];
+        if let Some(grant) = &self.config.grant {
+            let (token, expires) = grant.mint(&room_name, &me.id, now);
+            frames.push(Frame::of(&ServerMsg::Grant { room: room_name.clone(), token, expires }));
+        }
         let after = match resume {
             None => 0,
             Some(r) if r.epoch == room.epoch && r.last_seq <= room.last_committed => {
@@ -600,6 +646,14 @@ impl Engine {
         let Some(membership) = peer.membership(&room_name) else {
             return self.not_joined(conn, room_name, Some(id));
         };
+        let blob = match &body {
+            Body::File { hash, .. } => Some(hash.clone()),
+            _ => None,
+        };
+        if blob.as_ref().is_some_and(|hash| !self.known_blobs.contains(hash)) {
+            let message = "no such file on the server: upload it before sharing it".into();
+            return self.error(conn, ErrorCode::UnknownBlob, message, Some(room_name), Some(id));
+        }
         if self.unpersisted >= self.config.max_unpersisted {
             let message = "storage is behind; retry later".into();
             return self.error(conn, ErrorCode::Overloaded, message, Some(room_name), Some(id));
@@ -618,7 +672,7 @@ impl Engine {
         };
         let json: Arc<str> = encode_room_message(&message).into();
         self.staged_ops.push(StoreOp::Append { room: room_name.clone(), seq: message.seq, json: json.clone() });
-        self.staged.push(Pending { room: room_name, seq: message.seq, at: now, sender: conn, id, json });
+        self.staged.push(Pending { room: room_name, seq: message.seq, at: now, sender: conn, id, json, blob });
         self.unpersisted += 1;
         self.stats.messages_published += 1;
     }
@@ -641,10 +695,15 @@ impl Engine {
             return;
         };
         room.last_committed = p.seq;
-        let entry = Entry { seq: p.seq, at: p.at, json: p.json.clone() };
-        if let Some(through_seq) = room.history.push(entry, &self.config.history, now) {
+        if let Some(hash) = &p.blob {
+            *self.blob_refs.entry(hash.clone()).or_default() += 1;
+        }
+        let entry = Entry { seq: p.seq, at: p.at, json: p.json.clone(), blob: p.blob.clone() };
+        let evicted = room.history.push(entry, &self.config.history, now);
+        if let Some(through_seq) = evicted.through {
             self.staged_ops.push(StoreOp::Trim { room: p.room.clone(), through_seq });
         }
+        let unpinned = evicted.blobs;
         let others: Vec<ConnId> = room.members.iter().copied().filter(|c| *c != p.sender).collect();
         if !others.is_empty() {
             let frame = Frame::new(message_frame(&p.room, &p.json));
@@ -653,6 +712,7 @@ impl Engine {
         if self.peers.contains_key(&p.sender) {
             self.send(p.sender, &ServerMsg::Ack { room: p.room, id: p.id, seq: p.seq });
         }
+        self.unref_blobs(unpinned);
     }
 
     fn disconnected(&mut self, conn: ConnId) {
@@ -671,10 +731,13 @@ impl Engine {
     fn tick(&mut self, now: Millis) {
         let limits = self.config.history;
         let mut expired = Vec::new();
+        let mut unpinned = Vec::new();
         for (name, room) in &mut self.rooms {
-            if let Some(through_seq) = room.history.evict(&limits, now) {
+            let evicted = room.history.evict(&limits, now);
+            if let Some(through_seq) = evicted.through {
                 self.staged_ops.push(StoreOp::Trim { room: name.clone(), through_seq });
             }
+            unpinned.extend(evicted.blobs);
             if room.is_expired() {
                 expired.push(name.clone());
             }
@@ -683,6 +746,7 @@ impl Engine {
             self.rooms.remove(&room);
             self.staged_ops.push(StoreOp::DropRoom { room });
         }
+        self.unref_blobs(unpinned);
     }
 
     // ---- helpers ----

@@ -272,7 +272,7 @@ fn restored_history_keeps_epoch_and_sequence() {
             at: sim.now,
             body: Body::Chat { text: ChatText::try_from(format!("t{seq}")).unwrap() },
         };
-        Entry { seq, at: m.at, json: encode_room_message(&m).into() }
+        Entry { seq, at: m.at, json: encode_room_message(&m).into(), blob: None }
     };
     let messages = vec![entry(4), entry(5)];
     sim.engine.restore(vec![RestoredRoom { room: room("r"), epoch: epoch.clone(), messages }], sim.now);
@@ -445,4 +445,49 @@ fn welcome_carries_turn_credentials_minted_for_the_peer() {
     let expiry = sim.now / 1000 + 600;
     assert_eq!(ice_servers[1].username, Some(format!("{expiry}:{peer_id}")));
     assert!(ice_servers[1].credential.as_ref().is_some_and(|c| c.len() == 28), "base64 of 20 bytes");
+}
+
+#[test]
+fn join_is_followed_by_a_grant_for_the_room() {
+    let grant = GrantConfig { secret: b"k".to_vec(), ttl_ms: 60_000 };
+    let mut sim = Sim::new(EngineConfig { grant: Some(grant.clone()), ..EngineConfig::default() });
+    let me = sim.connect(1);
+    let msgs = sim.join(1, "r", None);
+    let Some(ServerMsg::Grant { token, expires, .. }) = msgs.iter().find(|m| matches!(m, ServerMsg::Grant { .. }))
+    else {
+        panic!("no grant in {msgs:?}")
+    };
+    assert_eq!(*expires, sim.now + 60_000);
+    assert_eq!(grant.verify(&room("r"), token, sim.now), Ok(me));
+}
+
+#[test]
+fn file_messages_need_a_stored_blob_which_stays_pinned_while_referenced() {
+    let config = EngineConfig {
+        history: HistoryLimits { max_messages: 2, ..EngineConfig::default().history },
+        ..EngineConfig::default()
+    };
+    let mut sim = Sim::new(config);
+    sim.connect(1);
+    sim.join(1, "r", None);
+    let hash = BlobHash::try_from("a".repeat(64)).unwrap();
+    let file = Body::File {
+        hash: hash.clone(),
+        name: FileName::try_from("a.txt").unwrap(),
+        size: 1,
+        mime: MediaType::try_from("text/plain").unwrap(),
+    };
+    let publish =
+        |id: &str| ClientMsg::Publish { room: room("r"), id: ClientMsgId::try_from(id).unwrap(), body: file.clone() };
+    sim.input(Input::Message(1, publish("f1")));
+    assert_eq!(codes(&sim.take(1)), vec![ErrorCode::UnknownBlob]);
+    sim.input(Input::BlobStored(hash.clone()));
+    sim.input(Input::Message(1, publish("f2")));
+    sim.persist();
+    assert!(sim.engine.is_pinned(&hash));
+    // Two newer messages push the file message out of the history: the blob is free to go.
+    sim.publish(1, "r", "a");
+    sim.publish(1, "r", "b");
+    sim.persist();
+    assert!(!sim.engine.is_pinned(&hash));
 }

@@ -90,7 +90,11 @@ impl RedbStore {
                         tracing::warn!(room, seq, "gap in stored history; keeping the newer run");
                         restored.messages.clear();
                     }
-                    restored.messages.push(Entry { seq, at: m.at, json: Arc::from(json.value()) });
+                    let blob = match m.body {
+                        relaycast_shared::Body::File { hash, .. } => Some(hash),
+                        _ => None,
+                    };
+                    restored.messages.push(Entry { seq, at: m.at, json: Arc::from(json.value()), blob });
                 }
                 _ => tracing::warn!(room, seq, "skipping a stored message that does not validate"),
             }

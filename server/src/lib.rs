@@ -8,6 +8,7 @@
 //!   store writer (group commit) and the clock.
 //! - [`transport`]: the only code that knows warp: `/ws`, `/healthz`, `/readyz`, `/metrics`
 //!   and the web app's static files.
+//! - [`blobs`]: the blob cache's decisions (byte ranges, eviction); its store and HTTP API come next.
 //! - [`config`]: flags and environment variables.
 //!
 //! [`run`] serves on a bound listener until a shutdown future completes, so tests bind
@@ -17,6 +18,7 @@
 // Nothing from the network or the disk is unwrapped; tests may (clippy.toml).
 #![warn(clippy::unwrap_used)]
 
+pub mod blobs;
 pub mod config;
 pub mod core;
 pub mod hub;

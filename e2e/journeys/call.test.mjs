@@ -82,8 +82,15 @@ test('relay-only through coturn with credentials minted by the server', { skip: 
     await a.locator('#call-join').click();
     await b.locator('#call-join').click();
     // Relay-only: no host candidate may be used, so media flowing means it went through TURN.
-    await decodesFrom(a, 1);
-    await decodesFrom(b, 1);
+    try {
+      await decodesFrom(a, 1);
+      await decodesFrom(b, 1);
+    } catch (e) {
+      // Say why: what coturn saw and what each page's call shows.
+      const tail = readFileSync(log, 'utf8').split('\n').slice(-25).join('\n');
+      const states = await Promise.all([a, b].map((p) => p.locator('.call').innerText().catch(() => '?')));
+      throw new Error(`${e.message}\ncoturn log tail:\n${tail}\npages:\n${states.join('\n---\n')}`);
+    }
     const turnLog = readFileSync(log, 'utf8');
     // Each page's first request is challenged (401 with a nonce, as TURN does); the retry
     // with the minted credentials must succeed.

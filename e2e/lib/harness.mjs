@@ -64,6 +64,9 @@ export async function newUser(browser) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error('page error:', e.message));
+  // Kept for failure messages: WebRTC problems show up as console warnings.
+  page.consoleLog = [];
+  page.on('console', (m) => { if (m.type() !== 'log') page.consoleLog.push(`${m.type()}: ${m.text()}`); });
   return page;
 }
 
@@ -97,7 +100,9 @@ export async function decodesFrom(page, count) {
     const m = await mediaFrom(page);
     const live = Object.values(m).filter((x) => x.frames > 0 && x.audio > 0);
     return live.length >= count && m;
-  }, 30_000);
+  }, 30_000).catch((e) => {
+    throw new Error(`${e.message}; page console:\n${(page.consoleLog ?? []).slice(-20).join('\n')}`);
+  });
   await until('frames to keep coming', async () => {
     const m = await mediaFrom(page);
     return Object.keys(first).every((p) => m[p] && m[p].frames > first[p].frames + 5);

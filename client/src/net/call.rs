@@ -11,7 +11,9 @@
 //!
 //! The UI gets a [`CallView`] after every change.
 
-use crate::state::call::{is_polite, may_join, Negotiation, OnDescription, Sample, Series, MAX_IN_CALL};
+use crate::state::call::{
+    is_polite, may_join, Negotiation, OnDescription, Sample, Series, MAX_IN_CALL, POLITE_FIRST_OFFER_DELAY_MS,
+};
 use futures_channel::mpsc;
 use futures_util::StreamExt;
 use js_sys::{Array, Reflect};
@@ -89,6 +91,9 @@ struct Inner {
     peers: Vec<PeerId>,
     links: HashMap<PeerId, Link>,
     view: CallView,
+    /// Signals that came before we knew our own peer id (it arrives through the UI's state),
+    /// replayed once we do.
+    early: Vec<(PeerId, Signal)>,
     send_signal: Callback<(PeerId, Signal)>,
     on_view: Callback<CallView>,
 }
@@ -120,6 +125,9 @@ fn notify(inner: &Rc<RefCell<Inner>>) {
 }
 
 fn signal(inner: &Weak<RefCell<Inner>>, to: &PeerId, s: Signal) {
+    if !matches!(s, Signal::Candidate { .. }) {
+        trace(&format!("send {} to {to}", kind(&s)));
+    }
     if let Some(inner) = inner.upgrade() {
         let cb = inner.borrow().send_signal.clone();
         cb.emit((to.clone(), s));
@@ -147,6 +155,7 @@ impl Call {
             peers: Vec::new(),
             links: HashMap::new(),
             view: CallView { mic_on: true, camera_on: true, ..CallView::default() },
+            early: Vec::new(),
             send_signal,
             on_view,
         }));
@@ -160,19 +169,31 @@ impl Call {
         {
             let mut i = self.inner.borrow_mut();
             if i.me != me {
+                trace(&format!("our id is now {me:?}: dropping {} links", i.links.len()));
                 i.links.clear();
                 i.view.remotes.clear();
             }
             i.me = me;
             i.ice = ice;
             i.relay_only = relay_only;
-            i.links.retain(|p, _| peers.contains(p));
+            i.links.retain(|p, _| {
+                let keep = peers.contains(p);
+                if !keep {
+                    trace(&format!("{p} left the room: dropping its link"));
+                }
+                keep
+            });
             let present = peers.clone();
             i.view.remotes.retain(|p, _| present.contains(p));
             i.peers = peers;
         }
         if self.inner.borrow().view.joined {
             self.connect_all();
+        }
+        let early =
+            if self.inner.borrow().me.is_some() { std::mem::take(&mut self.inner.borrow_mut().early) } else { vec![] };
+        for (from, s) in early {
+            self.handle_signal(from, s);
         }
         notify(&self.inner);
     }
@@ -205,6 +226,7 @@ impl Call {
     /// Signaling from `from`, relayed by the server.
     pub fn handle_signal(&self, from: PeerId, s: Signal) {
         if self.inner.borrow().me.is_none() {
+            self.inner.borrow_mut().early.push((from, s));
             return;
         }
         if let Some(tx) = self.link(&from) {
@@ -442,6 +464,12 @@ fn create_link(inner_rc: &Rc<RefCell<Inner>>, peer: &PeerId) -> Result<Link, JsV
         config.set_ice_transport_policy(RtcIceTransportPolicy::Relay);
     }
     let pc = RtcPeerConnection::new_with_configuration(&config)?;
+    trace(&format!(
+        "link to {peer}: {} ICE servers, relay only: {}, sending: {}",
+        inner.ice.len(),
+        inner.relay_only,
+        inner.view.local.is_some()
+    ));
     let init = RtcDataChannelInit::new();
     init.set_negotiated(true);
     init.set_id(0);
@@ -459,6 +487,11 @@ fn create_link(inner_rc: &Rc<RefCell<Inner>>, peer: &PeerId) -> Result<Link, JsV
         let (weak, peer) = (weak.clone(), peer.clone());
         handlers.push(Closure::new(move |e: JsValue| {
             let e: RtcPeerConnectionIceEvent = e.unchecked_into();
+            if let Some(c) = e.candidate() {
+                let typ =
+                    c.candidate().split(" typ ").nth(1).and_then(|t| t.split(' ').next()).unwrap_or("?").to_owned();
+                trace(&format!("gathered a {typ} candidate for {peer}"));
+            }
             let s = match e.candidate() {
                 Some(c) if !c.candidate().is_empty() => Signal::Candidate {
                     candidate: c.candidate(),
@@ -499,11 +532,22 @@ fn create_link(inner_rc: &Rc<RefCell<Inner>>, peer: &PeerId) -> Result<Link, JsV
         let on_needed = Closure::new(move |_: JsValue| {
             let (weak, peer, pc, negotiation) = (weak.clone(), peer.clone(), pc2.clone(), negotiation.clone());
             yew::platform::spawn_local(async move {
+                if negotiation.borrow().defer_first_offer() {
+                    let delay = Duration::from_millis(u64::from(POLITE_FIRST_OFFER_DELAY_MS));
+                    yew::platform::time::sleep(delay).await;
+                    // The other side led: answering it carried our tracks. If anything is still
+                    // missing, the browser asks again once the state is stable.
+                    if pc.signaling_state() != RtcSignalingState::Stable || pc.remote_description().is_some() {
+                        trace(&format!("{peer} offered first; ours is not needed"));
+                        return;
+                    }
+                }
                 negotiation.borrow_mut().making_offer = true;
-                let sdp = offer(&pc).await;
+                let described = local_description(&pc).await;
                 negotiation.borrow_mut().making_offer = false;
-                match sdp {
-                    Ok(sdp) => signal(&weak, &peer, Signal::Offer { sdp }),
+                match described {
+                    Ok(Some(s)) => signal(&weak, &peer, s),
+                    Ok(None) => {}
                     Err(e) => tracing_warn(&format!("offer to {peer} failed: {}", js_error(&e))),
                 }
             });
@@ -516,6 +560,11 @@ fn create_link(inner_rc: &Rc<RefCell<Inner>>, peer: &PeerId) -> Result<Link, JsV
         let on_state = Closure::new(move |_: JsValue| {
             if let Some(inner) = weak.upgrade() {
                 let state = format!("{:?}", pc2.connection_state()).to_lowercase();
+                trace(&format!("{peer}: connection {state}"));
+                // The standard recovery for a path that stopped working.
+                if pc2.connection_state() == web_sys::RtcPeerConnectionState::Failed {
+                    restart_ice(&pc2);
+                }
                 if let Some(r) = inner.borrow_mut().view.remotes.get_mut(&peer) {
                     r.state = state;
                 }
@@ -558,24 +607,47 @@ fn tracing_warn(message: &str) {
     web_sys::console::warn_1(&JsValue::from_str(message));
 }
 
-fn sdp_of(description: &JsValue) -> Result<String, JsValue> {
-    Reflect::get(description, &"sdp".into())?.as_string().ok_or_else(|| JsValue::from_str("description without sdp"))
+/// Negotiation steps at debug level (hidden by default in the browser's console), so a call that
+/// does not connect can be read back step by step.
+fn trace(message: &str) {
+    web_sys::console::debug_1(&JsValue::from_str(&format!("[call] {message}")));
 }
 
-async fn offer(pc: &RtcPeerConnection) -> Result<String, JsValue> {
-    let sdp = sdp_of(&JsFuture::from(pc.create_offer()).await?)?;
-    let init = RtcSessionDescriptionInit::new(RtcSdpType::Offer);
-    init.set_sdp(&sdp);
-    JsFuture::from(pc.set_local_description(&init)).await?;
-    Ok(sdp)
+fn kind(s: &Signal) -> &'static str {
+    match s {
+        Signal::Offer { .. } => "offer",
+        Signal::Answer { .. } => "answer",
+        Signal::Candidate { .. } => "candidate",
+        Signal::EndOfCandidates => "end-of-candidates",
+    }
 }
 
-async fn answer(pc: &RtcPeerConnection) -> Result<String, JsValue> {
-    let sdp = sdp_of(&JsFuture::from(pc.create_answer()).await?)?;
-    let init = RtcSessionDescriptionInit::new(RtcSdpType::Answer);
-    init.set_sdp(&sdp);
-    JsFuture::from(pc.set_local_description(&init)).await?;
-    Ok(sdp)
+/// `restartIce()` (not bound by web-sys): renegotiate with new ICE credentials and gather anew.
+fn restart_ice(pc: &RtcPeerConnection) {
+    trace("restarting ICE");
+    let restart = Reflect::get(pc, &"restartIce".into()).and_then(|f| f.dyn_into::<js_sys::Function>());
+    if let Ok(restart) = restart {
+        let _ = restart.call0(pc);
+    }
+}
+
+/// Set our local description (offer or answer, as the state calls for) and return it as the
+/// signal to send.
+///
+/// It calls `setLocalDescription()` without arguments (web-sys binds only the form with a
+/// description): the browser then creates the offer or answer that fits the signaling state at
+/// that moment, so a remote offer applied in between cannot make our change invalid. The
+/// perfect-negotiation pattern relies on this.
+async fn local_description(pc: &RtcPeerConnection) -> Result<Option<Signal>, JsValue> {
+    let set: js_sys::Function = Reflect::get(pc, &"setLocalDescription".into())?.dyn_into()?;
+    JsFuture::from(set.call0(pc)?.dyn_into::<js_sys::Promise>()?).await?;
+    let Some(desc) = pc.local_description() else { return Ok(None) };
+    let sdp = desc.sdp();
+    Ok(match desc.type_() {
+        RtcSdpType::Offer => Some(Signal::Offer { sdp }),
+        RtcSdpType::Answer => Some(Signal::Answer { sdp }),
+        _ => None,
+    })
 }
 
 /// Apply one peer's signals strictly in order.
@@ -587,6 +659,9 @@ async fn apply_signals(
     mut queue: mpsc::UnboundedReceiver<Signal>,
 ) {
     while let Some(s) = queue.next().await {
+        if !matches!(s, Signal::Candidate { .. }) {
+            trace(&format!("apply {} from {peer} in state {:?}", kind(&s), pc.signaling_state()));
+        }
         let outcome: Result<(), JsValue> = async {
             match s {
                 Signal::Offer { sdp } => describe(&weak, &peer, &pc, &negotiation, RtcSdpType::Offer, &sdp).await?,
@@ -626,14 +701,16 @@ async fn describe(
     let is_offer = kind == RtcSdpType::Offer;
     let stable = pc.signaling_state() == RtcSignalingState::Stable;
     let decision = negotiation.borrow_mut().on_description(is_offer, stable);
+    trace(&format!("{peer}: {decision:?} (polite: {})", negotiation.borrow().polite));
     if let OnDescription::Apply { answer: reply } = decision {
         let init = RtcSessionDescriptionInit::new(kind);
         init.set_sdp(sdp);
         // For the polite side in a glare, this rolls our own offer back first.
         JsFuture::from(pc.set_remote_description(&init)).await?;
         if reply {
-            let sdp = answer(pc).await?;
-            signal(weak, peer, Signal::Answer { sdp });
+            if let Some(s) = local_description(pc).await? {
+                signal(weak, peer, s);
+            }
         }
     }
     Ok(())

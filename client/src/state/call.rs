@@ -28,6 +28,8 @@ pub struct Negotiation {
     pub making_offer: bool,
     /// The last offer was ignored (impolite side, glare): its candidates may fail to apply.
     pub ignore_offer: bool,
+    /// A remote description has been applied on this link.
+    pub heard_remote: bool,
 }
 
 /// What to do with a description from the remote peer.
@@ -40,9 +42,23 @@ pub enum OnDescription {
     Apply { answer: bool },
 }
 
+/// How long the polite side waits before its first offer on a new link (see
+/// [`Negotiation::defer_first_offer`]).
+pub const POLITE_FIRST_OFFER_DELAY_MS: u32 = 800;
+
 impl Negotiation {
     pub fn new(polite: bool) -> Self {
-        Self { polite, making_offer: false, ignore_offer: false }
+        Self { polite, making_offer: false, ignore_offer: false, heard_remote: false }
+    }
+
+    /// Whether to hold our first offer back a moment. When both peers start a call at once,
+    /// both offer and the polite one rolls its offer back; Chromium then sometimes never gathers
+    /// a candidate again on that connection, not even after an ICE restart (seen in this repo's
+    /// TURN journey, about one run in eight), and the call never connects. So on a new link the
+    /// polite side waits [`POLITE_FIRST_OFFER_DELAY_MS`]: if the other side's offer comes in,
+    /// answering it carries our tracks too and no glare happens; if not, we offer.
+    pub fn defer_first_offer(&self) -> bool {
+        self.polite && !self.heard_remote
     }
 
     /// `stable`: our signaling state is "stable".
@@ -52,6 +68,7 @@ impl Negotiation {
         if self.ignore_offer {
             OnDescription::Ignore
         } else {
+            self.heard_remote = true;
             OnDescription::Apply { answer: is_offer }
         }
     }
@@ -165,6 +182,15 @@ mod tests {
         polite.making_offer = true;
         assert_eq!(polite.on_description(true, false), OnDescription::Apply { answer: true });
         assert!(polite.candidate_error_matters());
+    }
+
+    #[test]
+    fn only_the_polite_side_defers_and_only_until_it_hears_from_the_other() {
+        assert!(!Negotiation::new(false).defer_first_offer());
+        let mut polite = Negotiation::new(true);
+        assert!(polite.defer_first_offer());
+        polite.on_description(true, true);
+        assert!(!polite.defer_first_offer(), "after the first exchange, normal rules");
     }
 
     #[test]

@@ -113,15 +113,73 @@ pub struct Config {
     #[arg(long, env = "RELAYCAST_GRANT_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
     pub grant_ttl: Duration,
 
+    /// Blob cache: all cached files together, e.g. 10GiB; least recently used go first.
+    #[arg(long, env = "RELAYCAST_BLOB_MAX_TOTAL", default_value = "10GiB", value_parser = parse_bytes)]
+    pub blob_max_total: u64,
+
+    /// Blob cache: the largest file accepted.
+    #[arg(long, env = "RELAYCAST_BLOB_MAX_SIZE", default_value = "2GiB", value_parser = parse_bytes)]
+    pub blob_max_size: u64,
+
+    /// Blob cache: one room's files (and uploads in progress) together.
+    #[arg(long, env = "RELAYCAST_BLOB_ROOM_QUOTA", default_value = "4GiB", value_parser = parse_bytes)]
+    pub blob_room_quota: u64,
+
+    /// Blob cache: a file nobody used for this long is evicted, unless a room's history still
+    /// refers to it; an upload with no chunk for this long is dropped.
+    #[arg(long, env = "RELAYCAST_BLOB_TTL", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub blob_ttl: Duration,
+
+    /// Blob cache: uploads in progress at once, across all rooms.
+    #[arg(long, env = "RELAYCAST_BLOB_MAX_UPLOADS", default_value_t = 64)]
+    pub blob_max_uploads: usize,
+
+    /// How long an upload's body may stall before its request ends (a resumable upload keeps
+    /// what arrived).
+    #[arg(long, env = "RELAYCAST_BLOB_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub blob_body_timeout: Duration,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. info or relaycast=debug.
     #[arg(long, env = "RELAYCAST_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// A byte count: a number with an optional unit, `B`, `KB`/`MB`/`GB`/`TB` (powers of 1000) or
+/// `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024), e.g. `512MiB`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("{s:?} is not a byte count such as 512MiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "MB" => 1000u64.pow(2),
+        "GB" => 1000u64.pow(3),
+        "TB" => 1000u64.pow(4),
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => return Err(format!("unknown unit {other:?} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")),
+    };
+    number.checked_mul(factor).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 impl Config {
     /// Defaults, as if started with no flags (for tests and embedding).
     pub fn defaults() -> Self {
         Config::parse_from(["relaycast"])
+    }
+
+    pub fn blob_limits(&self) -> crate::blobs::CacheLimits {
+        crate::blobs::CacheLimits {
+            max_total_bytes: self.blob_max_total,
+            max_blob_bytes: self.blob_max_size,
+            room_quota_bytes: self.blob_room_quota,
+            ttl: self.blob_ttl,
+            max_uploads: self.blob_max_uploads.max(1),
+        }
     }
 
     pub fn engine(&self) -> EngineConfig {
@@ -177,6 +235,20 @@ mod tests {
         assert!(c.memory);
         assert_eq!(c.ping_interval, Duration::from_millis(250));
         assert!(Config::try_parse_from(["relaycast", "--max-frame-bytes", "10"]).is_err());
+    }
+
+    #[test]
+    fn byte_counts_take_units() {
+        assert_eq!(parse_bytes("512"), Ok(512));
+        assert_eq!(parse_bytes("2KB"), Ok(2000));
+        assert_eq!(parse_bytes("3MiB"), Ok(3 << 20));
+        assert_eq!(parse_bytes("10GiB"), Ok(10 << 30));
+        assert!(parse_bytes("10 parsecs").is_err());
+        assert!(parse_bytes("GiB").is_err());
+        assert!(parse_bytes("99999999999TiB").is_err());
+        let c = Config::try_parse_from(["relaycast", "--blob-max-size", "1MiB"]).unwrap();
+        assert_eq!(c.blob_max_size, 1 << 20);
+        assert_eq!(c.blob_limits().max_total_bytes, 10 << 30);
     }
 
     #[test]

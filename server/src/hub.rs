@@ -308,3 +308,19 @@ impl Hub {
         }
     }
 }
+
+/// The blob cache asks the engine which blobs rooms still refer to, and tells it which blobs
+/// exist (file messages may only name those).
+impl crate::blobs::CacheEvents for Hub {
+    fn is_pinned(&self, hash: &relaycast_shared::BlobHash) -> bool {
+        self.lock().engine.is_pinned(hash)
+    }
+
+    fn stored(&self, hash: &relaycast_shared::BlobHash) {
+        self.input(Input::BlobStored(hash.clone()));
+    }
+
+    fn removed(&self, hash: &relaycast_shared::BlobHash) {
+        self.input(Input::BlobRemoved(hash.clone()));
+    }
+}

@@ -8,7 +8,8 @@
 //!   store writer (group commit) and the clock.
 //! - [`transport`]: the only code that knows warp: `/ws`, `/healthz`, `/readyz`, `/metrics`
 //!   and the web app's static files.
-//! - [`blobs`]: the blob cache's decisions (byte ranges, eviction); its store and HTTP API come next.
+//! - [`blobs`]: the blob cache: content-addressed files on disk with a redb index, resumable
+//!   uploads, eviction; its HTTP API is `transport::blob_api`.
 //! - [`config`]: flags and environment variables.
 //!
 //! [`run`] serves on a bound listener until a shutdown future completes, so tests bind
@@ -35,11 +36,18 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 
+/// How often the blob cache evicts expired files, drops idle uploads and saves use times.
+const BLOB_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot open the history store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot open the blob cache: {0}")]
+    Blobs(#[from] blobs::CacheError),
+    #[error("cannot make a temporary directory for the blob cache: {0}")]
+    TempDir(std::io::Error),
     #[error("a startup task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -68,11 +76,29 @@ pub async fn run(
         max_frames: config.queue_depth as usize,
         max_bytes: config.queue_bytes.max(2 * config.max_frame_bytes as usize),
     };
+    let grants = engine.config().grant.clone();
     let hub = Hub::new(engine, store.clone(), queue_limits);
+
+    // The blob cache lives beside the history; with --memory, in a temporary directory removed
+    // at exit (nothing survives a restart, as with the history).
+    let (blob_dir, _temp_dir) = if config.memory {
+        let temp = tempfile::Builder::new().prefix("relaycast-blobs-").tempdir().map_err(RunError::TempDir)?;
+        (temp.path().to_owned(), Some(temp))
+    } else {
+        (config.data_dir.join("blobs"), None)
+    };
+    let cache = {
+        let (limits, events): (_, Arc<dyn blobs::CacheEvents>) = (config.blob_limits(), hub.clone());
+        Arc::new(tokio::task::spawn_blocking(move || blobs::BlobCache::open(&blob_dir, limits, events)).await??)
+    };
+    let blob_api = grants.map(|grants| {
+        Arc::new(transport::BlobApi { cache: cache.clone(), grants, body_timeout: config.blob_body_timeout })
+    });
     tracing::info!(
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         store = store.kind(),
         restored_rooms,
+        blobs = cache.stats().blobs,
         "relaycast listening"
     );
 
@@ -87,13 +113,33 @@ pub async fn run(
             }
         }
     });
+    let sweeper = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            let mut every = tokio::time::interval(BLOB_SWEEP_INTERVAL);
+            loop {
+                every.tick().await;
+                if let Err(err) = cache.sweep().await {
+                    tracing::error!(error = %err, "blob cache upkeep failed");
+                }
+            }
+        }
+    });
     let settings = transport::WsSettings {
         max_frame_bytes: config.max_frame_bytes as usize,
         ping_interval: config.ping_interval,
         idle_timeout: config.idle_timeout,
     };
     let (stop_accepting, stop) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(transport::serve(listener, hub.clone(), settings, config.static_dir.clone(), stop));
+    let server = tokio::spawn(transport::serve(
+        listener,
+        hub.clone(),
+        settings,
+        config.static_dir.clone(),
+        blob_api,
+        Some(cache.clone()),
+        stop,
+    ));
 
     shutdown.await;
     tracing::info!("shutting down: closing connections");
@@ -105,6 +151,7 @@ pub async fn run(
     let _ = stop_accepting.send(true);
     let _ = tokio::time::timeout_at(deadline, server).await;
     ticker.abort();
+    sweeper.abort();
     // The writer returns once everything accepted is durable.
     writer.await?;
     tracing::info!("store flushed; bye");

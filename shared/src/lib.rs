@@ -12,12 +12,14 @@
 //! - [`codec`]: decoding with size limits and precise error codes; the encode-once frame builders
 //!   the server uses to fan out one serialization to many recipients.
 //! - [`limits`]: protocol-wide hard limits.
+//! - [`blobs`]: the blob cache's HTTP API (paths, bodies, error codes).
 //!
 //! This crate has no IO and no async runtime: it builds for native and `wasm32-unknown-unknown`.
 
 // Nothing from the network or the disk is unwrapped; tests may (clippy.toml).
 #![warn(clippy::unwrap_used)]
 
+pub mod blobs;
 pub mod codec;
 pub mod error;
 pub mod ids;

@@ -1,7 +1,12 @@
 //! The blob cache: content-addressed files uploaded once and served to a room's members.
 //!
-//! Pure decisions live here first (byte ranges, eviction); the disk store and the HTTP API
-//! build on them.
+//! - [`range`] and [`policy`]: pure decisions (byte ranges, what to evict), tested without disk.
+//! - [`cache`]: the files on disk, their redb index, uploads in progress, crash recovery.
+//!
+//! The HTTP API over it is in `transport::blob_api`.
 
+pub mod cache;
 pub mod policy;
 pub mod range;
+
+pub use cache::{BlobCache, BlobWriter, CacheError, CacheEvents, CacheLimits, CacheStats, Started, Written};

@@ -1,10 +1,11 @@
 //! `GET /metrics`: Prometheus text exposition.
 
+use crate::blobs::BlobCache;
 use crate::hub::Hub;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-pub fn render(hub: &Hub) -> String {
+pub fn render(hub: &Hub, cache: Option<&BlobCache>) -> String {
     let (stats, connections, rooms, (history_messages, history_bytes), unpersisted) = hub
         .with_engine(|e| (e.stats().clone(), e.connection_count(), e.room_count(), e.history_size(), e.unpersisted()));
     let c = &hub.counters;
@@ -55,8 +56,14 @@ pub fn render(hub: &Hub) -> String {
             u64::from(hub.is_ready()),
         ),
     ];
+    let blobs = cache.map(|c| c.stats()).unwrap_or_default();
+    let blob_rows: [(&str, &str, &str, u64); 3] = [
+        ("relaycast_blobs", "gauge", "Files in the blob cache.", blobs.blobs as u64),
+        ("relaycast_blob_bytes", "gauge", "Bytes of files in the blob cache.", blobs.bytes),
+        ("relaycast_blob_uploads", "gauge", "Uploads in progress.", blobs.uploads as u64),
+    ];
     let mut out = String::with_capacity(2048);
-    for (name, kind, help, value) in rows {
+    for (name, kind, help, value) in rows.into_iter().chain(blob_rows) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
     out

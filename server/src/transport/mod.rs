@@ -1,9 +1,13 @@
-//! The only code that knows warp: routes, the WebSocket upgrade, static files, rejections.
+//! The only code that knows warp: routes, the WebSocket upgrade, static files, rejections;
+//! and, beside warp, the blob API (`/api/`), a hyper handler of its own.
 
+pub mod blob_api;
 mod metrics;
 pub mod ws;
 
+use crate::blobs::BlobCache;
 use crate::hub::Hub;
+use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +17,7 @@ use tokio::sync::watch;
 use warp::http::{header, Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
+pub use blob_api::BlobApi;
 pub use ws::WsSettings;
 
 /// Accept connections on `listener` and serve every route over HTTP/1.1 until `stop` turns
@@ -22,15 +27,17 @@ pub use ws::WsSettings;
 /// `TCP_NODELAY`. The writer coalesces frames and flushes once per burst, so Nagle's
 /// algorithm would only add delay (with delayed ACKs, up to 40 ms on a small frame: the
 /// paced fan-out p99 was 20 ms with it, 3 ms without); and warp's own loop gives no access
-/// to the accepted socket.
+/// to the accepted socket. Requests under `/api/` go to the blob API, whose bodies stream.
 pub async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
     settings: WsSettings,
     static_dir: PathBuf,
+    blob_api: Option<Arc<BlobApi>>,
+    cache: Option<Arc<BlobCache>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let routes = routes(hub, settings, static_dir);
+    let routes = routes(hub, settings, static_dir, cache);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -46,7 +53,19 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
+        let warp_service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
+        let blob_api = blob_api.clone();
+        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            use futures_util::future::{Either, FutureExt};
+            let response = match &blob_api {
+                Some(api) if req.uri().path().starts_with(blob_api::PREFIX) => Either::Left(api.clone().handle(req)),
+                _ => Either::Right(hyper::service::Service::call(&warp_service, req).map(|result| match result {
+                    Ok(response) => response.map(|body| body.map_err(blob_api::BoxError::from).boxed_unsync()),
+                    Err(never) => match never {},
+                })),
+            };
+            async move { Ok::<http::Response<blob_api::ResBody>, std::convert::Infallible>(response.await) }
+        });
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let conn =
@@ -76,11 +95,12 @@ pub fn routes(
     hub: Arc<Hub>,
     settings: WsSettings,
     static_dir: PathBuf,
+    cache: Option<Arc<BlobCache>>,
 ) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
     ws::route(hub.clone(), settings)
         .or(healthz())
         .or(readyz(hub.clone()))
-        .or(metrics(hub))
+        .or(metrics(hub, cache))
         .or(static_files(static_dir))
         .recover(handle_rejection)
 }
@@ -102,11 +122,17 @@ fn readyz(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Rejecti
 }
 
 /// GET /metrics: Prometheus text format.
-fn metrics(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::path("metrics")
-        .and(warp::path::end())
-        .and(warp::get())
-        .map(move || warp::reply::with_header(metrics::render(&hub), header::CONTENT_TYPE, "text/plain; version=0.0.4"))
+fn metrics(
+    hub: Arc<Hub>,
+    cache: Option<Arc<BlobCache>>,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path("metrics").and(warp::path::end()).and(warp::get()).map(move || {
+        warp::reply::with_header(
+            metrics::render(&hub, cache.as_deref()),
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )
+    })
 }
 
 /// GET /*: the built web app; any other GET path gets `index.html`, so deep links such as

@@ -225,3 +225,72 @@ pub fn epoch_of(msgs: &[ServerMsg]) -> Epoch {
         })
         .expect("a joined message")
 }
+
+/// An HTTP answer, body collected.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    /// The stable code of a JSON error body.
+    pub fn code(&self) -> String {
+        let v: serde_json::Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("a JSON error body, got {} {:?}", self.status, self.body));
+        v["code"].as_str().unwrap().to_owned()
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {} {:?}", self.status, self.body))
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection, with any body.
+pub async fn request_with<B>(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: B) -> Reply
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder().method(method).uri(path).header("host", "test");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(120), sender.send_request(req.body(body).unwrap()))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(120), body.collect()).await.unwrap().unwrap().to_bytes();
+    Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+}
+
+pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    request_with(addr, method, path, headers, http_body_util::Full::new(bytes::Bytes::copy_from_slice(body))).await
+}
+
+/// SHA-256 as the blob API names it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Join `r` and return the client (still joined) and the room's grant.
+pub async fn join_with_grant(server: &TestServer, r: &str) -> (Client, String) {
+    let mut client = Client::connect(server).await;
+    let joined = client.join(r, "uploader", None).await;
+    match joined.into_iter().find(|m| matches!(m, ServerMsg::Grant { .. })) {
+        Some(ServerMsg::Grant { token, .. }) => (client, token),
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}

@@ -59,6 +59,17 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    run_with_ready(listener, config, shutdown, || {}).await
+}
+
+/// [`run`], calling `ready` once the stores are open, crash leftovers are cleaned, and
+/// requests are served.
+pub async fn run_with_ready(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce() + Send,
+) -> Result<(), RunError> {
     let store: Arc<dyn Store> = if config.memory {
         Arc::new(MemoryStore)
     } else {
@@ -140,6 +151,7 @@ pub async fn run(
         Some(cache.clone()),
         stop,
     ));
+    ready();
 
     shutdown.await;
     tracing::info!("shutting down: closing connections");

@@ -13,9 +13,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;
-    // The one line people look for: where to open the app.
-    println!("Relaycast is running: open http://{addr}/");
-    relaycast::run(listener, config, shutdown_signal()).await?;
+    relaycast::run_with_ready(listener, config, shutdown_signal(), || {
+        // The one line people look for: where to open the app, once it answers.
+        println!("Relaycast is running: open http://{addr}/");
+    })
+    .await?;
     Ok(())
 }
 

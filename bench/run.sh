@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs every Relaycast benchmark on this machine and prints one JSON line per result.
 #   bash bench/run.sh            # all scenarios; results also in bench/results.jsonl
+#   bash bench/run.sh blobs      # one group: fanout, pairs, idle, history or blobs
 # Servers bind to 127.0.0.1 only; every load loop is bounded in count and time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release -q -p relaycast -p relaycast-bench
 BIN=target/release
-OUT=bench/results.jsonl
+ONLY=${1:-}
+OUT=bench/results${ONLY:+-$ONLY}.jsonl
 : > "$OUT"
 DATA=$(mktemp -d)
 PIDS=()
@@ -34,35 +36,80 @@ REF_PORT=$(free_port)
 PIDS+=("$!"); wait_port "$REF_PORT"
 
 run() { timeout 300 "$BIN/relaycast-bench" "$@" | tee -a "$OUT"; }
+want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
 # Fan-out, same run for both, alternating to share any machine noise.
-start_relaycast
-for i in 1 2 3; do
-  run fanout --url "ws://127.0.0.1:$RC_PORT/ws"
-  run fanout --reference --url "ws://127.0.0.1:$REF_PORT/"
-done
-for i in 1 2 3; do run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --rate 2000 --messages 20000; done
-stop_relaycast
+if want fanout; then
+  start_relaycast
+  for i in 1 2 3; do
+    run fanout --url "ws://127.0.0.1:$RC_PORT/ws"
+    run fanout --reference --url "ws://127.0.0.1:$REF_PORT/"
+  done
+  for i in 1 2 3; do run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --rate 2000 --messages 20000; done
+  stop_relaycast
+fi
 
-start_relaycast
-run pairs --url "ws://127.0.0.1:$RC_PORT/ws"
-stop_relaycast
+if want pairs; then
+  start_relaycast
+  run pairs --url "ws://127.0.0.1:$RC_PORT/ws"
+  stop_relaycast
+fi
 
-start_relaycast
-run idle --url "ws://127.0.0.1:$RC_PORT/ws" --server-pid "$RC_PID"
-stop_relaycast
+if want idle; then
+  start_relaycast
+  run idle --url "ws://127.0.0.1:$RC_PORT/ws" --server-pid "$RC_PID"
+  stop_relaycast
+fi
 
-start_relaycast
-run history --url "ws://127.0.0.1:$RC_PORT/ws"
-stop_relaycast
+if want history; then
+  start_relaycast
+  run history --url "ws://127.0.0.1:$RC_PORT/ws"
+  stop_relaycast
+fi
+
+# Blob cache: uploads, then downloads next to nginx (Debian's package) serving the same file
+# from its own root with sendfile, alternating; nginx runs with its defaults (a worker per core).
+if ! want blobs; then
+  :
+elif command -v nginx > /dev/null; then
+  chmod 755 "$DATA"; mkdir -p "$DATA/www" "$DATA/nginx-tmp"; chmod 755 "$DATA/www"
+  NG_PORT=$(free_port)
+  cat > "$DATA/nginx.conf" <<NG
+worker_processes auto;
+pid $DATA/nginx.pid;
+error_log $DATA/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on; tcp_nopush on;
+  client_body_temp_path $DATA/nginx-tmp; proxy_temp_path $DATA/nginx-tmp; fastcgi_temp_path $DATA/nginx-tmp;
+  uwsgi_temp_path $DATA/nginx-tmp; scgi_temp_path $DATA/nginx-tmp;
+  server { listen 127.0.0.1:$NG_PORT; root $DATA/www; }
+}
+NG
+  nginx -c "$DATA/nginx.conf" -g 'daemon off;' & PIDS+=("$!"); wait_port "$NG_PORT"
+  start_relaycast
+  run blobs --relaycast "127.0.0.1:$RC_PORT" --nginx "127.0.0.1:$NG_PORT" --file "$DATA/www/bench.bin"
+  stop_relaycast
+else
+  echo "nginx is not installed (scripts/dev setup installs it): skipping the blob download comparison" >&2
+fi
 
 python3 - "$OUT" <<'PY'
 import json, sys, statistics
 rows = [json.loads(l) for l in open(sys.argv[1])]
+dl = lambda t: [r["mib_per_sec"] for r in rows if r["scenario"] == "blob_download" and r["target"] == t]
+if dl("relaycast") and dl("nginx"):
+    line = {"scenario": "blob_download_ratio", "relaycast_median": statistics.median(dl("relaycast")),
+            "nginx_median": statistics.median(dl("nginx")),
+            "ratio": round(statistics.median(dl("relaycast")) / statistics.median(dl("nginx")), 3)}
+    print(json.dumps(line))
+    open(sys.argv[1], "a").write(json.dumps(line) + "\n")
 best = lambda t: [r["deliveries_per_sec"] for r in rows if r["scenario"] == "fanout" and r["target"] == t and r["paced_rate"] is None]
 rc, ref = best("relaycast"), best("reference")
-line = {"scenario": "fanout_ratio", "relaycast_median": statistics.median(rc), "reference_median": statistics.median(ref),
-        "ratio": round(statistics.median(rc) / statistics.median(ref), 3)}
-print(json.dumps(line))
-open(sys.argv[1], "a").write(json.dumps(line) + "\n")
+if rc and ref:
+    line = {"scenario": "fanout_ratio", "relaycast_median": statistics.median(rc), "reference_median": statistics.median(ref),
+            "ratio": round(statistics.median(rc) / statistics.median(ref), 3)}
+    print(json.dumps(line))
+    open(sys.argv[1], "a").write(json.dumps(line) + "\n")
 PY

@@ -7,9 +7,11 @@
 //! - [`reference`](mod@reference), a bare tokio-tungstenite broadcast server (no JSON, rooms or storage),
 //!   the ceiling Relaycast is reported against.
 //! - [`scenarios`], fan-out, pairs, idle and history.
+//! - [`blobs`], blob cache upload and download throughput (download next to nginx).
 //! - [`stats`], percentiles.
 //!
 
+mod blobs;
 mod reference;
 mod scenarios;
 mod stats;
@@ -38,6 +40,8 @@ enum Command {
     Idle(scenarios::IdleArgs),
     /// A new joiner into a room with a long history.
     History(scenarios::HistoryArgs),
+    /// Blob cache: upload throughput, and download throughput next to nginx serving the same file.
+    Blobs(blobs::BlobArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             Command::Pairs(a) => scenarios::pairs(a).await,
             Command::Idle(a) => scenarios::idle(a).await,
             Command::History(a) => scenarios::history(a).await,
+            Command::Blobs(a) => blobs::run(a).await,
         }
     })
 }

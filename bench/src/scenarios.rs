@@ -74,6 +74,21 @@ async fn join(url: &str, r: &str, name: &str) -> anyhow::Result<(Tx, Rx)> {
     }
 }
 
+/// Connect, hello, join `r`; returns the connection (keep it: the grant lasts while it does
+/// not matter, but membership is what a grant stands for) and the room's grant.
+pub(crate) async fn join_for_grant(url: &str, r: &str) -> anyhow::Result<((Tx, Rx), String)> {
+    let (mut tx, mut rx) = greet(url).await?;
+    let name = DisplayName::try_from("bench").map_err(|e| anyhow::anyhow!("{e}"))?;
+    send(&mut tx, &ClientMsg::Join { room: room(r), name, token: None, resume: None }).await?;
+    loop {
+        match recv(&mut rx).await? {
+            ServerMsg::Grant { token, .. } => return Ok(((tx, rx), token)),
+            ServerMsg::Error { code, message, .. } => anyhow::bail!("join refused: {code}: {message}"),
+            _ => {}
+        }
+    }
+}
+
 /// `~<send time µs>~<index>~` then padding to `size` bytes: what subscribers parse.
 fn payload(i: u64, size: usize) -> String {
     let mut s = format!("~{}~{}~", now_us(), i);

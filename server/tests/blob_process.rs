@@ -78,7 +78,8 @@ async fn kill_9_keeps_acknowledged_blobs_and_leaves_no_partial_files() {
     let partial = vec![7u8; 50_000];
     let body = serde_json::json!({"hash": sha256_hex(&partial), "size": 50_000, "name": "p.bin", "mime": "a/b"});
     let created =
-        request(addr, "POST", "/api/rooms/crash/uploads", &[("authorization", &auth)], body.to_string().as_bytes()).await;
+        request(addr, "POST", "/api/rooms/crash/uploads", &[("authorization", &auth)], body.to_string().as_bytes())
+            .await;
     let upload: UploadState = created.json();
     let location = created.header("location").to_owned();
     let headers = [("authorization", auth.as_str()), ("upload-offset", "0")];
@@ -105,7 +106,8 @@ async fn kill_9_keeps_acknowledged_blobs_and_leaves_no_partial_files() {
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "no partial one-shot file survives");
     let (mut member, grant) = join_with_grant(&bin.server, "crash").await;
     let auth = format!("Bearer {grant}");
-    let down = request(addr, "GET", &format!("/api/rooms/crash/blobs/{kept_hash}"), &[("authorization", &auth)], b"").await;
+    let down =
+        request(addr, "GET", &format!("/api/rooms/crash/blobs/{kept_hash}"), &[("authorization", &auth)], b"").await;
     assert_eq!((down.status, sha256_hex(&down.body)), (200, kept_hash.clone()));
     let state = request(addr, "HEAD", &location, &[("authorization", &auth)], b"").await;
     assert_eq!(state.header("upload-offset"), "20000", "the resumable upload resumes where it was");
@@ -148,9 +150,9 @@ async fn a_gibibyte_up_and_down_in_bounded_memory() {
     assert_eq!(request(addr, "GET", &small_url, &[("authorization", &auth)], b"").await.body.len(), 4 << 20);
     let baseline = proc_status(pid, "VmRSS:");
 
-    let stream = futures_util::stream::iter((0..CHUNKS).map(move |i| {
-        Ok::<_, std::io::Error>(hyper::body::Frame::data(gib_chunk(&base, i)))
-    }));
+    let stream = futures_util::stream::iter(
+        (0..CHUNKS).map(move |i| Ok::<_, std::io::Error>(hyper::body::Frame::data(gib_chunk(&base, i)))),
+    );
     let length = (CHUNKS << 20).to_string();
     let headers = [("authorization", auth.as_str()), ("content-length", length.as_str())];
     let up = request_with(addr, "PUT", &url, &headers, http_body_util::StreamBody::new(stream)).await;

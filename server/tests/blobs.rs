@@ -72,17 +72,37 @@ async fn one_shot_upload_then_every_range_form_and_conditional_request() {
     );
     assert_eq!(created.header("location"), url);
 
-    let full = get(server.addr, &grant, &url, &[]).await;
-    assert_eq!(full.status, 200);
-    assert_eq!(&full.body[..], &bytes[..]);
+    // Downloads take two paths: a connection that opens with one is served by sendfile; on a
+    // connection that began with anything else, hyper serves them. Both must answer the same.
+    let auth = format!("Bearer {grant}");
+    let mut fast = Conn::open(server.addr).await;
+    let mut hyper_path = Conn::open(server.addr).await;
+    assert_eq!(hyper_path.send("GET", "/healthz", &[], b"").await.status, 200);
+    for conn in [&mut fast, &mut hyper_path] {
+        check_ranges_and_conditions(conn, &auth, &url, &bytes).await;
+    }
+    // The sendfile path hands a request of another kind to hyper on the same connection.
+    let small = data(1, 10);
+    let put_path = format!("{}?name=small.bin", blob_url("files", &sha256_hex(&small)));
+    assert_eq!(fast.send("PUT", &put_path, &[("authorization", &auth)], &small).await.status, 201);
+    assert_eq!(fast.send("GET", &url, &[("authorization", &auth)], b"").await.body.len(), 1000);
+    let listed: Vec<BlobInfo> = get(server.addr, &grant, "/api/rooms/files/blobs", &[]).await.json();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0], info);
+    server.stop().await;
+}
+
+async fn check_ranges_and_conditions(conn: &mut Conn, auth: &str, url: &str, bytes: &[u8]) {
+    let hash = sha256_hex(bytes);
+    let full = conn.send("GET", url, &[("authorization", auth)], b"").await;
+    assert_eq!((full.status, &full.body[..]), (200, bytes));
     assert_eq!(full.header("etag"), format!("\"{hash}\""));
     assert_eq!(full.header("accept-ranges"), "bytes");
     assert_eq!(full.header("content-type"), "image/png");
     assert_eq!(full.header("content-length"), "1000");
     assert!(full.header("content-disposition").starts_with("inline; filename=\"cat photo.png\""), "{full:?}");
-    let download = get(server.addr, &grant, &format!("{url}?download&name=other.png"), &[]).await;
+    let download = conn.send("GET", &format!("{url}?download&name=other.png"), &[("authorization", auth)], b"").await;
     assert!(download.header("content-disposition").starts_with("attachment; filename=\"other.png\""));
-
     let cases: [(&str, u16, std::ops::Range<usize>, &str); 5] = [
         ("bytes=0-9", 206, 0..10, "bytes 0-9/1000"),
         ("bytes=990-", 206, 990..1000, "bytes 990-999/1000"),
@@ -91,34 +111,37 @@ async fn one_shot_upload_then_every_range_form_and_conditional_request() {
         ("bytes=0-1,5-6", 200, 0..1000, ""),
     ];
     for (range, status, want, content_range) in cases {
-        let reply = get(server.addr, &grant, &url, &[("range", range)]).await;
+        let reply = conn.send("GET", url, &[("authorization", auth), ("range", range)], b"").await;
         assert_eq!(reply.status, status, "{range}");
         assert_eq!(&reply.body[..], &bytes[want], "{range}");
         assert_eq!(reply.header("content-range"), content_range, "{range}");
     }
     for range in ["bytes=1000-", "bytes=5000-6000", "bytes=-0"] {
-        let reply = get(server.addr, &grant, &url, &[("range", range)]).await;
+        let reply = conn.send("GET", url, &[("authorization", auth), ("range", range)], b"").await;
         assert_eq!(reply.status, 416, "{range}");
         assert_eq!(reply.code(), "range_not_satisfiable");
         assert_eq!(reply.header("content-range"), "bytes */1000");
     }
 
     let etag = format!("\"{hash}\"");
-    let cached = get(server.addr, &grant, &url, &[("if-none-match", &etag)]).await;
+    let cached = conn.send("GET", url, &[("authorization", auth), ("if-none-match", &etag)], b"").await;
     assert_eq!((cached.status, cached.body.len()), (304, 0));
-    let other = get(server.addr, &grant, &url, &[("if-none-match", "\"other\"")]).await;
+    let other = conn.send("GET", url, &[("authorization", auth), ("if-none-match", "\"other\"")], b"").await;
     assert_eq!(other.status, 200);
-    let resumed = get(server.addr, &grant, &url, &[("range", "bytes=100-"), ("if-range", &etag)]).await;
+    let resumed =
+        conn.send("GET", url, &[("authorization", auth), ("range", "bytes=100-"), ("if-range", &etag)], b"").await;
     assert_eq!((resumed.status, &resumed.body[..]), (206, &bytes[100..]));
-    let changed = get(server.addr, &grant, &url, &[("range", "bytes=100-"), ("if-range", "\"other\"")]).await;
+    let changed = conn
+        .send("GET", url, &[("authorization", auth), ("range", "bytes=100-"), ("if-range", "\"other\"")], b"")
+        .await;
     assert_eq!((changed.status, changed.body.len()), (200, 1000), "another entity: the whole blob");
 
-    let auth = format!("Bearer {grant}");
-    let head = request(server.addr, "HEAD", &url, &[("authorization", &auth)], b"").await;
+    let head = conn.send("HEAD", url, &[("authorization", auth)], b"").await;
     assert_eq!((head.status, head.body.len(), head.header("content-length")), (200, 0, "1000"));
-    let listed: Vec<BlobInfo> = get(server.addr, &grant, "/api/rooms/files/blobs", &[]).await.json();
-    assert_eq!(listed, vec![info]);
-    server.stop().await;
+    let missing = conn.send("GET", &blob_url("files", &"0".repeat(64)), &[("authorization", auth)], b"").await;
+    assert_eq!((missing.status, missing.code()), (404, "unknown_blob".to_owned()));
+    let denied = conn.send("GET", url, &[("authorization", "Bearer nope")], b"").await;
+    assert_eq!((denied.status, denied.code()), (403, "access_denied".to_owned()));
 }
 
 #[tokio::test]

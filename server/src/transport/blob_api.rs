@@ -31,7 +31,7 @@ pub type ResBody = UnsyncBoxBody<Bytes, BoxError>;
 pub const PREFIX: &str = "/api/";
 
 /// Bytes read from disk per step of a download; one step is read ahead of the socket.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 /// Largest JSON body the API reads (`POST uploads`).
 const MAX_JSON_BODY: usize = 4096;
 
@@ -45,7 +45,7 @@ pub struct BlobApi {
 
 /// An error answer: a status from the code, and a plain message.
 #[derive(Debug)]
-struct Fail {
+pub(super) struct Fail {
     code: BlobErrorCode,
     message: String,
     headers: Vec<(header::HeaderName, HeaderValue)>,
@@ -87,7 +87,7 @@ fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<
     response
 }
 
-fn fail_response(fail: Fail) -> Response<ResBody> {
+pub(super) fn fail_response(fail: Fail) -> Response<ResBody> {
     let status = StatusCode::from_u16(fail.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = json_response(status, &ApiError { code: fail.code, message: fail.message });
     for (name, value) in fail.headers {
@@ -96,16 +96,25 @@ fn fail_response(fail: Fail) -> Response<ResBody> {
     response
 }
 
+/// A download ready to send.
+#[derive(Debug)]
+pub(super) struct PreparedDownload {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The file, the first byte and the byte count to send.
+    pub file: Option<(std::fs::File, u64, u64)>,
+}
+
 /// The parts of a blob route's path.
 #[derive(Debug, PartialEq, Eq)]
-enum Route {
+pub(super) enum Route {
     Blobs(RoomName),
     Blob(RoomName, BlobHash),
     Uploads(RoomName),
     Upload(RoomName, UploadId),
 }
 
-fn route(path: &str) -> Result<Route, Fail> {
+pub(super) fn route(path: &str) -> Result<Route, Fail> {
     let not_found = || Fail::new(BlobErrorCode::NotFound, format!("no such path: {path}"));
     let rest = path.strip_prefix("/api/rooms/").ok_or_else(not_found)?;
     let parts: Vec<&str> = rest.split('/').collect();
@@ -134,8 +143,8 @@ fn route(path: &str) -> Result<Route, Fail> {
 }
 
 /// The query's parameters, percent-decoded.
-fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
-    req.uri().query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+pub(super) fn query(uri: &http::Uri) -> Vec<(String, String)> {
+    uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
 fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -161,7 +170,7 @@ impl BlobApi {
 
     async fn dispatch(&self, req: Request<Incoming>) -> Result<Response<ResBody>, Fail> {
         let route = route(req.uri().path())?;
-        let query = query(&req);
+        let query = query(req.uri());
         let room = match &route {
             Route::Blobs(room) | Route::Blob(room, _) | Route::Uploads(room) | Route::Upload(room, _) => room.clone(),
         };
@@ -190,7 +199,12 @@ impl BlobApi {
     }
 
     /// The room's grant, from `Authorization: Bearer` or `?grant=`.
-    fn authorize(&self, room: &RoomName, headers: &HeaderMap, query: &[(String, String)]) -> Result<(), Fail> {
+    pub(super) fn authorize(
+        &self,
+        room: &RoomName,
+        headers: &HeaderMap,
+        query: &[(String, String)],
+    ) -> Result<(), Fail> {
         let bearer = header_str(headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
         let Some(token) = bearer.or_else(|| param(query, "grant")) else {
             return Err(Fail::new(
@@ -212,15 +226,36 @@ impl BlobApi {
         query: &[(String, String)],
         with_body: bool,
     ) -> Result<Response<ResBody>, Fail> {
+        let prepared = self.prepare_download(room, hash, req.headers(), query, with_body).await?;
+        let body = match prepared.file {
+            Some((file, start, len)) => file_body(file, start, len),
+            None => empty(),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = prepared.status;
+        *response.headers_mut() = prepared.headers;
+        Ok(response)
+    }
+
+    /// Everything about a download but the sending: status, headers, and the open file with
+    /// the byte range to send (none for HEAD and 304). Shared by the hyper path and the
+    /// sendfile path.
+    pub(super) async fn prepare_download(
+        &self,
+        room: &RoomName,
+        hash: &BlobHash,
+        headers: &HeaderMap,
+        query: &[(String, String)],
+        with_body: bool,
+    ) -> Result<PreparedDownload, Fail> {
         let etag = format!("\"{hash}\"");
-        let headers = req.headers();
+        let mut h = HeaderMap::new();
         if let Some(tags) = header_str(headers, header::IF_NONE_MATCH) {
             // The bytes behind a hash never change: a match is always still valid.
             self.cache.stat(room, hash)?;
             if tags.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == "*" || t == etag) {
-                let mut response = status_only(StatusCode::NOT_MODIFIED);
-                blob_headers(response.headers_mut(), &etag);
-                return Ok(response);
+                blob_headers(&mut h, &etag);
+                return Ok(PreparedDownload { status: StatusCode::NOT_MODIFIED, headers: h, file: None });
             }
         }
         let (info, file) = if with_body {
@@ -243,14 +278,7 @@ impl BlobApi {
                 return Err(fail);
             }
         };
-        let body = match file {
-            Some(file) => file_body(file.into_std().await, start, len),
-            None => empty(),
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        let h = response.headers_mut();
-        blob_headers(h, &etag);
+        blob_headers(&mut h, &etag);
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         if status == StatusCode::PARTIAL_CONTENT {
             h.insert(
@@ -262,7 +290,11 @@ impl BlobApi {
         let name = param(query, "name").and_then(|n| FileName::try_from(n).ok()).unwrap_or(info.name.clone());
         let inline = param(query, "download").is_none() && is_safe_inline(&info.mime);
         h.insert(header::CONTENT_DISPOSITION, content_disposition(&name, inline));
-        Ok(response)
+        let file = match file {
+            Some(file) => Some((file.into_std().await, start, len)),
+            None => None,
+        };
+        Ok(PreparedDownload { status, headers: h, file })
     }
 
     async fn put(

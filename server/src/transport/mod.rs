@@ -2,6 +2,7 @@
 //! and, beside warp, the blob API (`/api/`), a hyper handler of its own.
 
 pub mod blob_api;
+mod fast_download;
 mod metrics;
 pub mod ws;
 
@@ -27,7 +28,8 @@ pub use ws::WsSettings;
 /// `TCP_NODELAY`. The writer coalesces frames and flushes once per burst, so Nagle's
 /// algorithm would only add delay (with delayed ACKs, up to 40 ms on a small frame: the
 /// paced fan-out p99 was 20 ms with it, 3 ms without); and warp's own loop gives no access
-/// to the accepted socket. Requests under `/api/` go to the blob API, whose bodies stream.
+/// to the accepted socket. Requests under `/api/` go to the blob API, whose bodies stream; a
+/// connection that opens with a blob download is served with `sendfile` (see `fast_download`).
 pub async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
@@ -54,6 +56,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let warp_service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
+        let fast_api = blob_api.clone();
         let blob_api = blob_api.clone();
         let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
             use futures_util::future::{Either, FutureExt};
@@ -68,8 +71,34 @@ pub async fn serve(
         });
         let mut stop = stop.clone();
         tokio::spawn(async move {
-            let conn =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).with_upgrades();
+            // A connection that opens with a blob download is served by sendfile first.
+            let (tcp, prefix) = match fast_api {
+                Some(api) => {
+                    let mut peek = [0u8; 512];
+                    let opens_with_download = tokio::select! {
+                        peeked = tcp.peek(&mut peek) => {
+                            peeked.is_ok_and(|n| fast_download::is_blob_download(&peek[..n]))
+                        }
+                        _ = stopped(&mut stop) => return,
+                    };
+                    if opens_with_download {
+                        let idle = api.body_timeout;
+                        let served = tokio::select! {
+                            handed = fast_download::serve(tcp, api, idle) => handed,
+                            _ = stopped(&mut stop) => None,
+                        };
+                        match served {
+                            Some(handed) => handed,
+                            None => return,
+                        }
+                    } else {
+                        (tcp, bytes::BytesMut::new())
+                    }
+                }
+                None => (tcp, bytes::BytesMut::new()),
+            };
+            let io = TokioIo::new(fast_download::Prefixed::new(tcp, prefix));
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service).with_upgrades();
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,

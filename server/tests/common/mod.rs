@@ -294,3 +294,29 @@ pub async fn join_with_grant(server: &TestServer, r: &str) -> (Client, String) {
         other => panic!("expected a grant, got {other:?}"),
     }
 }
+
+/// A kept-alive HTTP/1.1 connection for several requests in a row.
+pub struct Conn(hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>);
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Conn {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        Conn(sender)
+    }
+
+    pub async fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        use http_body_util::BodyExt;
+        self.0.ready().await.expect("the connection is still open");
+        let mut req = http::Request::builder().method(method).uri(path).header("host", "test");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = http_body_util::Full::new(bytes::Bytes::copy_from_slice(body));
+        let response = tokio::time::timeout(WAIT, self.0.send_request(req.body(body).unwrap())).await.unwrap().unwrap();
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(WAIT, body.collect()).await.unwrap().unwrap().to_bytes();
+        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+    }
+}

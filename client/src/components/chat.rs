@@ -17,7 +17,7 @@ fn body_text(body: &Body) -> String {
     match body {
         Body::Chat { text } => text.to_string(),
         Body::Data { data } => data.to_string(),
-        Body::File { name, size, .. } => format!("📎 {name} ({size} bytes)"),
+        Body::File { name, size, .. } => format!("📎 {name} ({})", crate::state::files::human_bytes(*size)),
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod call;
 pub mod chat;
+pub mod files;
 pub mod lobby;
 pub mod room;
 pub mod status;

@@ -2,10 +2,13 @@
 
 use super::call::CallPanel;
 use super::chat::Chat;
+use super::files::{drop_handlers, FilesPanel};
 use super::status::StatusBadge;
 use crate::browser;
 use crate::net::call::{Call, CallView};
+use crate::net::files::Files;
 use crate::net::session::{Command, Session};
+use crate::state::files::Transfer;
 use crate::state::room::RoomState;
 use relaycast_shared::{Body, DisplayName, RoomName};
 use std::cell::Cell;
@@ -39,6 +42,41 @@ pub fn room_page(props: &RoomProps) -> Html {
             Call::new(send, Callback::from(move |v| call_view.set(v)))
         })
     };
+
+    // File transfers publish through whichever session is current, and use the call's links.
+    let transfers = use_state(Vec::<Transfer>::new);
+    let files = {
+        let (signaling, transfers, call, room) =
+            (signaling.clone(), transfers.setter(), (*call).clone(), props.room.clone());
+        use_state(move || {
+            let publish = Callback::from(move |body| {
+                if let Some(s) = signaling.borrow().as_ref() {
+                    s.send(Command::Publish(body));
+                }
+            });
+            Files::new(room, call, publish, Callback::from(move |v| transfers.set(v)))
+        })
+    };
+    {
+        let files = (*files).clone();
+        let peers: Vec<_> = state.peers.iter().map(|p| p.id.clone()).collect();
+        use_effect_with((state.me.clone(), state.grant.clone(), peers), move |(me, grant, peers)| {
+            files.sync(me.clone(), grant.clone(), peers.clone());
+        });
+    }
+    {
+        let files = (*files).clone();
+        let listed: Vec<_> = state
+            .messages()
+            .filter_map(|m| match &m.body {
+                Body::File { hash, name, size, mime } => {
+                    Some((hash.clone(), name.clone(), *size, mime.clone(), m.from.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        use_effect_with(listed, move |listed| files.room_files(listed.clone()));
+    }
 
     // One session per room; dropping the handle closes it.
     {
@@ -91,8 +129,17 @@ pub fn room_page(props: &RoomProps) -> Html {
     let s = (*state).clone();
     let names: Vec<_> = s.peers.iter().map(|p| (p.id.clone(), p.name.to_string())).collect();
     let onleave = props.onleave.reform(|_: MouseEvent| ());
+    let onpick = {
+        let files = (*files).clone();
+        Callback::from(move |file| files.send(file))
+    };
+    let onfetch = {
+        let files = (*files).clone();
+        Callback::from(move |hash| files.fetch(&hash))
+    };
+    let (ondragover, ondrop) = drop_handlers(onpick.clone());
     html! {
-        <div class="room">
+        <div class="room" {ondragover} {ondrop}>
             <header class="bar">
                 <h1><a href="/" class="home">{ "Relaycast" }</a>{ " · " }<span id="room-name">{ props.room.as_str() }</span></h1>
                 <StatusBadge status={s.status.clone()} now={*now} />
@@ -113,6 +160,7 @@ pub fn room_page(props: &RoomProps) -> Html {
                 <div class="main">
                     <CallPanel call={(*call).clone()} view={(*call_view).clone()} {names} />
                     <Chat state={s.clone()} {onsend} />
+                    <FilesPanel transfers={(*transfers).clone()} {onpick} {onfetch} />
                 </div>
             </div>
         </div>

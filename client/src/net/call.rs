@@ -5,7 +5,9 @@
 //!   polite side's browser rolls its own back).
 //! - Each remote peer's signals are applied one at a time, in order, by a task of its own, so
 //!   a candidate never reaches the connection before the description it belongs to.
-//! - One negotiated data channel (id 0) per peer carries direct messages.
+//! - One negotiated data channel (id 0) per peer carries direct messages; another (id 1,
+//!   binary) carries files (see `net::files`). Sending a file opens data-only links to everyone
+//!   present, without joining the call.
 //! - Joining the call sends our camera and microphone to everyone in the room; a peer that
 //!   has not joined receives (and sees who is in the call) until it joins too.
 //!
@@ -69,6 +71,7 @@ pub struct CallView {
 struct Link {
     pc: RtcPeerConnection,
     dc: RtcDataChannel,
+    files: RtcDataChannel,
     signals: mpsc::UnboundedSender<Signal>,
     _handlers: Vec<Closure<dyn FnMut(JsValue)>>,
 }
@@ -80,6 +83,7 @@ impl Drop for Link {
         self.pc.set_ontrack(None);
         self.pc.set_onconnectionstatechange(None);
         self.dc.set_onmessage(None);
+        self.files.set_onmessage(None);
         self.pc.close();
     }
 }
@@ -96,6 +100,8 @@ struct Inner {
     early: Vec<(PeerId, Signal)>,
     send_signal: Callback<(PeerId, Signal)>,
     on_view: Callback<CallView>,
+    /// Where messages of the `files` channels go.
+    on_file_frame: Option<Callback<(PeerId, Vec<u8>)>>,
 }
 
 /// The call handle; clones share one call.
@@ -158,6 +164,7 @@ impl Call {
             early: Vec::new(),
             send_signal,
             on_view,
+            on_file_frame: None,
         }));
         yew::platform::spawn_local(stats_loop(Rc::downgrade(&inner)));
         Call { inner }
@@ -377,6 +384,27 @@ impl Call {
         self.inner.borrow_mut().view.sharing = sharing;
     }
 
+    /// Where to deliver what peers send on the `files` channels.
+    pub fn on_file_frame(&self, cb: Callback<(PeerId, Vec<u8>)>) {
+        self.inner.borrow_mut().on_file_frame = Some(cb);
+    }
+
+    /// Connect to everyone in the room for data (no media unless in the call).
+    pub fn open_data_links(&self) {
+        self.connect_all();
+        notify(&self.inner);
+    }
+
+    /// The `files` channels that are open now.
+    pub fn open_file_channels(&self) -> Vec<(PeerId, RtcDataChannel)> {
+        let i = self.inner.borrow();
+        i.links
+            .iter()
+            .filter(|(_, l)| l.files.ready_state() == RtcDataChannelState::Open)
+            .map(|(p, l)| (p.clone(), l.files.clone()))
+            .collect()
+    }
+
     /// Send a direct message over every open data channel.
     pub fn send_direct(&self, text: &str) {
         {
@@ -474,6 +502,11 @@ fn create_link(inner_rc: &Rc<RefCell<Inner>>, peer: &PeerId) -> Result<Link, JsV
     init.set_negotiated(true);
     init.set_id(0);
     let dc = pc.create_data_channel_with_data_channel_dict("direct", &init);
+    let files_init = RtcDataChannelInit::new();
+    files_init.set_negotiated(true);
+    files_init.set_id(1);
+    let files = pc.create_data_channel_with_data_channel_dict("files", &files_init);
+    files.set_binary_type(web_sys::RtcDataChannelType::Arraybuffer);
     let negotiation = Rc::new(RefCell::new(Negotiation::new(is_polite(&me, peer))));
     // Replaced by the browser's stream for this peer when its first track arrives.
     let placeholder = MediaStream::new()?;
@@ -585,13 +618,26 @@ fn create_link(inner_rc: &Rc<RefCell<Inner>>, peer: &PeerId) -> Result<Link, JsV
         dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         handlers.push(on_message);
     }
+    {
+        let (weak, peer) = (weak.clone(), peer.clone());
+        let on_file = Closure::new(move |e: JsValue| {
+            let e: MessageEvent = e.unchecked_into();
+            let Some(inner) = weak.upgrade() else { return };
+            let Some(cb) = inner.borrow().on_file_frame.clone() else { return };
+            if let Ok(buf) = e.data().dyn_into::<js_sys::ArrayBuffer>() {
+                cb.emit((peer.clone(), js_sys::Uint8Array::new(&buf).to_vec()));
+            }
+        });
+        files.set_onmessage(Some(on_file.as_ref().unchecked_ref()));
+        handlers.push(on_file);
+    }
     if let Some(local) = &inner.view.local {
         add_tracks(&pc, local);
     }
 
     let (signals, queue) = mpsc::unbounded();
     yew::platform::spawn_local(apply_signals(weak, peer.clone(), pc.clone(), negotiation, queue));
-    Ok(Link { pc, dc, signals, _handlers: handlers })
+    Ok(Link { pc, dc, files, signals, _handlers: handlers })
 }
 
 fn refresh_tracks(weak: &Weak<RefCell<Inner>>, peer: &PeerId) {

@@ -1,5 +1,6 @@
 //! Application state, pure and natively tested.
 
 pub mod call;
+pub mod files;
 pub mod prefs;
 pub mod room;

@@ -106,3 +106,39 @@ async fn chat_marks_ours_shows_pending_and_truncation() {
     assert!(text(&root, "li.pending").contains("on its way"));
     assert!(text(&root, "li.pending").contains("sending"));
 }
+
+#[wasm_bindgen_test]
+async fn files_panel_shows_progress_path_and_offers_large_files_for_download() {
+    use relaycast_client::components::files::{FilesPanel, FilesProps};
+    use relaycast_client::state::files::{Direction, Phase, Source, Transfer};
+    let root = root();
+    let fetched = Rc::new(RefCell::new(None));
+    let got = fetched.clone();
+    let hash = |c: char| BlobHash::try_from(c.to_string().repeat(64)).unwrap();
+    let mime = MediaType::try_from("application/octet-stream").unwrap();
+    let mut incoming =
+        Transfer::new(1, FileName::try_from("log.txt").unwrap(), 2_000_000, mime.clone(), Direction::Receiving, 0);
+    incoming.hash = Some(hash('a'));
+    incoming.phase = Phase::Transferring;
+    incoming.source = Some(Source::Peer(PeerId::try_from("p1").unwrap()));
+    incoming.progress(500_000, 1000);
+    let mut large =
+        Transfer::new(2, FileName::try_from("movie.mkv").unwrap(), 900_000_000, mime, Direction::Receiving, 0);
+    large.hash = Some(hash('b'));
+    large.on_server = true;
+    let props = FilesProps {
+        transfers: vec![incoming, large],
+        onpick: Callback::from(|_| {}),
+        onfetch: Callback::from(move |h: BlobHash| *got.borrow_mut() = Some(h)),
+    };
+    yew::Renderer::<FilesPanel>::with_root_and_props(root.clone(), props).render();
+    yew::scheduler::flush().await;
+    let row = format!("#file-{}", hash('a'));
+    assert!(text(&root, &format!("{row} .file-status")).contains("receiving 25%"));
+    assert_eq!(text(&root, &format!("{row} .file-via")), "via peer");
+    assert_eq!(find::<Element>(&root, &row).get_attribute("data-phase").as_deref(), Some("transferring"));
+    assert!(text(&root, &format!("#file-{} .file-size", hash('b'))).contains("900 MB"));
+    find::<HtmlButtonElement>(&root, &format!("#file-{} button.fetch", hash('b'))).click();
+    yew::scheduler::flush().await;
+    assert_eq!(fetched.borrow().clone(), Some(hash('b')), "Download asks for the server's copy");
+}

@@ -59,17 +59,53 @@ test('a file goes peer to peer between two pages, checked by hash', { skip: need
   }
 });
 
-test('a page that joins after the sender left gets the files from the server, resuming a cut download', async () => {
+test('a peer-to-peer transfer that stalls falls back to the server', { skip: needsNetns }, async () => {
+  const server = await startServer({ port: await freePort(), dataDir: tempDir() });
+  try {
+    const a = await newUser(browser);
+    // The sender's browser stops putting file chunks on the wire after the first twenty,
+    // as a peer whose path died would: the receiver sees no progress.
+    await a.addInitScript(() => {
+      const send = RTCDataChannel.prototype.send;
+      let chunks = 0;
+      RTCDataChannel.prototype.send = function (data) {
+        if (this.label === 'files' && ++chunks > 20) return;
+        return send.call(this, data);
+      };
+    });
+    const b = await newUser(browser);
+    await joinRoom(a, server, 'stall', 'Ada');
+    await joinRoom(b, server, 'stall', 'Grace');
+    const data = randomBytes(4 * 1024 * 1024);
+    const hash = sha256(data);
+    await a.locator('#file-input').setInputFiles({ name: 'stalls.bin', mimeType: 'application/octet-stream', buffer: data });
+
+    const received = await row(b, hash);
+    assert.equal(await received.getAttribute('data-via'), 'server');
+    assert.equal(await savedHash(received), hash);
+    const log = b.consoleLog.join('\n');
+    assert.match(log, /offers stalls\.bin/, 'it started peer to peer');
+    assert.match(log, /stalled or left; fetching from the server/, 'and fell back');
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a page that joins after the sender left gets the files (one sent by drag-and-drop) from the server, resuming a cut download', async () => {
   const server = await startServer({ port: await freePort(), dataDir: tempDir() });
   try {
     const a = await newUser(browser);
     await joinRoom(a, server, 'late-files', 'Ada');
     const data = randomBytes(5 * 1024 * 1024);
     const [dataHash, pngHash] = [sha256(data), sha256(PNG)];
-    await a.locator('#file-input').setInputFiles([
-      { name: 'dataset.bin', mimeType: 'application/octet-stream', buffer: data },
-      { name: 'dot.png', mimeType: 'image/png', buffer: PNG },
-    ]);
+    await a.locator('#file-input').setInputFiles({ name: 'dataset.bin', mimeType: 'application/octet-stream', buffer: data });
+    // The image is dropped on the room instead.
+    await a.evaluate((b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const dt = new DataTransfer();
+      dt.items.add(new File([bytes], 'dot.png', { type: 'image/png' }));
+      document.querySelector('.room').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }, PNG.toString('base64'));
     await row(a, dataHash);
     await row(a, pngHash);
     await a.locator('#leave').click();

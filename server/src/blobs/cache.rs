@@ -1034,3 +1034,78 @@ impl Drop for BlobWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what the cache reports; pins what the test says.
+    #[derive(Debug, Default)]
+    struct Events {
+        pinned: Mutex<HashSet<BlobHash>>,
+        stored: Mutex<Vec<BlobHash>>,
+        removed: Mutex<Vec<BlobHash>>,
+    }
+
+    impl CacheEvents for Events {
+        fn is_pinned(&self, hash: &BlobHash) -> bool {
+            self.pinned.lock().unwrap().contains(hash)
+        }
+        fn stored(&self, hash: &BlobHash) {
+            self.stored.lock().unwrap().push(hash.clone());
+        }
+        fn removed(&self, hash: &BlobHash) {
+            self.removed.lock().unwrap().push(hash.clone());
+        }
+    }
+
+    fn limits(ttl: Duration) -> CacheLimits {
+        CacheLimits {
+            max_total_bytes: 1 << 20,
+            max_blob_bytes: 1 << 20,
+            room_quota_bytes: 1 << 20,
+            ttl,
+            max_uploads: 4,
+        }
+    }
+
+    async fn put(cache: &Arc<BlobCache>, room: &RoomName, bytes: &[u8]) -> BlobHash {
+        let hash = BlobHash::try_from(hex::encode(Sha256::digest(bytes))).unwrap();
+        let new = NewUpload {
+            hash: hash.clone(),
+            size: bytes.len() as u64,
+            name: FileName::try_from("f").unwrap(),
+            mime: MediaType::try_from("a/b").unwrap(),
+        };
+        let mut writer = cache.put(room, new).await.unwrap().unwrap();
+        writer.write(bytes).await.unwrap();
+        assert!(matches!(writer.finish().await.unwrap(), Written::Complete(_)));
+        hash
+    }
+
+    #[tokio::test]
+    async fn the_sweep_evicts_expired_blobs_but_not_pinned_ones_and_reopening_reports_what_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = Arc::new(Events::default());
+        let ttl = Duration::from_millis(30);
+        let cache = Arc::new(BlobCache::open(dir.path(), limits(ttl), events.clone()).unwrap());
+        let room = RoomName::try_from("r").unwrap();
+        let expiring = put(&cache, &room, b"old news").await;
+        let pinned = put(&cache, &room, b"still in history").await;
+        events.pinned.lock().unwrap().insert(pinned.clone());
+        assert_eq!(events.stored.lock().unwrap().len(), 2);
+
+        tokio::time::sleep(ttl * 3).await;
+        cache.sweep().await.unwrap();
+        assert_eq!(*events.removed.lock().unwrap(), vec![expiring.clone()]);
+        assert!(matches!(cache.stat(&room, &expiring), Err(CacheError::UnknownBlob)));
+        assert!(cache.stat(&room, &pinned).is_ok());
+        assert!(!cache.blob_path(&expiring).exists(), "the file is gone too");
+        drop(cache);
+
+        let events = Arc::new(Events::default());
+        let reopened = BlobCache::open(dir.path(), limits(ttl), events.clone()).unwrap();
+        assert_eq!(*events.stored.lock().unwrap(), vec![pinned.clone()], "the engine learns what exists at start");
+        assert_eq!(reopened.stats(), CacheStats { blobs: 1, bytes: 16, uploads: 0 });
+    }
+}

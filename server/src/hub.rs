@@ -312,8 +312,9 @@ impl Hub {
 /// The blob cache asks the engine which blobs rooms still refer to, and tells it which blobs
 /// exist (file messages may only name those).
 impl crate::blobs::CacheEvents for Hub {
-    fn is_pinned(&self, hash: &relaycast_shared::BlobHash) -> bool {
-        self.lock().engine.is_pinned(hash)
+    fn pinned(&self, hashes: &[&relaycast_shared::BlobHash]) -> Vec<bool> {
+        let state = self.lock();
+        hashes.iter().map(|h| state.engine.is_pinned(h)).collect()
     }
 
     fn stored(&self, hash: &relaycast_shared::BlobHash) {

@@ -10,38 +10,7 @@ use http_body_util::BodyExt;
 use relaycast_shared::blobs::UploadState;
 use relaycast_shared::*;
 use sha2::Digest;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use tokio::io::AsyncWriteExt;
-
-struct Binary {
-    child: Child,
-    server: TestServer,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(dir: &std::path::Path) -> Binary {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relaycast"))
-        .args(["--bind", "127.0.0.1:0", "--log", "warn"])
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--static-dir")
-        .arg(dir.join("no-app"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the relaycast binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().trim_start_matches("http://").trim_end_matches('/');
-    Binary { server: TestServer::external(url.parse().unwrap()), child }
-}
 
 /// A kibibyte-scale field of `/proc/<pid>/status`, in bytes.
 fn proc_status(pid: u32, field: &str) -> u64 {
@@ -63,7 +32,7 @@ fn file_message(id: &str, hash: &str, size: u64) -> ClientMsg {
 #[tokio::test]
 async fn kill_9_keeps_acknowledged_blobs_and_leaves_no_partial_files() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = spawn(dir.path());
+    let bin = spawn_binary(dir.path());
     let addr = bin.server.addr;
     let (mut member, grant) = join_with_grant(&bin.server, "crash").await;
     let auth = format!("Bearer {grant}");
@@ -101,7 +70,7 @@ async fn kill_9_keeps_acknowledged_blobs_and_leaves_no_partial_files() {
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1, "the cut upload is in flight");
     drop(bin); // SIGKILL
 
-    let bin = spawn(dir.path());
+    let bin = spawn_binary(dir.path());
     let addr = bin.server.addr;
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "no partial one-shot file survives");
     let (mut member, grant) = join_with_grant(&bin.server, "crash").await;
@@ -129,7 +98,7 @@ fn gib_chunk(base: &[u8], i: u64) -> Bytes {
 async fn a_gibibyte_up_and_down_in_bounded_memory() {
     const CHUNKS: u64 = 1024;
     let dir = tempfile::tempdir().unwrap();
-    let bin = spawn(dir.path());
+    let bin = spawn_binary(dir.path());
     let addr = bin.server.addr;
     let pid = bin.child.id();
     let (_member, grant) = join_with_grant(&bin.server, "huge").await;

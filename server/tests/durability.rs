@@ -5,37 +5,12 @@ mod common;
 
 use common::*;
 use relaycast_shared::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
-struct Binary {
-    child: Child,
-    server: TestServer,
-}
-
-/// Start the binary on a free port with its store in `dir`; read the URL it prints.
-fn spawn(dir: &std::path::Path) -> Binary {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relaycast"))
-        .args(["--bind", "127.0.0.1:0", "--messages-per-second", "0", "--log", "warn"])
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--static-dir")
-        .arg(dir.join("no-app"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the relaycast binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().trim_start_matches("http://").trim_end_matches('/');
-    let addr = url.parse().unwrap_or_else(|_| panic!("an address in {line:?}"));
-    Binary { child, server: TestServer::external(addr) }
-}
+use std::process::Command;
 
 #[tokio::test]
 async fn acked_messages_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bin = spawn(dir.path());
+    let mut bin = spawn_binary(dir.path());
     let mut a = Client::connect(&bin.server).await;
     let epoch = epoch_of(&a.join("r", "a", None).await);
     // Pipelined: many commits in flight when the process dies.
@@ -61,7 +36,7 @@ async fn acked_messages_survive_kill_9() {
     bin.child.kill().unwrap(); // SIGKILL
     bin.child.wait().unwrap();
 
-    let mut bin = spawn(dir.path());
+    let mut bin = spawn_binary(dir.path());
     let mut b = Client::connect(&bin.server).await;
     let got = b.join("r", "b", Some(ResumeFrom { epoch: epoch.clone(), last_seq: 0 })).await;
     assert!(!got.iter().any(|m| matches!(m, ServerMsg::HistoryReset { .. })), "same epoch after a crash");
@@ -78,7 +53,7 @@ async fn acked_messages_survive_kill_9() {
 #[tokio::test]
 async fn sigterm_closes_clients_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bin = spawn(dir.path());
+    let mut bin = spawn_binary(dir.path());
     let mut a = Client::connect(&bin.server).await;
     a.join("r", "a", None).await;
     a.publish_acked("r", "t1", "before stop").await;
@@ -89,7 +64,7 @@ async fn sigterm_closes_clients_and_exits_cleanly() {
     let exit = bin.child.wait().unwrap();
     assert!(exit.success(), "exit status {exit:?}");
 
-    let mut bin = spawn(dir.path());
+    let mut bin = spawn_binary(dir.path());
     let mut b = Client::connect(&bin.server).await;
     assert_eq!(seqs(&b.join("r", "b", None).await), vec![1]);
     bin.child.kill().unwrap();

@@ -39,7 +39,9 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// where to report blobs coming and going (the engine only accepts file messages for blobs
 /// the cache holds).
 pub trait CacheEvents: Send + Sync + fmt::Debug {
-    fn is_pinned(&self, hash: &BlobHash) -> bool;
+    /// For each hash, whether some room's live history refers to it (one call per eviction
+    /// plan, so the engine is locked once, not once per blob).
+    fn pinned(&self, hashes: &[&BlobHash]) -> Vec<bool>;
     fn stored(&self, hash: &BlobHash);
     fn removed(&self, hash: &BlobHash);
 }
@@ -452,15 +454,13 @@ impl BlobCache {
     }
 
     fn plan(&self, state: &State, incoming: u64) -> Result<Vec<BlobHash>, NoRoom> {
+        let hashes: Vec<&BlobHash> = state.blobs.keys().collect();
+        let pinned = self.events.pinned(&hashes);
         let cached: Vec<Cached> = state
             .blobs
             .iter()
-            .map(|(hash, r)| Cached {
-                hash: hash.clone(),
-                size: r.size,
-                last_used: r.last_used,
-                pinned: self.events.is_pinned(hash),
-            })
+            .zip(pinned)
+            .map(|((hash, r), pinned)| Cached { hash: hash.clone(), size: r.size, last_used: r.last_used, pinned })
             .collect();
         let limits =
             policy::Limits { max_total_bytes: self.limits.max_total_bytes, ttl_ms: self.limits.ttl.as_millis() as u64 };
@@ -681,7 +681,94 @@ impl BlobCache {
         new: &NewUpload,
         hasher: Option<Sha256>,
     ) -> Result<BlobInfo, CacheError> {
-        let result = self.finish_inner(file_path, upload, room, new, hasher).await;
+        let result: Result<BlobInfo, CacheError> = async {
+            let path = file_path.to_owned();
+            let (digest, len) = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+                let file = std::fs::File::open(&path)?;
+                let len = file.metadata()?.len();
+                let hasher = match hasher {
+                    Some(hasher) => hasher,
+                    None => hash_file(file.try_clone()?)?,
+                };
+                // Durable before it is visible under its hash.
+                file.sync_all()?;
+                Ok((hex::encode(hasher.finalize()), len))
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            if len != new.size {
+                return Err(CacheError::LengthMismatch { expected: new.size, received: len });
+            }
+            if digest != new.hash.as_str() {
+                return Err(CacheError::HashMismatch { expected: new.hash.clone(), actual: digest });
+            }
+
+            let _one_at_a_time = self.finishing.lock().await;
+            let hash = &new.hash;
+            let already = self.lock().blobs.contains_key(hash);
+            let evict = if already {
+                Vec::new()
+            } else {
+                let state = self.lock();
+                // The room's usage already counts this upload's reservation.
+                let would = state.room_usage(room);
+                if would > self.limits.room_quota_bytes {
+                    return Err(CacheError::QuotaExceeded { would, quota: self.limits.room_quota_bytes });
+                }
+                self.plan(&state, new.size)?
+            };
+            let final_path = self.blob_path(hash);
+            if already {
+                tokio::fs::remove_file(file_path).await?;
+            } else {
+                if let Some(shard) = final_path.parent() {
+                    tokio::fs::create_dir_all(shard).await?;
+                }
+                tokio::fs::rename(file_path, &final_path).await?;
+            }
+            let now = now_ms();
+            let record = BlobRecord {
+                size: new.size,
+                name: new.name.clone(),
+                mime: new.mime.clone(),
+                created: now,
+                last_used: now,
+            };
+            let json = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+            self.commit(|txn| {
+                let mut blobs = txn.open_table(BLOBS)?;
+                let mut room_blobs = txn.open_table(ROOM_BLOBS)?;
+                for gone in &evict {
+                    blobs.remove(gone.as_str())?;
+                    room_blobs.retain(|(_, h), _| h != gone.as_str())?;
+                }
+                if !already {
+                    blobs.insert(hash.as_str(), json.as_slice())?;
+                }
+                room_blobs.insert((room.as_str(), hash.as_str()), now)?;
+                if let Some(id) = upload {
+                    txn.open_table(UPLOADS)?.remove(id.as_str())?;
+                }
+                Ok(())
+            })?;
+            {
+                let mut state = self.lock();
+                state.forget(&evict);
+                if !already {
+                    state.total_bytes += record.size;
+                    state.blobs.insert(hash.clone(), record);
+                }
+                state.rooms.entry(room.clone()).or_default().insert(hash.clone());
+                if let Some(id) = upload {
+                    state.uploads.remove(id);
+                }
+            }
+            self.remove_files(&evict).await;
+            self.events.stored(hash);
+            tracing::info!(%hash, size = new.size, %room, evicted = evict.len(), "blob stored");
+            self.stat(room, hash)
+        }
+        .await;
         if result.is_err() {
             let _ = tokio::fs::remove_file(file_path).await;
             if let Some(id) = upload {
@@ -689,96 +776,6 @@ impl BlobCache {
             }
         }
         result
-    }
-
-    async fn finish_inner(
-        &self,
-        file_path: &Path,
-        upload: Option<&UploadId>,
-        room: &RoomName,
-        new: &NewUpload,
-        hasher: Option<Sha256>,
-    ) -> Result<BlobInfo, CacheError> {
-        let path = file_path.to_owned();
-        let (digest, len) = tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
-            let file = std::fs::File::open(&path)?;
-            let len = file.metadata()?.len();
-            let hasher = match hasher {
-                Some(hasher) => hasher,
-                None => hash_file(file.try_clone()?)?,
-            };
-            // Durable before it is visible under its hash.
-            file.sync_all()?;
-            Ok((hex::encode(hasher.finalize()), len))
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        if len != new.size {
-            return Err(CacheError::LengthMismatch { expected: new.size, received: len });
-        }
-        if digest != new.hash.as_str() {
-            return Err(CacheError::HashMismatch { expected: new.hash.clone(), actual: digest });
-        }
-
-        let _one_at_a_time = self.finishing.lock().await;
-        let hash = &new.hash;
-        let already = self.lock().blobs.contains_key(hash);
-        let evict = if already {
-            Vec::new()
-        } else {
-            let state = self.lock();
-            // The room's usage already counts this upload's reservation.
-            let would = state.room_usage(room);
-            if would > self.limits.room_quota_bytes {
-                return Err(CacheError::QuotaExceeded { would, quota: self.limits.room_quota_bytes });
-            }
-            self.plan(&state, new.size)?
-        };
-        let final_path = self.blob_path(hash);
-        if already {
-            tokio::fs::remove_file(file_path).await?;
-        } else {
-            if let Some(shard) = final_path.parent() {
-                tokio::fs::create_dir_all(shard).await?;
-            }
-            tokio::fs::rename(file_path, &final_path).await?;
-        }
-        let now = now_ms();
-        let record =
-            BlobRecord { size: new.size, name: new.name.clone(), mime: new.mime.clone(), created: now, last_used: now };
-        let json = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
-        self.commit(|txn| {
-            let mut blobs = txn.open_table(BLOBS)?;
-            let mut room_blobs = txn.open_table(ROOM_BLOBS)?;
-            for gone in &evict {
-                blobs.remove(gone.as_str())?;
-                room_blobs.retain(|(_, h), _| h != gone.as_str())?;
-            }
-            if !already {
-                blobs.insert(hash.as_str(), json.as_slice())?;
-            }
-            room_blobs.insert((room.as_str(), hash.as_str()), now)?;
-            if let Some(id) = upload {
-                txn.open_table(UPLOADS)?.remove(id.as_str())?;
-            }
-            Ok(())
-        })?;
-        {
-            let mut state = self.lock();
-            state.forget(&evict);
-            if !already {
-                state.total_bytes += record.size;
-                state.blobs.insert(hash.clone(), record);
-            }
-            state.rooms.entry(room.clone()).or_default().insert(hash.clone());
-            if let Some(id) = upload {
-                state.uploads.remove(id);
-            }
-        }
-        self.remove_files(&evict).await;
-        self.events.stored(hash);
-        tracing::info!(%hash, size = new.size, %room, evicted = evict.len(), "blob stored");
-        self.stat(room, hash)
     }
 
     async fn remove_files(&self, hashes: &[BlobHash]) {
@@ -1048,8 +1045,9 @@ mod tests {
     }
 
     impl CacheEvents for Events {
-        fn is_pinned(&self, hash: &BlobHash) -> bool {
-            self.pinned.lock().unwrap().contains(hash)
+        fn pinned(&self, hashes: &[&BlobHash]) -> Vec<bool> {
+            let pinned = self.pinned.lock().unwrap();
+            hashes.iter().map(|h| pinned.contains(*h)).collect()
         }
         fn stored(&self, hash: &BlobHash) {
             self.stored.lock().unwrap().push(hash.clone());

@@ -250,20 +250,19 @@ impl BlobApi {
     ) -> Result<PreparedDownload, Fail> {
         let etag = format!("\"{hash}\"");
         let mut h = HeaderMap::new();
-        if let Some(tags) = header_str(headers, header::IF_NONE_MATCH) {
-            // The bytes behind a hash never change: a match is always still valid.
-            self.cache.stat(room, hash)?;
-            if tags.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == "*" || t == etag) {
-                blob_headers(&mut h, &etag);
-                return Ok(PreparedDownload { status: StatusCode::NOT_MODIFIED, headers: h, file: None });
-            }
-        }
         let (info, file) = if with_body {
             let (info, file) = self.cache.open_read(room, hash).await?;
             (info, Some(file))
         } else {
             (self.cache.stat(room, hash)?, None)
         };
+        if let Some(tags) = header_str(headers, header::IF_NONE_MATCH) {
+            // The bytes behind a hash never change: a match is always still valid.
+            if tags.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == "*" || t == etag) {
+                blob_headers(&mut h, &etag);
+                return Ok(PreparedDownload { status: StatusCode::NOT_MODIFIED, headers: h, file: None });
+            }
+        }
         let reply =
             range::resolve(header_str(headers, header::RANGE), header_str(headers, header::IF_RANGE), &etag, info.size);
         let (status, start, len) = match reply {

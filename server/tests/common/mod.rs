@@ -10,7 +10,6 @@ use relaycast_shared::*;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -82,16 +81,44 @@ impl TestServer {
     }
 }
 
-/// A minimal HTTP/1.1 GET: (status, body).
+/// A GET: (status, body as text).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+    let reply = request(addr, "GET", path, &[], b"").await;
+    (reply.status, String::from_utf8_lossy(&reply.body).into_owned())
+}
+
+/// The real `relaycast` binary, killed (as a crash) when dropped.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub server: TestServer,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start the binary on a free port with its store in `dir`, no rate limit; returns once it
+/// prints its URL (it does once the stores are open and crash leftovers are cleaned).
+pub fn spawn_binary(dir: &Path) -> Binary {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relaycast"))
+        .args(["--bind", "127.0.0.1:0", "--messages-per-second", "0", "--log", "warn"])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--static-dir")
+        .arg(dir.join("no-app"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the relaycast binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().trim_start_matches("http://").trim_end_matches('/');
+    let addr = url.parse().unwrap_or_else(|_| panic!("an address in {line:?}"));
+    Binary { child, server: TestServer::external(addr) }
 }
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

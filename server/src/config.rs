@@ -4,7 +4,7 @@
 use crate::core::{EngineConfig, GrantConfig, HistoryLimits, TurnConfig};
 use clap::Parser;
 use relaycast_shared::limits::MAX_FRAME_BYTES;
-use relaycast_shared::IceServer;
+use relaycast_shared::{IceServer, RoomName};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -139,9 +139,62 @@ pub struct Config {
     #[arg(long, env = "RELAYCAST_BLOB_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub blob_body_timeout: Duration,
 
+    /// Media relay (WHIP/WHEP): the UDP address every media session shares. Default: the
+    /// same address and port number as --bind, over UDP (one port to open, TCP and UDP).
+    #[arg(long, env = "RELAYCAST_MEDIA_BIND")]
+    pub media_bind: Option<SocketAddr>,
+
+    /// Media relay: an address clients reach the media port at, advertised as the ICE
+    /// candidate (repeat; needed behind NAT or when --media-bind is 0.0.0.0).
+    #[arg(long = "media-public-addr", env = "RELAYCAST_MEDIA_PUBLIC_ADDRS", value_delimiter = ',')]
+    pub media_public_addrs: Vec<SocketAddr>,
+
+    /// Media relay: a stream key for a room, as ROOM=KEY (repeat, or comma-separate in the env
+    /// var). Besides it, each room's owner gets a key of its own over the WebSocket.
+    #[arg(long = "stream-key", env = "RELAYCAST_STREAM_KEYS", value_delimiter = ',', hide_env_values = true,
+          value_parser = parse_stream_key)]
+    pub stream_keys: Vec<(RoomName, String)>,
+
+    /// Media relay: live media sessions (publishers and viewers) on the server.
+    #[arg(long, env = "RELAYCAST_MEDIA_MAX_SESSIONS", default_value_t = 1000)]
+    pub media_max_sessions: usize,
+
+    /// Media relay: viewers of one room's broadcast.
+    #[arg(long, env = "RELAYCAST_MEDIA_MAX_VIEWERS", default_value_t = 500)]
+    pub media_max_viewers: usize,
+
+    /// Media relay: frames queued toward one viewer; past it the viewer loses frames (and
+    /// waits for a keyframe) without slowing anyone else.
+    #[arg(long, env = "RELAYCAST_MEDIA_VIEWER_QUEUE", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub media_viewer_queue: u32,
+
+    /// Media relay: shortest time between two keyframe requests to a publisher (requests from
+    /// many viewers in between become one).
+    #[arg(long, env = "RELAYCAST_MEDIA_KEYFRAME_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub media_keyframe_interval: Duration,
+
+    /// Media relay: a session whose connection is not up within this time is closed.
+    #[arg(long, env = "RELAYCAST_MEDIA_CONNECT_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub media_connect_timeout: Duration,
+
+    /// Turn the media relay off (no UDP port, no /whip, /whep).
+    #[arg(long, env = "RELAYCAST_NO_MEDIA")]
+    pub no_media: bool,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. info or relaycast=debug.
     #[arg(long, env = "RELAYCAST_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// `ROOM=KEY`.
+fn parse_stream_key(s: &str) -> Result<(RoomName, String), String> {
+    let (room, key) = s.split_once('=').ok_or_else(|| format!("{s:?} is not ROOM=KEY"))?;
+    let room = RoomName::try_from(room).map_err(|e| format!("bad room in --stream-key: {e}"))?;
+    if key.len() < 8 {
+        return Err("a stream key must be at least 8 characters".into());
+    }
+    Ok((room, key.to_owned()))
 }
 
 /// A byte count: a number with an optional unit, `B`, `KB`/`MB`/`GB`/`TB` (powers of 1000) or
@@ -179,6 +232,20 @@ impl Config {
             room_quota_bytes: self.blob_room_quota,
             ttl: self.blob_ttl,
             max_uploads: self.blob_max_uploads.max(1),
+        }
+    }
+
+    pub fn media(&self) -> crate::media::MediaConfig {
+        crate::media::MediaConfig {
+            bind: self.media_bind.unwrap_or(self.bind),
+            public_addrs: self.media_public_addrs.clone(),
+            stream_keys: self.stream_keys.iter().cloned().collect(),
+            max_sessions: self.media_max_sessions,
+            max_viewers_per_room: self.media_max_viewers,
+            viewer_queue: self.media_viewer_queue as usize,
+            keyframe_interval: self.media_keyframe_interval,
+            connect_timeout: self.media_connect_timeout,
+            ..crate::media::MediaConfig::default()
         }
     }
 
@@ -235,6 +302,23 @@ mod tests {
         assert!(c.memory);
         assert_eq!(c.ping_interval, Duration::from_millis(250));
         assert!(Config::try_parse_from(["relaycast", "--max-frame-bytes", "10"]).is_err());
+    }
+
+    #[test]
+    fn media_settings_default_to_the_http_port_over_udp() {
+        let c = Config::defaults();
+        assert_eq!(c.media().bind, c.bind);
+        let c =
+            Config::try_parse_from(["relaycast", "--stream-key", "stage=secret-key-1", "--media-bind", "127.0.0.1:9"])
+                .unwrap();
+        let media = c.media();
+        assert_eq!(media.bind.port(), 9);
+        assert_eq!(
+            media.stream_keys.get(&RoomName::try_from("stage").unwrap()).map(String::as_str),
+            Some("secret-key-1")
+        );
+        assert!(Config::try_parse_from(["relaycast", "--stream-key", "nokey"]).is_err());
+        assert!(Config::try_parse_from(["relaycast", "--stream-key", "stage=short"]).is_err());
     }
 
     #[test]

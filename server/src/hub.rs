@@ -325,3 +325,15 @@ impl crate::blobs::CacheEvents for Hub {
         self.input(Input::BlobRemoved(hash.clone()));
     }
 }
+
+impl crate::media::MediaEvents for Hub {
+    fn broadcast(&self, room: &relaycast_shared::RoomName, state: relaycast_shared::media::BroadcastState) {
+        self.input(Input::Broadcast { room: room.clone(), state });
+    }
+
+    fn announce(&self, room: &relaycast_shared::RoomName, body: relaycast_shared::Body) {
+        self.input(Input::Announce { room: room.clone(), body });
+        // Server messages are stored like any other: wake the writer.
+        self.store_work.notify_one();
+    }
+}

@@ -10,6 +10,9 @@
 //!   and the web app's static files.
 //! - [`blobs`]: the blob cache: content-addressed files on disk with a redb index, resumable
 //!   uploads, eviction; its HTTP API is `transport::blob_api`.
+//! - [`media`]: the media relay (WHIP in, WHEP out, recording) on str0m; its HTTP side is
+//!   `transport::media_api`.
+//! - [`publish`]: `relaycast publish`, a WHIP client streaming a media file.
 //! - [`config`]: flags and environment variables.
 //!
 //! [`run`] serves on a bound listener until a shutdown future completes, so tests bind
@@ -23,6 +26,8 @@ pub mod blobs;
 pub mod config;
 pub mod core;
 pub mod hub;
+pub mod media;
+pub mod publish;
 pub mod store;
 pub mod transport;
 
@@ -48,6 +53,8 @@ pub enum RunError {
     Blobs(#[from] blobs::CacheError),
     #[error("cannot make a temporary directory for the blob cache: {0}")]
     TempDir(std::io::Error),
+    #[error("cannot start the media relay: {0}")]
+    Media(#[from] media::StartError),
     #[error("a startup task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -102,6 +109,20 @@ pub async fn run_with_ready(
         let (limits, events): (_, Arc<dyn blobs::CacheEvents>) = (config.blob_limits(), hub.clone());
         Arc::new(tokio::task::spawn_blocking(move || blobs::BlobCache::open(&blob_dir, limits, events)).await??)
     };
+    let media_api = if config.no_media {
+        None
+    } else {
+        let mut media = config.media();
+        // With an ephemeral HTTP port (tests), the media port is ephemeral too.
+        if config.media_bind.is_none() && listener.local_addr().is_ok_and(|a| a.port() != config.bind.port()) {
+            media.bind = std::net::SocketAddr::new(config.bind.ip(), 0);
+        }
+        let events: Arc<dyn media::MediaEvents> = hub.clone();
+        let scratch = blob_dir_for_recordings(&cache);
+        let relay = media::Relay::start(media, grants.clone(), events, Some(cache.clone()), scratch).await?;
+        tracing::info!(udp = %relay.local_addr(), candidates = ?relay.candidate_addrs(), "media relay listening");
+        Some(Arc::new(transport::MediaApi { relay }))
+    };
     let blob_api = grants.map(|grants| {
         Arc::new(transport::BlobApi { cache: cache.clone(), grants, body_timeout: config.blob_body_timeout })
     });
@@ -147,8 +168,7 @@ pub async fn run_with_ready(
         hub.clone(),
         settings,
         config.static_dir.clone(),
-        blob_api,
-        Some(cache.clone()),
+        transport::Apis { blob_api, cache: Some(cache.clone()), media_api },
         stop,
     ));
     ready();
@@ -168,4 +188,9 @@ pub async fn run_with_ready(
     writer.await?;
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// Recordings are written beside the blob cache's files (same disk), then moved in.
+fn blob_dir_for_recordings(cache: &blobs::BlobCache) -> std::path::PathBuf {
+    cache.dir().join("recordings")
 }

@@ -7,6 +7,20 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `relaycast publish ...` streams a file into a room; anything else runs the server.
+    if std::env::args().nth(1).as_deref() == Some("publish") {
+        let args = relaycast::publish::PublishArgs::parse_from(std::env::args().skip(1));
+        tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).with_writer(std::io::stderr).init();
+        let sent = match relaycast::publish::publish(&args, shutdown_signal()).await {
+            Ok(sent) => sent,
+            Err(err) => {
+                eprintln!("relaycast publish: {err}");
+                std::process::exit(1);
+            }
+        };
+        eprintln!("done: {sent} frames sent");
+        return Ok(());
+    }
     let config = Config::parse();
     tracing_subscriber::fmt().with_env_filter(EnvFilter::try_new(&config.log).context("invalid --log filter")?).init();
     let listener = tokio::net::TcpListener::bind(config.bind)

@@ -13,6 +13,7 @@
 //!   the server uses to fan out one serialization to many recipients.
 //! - [`limits`]: protocol-wide hard limits.
 //! - [`blobs`]: the blob cache's HTTP API (paths, bodies, error codes).
+//! - [`media`]: live broadcasts (WHIP/WHEP paths, broadcast state, recordings, error codes).
 //!
 //! This crate has no IO and no async runtime: it builds for native and `wasm32-unknown-unknown`.
 
@@ -24,6 +25,7 @@ pub mod codec;
 pub mod error;
 pub mod ids;
 pub mod limits;
+pub mod media;
 pub mod msg;
 
 pub use codec::{decode_client, decode_server, encode};

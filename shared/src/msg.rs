@@ -199,6 +199,17 @@ pub enum ServerMsg {
         token: String,
         expires: u64,
     },
+    /// You own the room (you have been in it longest): this key lets you go live over WHIP
+    /// and record the broadcast. It passes to the next owner when you leave.
+    StreamKey {
+        room: RoomName,
+        key: String,
+    },
+    /// The room's live broadcast changed (sent on join too, when there is one).
+    Broadcast {
+        room: RoomName,
+        state: crate::media::BroadcastState,
+    },
     /// Your message `id` is stored as `seq`.
     Ack {
         room: RoomName,

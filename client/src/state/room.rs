@@ -91,6 +91,10 @@ pub struct RoomState {
     pub ice_servers: Vec<IceServer>,
     /// The room's file grant (bearer token for the blob API), when the server gave one.
     pub grant: Option<String>,
+    /// The stream key, while we own the room (first one in): it lets us go live and record.
+    pub stream_key: Option<String>,
+    /// The room's live broadcast, as the server last told.
+    pub broadcast: relaycast_shared::media::BroadcastState,
 }
 
 /// Everything that can happen to a room view.
@@ -123,6 +127,8 @@ impl RoomState {
             synced: false,
             problem: None,
             ice_servers: Vec::new(),
+            stream_key: None,
+            broadcast: Default::default(),
             grant: None,
         }
     }
@@ -170,6 +176,9 @@ impl RoomState {
                 self.status = Status::Online;
                 self.epoch = Some(epoch);
                 self.peers = peers;
+                // A (re)join: the server says again who owns the room and what is live.
+                self.stream_key = None;
+                self.broadcast = Default::default();
             }
             ServerMsg::HistoryTruncated { oldest_available, .. } => {
                 self.lines.push(Line::Notice(Notice::Truncated { oldest: oldest_available }))
@@ -203,6 +212,8 @@ impl RoomState {
             ServerMsg::PeerLeft { peer_id, .. } => self.peers.retain(|p| p.id != peer_id),
             ServerMsg::Error { code, message, id, .. } => self.error(code, message, id),
             ServerMsg::Grant { token, .. } => self.grant = Some(token),
+            ServerMsg::StreamKey { key, .. } => self.stream_key = Some(key),
+            ServerMsg::Broadcast { state, .. } => self.broadcast = state,
             ServerMsg::Left { .. } | ServerMsg::Signal { .. } => {}
         }
     }

@@ -391,6 +391,11 @@ impl BlobCache {
         Ok(())
     }
 
+    /// The cache's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn limits(&self) -> CacheLimits {
         self.limits
     }

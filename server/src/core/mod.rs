@@ -16,7 +16,7 @@ mod history;
 mod rate;
 mod turn;
 
-pub use grant::{GrantConfig, GrantError};
+pub use grant::{GrantConfig, GrantError, Purpose};
 pub use history::{Entry, Evicted, History, HistoryLimits};
 pub use turn::TurnConfig;
 
@@ -24,6 +24,7 @@ use bytes::Bytes;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rate::TokenBucket;
 use relaycast_shared::codec::{encode_room_message, history_frame, message_frame};
+use relaycast_shared::media::BroadcastState;
 use relaycast_shared::*;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -74,6 +75,11 @@ pub enum Input {
     BlobStored(BlobHash),
     /// The blob cache dropped this blob.
     BlobRemoved(BlobHash),
+    /// The media relay reports a change in a room's live broadcast.
+    Broadcast { room: RoomName, state: BroadcastState },
+    /// The server itself posts to a room's history (a finished recording, say); members see
+    /// it from [`SERVER_PEER`].
+    Announce { room: RoomName, body: Body },
     /// The connection is gone.
     Disconnected(ConnId),
     /// The connection's send queue is full: it reads too slowly.
@@ -257,7 +263,14 @@ pub struct Engine {
     known_blobs: HashSet<BlobHash>,
     /// How many history entries refer to each blob: a referenced blob stays cached.
     blob_refs: HashMap<BlobHash, usize>,
+    /// Rooms with a broadcast, a recording or viewers waiting, as the media relay reported.
+    broadcasts: HashMap<RoomName, BroadcastState>,
+    /// The `now` of the latest input, for work that follows from it (an ownership hand-over).
+    last_now: Millis,
 }
+
+/// Who the server's own room messages ([`Input::Announce`]) are from.
+pub const SERVER_PEER: &str = "relaycast";
 
 impl Engine {
     /// A new engine. `seed` feeds the generator of peer ids and epochs (random in production,
@@ -278,6 +291,8 @@ impl Engine {
             stats: Stats::default(),
             known_blobs: HashSet::new(),
             blob_refs: HashMap::new(),
+            broadcasts: HashMap::new(),
+            last_now: 0,
         }
     }
 
@@ -334,6 +349,7 @@ impl Engine {
 
     /// Feed one input. Outputs accumulate until [`Engine::drain_outputs`].
     pub fn handle(&mut self, now: Millis, input: Input) {
+        self.last_now = now;
         match input {
             Input::Connected(conn) => self.connected(conn, now),
             Input::Message(conn, msg) => {
@@ -363,6 +379,8 @@ impl Engine {
                     None,
                 );
             }
+            Input::Broadcast { room, state } => self.broadcast_changed(room, state),
+            Input::Announce { room, body } => self.announce(room, body, now),
             Input::Disconnected(conn) => self.disconnected(conn),
             Input::QueueFull(conn) => {
                 if self.peers.contains_key(&conn) {
@@ -580,6 +598,14 @@ impl Engine {
         if let Some(grant) = &self.config.grant {
             let (token, expires) = grant.mint(&room_name, &me.id, now);
             frames.push(Frame::of(&ServerMsg::Grant { room: room_name.clone(), token, expires }));
+            // The first one in is the room's owner.
+            if others.is_empty() {
+                let (key, _) = grant.mint_for(Purpose::Stream, &room_name, &me.id, now);
+                frames.push(Frame::of(&ServerMsg::StreamKey { room: room_name.clone(), key }));
+            }
+        }
+        if let Some(state) = self.broadcasts.get(&room_name) {
+            frames.push(Frame::of(&ServerMsg::Broadcast { room: room_name.clone(), state: state.clone() }));
         }
         let after = match resume {
             None => 0,
@@ -749,6 +775,76 @@ impl Engine {
         self.unref_blobs(unpinned);
     }
 
+    /// The owner left: the member who has been in the room longest owns it now.
+    fn hand_over_ownership(&mut self, room_name: &RoomName) {
+        let (Some(grant), Some(room)) = (&self.config.grant, self.rooms.get(room_name)) else {
+            return;
+        };
+        let Some(&owner) = room.members.first() else {
+            return;
+        };
+        let Some(peer) = self.peers.get(&owner) else {
+            return;
+        };
+        let (key, _) = grant.mint_for(Purpose::Stream, room_name, &peer.id, self.last_now);
+        self.send(owner, &ServerMsg::StreamKey { room: room_name.clone(), key });
+    }
+
+    fn broadcast_changed(&mut self, room_name: RoomName, state: BroadcastState) {
+        if self.broadcasts.get(&room_name) == Some(&state) {
+            return;
+        }
+        if state == BroadcastState::default() {
+            self.broadcasts.remove(&room_name);
+        } else {
+            self.broadcasts.insert(room_name.clone(), state.clone());
+        }
+        let Some(room) = self.rooms.get(&room_name) else {
+            return;
+        };
+        if !room.members.is_empty() {
+            let to = Recipients::Many(room.members.clone());
+            self.deliver(to, Frame::of(&ServerMsg::Broadcast { room: room_name, state }));
+        }
+    }
+
+    /// A message from the server itself into a room's history, stored like any other.
+    fn announce(&mut self, room_name: RoomName, body: Body, now: Millis) {
+        if let Body::File { hash, .. } = &body {
+            self.known_blobs.insert(hash.clone());
+        }
+        if !self.rooms.contains_key(&room_name) {
+            if self.rooms.len() >= self.config.max_rooms {
+                return;
+            }
+            let epoch = Epoch::try_from(self.random_token(16)).unwrap_or_else(|_| unreachable!());
+            self.staged_ops.push(StoreOp::CreateRoom { room: room_name.clone(), epoch: epoch.clone() });
+            self.rooms.insert(
+                room_name.clone(),
+                Room { epoch, members: Vec::new(), history: History::default(), last_assigned: 0, last_committed: 0 },
+            );
+        }
+        let id = ClientMsgId::try_from(self.random_token(16)).unwrap_or_else(|_| unreachable!());
+        let (Ok(from), Ok(name)) = (PeerId::try_from(SERVER_PEER), DisplayName::try_from("Relaycast")) else {
+            unreachable!("valid constants")
+        };
+        let blob = match &body {
+            Body::File { hash, .. } => Some(hash.clone()),
+            _ => None,
+        };
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            return;
+        };
+        room.last_assigned += 1;
+        let message = RoomMessage { seq: room.last_assigned, from, name, id: id.clone(), at: now, body };
+        let json: Arc<str> = encode_room_message(&message).into();
+        self.staged_ops.push(StoreOp::Append { room: room_name.clone(), seq: message.seq, json: json.clone() });
+        // No connection sent it: the commit goes to every member and acks no one.
+        self.staged.push(Pending { room: room_name, seq: message.seq, at: now, sender: 0, id, json, blob });
+        self.unpersisted += 1;
+        self.stats.messages_published += 1;
+    }
+
     // ---- helpers ----
 
     /// Remove `conn` from `room`, tell the others. False if it was not a member.
@@ -764,11 +860,15 @@ impl Engine {
         let Some(room) = self.rooms.get_mut(room_name) else {
             return true;
         };
+        let was_owner = room.members.first() == Some(&conn);
         room.members.retain(|c| *c != conn);
         if !room.members.is_empty() {
             let frame = Frame::of(&ServerMsg::PeerLeft { room: room_name.clone(), peer_id });
             let others = room.members.clone();
             self.deliver(Recipients::Many(others), frame);
+            if was_owner {
+                self.hand_over_ownership(room_name);
+            }
         } else if room.is_expired() {
             self.rooms.remove(room_name);
             self.staged_ops.push(StoreOp::DropRoom { room: room_name.clone() });

@@ -5,7 +5,7 @@ use crate::hub::Hub;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-pub fn render(hub: &Hub, cache: Option<&BlobCache>) -> String {
+pub fn render(hub: &Hub, cache: Option<&BlobCache>, media: Option<&crate::media::Relay>) -> String {
     let (stats, connections, rooms, (history_messages, history_bytes), unpersisted) = hub
         .with_engine(|e| (e.stats().clone(), e.connection_count(), e.room_count(), e.history_size(), e.unpersisted()));
     let c = &hub.counters;
@@ -62,8 +62,91 @@ pub fn render(hub: &Hub, cache: Option<&BlobCache>) -> String {
         ("relaycast_blob_bytes", "gauge", "Bytes of files in the blob cache.", blobs.bytes),
         ("relaycast_blob_uploads", "gauge", "Uploads in progress.", blobs.uploads as u64),
     ];
-    let mut out = String::with_capacity(2048);
-    for (name, kind, help, value) in rows.into_iter().chain(blob_rows) {
+    let media_rows: Vec<(&str, &str, &str, u64)> = match media {
+        None => Vec::new(),
+        Some(relay) => {
+            let m = &relay.counters;
+            let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            vec![
+                (
+                    "relaycast_media_sessions",
+                    "gauge",
+                    "Live media sessions (publishers and viewers).",
+                    m.sessions.load(Ordering::Relaxed) as u64,
+                ),
+                (
+                    "relaycast_media_tasks",
+                    "gauge",
+                    "Running media session and recorder tasks.",
+                    m.tasks.load(Ordering::Relaxed) as u64,
+                ),
+                (
+                    "relaycast_media_routes",
+                    "gauge",
+                    "Entries in the media socket's routing table.",
+                    relay.route_count() as u64,
+                ),
+                (
+                    "relaycast_media_rooms",
+                    "gauge",
+                    "Rooms with a publisher, viewers or a recording.",
+                    relay.room_count() as u64,
+                ),
+                ("relaycast_media_sessions_total", "counter", "Media sessions opened.", get(&m.sessions_total)),
+                (
+                    "relaycast_media_frames_forwarded_total",
+                    "counter",
+                    "Frames queued to viewers and recorders.",
+                    get(&m.frames_forwarded),
+                ),
+                (
+                    "relaycast_media_frames_dropped_total",
+                    "counter",
+                    "Frames dropped by full viewer queues.",
+                    get(&m.frames_dropped),
+                ),
+                (
+                    "relaycast_media_keyframe_requests_total",
+                    "counter",
+                    "Keyframe requests sent to publishers.",
+                    get(&m.keyframe_requests),
+                ),
+                (
+                    "relaycast_media_keyframe_requests_coalesced_total",
+                    "counter",
+                    "Keyframe requests folded into another by the rate limit.",
+                    get(&m.keyframe_requests_coalesced),
+                ),
+                (
+                    "relaycast_media_datagrams_in_total",
+                    "counter",
+                    "Datagrams received on the media port.",
+                    get(&m.datagrams_in),
+                ),
+                (
+                    "relaycast_media_datagrams_out_total",
+                    "counter",
+                    "Datagrams sent from the media port.",
+                    get(&m.datagrams_out),
+                ),
+                ("relaycast_media_bytes_out_total", "counter", "Bytes sent from the media port.", get(&m.bytes_out)),
+                (
+                    "relaycast_media_datagrams_unrouted_total",
+                    "counter",
+                    "Datagrams no session claimed (dropped).",
+                    get(&m.datagrams_unrouted),
+                ),
+                (
+                    "relaycast_media_datagrams_dropped_total",
+                    "counter",
+                    "Datagrams dropped by a full session queue.",
+                    get(&m.datagrams_dropped),
+                ),
+            ]
+        }
+    };
+    let mut out = String::with_capacity(4096);
+    for (name, kind, help, value) in rows.into_iter().chain(blob_rows).chain(media_rows) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
     out

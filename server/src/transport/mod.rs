@@ -3,6 +3,7 @@
 
 pub mod blob_api;
 mod fast_download;
+pub mod media_api;
 mod metrics;
 pub mod ws;
 
@@ -19,7 +20,16 @@ use warp::http::{header, Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 pub use blob_api::BlobApi;
+pub use media_api::MediaApi;
 pub use ws::WsSettings;
+
+/// The HTTP handlers beside warp's routes, each present when its part of the server runs.
+#[derive(Debug, Default)]
+pub struct Apis {
+    pub blob_api: Option<Arc<BlobApi>>,
+    pub cache: Option<Arc<BlobCache>>,
+    pub media_api: Option<Arc<MediaApi>>,
+}
 
 /// Accept connections on `listener` and serve every route over HTTP/1.1 until `stop` turns
 /// true; then stop accepting and let open HTTP connections finish their current request.
@@ -35,11 +45,12 @@ pub async fn serve(
     hub: Arc<Hub>,
     settings: WsSettings,
     static_dir: PathBuf,
-    blob_api: Option<Arc<BlobApi>>,
-    cache: Option<Arc<BlobCache>>,
+    apis: Apis,
     mut stop: watch::Receiver<bool>,
 ) {
-    let routes = routes(hub, settings, static_dir, cache);
+    let Apis { blob_api, cache, media_api } = apis;
+    let relay = media_api.as_ref().map(|api| api.relay.clone());
+    let routes = routes(hub, settings, static_dir, cache, relay);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -58,14 +69,19 @@ pub async fn serve(
         let warp_service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
         let fast_api = blob_api.clone();
         let blob_api = blob_api.clone();
+        let media_api = media_api.clone();
         let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            use futures_util::future::{Either, FutureExt};
-            let response = match &blob_api {
-                Some(api) if req.uri().path().starts_with(blob_api::PREFIX) => Either::Left(api.clone().handle(req)),
-                _ => Either::Right(hyper::service::Service::call(&warp_service, req).map(|result| match result {
-                    Ok(response) => response.map(|body| body.map_err(blob_api::BoxError::from).boxed_unsync()),
-                    Err(never) => match never {},
-                })),
+            use futures_util::future::{BoxFuture, FutureExt};
+            let path = req.uri().path();
+            let response: BoxFuture<'static, http::Response<blob_api::ResBody>> = match (&media_api, &blob_api) {
+                (Some(api), _) if media_api::is_media_path(path) => api.clone().handle(req).boxed(),
+                (_, Some(api)) if path.starts_with(blob_api::PREFIX) => api.clone().handle(req).boxed(),
+                _ => hyper::service::Service::call(&warp_service, req)
+                    .map(|result| match result {
+                        Ok(response) => response.map(|body| body.map_err(blob_api::BoxError::from).boxed_unsync()),
+                        Err(never) => match never {},
+                    })
+                    .boxed(),
             };
             async move { Ok::<http::Response<blob_api::ResBody>, std::convert::Infallible>(response.await) }
         });
@@ -125,11 +141,12 @@ pub fn routes(
     settings: WsSettings,
     static_dir: PathBuf,
     cache: Option<Arc<BlobCache>>,
+    media: Option<Arc<crate::media::Relay>>,
 ) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
     ws::route(hub.clone(), settings)
         .or(healthz())
         .or(readyz(hub.clone()))
-        .or(metrics(hub, cache))
+        .or(metrics(hub, cache, media))
         .or(static_files(static_dir))
         .recover(handle_rejection)
 }
@@ -154,10 +171,11 @@ fn readyz(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Rejecti
 fn metrics(
     hub: Arc<Hub>,
     cache: Option<Arc<BlobCache>>,
+    media: Option<Arc<crate::media::Relay>>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path("metrics").and(warp::path::end()).and(warp::get()).map(move || {
         warp::reply::with_header(
-            metrics::render(&hub, cache.as_deref()),
+            metrics::render(&hub, cache.as_deref(), media.as_deref()),
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )

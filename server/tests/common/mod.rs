@@ -267,6 +267,11 @@ impl Reply {
     }
 
     /// The stable code of a JSON error body.
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
     pub fn code(&self) -> String {
         let v: serde_json::Value = serde_json::from_slice(&self.body)
             .unwrap_or_else(|_| panic!("a JSON error body, got {} {:?}", self.status, self.body));

@@ -1,0 +1,336 @@
+//! A WHIP/WHEP client on str0m: posts its offer over HTTP, then sends or receives media on a
+//! UDP socket of its own. `relaycast publish`, the media tests and the benchmark use it; it
+//! speaks plain WHIP/WHEP, so it works against other servers too (over `http://`).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::{TcpStream, UdpSocket};
+
+/// Why a client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("bad server URL {0:?}: expected http://host:port/<whip or whep>/<room>")]
+    BadUrl(String),
+    #[error("cannot reach {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("HTTP failed: {0}")]
+    Http(String),
+    #[error("the server refused ({status}): {message}")]
+    Refused { status: u16, code: Option<String>, message: String },
+    #[error("the server's answer is not usable SDP: {0}")]
+    BadAnswer(String),
+    #[error("the media connection did not come up within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("the media connection failed: {0}")]
+    Rtc(String),
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A parsed `http://host:port/path` URL.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl Endpoint {
+    pub fn parse(url: &str) -> Result<Endpoint, ClientError> {
+        let bad = || ClientError::BadUrl(url.to_owned());
+        let uri: http::Uri = url.parse().map_err(|_| bad())?;
+        if uri.scheme_str() != Some("http") {
+            return Err(bad());
+        }
+        let host = uri.host().ok_or_else(bad)?.trim_matches(['[', ']']).to_owned();
+        let port = uri.port_u16().unwrap_or(80);
+        let path = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+        Ok(Endpoint { host, port, path })
+    }
+
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The same server, another path (a session's `Location`).
+    pub fn with_path(&self, path: &str) -> Endpoint {
+        Endpoint { host: self.host.clone(), port: self.port, path: path.to_owned() }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub async fn http_request(
+    endpoint: &Endpoint,
+    method: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Bytes,
+) -> Result<HttpReply, ClientError> {
+    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+        .await
+        .map_err(|e| ClientError::Connect(endpoint.authority(), e))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| ClientError::Http(e.to_string()))?;
+    let conn = tokio::spawn(conn);
+    let mut req =
+        http::Request::builder().method(method).uri(endpoint.path.as_str()).header("host", endpoint.authority());
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let req = req.body(Full::new(body)).map_err(|e| ClientError::Http(e.to_string()))?;
+    let res = sender.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))?;
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
+    conn.abort();
+    Ok(HttpReply { status, headers, body })
+}
+
+/// The local address that reaches `server` (what to advertise as our candidate).
+fn local_ip_toward(server: IpAddr) -> std::io::Result<IpAddr> {
+    let unspecified: IpAddr = if server.is_ipv4() { [0, 0, 0, 0].into() } else { [0u16; 8].into() };
+    let probe = std::net::UdpSocket::bind((unspecified, 0))?;
+    probe.connect((server, 9))?;
+    Ok(probe.local_addr()?.ip())
+}
+
+/// Something that happened on a client's connection.
+#[derive(Debug)]
+pub enum ClientEvent {
+    Connected,
+    /// A frame arrived (viewers).
+    Media {
+        kind: MediaKind,
+        index: usize,
+        keyframe: bool,
+        data: Arc<[u8]>,
+        time: MediaTime,
+        contiguous: bool,
+    },
+    /// The server asks for a keyframe on this video track (publishers).
+    KeyframeRequest {
+        index: usize,
+    },
+    Disconnected,
+}
+
+/// A WHIP publisher or WHEP viewer.
+#[derive(Debug)]
+pub struct MediaClient {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    tracks: Vec<(Mid, MediaKind)>,
+    /// The session's URL, from `Location`.
+    pub session: Endpoint,
+    token: Option<String>,
+    buf: Vec<u8>,
+    pub connected: bool,
+}
+
+impl MediaClient {
+    /// Post an offer with `tracks` (sending for a publisher, receiving for a viewer) to `url`
+    /// and set up the connection from the answer. Media flows once [`ClientEvent::Connected`].
+    pub async fn start(
+        url: &str,
+        token: Option<&str>,
+        publish: bool,
+        tracks: &[MediaKind],
+    ) -> Result<MediaClient, ClientError> {
+        let endpoint = Endpoint::parse(url)?;
+        let server_ip = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
+            .await
+            .map_err(|e| ClientError::Connect(endpoint.authority(), e))?
+            .next()
+            .ok_or_else(|| ClientError::BadUrl(url.to_owned()))?
+            .ip();
+        let socket = UdpSocket::bind((local_ip_toward(server_ip)?, 0)).await?;
+        let local = socket.local_addr()?;
+        let mut rtc = Rtc::builder().clear_codecs().enable_opus(true, false).enable_vp8(true).build(Instant::now());
+        let candidate = Candidate::host(local, "udp").map_err(|e| ClientError::Rtc(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let direction = if publish { Direction::SendOnly } else { Direction::RecvOnly };
+        let mut change = rtc.sdp_api();
+        let mut mids = Vec::new();
+        for kind in tracks {
+            mids.push((change.add_media(*kind, direction, None, None, None), *kind));
+        }
+        let Some((offer, pending)): Option<(_, SdpPendingOffer)> = change.apply() else {
+            return Err(ClientError::Rtc("nothing to offer".into()));
+        };
+        let reply =
+            http_request(&endpoint, "POST", token, Some("application/sdp"), Bytes::from(offer.to_sdp_string())).await?;
+        if reply.status != 201 {
+            return Err(refused(&reply));
+        }
+        let location = reply
+            .headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ClientError::BadAnswer("201 without a Location".into()))?
+            .to_owned();
+        let answer_text = String::from_utf8_lossy(&reply.body).into_owned();
+        let answer = SdpAnswer::from_sdp_string(&answer_text).map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        rtc.sdp_api().accept_answer(pending, answer).map_err(|e| ClientError::BadAnswer(e.to_string()))?;
+        let session =
+            if location.starts_with('/') { endpoint.with_path(&location) } else { Endpoint::parse(&location)? };
+        Ok(MediaClient {
+            rtc,
+            socket,
+            local,
+            tracks: mids,
+            session,
+            token: token.map(str::to_owned),
+            buf: vec![0; 2048],
+            connected: false,
+        })
+    }
+
+    /// The `index`th track of `kind`.
+    fn mid(&self, kind: MediaKind, index: usize) -> Option<Mid> {
+        self.tracks.iter().filter(|(_, k)| *k == kind).nth(index).map(|(m, _)| *m)
+    }
+
+    fn index(&self, mid: Mid) -> Option<(MediaKind, usize)> {
+        let kind = self.tracks.iter().find(|(m, _)| *m == mid)?.1;
+        let index = self.tracks.iter().filter(|(_, k)| *k == kind).position(|(m, _)| *m == mid)?;
+        Some((kind, index))
+    }
+
+    /// Send one frame on the `index`th track of `kind` (publishers).
+    pub fn write(&mut self, kind: MediaKind, index: usize, time: MediaTime, data: &[u8]) -> Result<(), ClientError> {
+        let mid = self.mid(kind, index).ok_or_else(|| ClientError::Rtc(format!("no {kind:?} track {index}")))?;
+        let codec = if kind == MediaKind::Video { Codec::Vp8 } else { Codec::Opus };
+        let writer = self.rtc.writer(mid).ok_or_else(|| ClientError::Rtc("the track is not negotiated".into()))?;
+        let pt = writer
+            .payload_params()
+            .find(|p| p.spec().codec == codec)
+            .map(|p| p.pt())
+            .ok_or_else(|| ClientError::Rtc(format!("the server did not accept {codec:?}")))?;
+        writer.write(pt, Instant::now(), time, data.to_vec()).map_err(|e| ClientError::Rtc(e.to_string()))
+    }
+
+    /// Ask the server for a keyframe on the `index`th video track (viewers).
+    pub fn request_keyframe(&mut self, index: usize) {
+        if let Some(mid) = self.mid(MediaKind::Video, index) {
+            if let Some(mut writer) = self.rtc.writer(mid) {
+                let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+            }
+        }
+    }
+
+    /// Drive the connection until `until`, handing each event to `on_event`.
+    pub async fn pump(&mut self, until: Instant, mut on_event: impl FnMut(ClientEvent)) -> Result<(), ClientError> {
+        loop {
+            let timeout = loop {
+                if !self.rtc.is_alive() {
+                    on_event(ClientEvent::Disconnected);
+                    return Err(ClientError::Rtc("the connection is closed".into()));
+                }
+                match self.rtc.poll_output().map_err(|e| ClientError::Rtc(e.to_string()))? {
+                    Output::Timeout(t) => break t,
+                    Output::Transmit(t) => {
+                        let _ = self.socket.send_to(&t.contents, t.destination).await;
+                    }
+                    Output::Event(event) => match event {
+                        Event::Connected => {
+                            self.connected = true;
+                            on_event(ClientEvent::Connected);
+                        }
+                        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                            on_event(ClientEvent::Disconnected);
+                            return Err(ClientError::Rtc("disconnected".into()));
+                        }
+                        Event::MediaData(d) => {
+                            if let Some((kind, index)) = self.index(d.mid) {
+                                on_event(ClientEvent::Media {
+                                    kind,
+                                    index,
+                                    keyframe: d.is_keyframe(),
+                                    data: d.data.clone(),
+                                    time: d.time,
+                                    contiguous: d.contiguous,
+                                });
+                            }
+                        }
+                        Event::KeyframeRequest(r) => {
+                            if let Some((MediaKind::Video, index)) = self.index(r.mid) {
+                                on_event(ClientEvent::KeyframeRequest { index });
+                            }
+                        }
+                        _ => {}
+                    },
+                }
+            };
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            let wake = timeout.min(until);
+            tokio::select! {
+                received = self.socket.recv_from(&mut self.buf) => {
+                    let (n, source) = received?;
+                    if let Ok(contents) = self.buf[..n].try_into() {
+                        let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: self.local, contents });
+                        self.rtc.handle_input(input).map_err(|e| ClientError::Rtc(e.to_string()))?;
+                    }
+                }
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                    self.rtc.handle_input(Input::Timeout(Instant::now())).map_err(|e| ClientError::Rtc(e.to_string()))?;
+                }
+            }
+        }
+    }
+
+    /// Drive the connection until it is up.
+    pub async fn wait_connected(&mut self, within: Duration) -> Result<(), ClientError> {
+        let deadline = Instant::now() + within;
+        while !self.connected {
+            if Instant::now() >= deadline {
+                return Err(ClientError::ConnectTimeout(within));
+            }
+            self.pump((Instant::now() + Duration::from_millis(20)).min(deadline), |_| {}).await?;
+        }
+        Ok(())
+    }
+
+    /// End the session: `DELETE` on its URL.
+    pub async fn close(mut self) -> Result<u16, ClientError> {
+        self.rtc.disconnect();
+        let reply = http_request(&self.session, "DELETE", self.token.as_deref(), None, Bytes::new()).await?;
+        Ok(reply.status)
+    }
+}
+
+fn refused(reply: &HttpReply) -> ClientError {
+    ClientError::Refused {
+        status: reply.status,
+        code: reply.headers.get("relaycast-error").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        message: String::from_utf8_lossy(&reply.body).trim().to_owned(),
+    }
+}

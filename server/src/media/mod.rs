@@ -1,0 +1,389 @@
+//! The media relay: live broadcasts from one publisher to many viewers, over WebRTC.
+//!
+//! A selective forwarding relay built on str0m (sans-IO WebRTC): no decoding, no transcoding.
+//! Every session (a WHIP publisher, a WHEP viewer) is one str0m `Rtc` driven by a task of its
+//! own; all of them share one UDP socket, whose receiver task hands each datagram to its
+//! session ([`routes`]). A publisher's frames go to each viewer's bounded queue with
+//! `try_send`: a viewer that cannot keep up loses its own frames and waits for the next
+//! keyframe, and never slows the publisher or the others.
+//!
+//! - [`offer`]: checking an SDP offer before anything is set up.
+//! - [`keyframes`]: the pure rate limiter of keyframe requests toward a publisher, and the
+//!   per-viewer gate that holds video back until a keyframe.
+//! - [`rooms`]: who publishes, who watches, who records, per room; the broadcast state.
+//! - [`session`]: the task that drives one `Rtc`.
+//! - [`recorder`]: a broadcast into a WebM file, saved as a room file.
+//! - [`client`] and [`source`]: a WHIP/WHEP client and media file readers, for
+//!   `relaycast publish`, the tests and the benchmark.
+
+pub mod client;
+pub mod keyframes;
+pub mod offer;
+pub mod recorder;
+pub mod rooms;
+pub mod routes;
+pub mod session;
+pub mod source;
+
+use crate::blobs::BlobCache;
+use crate::core::{GrantConfig, Purpose};
+use crate::hub::now_millis;
+use relaycast_shared::media::{BroadcastState, MediaErrorCode, RecordingInfo, SessionId};
+use relaycast_shared::{Body, RoomName};
+use rooms::Rooms;
+use routes::Routes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use str0m::change::SdpOffer;
+use str0m::{Candidate, Rtc};
+use tokio::net::UdpSocket;
+
+/// Settings of the media relay.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// The UDP address every session shares.
+    pub bind: SocketAddr,
+    /// Addresses advertised as ICE candidates instead of `bind` (a public address behind NAT).
+    pub public_addrs: Vec<SocketAddr>,
+    /// Stream keys from configuration, per room (besides the one issued to a room's owner).
+    pub stream_keys: HashMap<RoomName, String>,
+    /// Live sessions on the server (publishers + viewers).
+    pub max_sessions: usize,
+    pub max_viewers_per_room: usize,
+    /// Frames queued toward one viewer before it loses frames.
+    pub viewer_queue: usize,
+    /// Datagrams queued toward one session before they are dropped.
+    pub datagram_queue: usize,
+    /// Shortest time between two keyframe requests to a publisher.
+    pub keyframe_interval: Duration,
+    /// A session that does not connect within this time is closed.
+    pub connect_timeout: Duration,
+    /// Largest SDP offer read.
+    pub max_offer_bytes: usize,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_addrs: Vec::new(),
+            stream_keys: HashMap::new(),
+            max_sessions: 1000,
+            max_viewers_per_room: 500,
+            viewer_queue: 256,
+            datagram_queue: 1024,
+            keyframe_interval: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(15),
+            max_offer_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Why a media request was refused. Each maps to a [`MediaErrorCode`].
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("the offer is not valid SDP: {0}")]
+    MalformedSdp(String),
+    #[error("{0}")]
+    NoUsableCodec(String),
+    #[error("an Authorization: Bearer token is required (the room's stream key, or a member's grant to watch)")]
+    TokenRequired,
+    #[error("{0}")]
+    AccessDenied(&'static str),
+    #[error("no such session in this room")]
+    UnknownSession,
+    #[error("the room already has a publisher; end that broadcast first (DELETE its session)")]
+    PublisherBusy,
+    #[error("the room is not live")]
+    NotLive,
+    #[error("the room's broadcast is already being recorded")]
+    AlreadyRecording,
+    #[error("the room's broadcast is not being recorded")]
+    NotRecording,
+    #[error("{0}")]
+    TooManySessions(String),
+    #[error("saving the recording failed: {0}")]
+    RecordingFailed(String),
+    #[error("the media relay failed: {0}")]
+    Internal(String),
+}
+
+impl MediaError {
+    pub fn code(&self) -> MediaErrorCode {
+        match self {
+            MediaError::MalformedSdp(_) => MediaErrorCode::MalformedSdp,
+            MediaError::NoUsableCodec(_) => MediaErrorCode::NoUsableCodec,
+            MediaError::TokenRequired => MediaErrorCode::TokenRequired,
+            MediaError::AccessDenied(_) => MediaErrorCode::AccessDenied,
+            MediaError::UnknownSession => MediaErrorCode::UnknownSession,
+            MediaError::PublisherBusy => MediaErrorCode::PublisherBusy,
+            MediaError::NotLive => MediaErrorCode::NotLive,
+            MediaError::AlreadyRecording => MediaErrorCode::AlreadyRecording,
+            MediaError::NotRecording => MediaErrorCode::NotRecording,
+            MediaError::TooManySessions(_) => MediaErrorCode::TooManySessions,
+            MediaError::RecordingFailed(_) => MediaErrorCode::RecordingFailed,
+            MediaError::Internal(_) => MediaErrorCode::Unavailable,
+        }
+    }
+}
+
+/// What the rest of the server hears from the relay.
+pub trait MediaEvents: Send + Sync + std::fmt::Debug {
+    /// A room's broadcast state changed.
+    fn broadcast(&self, room: &RoomName, state: BroadcastState);
+    /// A message from the server into a room's history (a saved recording).
+    fn announce(&self, room: &RoomName, body: Body);
+}
+
+/// Which side of a broadcast a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Publisher,
+    Viewer,
+}
+
+/// Gauges and counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct MediaCounters {
+    /// Live sessions (publishers and viewers).
+    pub sessions: AtomicUsize,
+    /// Running session and recorder tasks.
+    pub tasks: AtomicUsize,
+    pub sessions_total: AtomicU64,
+    /// Frames handed to viewers' queues, and frames a full queue dropped.
+    pub frames_forwarded: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    /// Keyframe requests sent to publishers, and those the rate limit absorbed.
+    pub keyframe_requests: AtomicU64,
+    pub keyframe_requests_coalesced: AtomicU64,
+    /// Datagrams no session claimed (garbage, stale, or scans), and datagrams dropped because a
+    /// session's queue was full.
+    pub datagrams_unrouted: AtomicU64,
+    pub datagrams_dropped: AtomicU64,
+    pub datagrams_in: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// Counts a running task for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct TaskGauge(Arc<Relay>);
+
+impl TaskGauge {
+    pub(crate) fn new(relay: &Arc<Relay>) -> Self {
+        relay.counters.tasks.fetch_add(1, Ordering::Relaxed);
+        TaskGauge(relay.clone())
+    }
+}
+
+impl Drop for TaskGauge {
+    fn drop(&mut self) {
+        self.0.counters.tasks.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The relay: shared by the HTTP handlers and every session task.
+#[derive(Debug)]
+pub struct Relay {
+    pub config: MediaConfig,
+    socket: Arc<UdpSocket>,
+    local_addr: SocketAddr,
+    /// What STUN/DTLS/SRTP packets arrive addressed to: the first advertised address.
+    candidate_addrs: Vec<SocketAddr>,
+    grants: Option<GrantConfig>,
+    pub(crate) rooms: Mutex<Rooms>,
+    pub(crate) routes: Mutex<Routes>,
+    pub(crate) events: Arc<dyn MediaEvents>,
+    pub(crate) cache: Option<Arc<BlobCache>>,
+    /// Where recordings are written before they go into the blob cache.
+    pub(crate) scratch: std::path::PathBuf,
+    /// The running recorders, by room.
+    recorders: Mutex<HashMap<RoomName, tokio::task::JoinHandle<Result<recorder::Recorded, String>>>>,
+    pub counters: MediaCounters,
+}
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind the media UDP socket {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(
+        "the media socket is bound to {0}, which is not an address browsers can reach: \
+         set --media-public-addr (the address clients use to reach this port)"
+    )]
+    Unadvertisable(SocketAddr),
+}
+
+impl Relay {
+    /// Bind the UDP socket and start receiving. The returned handle is what HTTP handlers use.
+    pub async fn start(
+        config: MediaConfig,
+        grants: Option<GrantConfig>,
+        events: Arc<dyn MediaEvents>,
+        cache: Option<Arc<BlobCache>>,
+        scratch: std::path::PathBuf,
+    ) -> Result<Arc<Relay>, StartError> {
+        // Recordings cut short by a crash are not worth keeping half-written.
+        let _ = std::fs::remove_dir_all(&scratch);
+        let socket =
+            UdpSocket::bind(config.bind).await.map_err(|source| StartError::Bind { addr: config.bind, source })?;
+        let local_addr = socket.local_addr().map_err(|source| StartError::Bind { addr: config.bind, source })?;
+        let candidate_addrs = if config.public_addrs.is_empty() {
+            if local_addr.ip().is_unspecified() {
+                return Err(StartError::Unadvertisable(local_addr));
+            }
+            vec![local_addr]
+        } else {
+            config.public_addrs.clone()
+        };
+        let relay = Arc::new(Relay {
+            config,
+            socket: Arc::new(socket),
+            local_addr,
+            candidate_addrs,
+            grants,
+            rooms: Mutex::new(Rooms::default()),
+            routes: Mutex::new(Routes::default()),
+            events,
+            cache,
+            scratch,
+            recorders: Mutex::new(HashMap::new()),
+            counters: MediaCounters::default(),
+        });
+        tokio::spawn(routes::receive_loop(relay.clone()));
+        Ok(relay)
+    }
+
+    /// The UDP address the relay listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The addresses sessions advertise as their candidates.
+    pub fn candidate_addrs(&self) -> &[SocketAddr] {
+        &self.candidate_addrs
+    }
+
+    /// Check a bearer token for `role` in `room`: a stream key (configured, or issued to the
+    /// room's owner) publishes; a stream key or a member's grant watches.
+    pub fn authorize(&self, room: &RoomName, token: Option<&str>, role: Role) -> Result<(), MediaError> {
+        let token = token.ok_or(MediaError::TokenRequired)?;
+        if let Some(key) = self.config.stream_keys.get(room) {
+            if constant_time_eq(key.as_bytes(), token.as_bytes()) {
+                return Ok(());
+            }
+        }
+        let now = now_millis();
+        if let Some(grants) = &self.grants {
+            if grants.verify_for(Purpose::Stream, room, token, now).is_ok() {
+                return Ok(());
+            }
+            if role == Role::Viewer && grants.verify(room, token, now).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(MediaError::AccessDenied(match role {
+            Role::Publisher => {
+                "the token is not this room's stream key (it may have expired, or belong to another room)"
+            }
+            Role::Viewer => "the token is neither this room's stream key nor a member's grant for it",
+        }))
+    }
+
+    /// Answer a WHIP/WHEP offer: check it, set up the session, start its task.
+    pub fn open_session(
+        self: &Arc<Self>,
+        room: &RoomName,
+        role: Role,
+        sdp: &str,
+    ) -> Result<(SessionId, String), MediaError> {
+        let offer: SdpOffer = offer::check(sdp, role)?;
+        if self.counters.sessions.load(Ordering::Relaxed) >= self.config.max_sessions {
+            return Err(MediaError::TooManySessions(format!(
+                "the server has as many media sessions as it may ({})",
+                self.config.max_sessions
+            )));
+        }
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .build(std::time::Instant::now());
+        for addr in &self.candidate_addrs {
+            let candidate = Candidate::host(*addr, "udp").map_err(|err| MediaError::Internal(err.to_string()))?;
+            rtc.add_local_candidate(candidate);
+        }
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|err| MediaError::NoUsableCodec(format!("the offer cannot be answered: {err}")))?;
+        offer::check_answer(&answer.to_sdp_string(), role)?;
+        let id = SessionId::from_bits(rand::random());
+        let session = session::Session::register(self, room, role, id.clone(), rtc)?;
+        tokio::spawn(session.run());
+        Ok((id, answer.to_sdp_string()))
+    }
+
+    /// End a session (`DELETE` on its `Location`).
+    pub fn close_session(&self, room: &RoomName, role: Role, id: &SessionId) -> Result<(), MediaError> {
+        let rooms = self.lock_rooms();
+        let closer = rooms.closer(room, role, id).ok_or(MediaError::UnknownSession)?;
+        drop(rooms);
+        // A stored permit: the session sees it even if it is busy right now.
+        closer.notify_one();
+        Ok(())
+    }
+
+    /// Start recording a room's broadcast.
+    pub fn start_recording(self: &Arc<Self>, room: &RoomName) -> Result<(), MediaError> {
+        recorder::start(self, room)
+    }
+
+    /// Stop recording and save the file as a room file; returns it once saved.
+    pub async fn stop_recording(self: &Arc<Self>, room: &RoomName) -> Result<RecordingInfo, MediaError> {
+        recorder::stop(self, room).await
+    }
+
+    pub fn broadcast_state(&self, room: &RoomName) -> BroadcastState {
+        self.lock_rooms().state(room)
+    }
+
+    /// Tell the server of a room's (possibly) changed state.
+    pub(crate) fn publish_state(&self, room: &RoomName) {
+        let state = self.broadcast_state(room);
+        self.events.broadcast(room, state);
+    }
+
+    pub(crate) fn lock_rooms(&self) -> std::sync::MutexGuard<'_, Rooms> {
+        self.rooms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn lock_recorders(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<RoomName, tokio::task::JoinHandle<Result<recorder::Recorded, String>>>> {
+        self.recorders.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Live route entries (zero when no session is left).
+    pub fn route_count(&self) -> usize {
+        self.lock_routes().len()
+    }
+
+    /// Rooms the relay tracks (zero when no session or recording is left).
+    pub fn room_count(&self) -> usize {
+        self.lock_rooms().len()
+    }
+
+    pub(crate) fn lock_routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,215 @@
+//! WHIP, WHEP and recording over HTTP: a hyper handler beside the blob API.
+//!
+//! `POST /whip/<room>` and `POST /whep/<room>` take an `application/sdp` offer and answer 201
+//! with the SDP answer and the session's `Location`; `DELETE` there ends the session. The
+//! session's URL is a capability (128 random bits), so `DELETE` needs no token, as in most
+//! WHIP servers. Trickle ICE (`PATCH`) is not offered: the relay is ICE-lite and its one
+//! candidate is in the answer. Errors are plain text, with the stable code in a header.
+
+use super::blob_api::{BoxError, ResBody};
+use crate::media::{MediaError, Relay, Role};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use relaycast_shared::media::{MediaErrorCode, SessionId, ERROR_HEADER};
+use relaycast_shared::RoomName;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long reading an offer may take.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `path` is one of the media routes.
+pub fn is_media_path(path: &str) -> bool {
+    path.starts_with("/whip/")
+        || path.starts_with("/whep/")
+        || (path.starts_with("/api/rooms/") && path.ends_with("/recording"))
+}
+
+#[derive(Debug)]
+enum Route {
+    Endpoint(Role, RoomName),
+    Session(Role, RoomName, SessionId),
+    Recording(RoomName),
+}
+
+#[derive(Debug)]
+struct Fail {
+    code: MediaErrorCode,
+    message: String,
+}
+
+impl Fail {
+    fn new(code: MediaErrorCode, message: impl Into<String>) -> Self {
+        Fail { code, message: message.into() }
+    }
+}
+
+impl From<MediaError> for Fail {
+    fn from(err: MediaError) -> Self {
+        Fail::new(err.code(), err.to_string())
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> ResBody {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+fn route(path: &str) -> Result<Route, Fail> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let room = |s: &str| {
+        RoomName::try_from(s).map_err(|e| Fail::new(MediaErrorCode::BadRequest, format!("bad room name: {e}")))
+    };
+    let role = |s: &str| if s == "whip" { Role::Publisher } else { Role::Viewer };
+    match parts.as_slice() {
+        [kind @ ("whip" | "whep"), r] => Ok(Route::Endpoint(role(kind), room(r)?)),
+        [kind @ ("whip" | "whep"), r, id] => {
+            let id = SessionId::try_from(*id)
+                .map_err(|_| Fail::new(MediaErrorCode::UnknownSession, "no such session in this room"))?;
+            Ok(Route::Session(role(kind), room(r)?, id))
+        }
+        ["api", "rooms", r, "recording"] => Ok(Route::Recording(room(r)?)),
+        _ => Err(Fail::new(MediaErrorCode::NotFound, format!("no such path: {path}"))),
+    }
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+/// Headers that let a WHIP/WHEP client on another origin talk to us.
+fn cors(response: &mut Response<ResBody>) {
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, DELETE, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("location, relaycast-error"));
+}
+
+fn fail_response(fail: Fail) -> Response<ResBody> {
+    let mut response = Response::new(full(format!("{}\n", fail.message)));
+    *response.status_mut() = StatusCode::from_u16(fail.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(ERROR_HEADER, HeaderValue::from_static(fail.code.as_str()));
+    if fail.code == MediaErrorCode::TokenRequired {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// The media routes' handler.
+#[derive(Debug)]
+pub struct MediaApi {
+    pub relay: Arc<Relay>,
+}
+
+impl MediaApi {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResBody> {
+        let method = req.method().clone();
+        let mut response = match self.dispatch(req).await {
+            Ok(response) => response,
+            Err(fail) => {
+                tracing::debug!(code = %fail.code, message = %fail.message, %method, "media request refused");
+                fail_response(fail)
+            }
+        };
+        cors(&mut response);
+        response
+    }
+
+    async fn dispatch(&self, req: Request<Incoming>) -> Result<Response<ResBody>, Fail> {
+        let route = route(req.uri().path())?;
+        let method = req.method().clone();
+        if method == Method::OPTIONS {
+            let mut response = Response::new(full(Bytes::new()));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response.headers_mut().insert("accept-post", HeaderValue::from_static("application/sdp"));
+            return Ok(response);
+        }
+        match (route, method) {
+            (Route::Endpoint(role, room), Method::POST) => self.offer(req, role, &room).await,
+            (Route::Session(role, room, id), Method::DELETE) => {
+                self.relay.close_session(&room, role, &id)?;
+                Ok(Response::new(full(Bytes::new())))
+            }
+            (Route::Session(..), Method::PATCH) => Err(Fail::new(
+                MediaErrorCode::MethodNotAllowed,
+                "trickle ICE is not supported: the answer carries the server's candidate; send yours in the offer",
+            )),
+            (Route::Recording(room), m @ (Method::POST | Method::DELETE)) => {
+                self.relay.authorize(&room, bearer(&req).as_deref(), Role::Publisher)?;
+                if m == Method::POST {
+                    self.relay.start_recording(&room)?;
+                    let mut response =
+                        Response::new(full(serde_json::to_vec(&self.relay.broadcast_state(&room)).unwrap_or_default()));
+                    *response.status_mut() = StatusCode::CREATED;
+                    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    Ok(response)
+                } else {
+                    let info = self.relay.stop_recording(&room).await?;
+                    let mut response = Response::new(full(serde_json::to_vec(&info).unwrap_or_default()));
+                    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    Ok(response)
+                }
+            }
+            (_, method) => Err(Fail::new(MediaErrorCode::MethodNotAllowed, format!("{method} is not allowed here"))),
+        }
+    }
+
+    async fn offer(&self, req: Request<Incoming>, role: Role, room: &RoomName) -> Result<Response<ResBody>, Fail> {
+        let token = bearer(&req);
+        self.relay.authorize(room, token.as_deref(), role)?;
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !content_type.trim().to_ascii_lowercase().starts_with("application/sdp") {
+            return Err(Fail::new(
+                MediaErrorCode::UnsupportedMediaType,
+                format!("the offer must be sent as Content-Type: application/sdp (got {content_type:?})"),
+            ));
+        }
+        let max = self.relay.config.max_offer_bytes;
+        let body = tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), max).collect())
+            .await
+            .map_err(|_| Fail::new(MediaErrorCode::BadRequest, "the offer did not arrive in time"))?
+            .map_err(|e: BoxError| {
+                Fail::new(MediaErrorCode::BadRequest, format!("cannot read the offer (at most {max} bytes): {e}"))
+            })?
+            .to_bytes();
+        let sdp = std::str::from_utf8(&body)
+            .map_err(|_| Fail::new(MediaErrorCode::MalformedSdp, "the offer is not UTF-8 text"))?;
+        let (id, answer) = self.relay.open_session(room, role, sdp)?;
+        let kind = if role == Role::Publisher { "whip" } else { "whep" };
+        let mut response = Response::new(full(answer));
+        *response.status_mut() = StatusCode::CREATED;
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+        let location = format!("/{kind}/{room}/{id}");
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_str(&location).map_err(|e| Fail::new(MediaErrorCode::Unavailable, e.to_string()))?,
+        );
+        Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_told_apart() {
+        assert!(matches!(route("/whip/stage"), Ok(Route::Endpoint(Role::Publisher, _))));
+        assert!(matches!(route("/whep/stage"), Ok(Route::Endpoint(Role::Viewer, _))));
+        let id = SessionId::from_bits(5);
+        assert!(matches!(route(&format!("/whep/stage/{id}")), Ok(Route::Session(Role::Viewer, _, _))));
+        assert!(matches!(route("/api/rooms/stage/recording"), Ok(Route::Recording(_))));
+        assert_eq!(route("/whip/stage/nope").unwrap_err().code, MediaErrorCode::UnknownSession);
+        assert_eq!(route("/whip/a/b/c").unwrap_err().code, MediaErrorCode::NotFound);
+        assert_eq!(route("/whip/bad%20room").unwrap_err().code, MediaErrorCode::BadRequest);
+        assert!(is_media_path("/api/rooms/x/recording") && !is_media_path("/api/rooms/x/blobs"));
+    }
+}

@@ -1,0 +1,417 @@
+//! The media relay against real WebRTC peers (str0m clients on their own UDP sockets):
+//! forwarding, keyframe requests, broadcast state, the publisher leaving and coming back,
+//! bad input, and no leaks.
+
+mod common;
+
+use common::*;
+use relaycast::media::client::{ClientEvent, MediaClient};
+use relaycast_shared::media::BroadcastState;
+use relaycast_shared::ServerMsg;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use str0m::media::{Frequency, MediaKind, MediaTime};
+
+const KEY: &str = "stage-secret-key";
+
+async fn media_server() -> TestServer {
+    start(test_config(|c| {
+        c.stream_keys = vec![(room("stage"), KEY.to_owned())];
+        c.media_keyframe_interval = Duration::from_millis(300);
+    }))
+    .await
+}
+
+/// A synthetic VP8 frame: a keyframe carries a real keyframe header (320x240) so the relay and
+/// recorder see it as one; the rest is the frame number.
+fn vp8_frame(n: u32, keyframe: bool) -> Vec<u8> {
+    let mut frame = if keyframe {
+        let mut f = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+        f.extend_from_slice(&320u16.to_le_bytes());
+        f.extend_from_slice(&240u16.to_le_bytes());
+        f
+    } else {
+        vec![0x11, 0x02, 0x00]
+    };
+    frame.extend_from_slice(&n.to_be_bytes());
+    frame.resize(1200, 0xab);
+    frame
+}
+
+/// Publishes synthetic video (30 fps) and audio (50 fps) until `stop`; answers keyframe
+/// requests with a keyframe. Returns how many keyframe requests it got.
+fn spawn_publisher(mut client: MediaClient, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, MediaClient)> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut requests = 0u64;
+        let mut want_keyframe = true;
+        let (mut video_n, mut audio_n) = (0u32, 0u32);
+        while !stop.load(Ordering::Relaxed) {
+            let next_video = start + Duration::from_micros(video_n as u64 * 33_333);
+            let next_audio = start + Duration::from_millis(audio_n as u64 * 20);
+            let due = next_video.min(next_audio);
+            let mut asked = false;
+            if client.pump(due, |e| asked |= matches!(e, ClientEvent::KeyframeRequest { .. })).await.is_err() {
+                break;
+            }
+            if asked {
+                requests += 1;
+                want_keyframe = true;
+            }
+            if due == next_video {
+                let us = video_n as u64 * 33_333;
+                let frame = vp8_frame(video_n, want_keyframe);
+                want_keyframe = false;
+                client.write(MediaKind::Video, 0, MediaTime::new(us * 9 / 100, Frequency::NINETY_KHZ), &frame).unwrap();
+                video_n += 1;
+            } else {
+                let t = audio_n as u64 * 960;
+                client.write(MediaKind::Audio, 0, MediaTime::new(t, Frequency::FORTY_EIGHT_KHZ), &[0xfc; 80]).unwrap();
+                audio_n += 1;
+            }
+        }
+        (requests, client)
+    })
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    video: AtomicU64,
+    audio: AtomicU64,
+    /// Whether the first video frame was a keyframe (1) or not (2).
+    first_video_keyframe: AtomicU64,
+    first_video_ms: AtomicU64,
+}
+
+fn spawn_viewer(
+    mut client: MediaClient,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Seen>,
+) -> tokio::task::JoinHandle<MediaClient> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let until = Instant::now() + Duration::from_millis(20);
+            let result = client
+                .pump(until, |e| {
+                    if let ClientEvent::Media { kind, keyframe, .. } = e {
+                        if kind == MediaKind::Video {
+                            if seen.video.fetch_add(1, Ordering::Relaxed) == 0 {
+                                seen.first_video_keyframe.store(if keyframe { 1 } else { 2 }, Ordering::Relaxed);
+                                seen.first_video_ms.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+                            }
+                        } else {
+                            seen.audio.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+                .await;
+            if result.is_err() {
+                break;
+            }
+        }
+        client
+    })
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_metric(server: &TestServer, name: &str, value: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = server.metric(name).await;
+        if now == value {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} stayed {now}, expected {value}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The next broadcast state the member is told of.
+async fn next_state(member: &mut Client) -> BroadcastState {
+    loop {
+        if let ServerMsg::Broadcast { state, .. } = member.recv().await {
+            return state;
+        }
+    }
+}
+
+async fn state_where(member: &mut Client, pred: impl Fn(&BroadcastState) -> bool) -> BroadcastState {
+    loop {
+        let state = next_state(member).await;
+        if pred(&state) {
+            return state;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_reaches_every_viewer_who_start_at_a_keyframe() {
+    let server = media_server().await;
+    let base = format!("http://{}", server.addr);
+    let mut member = Client::connect(&server).await;
+    member.join("stage", "watcher", None).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher =
+        MediaClient::start(&format!("{base}/whip/stage"), Some(KEY), true, &[MediaKind::Audio, MediaKind::Video])
+            .await
+            .expect("WHIP publish");
+    assert!(publisher.session.path.starts_with("/whip/stage/"), "Location: {}", publisher.session.path);
+    let live = state_where(&mut member, |s| s.live).await;
+    assert!(live.since.is_some());
+    let publishing = spawn_publisher(publisher, stop.clone());
+
+    // Viewers join mid-broadcast, one with the stream key, others with a member's grant.
+    let (_member2, grant) = join_with_grant(&server, "stage").await;
+    let mut viewers = Vec::new();
+    let mut seens = Vec::new();
+    for i in 0..3 {
+        let token = if i == 0 { KEY.to_owned() } else { grant.clone() };
+        let client = MediaClient::start(
+            &format!("{base}/whep/stage"),
+            Some(&token),
+            false,
+            &[MediaKind::Audio, MediaKind::Video],
+        )
+        .await
+        .expect("WHEP view");
+        let seen = Arc::new(Seen::default());
+        viewers.push(spawn_viewer(client, stop.clone(), seen.clone()));
+        seens.push(seen);
+    }
+    state_where(&mut member, |s| s.viewers == 3).await;
+    wait_for("every viewer to get 30 video frames and 30 audio frames", || {
+        seens.iter().all(|s| s.video.load(Ordering::Relaxed) >= 30 && s.audio.load(Ordering::Relaxed) >= 30)
+    })
+    .await;
+    for seen in &seens {
+        assert_eq!(seen.first_video_keyframe.load(Ordering::Relaxed), 1, "a viewer's video starts at a keyframe");
+        assert!(seen.first_video_ms.load(Ordering::Relaxed) < 3000, "first frame within 3 s");
+    }
+    // Three viewers joining at once asked for keyframes; the relay sent the publisher few.
+    let sent = server.metric("relaycast_media_keyframe_requests_total").await;
+    assert!((1..=3).contains(&sent), "keyframe requests to the publisher: {sent}");
+
+    // The publisher leaves: viewers are told, and stay.
+    stop.store(true, Ordering::Relaxed);
+    let (requests, publisher) = publishing.await.unwrap();
+    assert!(requests >= 1, "the publisher was asked for a keyframe");
+    let viewer_clients: Vec<MediaClient> =
+        futures_util::future::join_all(viewers).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(publisher.close().await.unwrap(), 200);
+    let ended = state_where(&mut member, |s| !s.live).await;
+    assert_eq!(ended.viewers, 3, "viewers stay for the next broadcast");
+
+    // It comes back: the same viewers see it again, from a keyframe.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seens: Vec<Arc<Seen>> = (0..3).map(|_| Arc::new(Seen::default())).collect();
+    let viewers: Vec<_> =
+        viewer_clients.into_iter().zip(&seens).map(|(c, seen)| spawn_viewer(c, stop.clone(), seen.clone())).collect();
+    let publisher =
+        MediaClient::start(&format!("{base}/whip/stage"), Some(KEY), true, &[MediaKind::Audio, MediaKind::Video])
+            .await
+            .expect("publish again");
+    state_where(&mut member, |s| s.live).await;
+    let publishing = spawn_publisher(publisher, stop.clone());
+    wait_for("the returning broadcast to reach every viewer", || {
+        seens.iter().all(|s| s.video.load(Ordering::Relaxed) >= 10)
+    })
+    .await;
+    assert!(seens.iter().all(|s| s.first_video_keyframe.load(Ordering::Relaxed) == 1));
+    stop.store(true, Ordering::Relaxed);
+    let (_, publisher) = publishing.await.unwrap();
+    publisher.close().await.unwrap();
+    for viewer in viewers {
+        assert_eq!(viewer.await.unwrap().close().await.unwrap(), 200);
+    }
+
+    // Nothing is left: sessions, their tasks, routes, rooms.
+    for name in ["relaycast_media_sessions", "relaycast_media_tasks", "relaycast_media_routes", "relaycast_media_rooms"]
+    {
+        wait_metric(&server, name, 0).await;
+    }
+    assert!(server.metric("relaycast_media_frames_forwarded_total").await > 200);
+    let idle = state_where(&mut member, |s| *s == BroadcastState::default()).await;
+    assert_eq!(idle.viewers, 0);
+    server.stop().await;
+}
+
+/// An offer from a str0m peer with `kinds`, sending or receiving.
+fn offer(publish: bool, kinds: &[MediaKind]) -> String {
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
+    let dir = if publish { str0m::media::Direction::SendOnly } else { str0m::media::Direction::RecvOnly };
+    let mut change = rtc.sdp_api();
+    for kind in kinds {
+        change.add_media(*kind, dir, None, None, None);
+    }
+    change.apply().unwrap().0.to_sdp_string()
+}
+
+async fn post(server: &TestServer, path: &str, token: Option<&str>, content_type: &str, body: &str) -> Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", content_type)];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    request(server.addr, "POST", path, &headers, body.as_bytes()).await
+}
+
+#[tokio::test]
+async fn bad_offers_tokens_and_sessions_get_plain_errors() {
+    let server = media_server().await;
+    let sdp = "application/sdp";
+    let good = offer(true, &[MediaKind::Video]);
+    let cases: Vec<(Reply, u16, &str)> = vec![
+        (post(&server, "/whip/stage", Some(KEY), sdp, "hello").await, 400, "malformed_sdp"),
+        (post(&server, "/whip/stage", Some(KEY), sdp, "v=0\r\nm=video x\r\n").await, 400, "malformed_sdp"),
+        (
+            post(
+                &server,
+                "/whip/stage",
+                Some(KEY),
+                sdp,
+                &good.replace("VP8/90000", "AV1/90000").replace("H264/90000", "AV1/90000"),
+            )
+            .await,
+            400,
+            "no_usable_codec",
+        ),
+        (
+            post(&server, "/whip/stage", Some(KEY), sdp, &offer(false, &[MediaKind::Video])).await,
+            400,
+            "no_usable_codec",
+        ),
+        (post(&server, "/whip/stage", None, sdp, &good).await, 401, "token_required"),
+        (post(&server, "/whip/stage", Some("wrong-key-123"), sdp, &good).await, 403, "access_denied"),
+        (post(&server, "/whip/other", Some(KEY), sdp, &good).await, 403, "access_denied"),
+        (post(&server, "/whip/stage", Some(KEY), "application/json", &good).await, 415, "unsupported_media_type"),
+        (
+            request(server.addr, "DELETE", &format!("/whip/stage/{}", "0".repeat(32)), &[], b"").await,
+            404,
+            "unknown_session",
+        ),
+        (request(server.addr, "DELETE", "/whep/stage/../../etc", &[], b"").await, 404, "not_found"),
+        (request(server.addr, "GET", "/whip/stage", &[], b"").await, 405, "method_not_allowed"),
+        (post(&server, "/api/rooms/stage/recording", Some(KEY), "application/json", "").await, 409, "not_live"),
+    ];
+    for (i, (reply, status, code)) in cases.iter().enumerate() {
+        assert_eq!((reply.status, reply.header("relaycast-error")), (*status, *code), "case {i}: {:?}", reply.text());
+        assert!(reply.header("content-type").starts_with("text/plain"), "case {i}");
+        assert!(!reply.text().trim().is_empty(), "case {i} explains itself");
+    }
+    let unsupported = &cases[2].0;
+    assert!(unsupported.text().contains("av1"), "names what was offered: {}", unsupported.text());
+
+    // A second publisher on a busy room.
+    let first = post(&server, "/whip/stage", Some(KEY), sdp, &good).await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    assert_eq!(first.header("content-type"), "application/sdp");
+    let second = post(&server, "/whip/stage", Some(KEY), sdp, &offer(true, &[MediaKind::Video])).await;
+    assert_eq!((second.status, second.header("relaycast-error")), (409, "publisher_busy"));
+
+    // Garbage at the media port: counted, dropped, and the relay still works.
+    let answer = first.text();
+    let port: u16 = answer
+        .lines()
+        .find(|l| l.starts_with("a=candidate"))
+        .and_then(|l| l.split_whitespace().nth(5))
+        .and_then(|p| p.parse().ok())
+        .expect("a candidate in the answer");
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut junk: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0xff; 1500], vec![0x80; 12], vec![0x16, 0xfe, 0xfd, 0, 0]];
+    let mut stun = vec![0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42];
+    stun.extend_from_slice(&[1; 12]);
+    stun.extend_from_slice(&[0x00, 0x06, 0x00, 0x04, b'n', b'o', b'p', b'e']);
+    junk.push(stun);
+    for _ in 0..50 {
+        for j in &junk {
+            udp.send_to(j, ("127.0.0.1", port)).await.unwrap();
+        }
+        // Paced, so the socket's receive buffer is not what drops them.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let deadline = Instant::now() + WAIT;
+    while server.metric("relaycast_media_datagrams_unrouted_total").await < 250 {
+        assert!(Instant::now() < deadline, "garbage was not counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let location = first.header("location").to_owned();
+    assert_eq!(request(server.addr, "DELETE", &location, &[], b"").await.status, 200);
+    assert_eq!(request(server.addr, "DELETE", &location, &[], b"").await.status, 404, "deleted once");
+
+    // The relay is fine: a real publisher connects.
+    let mut publisher =
+        MediaClient::start(&format!("http://{}/whip/stage", server.addr), Some(KEY), true, &[MediaKind::Video])
+            .await
+            .unwrap();
+    publisher.wait_connected(WAIT).await.unwrap();
+    publisher.close().await.unwrap();
+    for name in ["relaycast_media_sessions", "relaycast_media_tasks", "relaycast_media_routes", "relaycast_media_rooms"]
+    {
+        wait_metric(&server, name, 0).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_that_never_connects_is_closed() {
+    let server = start(test_config(|c| {
+        c.stream_keys = vec![(room("stage"), KEY.to_owned())];
+        c.media_connect_timeout = Duration::from_millis(500);
+    }))
+    .await;
+    let reply = post(&server, "/whep/stage", Some(KEY), "application/sdp", &offer(false, &[MediaKind::Video])).await;
+    assert_eq!(reply.status, 201);
+    assert_eq!(server.metric("relaycast_media_sessions").await, 1);
+    wait_metric(&server, "relaycast_media_sessions", 0).await;
+    wait_metric(&server, "relaycast_media_tasks", 0).await;
+    wait_metric(&server, "relaycast_media_routes", 0).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_first_member_owns_the_room_and_its_stream_key() {
+    let server = start(test_config(|_| {})).await;
+    let mut owner = Client::connect(&server).await;
+    let joined = owner.join("hall", "owner", None).await;
+    let key = joined
+        .iter()
+        .find_map(|m| match m {
+            ServerMsg::StreamKey { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .expect("the first member gets the stream key");
+    let (mut guest, grant) = join_with_grant(&server, "hall").await;
+    let good = offer(true, &[MediaKind::Video]);
+    let reply = post(&server, "/whip/hall", Some(&grant), "application/sdp", &good).await;
+    assert_eq!(
+        (reply.status, reply.header("relaycast-error")),
+        (403, "access_denied"),
+        "a member's grant does not publish"
+    );
+    let reply = post(&server, "/whip/hall", Some(&key), "application/sdp", &good).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    request(server.addr, "DELETE", reply.header("location"), &[], b"").await;
+
+    // The owner leaves: the guest owns the room now, with a key of its own.
+    drop(owner);
+    let new_key = loop {
+        if let ServerMsg::StreamKey { key, .. } = guest.recv().await {
+            break key;
+        }
+    };
+    let reply = post(&server, "/whip/hall", Some(&new_key), "application/sdp", &offer(true, &[MediaKind::Video])).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    request(server.addr, "DELETE", reply.header("location"), &[], b"").await;
+    server.stop().await;
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Relaycast benchmark on this machine and prints one JSON line per result.
 #   bash bench/run.sh            # all scenarios; results also in bench/results.jsonl
-#   bash bench/run.sh blobs      # one group: fanout, pairs, idle, history or blobs
+#   bash bench/run.sh blobs      # one group: fanout, pairs, idle, history, blobs or media
 # Servers bind to 127.0.0.1 only; every load loop is bounded in count and time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,6 +93,19 @@ NG
   stop_relaycast
 else
   echo "nginx is not installed (scripts/dev setup installs it): skipping the blob download comparison" >&2
+fi
+
+# Media relay: one synthetic publisher (1 Mbit/s video + 64 kbit/s audio), N viewers in the
+# load generator, all real WebRTC peers over loopback.
+if want media; then
+  RC_PORT=$(free_port)
+  "$BIN/relaycast" --bind "127.0.0.1:$RC_PORT" --memory --static-dir "$DATA/none" --stream-key bench=bench-stream-key \
+    --media-max-viewers 1000 --log warn > "$DATA/relaycast-media.log" 2>&1 &
+  RC_PID=$!; PIDS+=("$RC_PID"); wait_port "$RC_PORT"
+  ulimit -n 65536 2>/dev/null || true
+  run media --server "http://127.0.0.1:$RC_PORT" --key bench-stream-key --server-pid "$RC_PID" \
+    --viewers "${MEDIA_VIEWERS:-50,100,200,300,400}" --seconds 10
+  kill "$RC_PID"; wait "$RC_PID" 2>/dev/null || true
 fi
 
 python3 - "$OUT" <<'PY'

@@ -8,10 +8,12 @@
 //!   the ceiling Relaycast is reported against.
 //! - [`scenarios`], fan-out, pairs, idle and history.
 //! - [`blobs`], blob cache upload and download throughput (download next to nginx).
+//! - [`media`](mod@media), the media relay: one publisher, N viewers.
 //! - [`stats`], percentiles.
 //!
 
 mod blobs;
+mod media;
 mod reference;
 mod scenarios;
 mod stats;
@@ -40,6 +42,8 @@ enum Command {
     Idle(scenarios::IdleArgs),
     /// A new joiner into a room with a long history.
     History(scenarios::HistoryArgs),
+    /// Media relay: one publisher, N viewers (WHIP/WHEP, real WebRTC peers).
+    Media(media::MediaArgs),
     /// Blob cache: upload throughput, and download throughput next to nginx serving the same file.
     Blobs(blobs::BlobArgs),
 }
@@ -55,6 +59,7 @@ fn main() -> anyhow::Result<()> {
             Command::Idle(a) => scenarios::idle(a).await,
             Command::History(a) => scenarios::history(a).await,
             Command::Blobs(a) => blobs::run(a).await,
+            Command::Media(a) => media::run(a).await,
         }
     })
 }

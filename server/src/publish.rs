@@ -30,7 +30,7 @@ pub struct PublishArgs {
     /// The room's stream key (from --stream-key on the server, or the room owner's).
     #[arg(long, env = "RELAYCAST_STREAM_KEY", hide_env_values = true)]
     pub token: Option<String>,
-    /// Post to this WHIP endpoint instead of <server>/whip/<room> (another WHIP server).
+    /// Post to this WHIP endpoint instead of SERVER/whip/ROOM (another WHIP server).
     #[arg(long)]
     pub whip_url: Option<String>,
     /// Start over at the end of the file, until interrupted.
@@ -85,12 +85,13 @@ pub async fn publish(args: &PublishArgs, stop: impl std::future::Future<Output =
         if args.repeat { ", looping" } else { "" }
     );
     let mut stop = std::pin::pin!(stop);
-    let sent = tokio::select! {
-        sent = send_frames(&mut client, &media, args.repeat) => sent,
-        _ = &mut stop => Ok(0),
+    let mut sent = 0u64;
+    let result = tokio::select! {
+        result = send_frames(&mut client, &media, args.repeat, &mut sent) => result,
+        _ = &mut stop => Ok(()),
     };
     let status = client.close().await;
-    let sent = sent?;
+    result?;
     if let Ok(status) = status {
         if status >= 300 {
             eprintln!("warning: ending the session answered {status}");
@@ -99,9 +100,13 @@ pub async fn publish(args: &PublishArgs, stop: impl std::future::Future<Output =
     Ok(sent)
 }
 
-async fn send_frames(client: &mut MediaClient, media: &MediaFile, repeat: bool) -> Result<u64, PublishError> {
+async fn send_frames(
+    client: &mut MediaClient,
+    media: &MediaFile,
+    repeat: bool,
+    sent: &mut u64,
+) -> Result<(), PublishError> {
     let start = Instant::now();
-    let mut sent = 0u64;
     let mut round = 0u64;
     loop {
         let base_us = round * media.duration_us;
@@ -111,13 +116,13 @@ async fn send_frames(client: &mut MediaClient, media: &MediaFile, repeat: bool) 
             // Keyframe requests cannot be honoured from a file: the next one comes in its time.
             client.pump(due, |_: ClientEvent| {}).await?;
             client.write(*kind, 0, rtp_time(*kind, at_us), data)?;
-            sent += 1;
+            *sent += 1;
         }
         round += 1;
         if !repeat {
             // Let the last packets leave before the session is deleted.
             client.pump(Instant::now() + Duration::from_millis(200), |_| {}).await?;
-            return Ok(sent);
+            return Ok(());
         }
     }
 }

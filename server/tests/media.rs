@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use relaycast::media::client::{ClientEvent, MediaClient};
+use relaycast::media::client::{synthetic_vp8, ClientEvent, MediaClient};
 use relaycast_shared::media::BroadcastState;
 use relaycast_shared::ServerMsg;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,22 +21,6 @@ async fn media_server() -> TestServer {
         c.media_keyframe_interval = Duration::from_millis(300);
     }))
     .await
-}
-
-/// A synthetic VP8 frame: a keyframe carries a real keyframe header (320x240) so the relay and
-/// recorder see it as one; the rest is the frame number.
-fn vp8_frame(n: u32, keyframe: bool) -> Vec<u8> {
-    let mut frame = if keyframe {
-        let mut f = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
-        f.extend_from_slice(&320u16.to_le_bytes());
-        f.extend_from_slice(&240u16.to_le_bytes());
-        f
-    } else {
-        vec![0x11, 0x02, 0x00]
-    };
-    frame.extend_from_slice(&n.to_be_bytes());
-    frame.resize(1200, 0xab);
-    frame
 }
 
 /// Publishes synthetic video (30 fps) and audio (50 fps) until `stop`; answers keyframe
@@ -61,7 +45,7 @@ fn spawn_publisher(mut client: MediaClient, stop: Arc<AtomicBool>) -> tokio::tas
             }
             if due == next_video {
                 let us = video_n as u64 * 33_333;
-                let frame = vp8_frame(video_n, want_keyframe);
+                let frame = synthetic_vp8(video_n, want_keyframe, 1200, 320, 240);
                 want_keyframe = false;
                 client.write(MediaKind::Video, 0, MediaTime::new(us * 9 / 100, Frequency::NINETY_KHZ), &frame).unwrap();
                 video_n += 1;

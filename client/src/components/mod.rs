@@ -1,5 +1,6 @@
 //! The app's components.
 
+pub mod broadcast;
 pub mod call;
 pub mod chat;
 pub mod files;

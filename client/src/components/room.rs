@@ -1,10 +1,12 @@
 //! A room: status, share link, participants and chat, over one [`Session`].
 
+use super::broadcast::BroadcastPanel;
 use super::call::CallPanel;
 use super::chat::Chat;
 use super::files::{drop_handlers, FilesPanel};
 use super::status::StatusBadge;
 use crate::browser;
+use crate::net::broadcast::{Broadcast, BroadcastView, LiveSource};
 use crate::net::call::{Call, CallView};
 use crate::net::files::Files;
 use crate::net::session::{Command, Session};
@@ -41,6 +43,13 @@ pub fn room_page(props: &RoomProps) -> Html {
             });
             Call::new(send, Callback::from(move |v| call_view.set(v)))
         })
+    };
+
+    // The room's live broadcast: going live, watching, recording.
+    let broadcast_view = use_state(BroadcastView::default);
+    let broadcast = {
+        let view = broadcast_view.setter();
+        use_state(move || Broadcast::new(Callback::from(move |v| view.set(v))))
     };
 
     // File transfers publish through whichever session is current, and use the call's links.
@@ -138,6 +147,38 @@ pub fn room_page(props: &RoomProps) -> Html {
         Callback::from(move |hash| files.fetch(&hash))
     };
     let (ondragover, ondrop) = drop_handlers(onpick.clone());
+    let ongolive = {
+        let (b, room, key) = ((*broadcast).clone(), props.room.clone(), s.stream_key.clone());
+        Callback::from(move |source: LiveSource| {
+            if let Some(key) = key.clone() {
+                b.go_live(room.clone(), key, source);
+            }
+        })
+    };
+    let onstoplive = {
+        let b = (*broadcast).clone();
+        Callback::from(move |_| b.stop_live())
+    };
+    let onwatch = {
+        let (b, room, token) = ((*broadcast).clone(), props.room.clone(), s.grant.clone().or(s.stream_key.clone()));
+        Callback::from(move |_| {
+            if let Some(token) = token.clone() {
+                b.watch(room.clone(), token);
+            }
+        })
+    };
+    let onstopwatching = {
+        let b = (*broadcast).clone();
+        Callback::from(move |_| b.stop_watching())
+    };
+    let onrecord = {
+        let (b, room, key) = ((*broadcast).clone(), props.room.clone(), s.stream_key.clone());
+        Callback::from(move |on: bool| {
+            if let Some(key) = key.clone() {
+                b.record(room.clone(), key, on);
+            }
+        })
+    };
     html! {
         <div class="room" {ondragover} {ondrop}>
             <header class="bar">
@@ -158,6 +199,8 @@ pub fn room_page(props: &RoomProps) -> Html {
                     </ul>
                 </aside>
                 <div class="main">
+                    <BroadcastPanel state={s.broadcast.clone()} view={(*broadcast_view).clone()} owner={s.stream_key.is_some()}
+                        now={*now} {ongolive} {onstoplive} {onwatch} {onstopwatching} {onrecord} />
                     <CallPanel call={(*call).clone()} view={(*call_view).clone()} {names} />
                     <Chat state={s.clone()} {onsend} />
                     <FilesPanel transfers={(*transfers).clone()} {onpick} {onfetch} />

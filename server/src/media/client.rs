@@ -334,3 +334,26 @@ fn refused(reply: &HttpReply) -> ClientError {
         message: String::from_utf8_lossy(&reply.body).trim().to_owned(),
     }
 }
+
+/// A synthetic VP8 frame of `size` bytes for tests and the benchmark: a keyframe carries a real
+/// keyframe header (`width` x `height`), so the relay and the recorder treat it as one; the
+/// frame number `n` follows the header, so a receiver can tell which frames it missed.
+pub fn synthetic_vp8(n: u32, keyframe: bool, size: usize, width: u16, height: u16) -> Vec<u8> {
+    let mut frame = if keyframe {
+        let mut f = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+        f.extend_from_slice(&width.to_le_bytes());
+        f.extend_from_slice(&height.to_le_bytes());
+        f
+    } else {
+        vec![0x11, 0x02, 0x00]
+    };
+    frame.extend_from_slice(&n.to_be_bytes());
+    frame.resize(size.max(frame.len()), 0x5a);
+    frame
+}
+
+/// The frame number of a [`synthetic_vp8`] frame.
+pub fn synthetic_vp8_number(data: &[u8]) -> Option<u32> {
+    let at = if data.first()? & 1 == 0 { 10 } else { 3 };
+    Some(u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?))
+}

@@ -4,7 +4,8 @@
 //! The recorder is one more queue in the room's fan-out, so a slow disk costs the recording
 //! frames (it then waits for a keyframe), never the viewers. It runs on a blocking thread:
 //! the muxer writes synchronously. The file starts at the first VP8 keyframe (its header gives
-//! the picture size); H.264 video cannot go in WebM and is left out.
+//! the picture size); H.264 video cannot go in WebM and is left out. The file is written in
+//! "file" mode: at the end the muxer seeks back to write the duration and the seek index.
 
 use super::rooms::{Forward, FrameQueue};
 use super::{MediaError, Relay};
@@ -116,7 +117,7 @@ fn record(
             };
             let writer = pending.take().ok_or("the muxer was set up twice")?;
             let builder = SegmentBuilder::new(writer).map_err(|e| format!("muxer: {e:?}"))?;
-            let builder = builder.set_mode(SegmentMode::Live).map_err(|e| format!("muxer: {e:?}"))?;
+            let builder = builder.set_mode(SegmentMode::File).map_err(|e| format!("muxer: {e:?}"))?;
             let builder = builder.set_writing_app("Relaycast").map_err(|e| format!("muxer: {e:?}"))?;
             let (builder, v) =
                 builder.add_video_track(width, height, VideoCodecId::VP8, None).map_err(|e| format!("muxer: {e:?}"))?;

@@ -1,0 +1,501 @@
+//! Live broadcasts through the server's media relay: going live (WHIP) with the camera, the
+//! screen or both, and watching (WHEP), from the browser's own `RTCPeerConnection`.
+//!
+//! Both sides post a complete offer (the browser's candidates gathered first: the relay takes
+//! no trickle ICE) and apply the answer; ending is a `DELETE` on the session's `Location`. A
+//! viewer samples `getStats()` every second for the frames decoded and a latency estimate
+//! (jitter buffer delay plus half the round trip).
+
+use js_sys::{Array, Function, Object, Reflect};
+use relaycast_shared::media::{recording_path, whep_path, whip_path, MediaErrorCode, ERROR_HEADER};
+use relaycast_shared::RoomName;
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    MediaStream, MediaStreamConstraints, MediaStreamTrack, RtcConfiguration, RtcPeerConnection, RtcTrackEvent,
+};
+use yew::Callback;
+
+/// What to send when going live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveSource {
+    Camera,
+    Screen,
+    /// The screen and the camera, as two video tracks (and the microphone).
+    Both,
+}
+
+/// What the broadcast panel renders.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BroadcastView {
+    /// What we are sending, while live.
+    pub live: Option<MediaStream>,
+    /// One stream per received video track (with the audio on the first), while watching.
+    pub watching: Vec<MediaStream>,
+    pub busy: bool,
+    pub problem: Option<String>,
+    pub frames_decoded: u32,
+    pub audio_packets: u32,
+    pub latency_ms: Option<u32>,
+    /// From "Watch" to the first decoded frame.
+    pub first_frame_ms: Option<u32>,
+}
+
+struct Session {
+    pc: RtcPeerConnection,
+    location: Option<String>,
+    stream: Option<MediaStream>,
+    _ontrack: Option<Closure<dyn FnMut(RtcTrackEvent)>>,
+}
+
+impl Session {
+    fn close(&self) {
+        if let Some(stream) = &self.stream {
+            for track in stream.get_tracks().iter() {
+                if let Ok(track) = track.dyn_into::<MediaStreamTrack>() {
+                    track.stop();
+                }
+            }
+        }
+        self.pc.close();
+        if let Some(location) = self.location.clone() {
+            wasm_bindgen_futures::spawn_local(async move {
+                let _ = fetch("DELETE", &location, None, None).await;
+            });
+        }
+    }
+}
+
+struct Inner {
+    view: BroadcastView,
+    publishing: Option<Session>,
+    watching: Option<Session>,
+    /// Bumped on every start/stop, so a late async step of an old session does nothing.
+    generation: u64,
+    on_view: Callback<BroadcastView>,
+}
+
+/// The broadcast service of one room page.
+#[derive(Clone)]
+pub struct Broadcast {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl PartialEq for Broadcast {
+    fn eq(&self, other: &Self) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl std::fmt::Debug for Broadcast {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broadcast").field("view", &self.inner.borrow().view).finish()
+    }
+}
+
+fn notify(inner: &Rc<RefCell<Inner>>) {
+    let (cb, view) = {
+        let i = inner.borrow();
+        (i.on_view.clone(), i.view.clone())
+    };
+    cb.emit(view);
+}
+
+fn js_message(e: &JsValue) -> String {
+    Reflect::get(e, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_else(|| format!("{e:?}"))
+}
+
+/// `fetch`, returning (status, body text, error code header).
+async fn fetch(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    sdp: Option<&str>,
+) -> Result<(u16, String, Option<String>, Option<String>), String> {
+    let init = web_sys::RequestInit::new();
+    init.set_method(method);
+    if let Some(sdp) = sdp {
+        init.set_body(&JsValue::from_str(sdp));
+    }
+    let request = web_sys::Request::new_with_str_and_init(url, &init).map_err(|e| js_message(&e))?;
+    if let Some(token) = token {
+        request.headers().set("authorization", &format!("Bearer {token}")).map_err(|e| js_message(&e))?;
+    }
+    if sdp.is_some() {
+        request.headers().set("content-type", "application/sdp").map_err(|e| js_message(&e))?;
+    }
+    let window = web_sys::window().ok_or("no window")?;
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_request(&request))
+        .await
+        .map_err(|e| js_message(&e))?
+        .dyn_into()
+        .map_err(|_| "not a response".to_owned())?;
+    let text = match response.text() {
+        Ok(p) => JsFuture::from(p).await.ok().and_then(|t| t.as_string()).unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let code = response.headers().get(ERROR_HEADER).ok().flatten();
+    let location = response.headers().get("location").ok().flatten();
+    Ok((response.status(), text, code, location))
+}
+
+/// A plain explanation of a refused offer.
+fn refusal(status: u16, text: &str, code: Option<&str>) -> String {
+    let code = code.and_then(MediaErrorCode::parse);
+    match code {
+        Some(MediaErrorCode::PublisherBusy) => "Someone else is live in this room.".into(),
+        Some(MediaErrorCode::AccessDenied) => "Only the room's owner can go live.".into(),
+        _ if text.trim().is_empty() => format!("The server answered {status}."),
+        _ => text.trim().to_owned(),
+    }
+}
+
+async fn sleep_ms(ms: u64) {
+    yew::platform::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Wait until the connection has gathered its candidates: the offer must carry them, since
+/// the relay takes no trickle ICE. Gathering "complete" can lag well behind the first host
+/// candidate, which is all a direct connection to the relay needs; so once one is there, wait
+/// only a little more for the others (at most 2 s in all).
+async fn gathered(pc: &RtcPeerConnection) {
+    let mut since_first = None;
+    for step in 0..100 {
+        let state = Reflect::get(pc, &"iceGatheringState".into()).ok().and_then(|v| v.as_string());
+        if state.as_deref() == Some("complete") {
+            return;
+        }
+        let has_candidate = pc.local_description().is_some_and(|d| d.sdp().contains("a=candidate"));
+        if has_candidate && *since_first.get_or_insert(step) + 5 <= step {
+            return;
+        }
+        sleep_ms(20).await;
+    }
+}
+
+/// Offer, post, apply the answer; the session's `Location`.
+async fn negotiate(pc: &RtcPeerConnection, url: &str, token: &str) -> Result<String, String> {
+    let offer = JsFuture::from(pc.create_offer()).await.map_err(|e| js_message(&e))?;
+    let init: web_sys::RtcSessionDescriptionInit = offer.unchecked_into();
+    JsFuture::from(pc.set_local_description(&init)).await.map_err(|e| js_message(&e))?;
+    gathered(pc).await;
+    let sdp = pc.local_description().map(|d| d.sdp()).ok_or("no local description")?;
+    let (status, text, code, location) = fetch("POST", url, Some(token), Some(&sdp)).await?;
+    if status != 201 {
+        return Err(refusal(status, &text, code.as_deref()));
+    }
+    let answer = web_sys::RtcSessionDescriptionInit::new(web_sys::RtcSdpType::Answer);
+    answer.set_sdp(&text);
+    JsFuture::from(pc.set_remote_description(&answer)).await.map_err(|e| js_message(&e))?;
+    location.ok_or_else(|| "the server gave no Location".to_owned())
+}
+
+fn peer_connection() -> Result<RtcPeerConnection, String> {
+    // The relay is reachable at the candidate it answers with: no STUN or TURN needed.
+    let config = RtcConfiguration::new();
+    config.set_ice_servers(&Array::new());
+    RtcPeerConnection::new_with_configuration(&config).map_err(|e| js_message(&e))
+}
+
+async fn capture(source: LiveSource) -> Result<MediaStream, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let devices = window.navigator().media_devices().map_err(|e| js_message(&e))?;
+    let out = MediaStream::new().map_err(|e| js_message(&e))?;
+    if matches!(source, LiveSource::Screen | LiveSource::Both) {
+        let get = Reflect::get(&devices, &"getDisplayMedia".into()).map_err(|e| js_message(&e))?;
+        let get: Function = get.dyn_into().map_err(|_| "this browser cannot share the screen".to_owned())?;
+        let constraints = Object::new();
+        Reflect::set(&constraints, &"video".into(), &true.into()).map_err(|e| js_message(&e))?;
+        let promise = get.call1(&devices, &constraints).map_err(|e| js_message(&e))?;
+        let screen: MediaStream =
+            JsFuture::from(js_sys::Promise::from(promise)).await.map_err(|e| js_message(&e))?.unchecked_into();
+        for track in screen.get_video_tracks().iter() {
+            out.add_track(&track.unchecked_into());
+        }
+    }
+    let constraints = MediaStreamConstraints::new();
+    constraints.set_audio(&true.into());
+    constraints.set_video(&matches!(source, LiveSource::Camera | LiveSource::Both).into());
+    let promise = devices.get_user_media_with_constraints(&constraints).map_err(|e| js_message(&e))?;
+    let camera: MediaStream = JsFuture::from(promise).await.map_err(|e| js_message(&e))?.unchecked_into();
+    for track in camera.get_tracks().iter() {
+        out.add_track(&track.unchecked_into());
+    }
+    Ok(out)
+}
+
+impl Broadcast {
+    pub fn new(on_view: Callback<BroadcastView>) -> Self {
+        Broadcast {
+            inner: Rc::new(RefCell::new(Inner {
+                view: BroadcastView::default(),
+                publishing: None,
+                watching: None,
+                generation: 0,
+                on_view,
+            })),
+        }
+    }
+
+    fn set(&self, f: impl FnOnce(&mut BroadcastView)) {
+        f(&mut self.inner.borrow_mut().view);
+        notify(&self.inner);
+    }
+
+    /// Go live in `room` with the owner's stream `key`.
+    pub fn go_live(&self, room: RoomName, key: String, source: LiveSource) {
+        self.stop_live();
+        let generation = self.inner.borrow().generation;
+        self.set(|v| {
+            v.busy = true;
+            v.problem = None;
+        });
+        let weak = Rc::downgrade(&self.inner);
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = start_live(&weak, generation, &room, &key, source).await;
+            if let (Some(inner), Err(problem)) = (weak.upgrade(), result) {
+                if let Some(session) = inner.borrow_mut().publishing.take() {
+                    session.close();
+                }
+                inner.borrow_mut().view.live = None;
+                inner.borrow_mut().view.problem = Some(problem);
+            }
+            if let Some(inner) = weak.upgrade() {
+                inner.borrow_mut().view.busy = false;
+                notify(&inner);
+            }
+        });
+    }
+
+    pub fn stop_live(&self) {
+        let session = {
+            let mut inner = self.inner.borrow_mut();
+            inner.generation += 1;
+            inner.view.live = None;
+            inner.publishing.take()
+        };
+        if let Some(session) = session {
+            session.close();
+        }
+        notify(&self.inner);
+    }
+
+    /// Watch `room`'s broadcast with a member's grant (or the stream key).
+    pub fn watch(&self, room: RoomName, token: String) {
+        self.stop_watching();
+        let generation = self.inner.borrow().generation;
+        self.set(|v| {
+            v.busy = true;
+            v.problem = None;
+        });
+        let weak = Rc::downgrade(&self.inner);
+        let started = js_sys::Date::now();
+        wasm_bindgen_futures::spawn_local(async move {
+            let result = start_watching(&weak, generation, &room, &token).await;
+            if let (Some(inner), Err(problem)) = (weak.upgrade(), result) {
+                if let Some(session) = inner.borrow_mut().watching.take() {
+                    session.close();
+                }
+                inner.borrow_mut().view.watching.clear();
+                inner.borrow_mut().view.problem = Some(problem);
+            }
+            if let Some(inner) = weak.upgrade() {
+                inner.borrow_mut().view.busy = false;
+                notify(&inner);
+            }
+            stats_loop(weak, generation, started).await;
+        });
+    }
+
+    pub fn stop_watching(&self) {
+        let session = {
+            let mut inner = self.inner.borrow_mut();
+            inner.generation += 1;
+            inner.view.watching.clear();
+            inner.view.frames_decoded = 0;
+            inner.view.audio_packets = 0;
+            inner.view.latency_ms = None;
+            inner.view.first_frame_ms = None;
+            inner.watching.take()
+        };
+        if let Some(session) = session {
+            session.close();
+        }
+        notify(&self.inner);
+    }
+
+    /// Start or stop recording the room's broadcast (the owner's stream key).
+    pub fn record(&self, room: RoomName, key: String, on: bool) {
+        let weak = Rc::downgrade(&self.inner);
+        wasm_bindgen_futures::spawn_local(async move {
+            let url = recording_path(&room);
+            let result = fetch(if on { "POST" } else { "DELETE" }, &url, Some(&key), None).await;
+            let problem = match result {
+                Ok((200 | 201, ..)) => None,
+                Ok((status, text, code, _)) => Some(refusal(status, &text, code.as_deref())),
+                Err(e) => Some(e),
+            };
+            if let Some(inner) = weak.upgrade() {
+                inner.borrow_mut().view.problem = problem;
+                notify(&inner);
+            }
+        });
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for session in [self.publishing.take(), self.watching.take()].into_iter().flatten() {
+            session.close();
+        }
+    }
+}
+
+async fn start_live(
+    weak: &Weak<RefCell<Inner>>,
+    generation: u64,
+    room: &RoomName,
+    key: &str,
+    source: LiveSource,
+) -> Result<(), String> {
+    let stream = capture(source).await?;
+    let pc = peer_connection()?;
+    for track in stream.get_tracks().iter() {
+        let track: MediaStreamTrack = track.unchecked_into();
+        pc.add_track_0(&track, &stream);
+    }
+    let inner = weak.upgrade().ok_or("gone")?;
+    if inner.borrow().generation != generation {
+        return Ok(());
+    }
+    inner.borrow_mut().publishing =
+        Some(Session { pc: pc.clone(), location: None, stream: Some(stream.clone()), _ontrack: None });
+    inner.borrow_mut().view.live = Some(stream);
+    notify(&inner);
+    drop(inner);
+    let location = negotiate(&pc, &whip_path(room), key).await?;
+    let inner = weak.upgrade().ok_or("gone")?;
+    if let Some(session) = inner.borrow_mut().publishing.as_mut().filter(|_| true) {
+        session.location = Some(location.clone());
+    }
+    if inner.borrow().generation != generation {
+        // Stopped while the offer was out: end the session the server just made.
+        wasm_bindgen_futures::spawn_local(async move {
+            let _ = fetch("DELETE", &location, None, None).await;
+        });
+    }
+    Ok(())
+}
+
+async fn start_watching(
+    weak: &Weak<RefCell<Inner>>,
+    generation: u64,
+    room: &RoomName,
+    token: &str,
+) -> Result<(), String> {
+    let pc = peer_connection()?;
+    // Room for the camera-and-screen case: two video tracks, one audio.
+    let add = Reflect::get(&pc, &"addTransceiver".into()).map_err(|e| js_message(&e))?;
+    let add: Function = add.dyn_into().map_err(|_| "no addTransceiver".to_owned())?;
+    for kind in ["audio", "video", "video"] {
+        let init = Object::new();
+        Reflect::set(&init, &"direction".into(), &"recvonly".into()).map_err(|e| js_message(&e))?;
+        add.call2(&pc, &kind.into(), &init).map_err(|e| js_message(&e))?;
+    }
+    let audio: Rc<RefCell<Option<MediaStreamTrack>>> = Rc::default();
+    let ontrack = {
+        let weak = weak.clone();
+        Closure::<dyn FnMut(RtcTrackEvent)>::new(move |e: RtcTrackEvent| {
+            let Some(inner) = weak.upgrade() else { return };
+            let track = e.track();
+            if track.kind() == "audio" {
+                *audio.borrow_mut() = Some(track.clone());
+                if let Some(first) = inner.borrow().view.watching.first() {
+                    first.add_track(&track);
+                }
+                return;
+            }
+            let Ok(stream) = MediaStream::new() else { return };
+            stream.add_track(&track);
+            if inner.borrow().view.watching.is_empty() {
+                if let Some(a) = audio.borrow().as_ref() {
+                    stream.add_track(a);
+                }
+            }
+            inner.borrow_mut().view.watching.push(stream);
+            notify(&inner);
+        })
+    };
+    pc.set_ontrack(Some(ontrack.as_ref().unchecked_ref()));
+    {
+        let inner = weak.upgrade().ok_or("gone")?;
+        if inner.borrow().generation != generation {
+            return Ok(());
+        }
+        inner.borrow_mut().watching =
+            Some(Session { pc: pc.clone(), location: None, stream: None, _ontrack: Some(ontrack) });
+    }
+    let location = negotiate(&pc, &whep_path(room), token).await?;
+    let inner = weak.upgrade().ok_or("gone")?;
+    if inner.borrow().generation != generation {
+        wasm_bindgen_futures::spawn_local(async move {
+            let _ = fetch("DELETE", &location, None, None).await;
+        });
+        return Ok(());
+    }
+    if let Some(session) = inner.borrow_mut().watching.as_mut() {
+        session.location = Some(location);
+    }
+    Ok(())
+}
+
+/// While watching: frames decoded, audio packets, latency estimate; every 100 ms until the
+/// first frame (to time it), then every second.
+async fn stats_loop(weak: Weak<RefCell<Inner>>, generation: u64, started: f64) {
+    loop {
+        let first_seen = weak.upgrade().is_some_and(|i| i.borrow().view.first_frame_ms.is_some());
+        sleep_ms(if first_seen { 1000 } else { 100 }).await;
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.borrow().generation != generation {
+            return;
+        }
+        let Some(pc) = inner.borrow().watching.as_ref().map(|s| s.pc.clone()) else { return };
+        drop(inner);
+        let Ok(report) = JsFuture::from(pc.get_stats()).await else { continue };
+        let (mut frames, mut audio, mut jitter_delay, mut emitted, mut rtt) = (0.0, 0.0, 0.0, 0.0, None);
+        if let Ok(Some(iter)) = js_sys::try_iter(&report) {
+            for entry in iter.flatten() {
+                let Ok(stat) = Reflect::get(&entry, &1.into()) else { continue };
+                let text =
+                    |k: &str| Reflect::get(&stat, &k.into()).ok().and_then(|v| v.as_string()).unwrap_or_default();
+                let num = |k: &str| Reflect::get(&stat, &k.into()).ok().and_then(|v| v.as_f64()).unwrap_or(0.0);
+                match (text("type").as_str(), text("kind").as_str()) {
+                    ("inbound-rtp", "video") => {
+                        frames += num("framesDecoded");
+                        jitter_delay += num("jitterBufferDelay");
+                        emitted += num("jitterBufferEmittedCount");
+                    }
+                    ("inbound-rtp", "audio") => audio += num("packetsReceived"),
+                    ("candidate-pair", _) if text("state") == "succeeded" => rtt = Some(num("currentRoundTripTime")),
+                    _ => {}
+                }
+            }
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        {
+            let mut i = inner.borrow_mut();
+            i.view.frames_decoded = frames as u32;
+            if frames > 0.0 && i.view.first_frame_ms.is_none() {
+                i.view.first_frame_ms = Some((js_sys::Date::now() - started) as u32);
+            }
+            i.view.audio_packets = audio as u32;
+            i.view.latency_ms =
+                (emitted > 0.0).then(|| ((jitter_delay / emitted + rtt.unwrap_or(0.0) / 2.0) * 1000.0).round() as u32);
+        }
+        notify(&inner);
+    }
+}

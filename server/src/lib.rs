@@ -123,6 +123,7 @@ pub async fn run_with_ready(
         tracing::info!(udp = %relay.local_addr(), candidates = ?relay.candidate_addrs(), "media relay listening");
         Some(Arc::new(transport::MediaApi { relay }))
     };
+    let relay = media_api.as_ref().map(|api| api.relay.clone());
     let blob_api = grants.map(|grants| {
         Arc::new(transport::BlobApi { cache: cache.clone(), grants, body_timeout: config.blob_body_timeout })
     });
@@ -184,6 +185,17 @@ pub async fn run_with_ready(
     let _ = tokio::time::timeout_at(deadline, server).await;
     ticker.abort();
     sweeper.abort();
+    if let Some(relay) = relay {
+        relay.shutdown();
+        // Sessions end at once when told; wait for them (briefly) so that the relay lets go of
+        // the blob cache before `run` returns.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while relay.counters.tasks.load(std::sync::atomic::Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
     // The writer returns once everything accepted is durable.
     writer.await?;
     tracing::info!("store flushed; bye");

@@ -202,6 +202,8 @@ pub struct Relay {
     pub(crate) scratch: std::path::PathBuf,
     /// The running recorders, by room.
     recorders: Mutex<HashMap<RoomName, tokio::task::JoinHandle<Result<recorder::Recorded, String>>>>,
+    /// Turned true when the server stops: the receiver task ends, sessions close.
+    stopping: tokio::sync::watch::Sender<bool>,
     pub counters: MediaCounters,
 }
 
@@ -251,10 +253,34 @@ impl Relay {
             cache,
             scratch,
             recorders: Mutex::new(HashMap::new()),
+            stopping: tokio::sync::watch::channel(false).0,
             counters: MediaCounters::default(),
         });
         tokio::spawn(routes::receive_loop(relay.clone()));
         Ok(relay)
+    }
+
+    /// Stop: end every session and recording, and the socket's receiver task, so that nothing
+    /// of the relay (its socket, the blob cache it holds) outlives the server.
+    pub fn shutdown(&self) {
+        let _ = self.stopping.send(true);
+        let (closers, rooms) = {
+            let rooms = self.lock_rooms();
+            (rooms.all_closers(), rooms.room_names())
+        };
+        for close in closers {
+            close.notify_one();
+        }
+        let mut rooms_guard = self.lock_rooms();
+        for room in rooms {
+            rooms_guard.set_recorder(&room, None);
+        }
+        drop(rooms_guard);
+        self.lock_recorders().clear();
+    }
+
+    pub(crate) fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// The UDP address the relay listens on.

@@ -254,6 +254,20 @@ impl Rooms {
             .is_some_and(|p| p.link.signals.try_send(Signal::WantKeyframe(index)).is_ok())
     }
 
+    /// Every session's close switch (at shutdown).
+    pub fn all_closers(&self) -> Vec<Arc<Notify>> {
+        let mut out = Vec::new();
+        for media in self.rooms.values() {
+            out.extend(media.publisher.iter().map(|p| p.link.close.clone()));
+            out.extend(media.viewers.values().map(|v| v.link.close.clone()));
+        }
+        out
+    }
+
+    pub fn room_names(&self) -> Vec<RoomName> {
+        self.rooms.keys().cloned().collect()
+    }
+
     /// Number of rooms tracked (for the leak checks).
     pub fn len(&self) -> usize {
         self.rooms.len()

@@ -95,11 +95,16 @@ impl Routes {
     }
 }
 
-/// Read the shared socket forever, handing each datagram to its session's queue.
+/// Read the shared socket until the relay stops, handing each datagram to its session's queue.
 pub async fn receive_loop(relay: Arc<Relay>) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut stopping = relay.stopping();
     loop {
-        let (n, source) = match relay.socket.recv_from(&mut buf).await {
+        let received = tokio::select! {
+            received = relay.socket.recv_from(&mut buf) => received,
+            _ = stopping.wait_for(|stop| *stop) => return,
+        };
+        let (n, source) = match received {
             Ok(received) => received,
             Err(err) => {
                 // ICMP errors from earlier sends surface here on some systems: not fatal.

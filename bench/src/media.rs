@@ -8,12 +8,12 @@
 //! the viewers' own decryption competes for the same two cores.
 
 use crate::stats::percentile;
-use relaycast::media::client::{synthetic_vp8, synthetic_vp8_number, ClientEvent, MediaClient};
+use relaycast::media::client::{synthetic_vp8_number, ClientEvent, MediaClient, Synthetic, SyntheticStats};
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use str0m::media::{Frequency, MediaKind, MediaTime};
+use str0m::media::MediaKind;
 
 #[derive(Debug, clap::Args)]
 pub struct MediaArgs {
@@ -82,48 +82,24 @@ async fn measure(args: &MediaArgs, viewers: usize) -> anyhow::Result<()> {
     let whip = format!("{}/whip/{}", args.server, args.room);
     let whep = format!("{}/whep/{}", args.server, args.room);
     let stop = Arc::new(AtomicBool::new(false));
-    let video_sent = Arc::new(AtomicU32::new(0));
 
     // The publisher: keyframe every 2 s, and when asked.
     let mut publisher = MediaClient::start(&whip, Some(&args.key), true, &[MediaKind::Audio, MediaKind::Video]).await?;
     publisher.wait_connected(Duration::from_secs(10)).await?;
     let frame_bytes = (args.video_kbps * 1000 / 8 / 30) as usize;
+    let stats = Arc::new(SyntheticStats::default());
     let publishing = {
-        let (stop, video_sent) = (stop.clone(), video_sent.clone());
+        let (stop, stats) = (stop.clone(), stats.clone());
+        let spec = Synthetic {
+            video_frame_bytes: frame_bytes,
+            audio_packet_bytes: 160,
+            keyframe_every: Some(60),
+            width: 640,
+            height: 480,
+        };
         tokio::spawn(async move {
-            let start = Instant::now();
-            let (mut v, mut a) = (0u32, 0u32);
-            let mut want_key = true;
-            while !stop.load(Ordering::Relaxed) {
-                let next_v = start + Duration::from_micros(v as u64 * 33_333);
-                let next_a = start + Duration::from_millis(a as u64 * 20);
-                let due = next_v.min(next_a);
-                let mut asked = false;
-                if publisher.pump(due, |e| asked |= matches!(e, ClientEvent::KeyframeRequest { .. })).await.is_err() {
-                    break;
-                }
-                want_key |= asked;
-                if due == next_v {
-                    let key = want_key || v % 60 == 0;
-                    want_key = false;
-                    let us = v as u64 * 33_333;
-                    let _ = publisher.write(
-                        MediaKind::Video,
-                        0,
-                        MediaTime::new(us * 9 / 100, Frequency::NINETY_KHZ),
-                        &synthetic_vp8(v, key, frame_bytes, 640, 480),
-                    );
-                    v += 1;
-                    video_sent.store(v, Ordering::Relaxed);
-                } else {
-                    let _ = publisher.write(
-                        MediaKind::Audio,
-                        0,
-                        MediaTime::new(a as u64 * 960, Frequency::FORTY_EIGHT_KHZ),
-                        &[0xfc; 160],
-                    );
-                    a += 1;
-                }
+            if let Err(err) = publisher.publish_synthetic(spec, &stop, &stats).await {
+                eprintln!("the publisher failed: {err}");
             }
             publisher
         })
@@ -178,10 +154,10 @@ async fn measure(args: &MediaArgs, viewers: usize) -> anyhow::Result<()> {
         metric(&args.server, "relaycast_media_bytes_out_total").await,
         args.server_pid.and_then(cpu_seconds),
     );
-    let first = video_sent.load(Ordering::Relaxed);
+    let first = stats.video_frames.load(Ordering::Relaxed);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    let last = video_sent.load(Ordering::Relaxed);
+    let last = stats.video_frames.load(Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
     let (out1, bytes1, cpu1) = (
         metric(&args.server, "relaycast_media_datagrams_out_total").await,

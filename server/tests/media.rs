@@ -5,13 +5,13 @@
 mod common;
 
 use common::*;
-use relaycast::media::client::{synthetic_vp8, ClientEvent, MediaClient};
+use relaycast::media::client::{ClientEvent, MediaClient, Synthetic, SyntheticStats};
 use relaycast_shared::media::BroadcastState;
 use relaycast_shared::ServerMsg;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use str0m::media::{Frequency, MediaKind, MediaTime};
+use str0m::media::MediaKind;
 
 const KEY: &str = "stage-secret-key";
 
@@ -27,35 +27,16 @@ async fn media_server() -> TestServer {
 /// requests with a keyframe. Returns how many keyframe requests it got.
 fn spawn_publisher(mut client: MediaClient, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, MediaClient)> {
     tokio::spawn(async move {
-        let start = Instant::now();
-        let mut requests = 0u64;
-        let mut want_keyframe = true;
-        let (mut video_n, mut audio_n) = (0u32, 0u32);
-        while !stop.load(Ordering::Relaxed) {
-            let next_video = start + Duration::from_micros(video_n as u64 * 33_333);
-            let next_audio = start + Duration::from_millis(audio_n as u64 * 20);
-            let due = next_video.min(next_audio);
-            let mut asked = false;
-            if client.pump(due, |e| asked |= matches!(e, ClientEvent::KeyframeRequest { .. })).await.is_err() {
-                break;
-            }
-            if asked {
-                requests += 1;
-                want_keyframe = true;
-            }
-            if due == next_video {
-                let us = video_n as u64 * 33_333;
-                let frame = synthetic_vp8(video_n, want_keyframe, 1200, 320, 240);
-                want_keyframe = false;
-                client.write(MediaKind::Video, 0, MediaTime::new(us * 9 / 100, Frequency::NINETY_KHZ), &frame).unwrap();
-                video_n += 1;
-            } else {
-                let t = audio_n as u64 * 960;
-                client.write(MediaKind::Audio, 0, MediaTime::new(t, Frequency::FORTY_EIGHT_KHZ), &[0xfc; 80]).unwrap();
-                audio_n += 1;
-            }
-        }
-        (requests, client)
+        let spec = Synthetic {
+            video_frame_bytes: 1200,
+            audio_packet_bytes: 80,
+            keyframe_every: None,
+            width: 320,
+            height: 240,
+        };
+        let stats = SyntheticStats::default();
+        client.publish_synthetic(spec, &stop, &stats).await.expect("publishing");
+        (stats.keyframe_requests.load(Ordering::Relaxed), client)
     })
 }
 

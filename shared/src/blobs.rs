@@ -14,7 +14,7 @@
 //! | `PATCH uploads/<id>` (`Upload-Offset`, body) | 204 with the new `Upload-Offset`; the chunk that reaches the length finishes: 201 [`BlobInfo`] |
 //! | `DELETE uploads/<id>` | 204: abandoned, its bytes removed |
 
-use crate::ids::{BlobHash, FileName, IdError, MediaType, RoomName};
+use crate::ids::{BlobHash, FileName, MediaType, RoomName};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -38,47 +38,11 @@ pub fn upload_path(room: &RoomName, id: &UploadId) -> String {
     format!("/api/rooms/{room}/uploads/{id}")
 }
 
-/// A resumable upload's id: 32 lowercase hex digits chosen by the server.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct UploadId(String);
-
-impl UploadId {
-    /// An id from 128 random bits.
-    pub fn from_bits(bits: u128) -> Self {
-        UploadId(format!("{bits:032x}"))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for UploadId {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        let kind = "upload id";
-        if s.len() != 32 {
-            return Err(if s.is_empty() { IdError::Empty { kind } } else { IdError::TooLong { kind, max: 32 } });
-        }
-        match s.chars().find(|c| !matches!(c, '0'..='9' | 'a'..='f')) {
-            Some(found) => Err(IdError::BadChar { kind, found }),
-            None => Ok(UploadId(s)),
-        }
-    }
-}
-
-impl From<UploadId> for String {
-    fn from(id: UploadId) -> String {
-        id.0
-    }
-}
-
-impl fmt::Display for UploadId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::ids::random_hex_id!(
+    /// A resumable upload's id: 32 lowercase hex digits chosen by the server.
+    UploadId,
+    "upload id"
+);
 
 /// A blob as the cache knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

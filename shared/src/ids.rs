@@ -185,6 +185,63 @@ validated_string!(
     }
 );
 
+/// An id the server makes from 128 random bits: 32 lowercase hex digits, checked on the way in
+/// (it is the last segment of a URL the client sends back).
+macro_rules! random_hex_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The id of 128 random bits.
+            pub fn from_bits(bits: u128) -> Self {
+                $name(format!("{bits:032x}"))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = $crate::ids::IdError;
+            fn try_from(s: String) -> Result<Self, $crate::ids::IdError> {
+                use $crate::ids::IdError;
+                let kind = $kind;
+                if s.len() != 32 {
+                    return Err(if s.is_empty() { IdError::Empty { kind } } else { IdError::TooLong { kind, max: 32 } });
+                }
+                match s.chars().find(|c| !matches!(c, '0'..='9' | 'a'..='f')) {
+                    Some(found) => Err(IdError::BadChar { kind, found }),
+                    None => Ok($name(s)),
+                }
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = $crate::ids::IdError;
+            fn try_from(s: &str) -> Result<Self, $crate::ids::IdError> {
+                $name::try_from(s.to_owned())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+pub(crate) use random_hex_id;
+
 #[cfg(test)]
 mod tests {
     use super::*;

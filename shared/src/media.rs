@@ -12,7 +12,7 @@
 //!
 //! Errors are `text/plain` explanations with the code in the [`ERROR_HEADER`] header.
 
-use crate::ids::{IdError, RoomName};
+use crate::ids::RoomName;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -34,54 +34,12 @@ pub fn recording_path(room: &RoomName) -> String {
     format!("/api/rooms/{room}/recording")
 }
 
-/// A media session's id: 32 lowercase hex digits chosen by the server, the last segment of
-/// the session's `Location`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct SessionId(String);
-
-impl SessionId {
-    pub fn from_bits(bits: u128) -> Self {
-        SessionId(format!("{bits:032x}"))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for SessionId {
-    type Error = IdError;
-    fn try_from(s: String) -> Result<Self, IdError> {
-        let kind = "session id";
-        if s.len() != 32 {
-            return Err(if s.is_empty() { IdError::Empty { kind } } else { IdError::TooLong { kind, max: 32 } });
-        }
-        match s.chars().find(|c| !matches!(c, '0'..='9' | 'a'..='f')) {
-            Some(found) => Err(IdError::BadChar { kind, found }),
-            None => Ok(SessionId(s)),
-        }
-    }
-}
-
-impl TryFrom<&str> for SessionId {
-    type Error = IdError;
-    fn try_from(s: &str) -> Result<Self, IdError> {
-        SessionId::try_from(s.to_owned())
-    }
-}
-
-impl From<SessionId> for String {
-    fn from(id: SessionId) -> String {
-        id.0
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::ids::random_hex_id!(
+    /// A media session's id: 32 lowercase hex digits chosen by the server, the last segment of
+    /// the session's `Location`.
+    SessionId,
+    "session id"
+);
 
 /// A room's broadcast as its members see it ([`crate::ServerMsg::Broadcast`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -20,6 +20,8 @@ use web_sys::{
 };
 use yew::Callback;
 
+use super::http::{js_message, request, text};
+
 /// What to send when going live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LiveSource {
@@ -105,52 +107,41 @@ fn notify(inner: &Rc<RefCell<Inner>>) {
     cb.emit(view);
 }
 
-fn js_message(e: &JsValue) -> String {
-    Reflect::get(e, &"message".into()).ok().and_then(|m| m.as_string()).unwrap_or_else(|| format!("{e:?}"))
+/// What a media endpoint answered: status, body text, error code header, `Location`.
+struct Answer {
+    status: u16,
+    text: String,
+    code: Option<String>,
+    location: Option<String>,
 }
 
-/// `fetch`, returning (status, body text, error code header).
-async fn fetch(
-    method: &str,
-    url: &str,
-    token: Option<&str>,
-    sdp: Option<&str>,
-) -> Result<(u16, String, Option<String>, Option<String>), String> {
-    let init = web_sys::RequestInit::new();
-    init.set_method(method);
-    if let Some(sdp) = sdp {
-        init.set_body(&JsValue::from_str(sdp));
-    }
-    let request = web_sys::Request::new_with_str_and_init(url, &init).map_err(|e| js_message(&e))?;
+/// A request to a media endpoint with an optional bearer token and SDP body.
+async fn fetch(method: &str, url: &str, token: Option<&str>, sdp: Option<&str>) -> Result<Answer, String> {
+    let mut headers = Vec::new();
     if let Some(token) = token {
-        request.headers().set("authorization", &format!("Bearer {token}")).map_err(|e| js_message(&e))?;
+        headers.push(("authorization", format!("Bearer {token}")));
     }
     if sdp.is_some() {
-        request.headers().set("content-type", "application/sdp").map_err(|e| js_message(&e))?;
+        headers.push(("content-type", "application/sdp".to_owned()));
     }
-    let window = web_sys::window().ok_or("no window")?;
-    let response: web_sys::Response = JsFuture::from(window.fetch_with_request(&request))
-        .await
-        .map_err(|e| js_message(&e))?
-        .dyn_into()
-        .map_err(|_| "not a response".to_owned())?;
-    let text = match response.text() {
-        Ok(p) => JsFuture::from(p).await.ok().and_then(|t| t.as_string()).unwrap_or_default(),
-        Err(_) => String::new(),
-    };
-    let code = response.headers().get(ERROR_HEADER).ok().flatten();
-    let location = response.headers().get("location").ok().flatten();
-    Ok((response.status(), text, code, location))
+    let body = sdp.map(JsValue::from_str);
+    let response = request(method, url, &headers, body.as_ref()).await?;
+    let header = |name: &str| response.headers().get(name).ok().flatten();
+    Ok(Answer {
+        status: response.status(),
+        code: header(ERROR_HEADER),
+        location: header("location"),
+        text: text(&response).await,
+    })
 }
 
-/// A plain explanation of a refused offer.
-fn refusal(status: u16, text: &str, code: Option<&str>) -> String {
-    let code = code.and_then(MediaErrorCode::parse);
-    match code {
+/// A plain explanation of a refused request.
+fn refusal(answer: &Answer) -> String {
+    match answer.code.as_deref().and_then(MediaErrorCode::parse) {
         Some(MediaErrorCode::PublisherBusy) => "Someone else is live in this room.".into(),
         Some(MediaErrorCode::AccessDenied) => "Only the room's owner can go live.".into(),
-        _ if text.trim().is_empty() => format!("The server answered {status}."),
-        _ => text.trim().to_owned(),
+        _ if answer.text.trim().is_empty() => format!("The server answered {}.", answer.status),
+        _ => answer.text.trim().to_owned(),
     }
 }
 
@@ -184,14 +175,14 @@ async fn negotiate(pc: &RtcPeerConnection, url: &str, token: &str) -> Result<Str
     JsFuture::from(pc.set_local_description(&init)).await.map_err(|e| js_message(&e))?;
     gathered(pc).await;
     let sdp = pc.local_description().map(|d| d.sdp()).ok_or("no local description")?;
-    let (status, text, code, location) = fetch("POST", url, Some(token), Some(&sdp)).await?;
-    if status != 201 {
-        return Err(refusal(status, &text, code.as_deref()));
+    let answer = fetch("POST", url, Some(token), Some(&sdp)).await?;
+    if answer.status != 201 {
+        return Err(refusal(&answer));
     }
-    let answer = web_sys::RtcSessionDescriptionInit::new(web_sys::RtcSdpType::Answer);
-    answer.set_sdp(&text);
-    JsFuture::from(pc.set_remote_description(&answer)).await.map_err(|e| js_message(&e))?;
-    location.ok_or_else(|| "the server gave no Location".to_owned())
+    let description = web_sys::RtcSessionDescriptionInit::new(web_sys::RtcSdpType::Answer);
+    description.set_sdp(&answer.text);
+    JsFuture::from(pc.set_remote_description(&description)).await.map_err(|e| js_message(&e))?;
+    answer.location.ok_or_else(|| "the server gave no Location".to_owned())
 }
 
 fn peer_connection() -> Result<RtcPeerConnection, String> {
@@ -335,8 +326,8 @@ impl Broadcast {
             let url = recording_path(&room);
             let result = fetch(if on { "POST" } else { "DELETE" }, &url, Some(&key), None).await;
             let problem = match result {
-                Ok((200 | 201, ..)) => None,
-                Ok((status, text, code, _)) => Some(refusal(status, &text, code.as_deref())),
+                Ok(answer) if matches!(answer.status, 200 | 201) => None,
+                Ok(answer) => Some(refusal(&answer)),
                 Err(e) => Some(e),
             };
             if let Some(inner) = weak.upgrade() {

@@ -9,6 +9,7 @@
 
 use crate::browser;
 use crate::net::call::Call;
+use crate::net::http::{js_message, request, text};
 use crate::state::files::*;
 use js_sys::{Array, Promise, Uint8Array};
 use relaycast_shared::blobs::{blob_path, uploads_path, UPLOAD_OFFSET};
@@ -88,10 +89,6 @@ fn update(weak: &Weak<RefCell<Inner>>, id: u64, f: impl FnOnce(&mut Transfer)) {
 
 fn trace(message: &str) {
     web_sys::console::debug_1(&JsValue::from_str(&format!("[files] {message}")));
-}
-
-fn js_message(e: &JsValue) -> String {
-    js_sys::Reflect::get(e, &"message".into()).ok().and_then(|v| v.as_string()).unwrap_or_else(|| format!("{e:?}"))
 }
 
 impl Files {
@@ -332,33 +329,9 @@ async fn send_to_peer(
     trace(&format!("sent {hash} to {peer}"));
 }
 
-/// `fetch` with the room's grant.
-async fn request(
-    method: &str,
-    url: &str,
-    headers: &[(&str, String)],
-    body: Option<&JsValue>,
-) -> Result<web_sys::Response, String> {
-    let init = web_sys::RequestInit::new();
-    init.set_method(method);
-    if let Some(body) = body {
-        init.set_body(body);
-    }
-    let request = web_sys::Request::new_with_str_and_init(url, &init).map_err(|e| js_message(&e))?;
-    for (k, v) in headers {
-        request.headers().set(k, v).map_err(|e| js_message(&e))?;
-    }
-    let window = web_sys::window().ok_or("no window")?;
-    let response = JsFuture::from(window.fetch_with_request(&request)).await.map_err(|e| js_message(&e))?;
-    response.dyn_into::<web_sys::Response>().map_err(|_| "not a response".to_owned())
-}
-
 /// The server's `{code, message}` of a failed answer.
 async fn api_error(response: &web_sys::Response) -> String {
-    let text = match response.text() {
-        Ok(p) => JsFuture::from(p).await.ok().and_then(|t| t.as_string()).unwrap_or_default(),
-        Err(_) => String::new(),
-    };
+    let text = text(response).await;
     serde_json::from_str::<relaycast_shared::blobs::ApiError>(&text)
         .map(|e| e.message)
         .unwrap_or_else(|_| format!("the server answered {}", response.status()))

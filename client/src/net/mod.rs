@@ -6,4 +6,5 @@ pub mod backoff;
 pub mod broadcast;
 pub mod call;
 pub mod files;
+pub mod http;
 pub mod session;

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, MediaKind, MediaTime};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use super::tracks::{index_of, mid_of, Track};
 use tokio::net::{TcpStream, UdpSocket};
 
 /// Why a client failed.
@@ -145,7 +147,7 @@ pub struct MediaClient {
     rtc: Rtc,
     socket: UdpSocket,
     local: SocketAddr,
-    tracks: Vec<(Mid, MediaKind)>,
+    tracks: Vec<Track>,
     /// The session's URL, from `Location`.
     pub session: Endpoint,
     token: Option<String>,
@@ -178,7 +180,7 @@ impl MediaClient {
         let mut change = rtc.sdp_api();
         let mut mids = Vec::new();
         for kind in tracks {
-            mids.push((change.add_media(*kind, direction, None, None, None), *kind));
+            mids.push(Track { mid: change.add_media(*kind, direction, None, None, None), kind: *kind });
         }
         let Some((offer, pending)): Option<(_, SdpPendingOffer)> = change.apply() else {
             return Err(ClientError::Rtc("nothing to offer".into()));
@@ -211,20 +213,10 @@ impl MediaClient {
         })
     }
 
-    /// The `index`th track of `kind`.
-    fn mid(&self, kind: MediaKind, index: usize) -> Option<Mid> {
-        self.tracks.iter().filter(|(_, k)| *k == kind).nth(index).map(|(m, _)| *m)
-    }
-
-    fn index(&self, mid: Mid) -> Option<(MediaKind, usize)> {
-        let kind = self.tracks.iter().find(|(m, _)| *m == mid)?.1;
-        let index = self.tracks.iter().filter(|(_, k)| *k == kind).position(|(m, _)| *m == mid)?;
-        Some((kind, index))
-    }
-
     /// Send one frame on the `index`th track of `kind` (publishers).
     pub fn write(&mut self, kind: MediaKind, index: usize, time: MediaTime, data: &[u8]) -> Result<(), ClientError> {
-        let mid = self.mid(kind, index).ok_or_else(|| ClientError::Rtc(format!("no {kind:?} track {index}")))?;
+        let mid =
+            mid_of(&self.tracks, kind, index).ok_or_else(|| ClientError::Rtc(format!("no {kind:?} track {index}")))?;
         let codec = if kind == MediaKind::Video { Codec::Vp8 } else { Codec::Opus };
         let writer = self.rtc.writer(mid).ok_or_else(|| ClientError::Rtc("the track is not negotiated".into()))?;
         let pt = writer
@@ -233,15 +225,6 @@ impl MediaClient {
             .map(|p| p.pt())
             .ok_or_else(|| ClientError::Rtc(format!("the server did not accept {codec:?}")))?;
         writer.write(pt, Instant::now(), time, data.to_vec()).map_err(|e| ClientError::Rtc(e.to_string()))
-    }
-
-    /// Ask the server for a keyframe on the `index`th video track (viewers).
-    pub fn request_keyframe(&mut self, index: usize) {
-        if let Some(mid) = self.mid(MediaKind::Video, index) {
-            if let Some(mut writer) = self.rtc.writer(mid) {
-                let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
-            }
-        }
     }
 
     /// Drive the connection until `until`, handing each event to `on_event`.
@@ -267,7 +250,7 @@ impl MediaClient {
                             return Err(ClientError::Rtc("disconnected".into()));
                         }
                         Event::MediaData(d) => {
-                            if let Some((kind, index)) = self.index(d.mid) {
+                            if let Some((kind, index)) = index_of(&self.tracks, d.mid) {
                                 on_event(ClientEvent::Media {
                                     kind,
                                     index,
@@ -279,7 +262,7 @@ impl MediaClient {
                             }
                         }
                         Event::KeyframeRequest(r) => {
-                            if let Some((MediaKind::Video, index)) = self.index(r.mid) {
+                            if let Some((MediaKind::Video, index)) = index_of(&self.tracks, r.mid) {
                                 on_event(ClientEvent::KeyframeRequest { index });
                             }
                         }
@@ -332,6 +315,69 @@ fn refused(reply: &HttpReply) -> ClientError {
         status: reply.status,
         code: reply.headers.get("relaycast-error").and_then(|v| v.to_str().ok()).map(str::to_owned),
         message: String::from_utf8_lossy(&reply.body).trim().to_owned(),
+    }
+}
+
+/// What a synthetic publisher sends: VP8-shaped video at 30 fps and Opus-sized audio at 50
+/// packets a second.
+#[derive(Debug, Clone, Copy)]
+pub struct Synthetic {
+    pub video_frame_bytes: usize,
+    pub audio_packet_bytes: usize,
+    /// A keyframe every this many frames (besides the first and those asked for).
+    pub keyframe_every: Option<u32>,
+    pub width: u16,
+    pub height: u16,
+}
+
+/// What a synthetic publisher has done so far.
+#[derive(Debug, Default)]
+pub struct SyntheticStats {
+    pub keyframe_requests: std::sync::atomic::AtomicU64,
+    /// Video frames sent (the next frame's number).
+    pub video_frames: std::sync::atomic::AtomicU32,
+}
+
+impl MediaClient {
+    /// Publish [`synthetic_vp8`] video and audio in real time until `stop`, answering each
+    /// keyframe request with a keyframe. Ends early only if the connection fails.
+    pub async fn publish_synthetic(
+        &mut self,
+        spec: Synthetic,
+        stop: &std::sync::atomic::AtomicBool,
+        stats: &SyntheticStats,
+    ) -> Result<(), ClientError> {
+        use std::sync::atomic::Ordering;
+        use str0m::media::Frequency;
+        let start = Instant::now();
+        let (mut video, mut audio) = (0u32, 0u32);
+        let mut want_keyframe = true;
+        let audio_packet = vec![0xfc; spec.audio_packet_bytes];
+        while !stop.load(Ordering::Relaxed) {
+            let next_video = start + Duration::from_micros(u64::from(video) * 33_333);
+            let next_audio = start + Duration::from_millis(u64::from(audio) * 20);
+            let due = next_video.min(next_audio);
+            let mut asked = false;
+            self.pump(due, |e| asked |= matches!(e, ClientEvent::KeyframeRequest { .. })).await?;
+            if asked {
+                stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+                want_keyframe = true;
+            }
+            if due == next_video {
+                let keyframe = want_keyframe || spec.keyframe_every.is_some_and(|n| video % n.max(1) == 0);
+                want_keyframe = false;
+                let frame = synthetic_vp8(video, keyframe, spec.video_frame_bytes, spec.width, spec.height);
+                let time = MediaTime::new(u64::from(video) * 3000, Frequency::NINETY_KHZ);
+                self.write(MediaKind::Video, 0, time, &frame)?;
+                video += 1;
+                stats.video_frames.store(video, Ordering::Relaxed);
+            } else {
+                let time = MediaTime::new(u64::from(audio) * 960, Frequency::FORTY_EIGHT_KHZ);
+                self.write(MediaKind::Audio, 0, time, &audio_packet)?;
+                audio += 1;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -97,10 +97,6 @@ impl VideoGate {
     pub fn lost(&mut self) {
         self.waiting = true;
     }
-
-    pub fn is_waiting(&self) -> bool {
-        self.waiting
-    }
 }
 
 #[cfg(test)]

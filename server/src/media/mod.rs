@@ -11,7 +11,7 @@
 //! - [`keyframes`]: the pure rate limiter of keyframe requests toward a publisher, and the
 //!   per-viewer gate that holds video back until a keyframe.
 //! - [`rooms`]: who publishes, who watches, who records, per room; the broadcast state.
-//! - [`session`]: the task that drives one `Rtc`.
+//! - [`session`]: the task that drives one `Rtc`; [`tracks`]: matching tracks across sessions.
 //! - [`recorder`]: a broadcast into a WebM file, saved as a room file.
 //! - [`client`] and [`source`]: a WHIP/WHEP client and media file readers, for
 //!   `relaycast publish`, the tests and the benchmark.
@@ -24,6 +24,7 @@ pub mod rooms;
 pub mod routes;
 pub mod session;
 pub mod source;
+pub mod tracks;
 
 use crate::blobs::BlobCache;
 use crate::core::{GrantConfig, Purpose};
@@ -348,11 +349,12 @@ impl Relay {
             .sdp_api()
             .accept_offer(offer)
             .map_err(|err| MediaError::NoUsableCodec(format!("the offer cannot be answered: {err}")))?;
-        offer::check_answer(&answer.to_sdp_string(), role)?;
+        let answer = answer.to_sdp_string();
+        offer::check_answer(&answer)?;
         let id = SessionId::from_bits(rand::random());
         let session = session::Session::register(self, room, role, id.clone(), rtc)?;
         tokio::spawn(session.run());
-        Ok((id, answer.to_sdp_string()))
+        Ok((id, answer))
     }
 
     /// End a session (`DELETE` on its `Location`).

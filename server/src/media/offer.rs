@@ -86,7 +86,7 @@ pub fn check(sdp: &str, role: Role) -> Result<SdpOffer, MediaError> {
 }
 
 /// After answering: at least one audio or video section must have been accepted.
-pub fn check_answer(sdp: &str, _role: Role) -> Result<(), MediaError> {
+pub fn check_answer(sdp: &str) -> Result<(), MediaError> {
     let accepted = sections(sdp).iter().any(|s| (s.kind == "audio" || s.kind == "video") && s.port != 0);
     if accepted {
         Ok(())

@@ -201,17 +201,17 @@ pub async fn stop(relay: &Arc<Relay>, room: &RoomName) -> Result<RecordingInfo, 
     let info = saved?;
     relay.events.announce(
         room,
-        Body::File {
-            hash: info.hash.clone(),
-            name: info.name.clone(),
-            size: info.size,
-            mime: MediaType::try_from("video/webm").map_err(|e| MediaError::Internal(e.to_string()))?,
-        },
+        Body::File { hash: info.hash.clone(), name: info.name.clone(), size: info.size, mime: webm_type()? },
     );
     Ok(info)
 }
 
-/// Hash the file, then copy it into the blob cache as `room`'s.
+fn webm_type() -> Result<MediaType, MediaError> {
+    MediaType::try_from("video/webm").map_err(|e| MediaError::Internal(e.to_string()))
+}
+
+/// Hash the file, then copy it into the blob cache as `room`'s (the cache takes the hash
+/// first, so the file is read twice; it is fresh in the page cache).
 async fn save(relay: &Arc<Relay>, room: &RoomName, recorded: &Recorded) -> Result<RecordingInfo, MediaError> {
     let cache =
         relay.cache.as_ref().ok_or_else(|| MediaError::RecordingFailed("no blob cache to keep it in".into()))?;
@@ -239,8 +239,7 @@ async fn save(relay: &Arc<Relay>, room: &RoomName, recorded: &Recorded) -> Resul
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "-");
     let name = FileName::try_from(format!("recording {room} {stamp}.webm"))
         .map_err(|e| MediaError::Internal(e.to_string()))?;
-    let mime = MediaType::try_from("video/webm").map_err(|e| MediaError::Internal(e.to_string()))?;
-    let new = NewUpload { hash: hash.clone(), size, name: name.clone(), mime };
+    let new = NewUpload { hash: hash.clone(), size, name: name.clone(), mime: webm_type()? };
     let store_failed = |e: crate::blobs::CacheError| MediaError::RecordingFailed(e.to_string());
     match cache.put(room, new).await.map_err(store_failed)? {
         Err(_already) => {}

@@ -196,10 +196,6 @@ impl Rooms {
         self.rooms.get(room).is_some_and(|m| m.publisher.is_some())
     }
 
-    pub fn has_viewers(&self, room: &RoomName) -> bool {
-        self.rooms.get(room).is_some_and(|m| !m.viewers.is_empty() || m.recorder.is_some())
-    }
-
     /// Set or clear the room's recorder queue; false if setting one where there is one.
     pub fn set_recorder(&mut self, room: &RoomName, recorder: Option<FrameQueue>) -> bool {
         match recorder {

@@ -8,6 +8,7 @@
 use super::keyframes::{Decision, KeyframeGate, VideoGate};
 use super::rooms::{Forward, FrameQueue, SessionLink, Signal};
 use super::routes::Datagram;
+use super::tracks::{index_of, mid_of, Track};
 use super::{MediaError, Relay, Role, TaskGauge};
 use crate::hub::now_millis;
 use relaycast_shared::media::SessionId;
@@ -16,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid};
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime};
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::{mpsc, Notify};
@@ -41,25 +42,6 @@ pub struct Session {
     frames: Option<(mpsc::Receiver<Arc<Forward>>, Arc<AtomicBool>)>,
     /// (Viewer) when it last asked for a keyframe, per video track.
     asked_keyframe_at: HashMap<usize, Instant>,
-}
-
-/// A track of this session, in the order the peer's SDP lists them.
-#[derive(Debug, Clone, Copy)]
-struct Track {
-    mid: Mid,
-    kind: MediaKind,
-}
-
-/// The position of `mid` among the tracks of its kind.
-fn index_of(tracks: &[Track], mid: Mid) -> Option<(MediaKind, usize)> {
-    let kind = tracks.iter().find(|t| t.mid == mid)?.kind;
-    let index = tracks.iter().filter(|t| t.kind == kind).position(|t| t.mid == mid)?;
-    Some((kind, index))
-}
-
-/// The mid of the `index`th track of `kind`.
-fn mid_of(tracks: &[Track], kind: MediaKind, index: usize) -> Option<Mid> {
-    tracks.iter().filter(|t| t.kind == kind).nth(index).map(|t| t.mid)
 }
 
 /// Keeps a viewer's RTP time running straight when the publisher changes: the new
@@ -389,9 +371,13 @@ async fn recv_frame(frames: &mut Option<mpsc::Receiver<Arc<Forward>>>) -> Option
 impl Drop for Session {
     fn drop(&mut self) {
         self.relay.lock_routes().remove(self.key);
-        self.relay.lock_rooms().remove(&self.room, self.role, &self.id);
+        let recording = {
+            let mut rooms = self.relay.lock_rooms();
+            rooms.remove(&self.room, self.role, &self.id);
+            rooms.is_recording(&self.room)
+        };
         self.relay.counters.sessions.fetch_sub(1, Ordering::Relaxed);
-        if self.role == Role::Publisher && self.relay.lock_rooms().is_recording(&self.room) {
+        if self.role == Role::Publisher && recording {
             // The broadcast ended: so does its recording, which is saved.
             let (relay, room) = (self.relay.clone(), self.room.clone());
             tokio::spawn(async move {
@@ -408,19 +394,6 @@ impl Drop for Session {
 mod tests {
     use super::*;
     use str0m::media::Frequency;
-
-    #[test]
-    fn tracks_map_by_kind_and_position() {
-        let tracks = [
-            Track { mid: Mid::from("a0"), kind: MediaKind::Audio },
-            Track { mid: Mid::from("v0"), kind: MediaKind::Video },
-            Track { mid: Mid::from("v1"), kind: MediaKind::Video },
-        ];
-        assert_eq!(index_of(&tracks, Mid::from("v1")), Some((MediaKind::Video, 1)));
-        assert_eq!(index_of(&tracks, Mid::from("a0")), Some((MediaKind::Audio, 0)));
-        assert_eq!(mid_of(&tracks, MediaKind::Video, 0), Some(Mid::from("v0")));
-        assert_eq!(mid_of(&tracks, MediaKind::Audio, 1), None);
-    }
 
     #[test]
     fn the_timeline_runs_on_when_the_publisher_changes() {

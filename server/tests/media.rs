@@ -380,3 +380,71 @@ async fn the_first_member_owns_the_room_and_its_stream_key() {
     request(server.addr, "DELETE", reply.header("location"), &[], b"").await;
     server.stop().await;
 }
+
+/// A synthetic H.264 access unit (Annex B): SPS, PPS and an IDR slice for a keyframe, one
+/// non-IDR slice otherwise.
+fn h264_frame(n: u32, keyframe: bool) -> Vec<u8> {
+    let mut frame = Vec::new();
+    if keyframe {
+        frame.extend_from_slice(&[0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xe8]);
+        frame.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80]);
+    }
+    frame.extend_from_slice(&[0, 0, 0, 1, if keyframe { 0x65 } else { 0x41 }]);
+    frame.extend_from_slice(&n.to_be_bytes().map(|b| b | 0x80));
+    frame.resize(frame.len() + 900, 0x5a);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_is_forwarded_to_viewers_that_offer_it() {
+    use str0m::format::Codec;
+    let server = media_server().await;
+    let base = format!("http://{}", server.addr);
+    let kinds = [MediaKind::Audio, MediaKind::Video];
+    let mut publisher =
+        MediaClient::start_with_codecs(&format!("{base}/whip/stage"), Some(KEY), true, &kinds, &[Codec::H264])
+            .await
+            .expect("an H.264-only publisher is accepted");
+    publisher.wait_connected(WAIT).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let both = Arc::new(Seen::default());
+    let vp8_only = Arc::new(Seen::default());
+    let viewer = MediaClient::start_with_codecs(
+        &format!("{base}/whep/stage"),
+        Some(KEY),
+        false,
+        &kinds,
+        &[Codec::Vp8, Codec::H264],
+    )
+    .await
+    .unwrap();
+    let other = MediaClient::start(&format!("{base}/whep/stage"), Some(KEY), false, &kinds).await.unwrap();
+    let viewers =
+        [spawn_viewer(viewer, stop.clone(), both.clone()), spawn_viewer(other, stop.clone(), vp8_only.clone())];
+
+    let start = Instant::now();
+    let mut n = 0u32;
+    let mut keyframe = true;
+    while both.video.load(Ordering::Relaxed) < 20 || vp8_only.audio.load(Ordering::Relaxed) < 20 {
+        assert!(start.elapsed() < WAIT, "H.264 frames never reached the viewer that offered H.264");
+        let due = start + Duration::from_millis(u64::from(n) * 33);
+        let mut asked = false;
+        publisher.pump(due, |e| asked |= matches!(e, ClientEvent::KeyframeRequest { .. })).await.unwrap();
+        keyframe |= asked;
+        let time = str0m::media::MediaTime::new(u64::from(n) * 3000, str0m::media::Frequency::NINETY_KHZ);
+        publisher.write(MediaKind::Video, 0, time, &h264_frame(n, keyframe)).unwrap();
+        let audio = str0m::media::MediaTime::new(u64::from(n) * 1440, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+        publisher.write(MediaKind::Audio, 0, audio, &[0xfc; 80]).unwrap();
+        keyframe = false;
+        n += 1;
+    }
+    assert_eq!(both.first_video_keyframe.load(Ordering::Relaxed), 1, "starts at an IDR frame");
+    // A viewer that offered only VP8 gets the audio, and no video it could not decode.
+    assert_eq!(vp8_only.video.load(Ordering::Relaxed), 0);
+    stop.store(true, Ordering::Relaxed);
+    for v in viewers {
+        v.await.unwrap().close().await.unwrap();
+    }
+    publisher.close().await.unwrap();
+    server.stop().await;
+}

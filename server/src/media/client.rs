@@ -153,6 +153,8 @@ pub struct MediaClient {
     token: Option<String>,
     buf: Vec<u8>,
     pub connected: bool,
+    /// The video codecs offered, in order of preference.
+    video_codecs: Vec<Codec>,
 }
 
 impl MediaClient {
@@ -164,6 +166,17 @@ impl MediaClient {
         publish: bool,
         tracks: &[MediaKind],
     ) -> Result<MediaClient, ClientError> {
+        Self::start_with_codecs(url, token, publish, tracks, &[Codec::Vp8]).await
+    }
+
+    /// [`MediaClient::start`], offering these video codecs (VP8 and/or H.264) in this order.
+    pub async fn start_with_codecs(
+        url: &str,
+        token: Option<&str>,
+        publish: bool,
+        tracks: &[MediaKind],
+        video_codecs: &[Codec],
+    ) -> Result<MediaClient, ClientError> {
         let endpoint = Endpoint::parse(url)?;
         let server_ip = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
             .await
@@ -173,7 +186,12 @@ impl MediaClient {
             .ip();
         let socket = UdpSocket::bind((local_ip_toward(server_ip)?, 0)).await?;
         let local = socket.local_addr()?;
-        let mut rtc = Rtc::builder().clear_codecs().enable_opus(true, false).enable_vp8(true).build(Instant::now());
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(video_codecs.contains(&Codec::Vp8))
+            .enable_h264(video_codecs.contains(&Codec::H264))
+            .build(Instant::now());
         let candidate = Candidate::host(local, "udp").map_err(|e| ClientError::Rtc(e.to_string()))?;
         rtc.add_local_candidate(candidate);
         let direction = if publish { Direction::SendOnly } else { Direction::RecvOnly };
@@ -210,6 +228,7 @@ impl MediaClient {
             token: token.map(str::to_owned),
             buf: vec![0; 2048],
             connected: false,
+            video_codecs: video_codecs.to_vec(),
         })
     }
 
@@ -217,13 +236,12 @@ impl MediaClient {
     pub fn write(&mut self, kind: MediaKind, index: usize, time: MediaTime, data: &[u8]) -> Result<(), ClientError> {
         let mid =
             mid_of(&self.tracks, kind, index).ok_or_else(|| ClientError::Rtc(format!("no {kind:?} track {index}")))?;
-        let codec = if kind == MediaKind::Video { Codec::Vp8 } else { Codec::Opus };
+        let wanted: &[Codec] = if kind == MediaKind::Video { &self.video_codecs } else { &[Codec::Opus] };
         let writer = self.rtc.writer(mid).ok_or_else(|| ClientError::Rtc("the track is not negotiated".into()))?;
-        let pt = writer
-            .payload_params()
-            .find(|p| p.spec().codec == codec)
-            .map(|p| p.pt())
-            .ok_or_else(|| ClientError::Rtc(format!("the server did not accept {codec:?}")))?;
+        let pt = wanted
+            .iter()
+            .find_map(|codec| writer.payload_params().find(|p| p.spec().codec == *codec).map(|p| p.pt()))
+            .ok_or_else(|| ClientError::Rtc(format!("the server accepted none of {wanted:?}")))?;
         writer.write(pt, Instant::now(), time, data.to_vec()).map_err(|e| ClientError::Rtc(e.to_string()))
     }
 

@@ -137,3 +137,23 @@ test('relaycast publish streams a file: Chromium watches it, an aiortc viewer re
     await server.stop();
   }
 });
+
+test('going live with the screen and the camera sends both: a viewer shows two videos', { skip: needsNetns }, async () => {
+  const server = await startServer({ port: await freePort(), dataDir: tempDir() });
+  try {
+    const host = await newUser(browser);
+    await joinRoom(host, server, 'both', 'Host');
+    const viewer = await newUser(browser);
+    await joinRoom(viewer, server, 'both', 'Viewer');
+    await host.locator('#go-live-both').click();
+    await viewer.locator('#broadcast[data-live="true"]').waitFor();
+    await viewer.locator('#watch').click();
+    await decodesBroadcast(viewer);
+    // The screen and the camera: two video tracks, each shown.
+    await until('two videos', async () => (await viewer.locator('#watching video').count()) === 2);
+    await host.locator('#stop-live').click();
+    await viewer.locator('#broadcast[data-live="false"]').waitFor();
+  } finally {
+    await server.stop();
+  }
+});

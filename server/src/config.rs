@@ -1,7 +1,7 @@
 //! Configuration: every setting is a CLI flag and an environment variable (`RELAYCAST_*`),
 //! with the defaults documented in `relaycast --help` and the README.
 
-use crate::core::{EngineConfig, GrantConfig, HistoryLimits, TurnConfig};
+use crate::core::{EngineConfig, GrantConfig, HistoryLimits, Rate, TurnConfig};
 use clap::Parser;
 use relaycast_shared::limits::MAX_FRAME_BYTES;
 use relaycast_shared::{IceServer, RoomName};
@@ -10,7 +10,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "relaycast", version, about = "Relaycast: rooms, WebRTC signaling and durable message history")]
+// A flag given twice takes its last value (scripts append overrides to a base command line).
+#[command(
+    name = "relaycast",
+    version,
+    about = "Relaycast: rooms, WebRTC signaling and durable message history",
+    args_override_self = true
+)]
 pub struct Config {
     /// Address and port to listen on.
     #[arg(long, env = "RELAYCAST_BIND", default_value = "127.0.0.1:8080")]
@@ -75,6 +81,65 @@ pub struct Config {
     #[arg(long, env = "RELAYCAST_MESSAGE_BURST", default_value_t = 400)]
     pub message_burst: u32,
 
+    /// Joins and leaves per second per connection (sustained); 0: unlimited.
+    #[arg(long, env = "RELAYCAST_JOINS_PER_SECOND", default_value_t = 5)]
+    pub joins_per_second: u32,
+
+    /// Joins and leaves a connection may make at once (a reconnecting client rejoins all its rooms).
+    #[arg(long, env = "RELAYCAST_JOIN_BURST", default_value_t = 32)]
+    pub join_burst: u32,
+
+    /// New rooms one IP address (an IPv6 /64) may create per minute; 0: unlimited.
+    #[arg(long, env = "RELAYCAST_ROOMS_PER_IP_PER_MINUTE", default_value_t = 60)]
+    pub rooms_per_ip_per_minute: u32,
+
+    /// Rooms created from one IP address (an IPv6 /64) that exist at once.
+    #[arg(long, env = "RELAYCAST_MAX_ROOMS_PER_IP", default_value_t = 1000)]
+    pub max_rooms_per_ip: usize,
+
+    /// Open connections on the server (HTTP and WebSocket together); lowered at start to fit
+    /// the open-file limit (which the server raises to its hard limit).
+    #[arg(long, env = "RELAYCAST_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+
+    /// Open connections from one IP address (an IPv6 /64).
+    #[arg(long, env = "RELAYCAST_MAX_CONNECTIONS_PER_IP", default_value_t = 200)]
+    pub max_connections_per_ip: usize,
+
+    /// New connections per second from one IP address (sustained); 0: unlimited.
+    #[arg(long, env = "RELAYCAST_CONNECTIONS_PER_IP_PER_SECOND", default_value_t = 20)]
+    pub connections_per_ip_per_second: u32,
+
+    /// New connections one IP address may open at once above that rate.
+    #[arg(long, env = "RELAYCAST_CONNECTION_BURST_PER_IP", default_value_t = 100)]
+    pub connection_burst_per_ip: u32,
+
+    /// Time to send a request head, counted from when the server waits for one: on a new
+    /// connection and between the requests of a kept-alive one (also the keep-alive idle timeout).
+    #[arg(long, env = "RELAYCAST_HEADER_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// A WebSocket that has not sent hello this long after it opened is closed (`hello_timeout`).
+    #[arg(long, env = "RELAYCAST_HELLO_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub hello_timeout: Duration,
+
+    /// A WebSocket whose peer takes no frames for this long (its queued batch unsent) is closed.
+    #[arg(long, env = "RELAYCAST_WRITE_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+
+    /// A web origin (https://app.example.org) whose pages may open WebSockets and call the
+    /// HTTP APIs (repeat, or comma-separate); `*` for any. The server's own origin is always
+    /// allowed; with none given, so are loopback origins (a dev server such as trunk serve).
+    #[arg(long = "allowed-origin", env = "RELAYCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// A reverse proxy (address or network, e.g. 10.0.0.0/8; repeat, or comma-separate) whose
+    /// X-Forwarded-For is believed: per-address limits then count the client's address, and
+    /// the proxy's connections count only against --max-connections.
+    #[arg(long = "trusted-proxy", env = "RELAYCAST_TRUSTED_PROXIES", value_delimiter = ',',
+          value_parser = parse_network)]
+    pub trusted_proxies: Vec<crate::transport::proxies::Network>,
+
     /// Accepted messages not yet durable, server-wide, before publishers are told `overloaded`.
     #[arg(long, env = "RELAYCAST_MAX_UNPERSISTED", default_value_t = 100_000)]
     pub max_unpersisted: usize,
@@ -126,13 +191,26 @@ pub struct Config {
     pub blob_room_quota: u64,
 
     /// Blob cache: a file nobody used for this long is evicted, unless a room's history still
-    /// refers to it; an upload with no chunk for this long is dropped.
+    /// refers to it.
     #[arg(long, env = "RELAYCAST_BLOB_TTL", default_value = "7days", value_parser = humantime::parse_duration)]
     pub blob_ttl: Duration,
 
     /// Blob cache: uploads in progress at once, across all rooms.
     #[arg(long, env = "RELAYCAST_BLOB_MAX_UPLOADS", default_value_t = 64)]
     pub blob_max_uploads: usize,
+
+    /// Blob cache: uploads in progress at once in one room.
+    #[arg(long, env = "RELAYCAST_BLOB_MAX_UPLOADS_PER_ROOM", default_value_t = 16)]
+    pub blob_max_uploads_per_room: usize,
+
+    /// Blob cache: uploads in progress at once by one member of a room (one grant holder).
+    #[arg(long, env = "RELAYCAST_BLOB_MAX_UPLOADS_PER_MEMBER", default_value_t = 4)]
+    pub blob_max_uploads_per_member: usize,
+
+    /// Blob cache: a resumable upload that receives no byte for this long is dropped and its
+    /// slot freed (also one left over from before a restart).
+    #[arg(long, env = "RELAYCAST_BLOB_UPLOAD_IDLE", default_value = "10min", value_parser = humantime::parse_duration)]
+    pub blob_upload_idle: Duration,
 
     /// How long an upload's body may stall before its request ends (a resumable upload keeps
     /// what arrived).
@@ -158,6 +236,14 @@ pub struct Config {
     /// Media relay: live media sessions (publishers and viewers) on the server.
     #[arg(long, env = "RELAYCAST_MEDIA_MAX_SESSIONS", default_value_t = 1000)]
     pub media_max_sessions: usize,
+
+    /// Media relay: sessions (connected or not) opened from one IP address (an IPv6 /64).
+    #[arg(long, env = "RELAYCAST_MEDIA_MAX_SESSIONS_PER_IP", default_value_t = 20)]
+    pub media_max_sessions_per_ip: usize,
+
+    /// Media relay: sessions opened with one member's grant (a viewer needs one).
+    #[arg(long, env = "RELAYCAST_MEDIA_MAX_SESSIONS_PER_MEMBER", default_value_t = 4)]
+    pub media_max_sessions_per_member: usize,
 
     /// Media relay: viewers of one room's broadcast.
     #[arg(long, env = "RELAYCAST_MEDIA_MAX_VIEWERS", default_value_t = 500)]
@@ -185,6 +271,10 @@ pub struct Config {
     /// Log filter (tracing's EnvFilter syntax), e.g. info or relaycast=debug.
     #[arg(long, env = "RELAYCAST_LOG", default_value = "info")]
     pub log: String,
+}
+
+fn parse_network(s: &str) -> Result<crate::transport::proxies::Network, String> {
+    s.parse()
 }
 
 /// `ROOM=KEY`.
@@ -232,6 +322,9 @@ impl Config {
             room_quota_bytes: self.blob_room_quota,
             ttl: self.blob_ttl,
             max_uploads: self.blob_max_uploads.max(1),
+            max_uploads_per_room: self.blob_max_uploads_per_room.max(1),
+            max_uploads_per_member: self.blob_max_uploads_per_member.max(1),
+            upload_idle: self.blob_upload_idle,
         }
     }
 
@@ -242,10 +335,21 @@ impl Config {
             stream_keys: self.stream_keys.iter().cloned().collect(),
             max_sessions: self.media_max_sessions,
             max_viewers_per_room: self.media_max_viewers,
+            max_sessions_per_addr: self.media_max_sessions_per_ip.max(1),
+            max_sessions_per_member: self.media_max_sessions_per_member.max(1),
             viewer_queue: self.media_viewer_queue as usize,
             keyframe_interval: self.media_keyframe_interval,
             connect_timeout: self.media_connect_timeout,
             ..crate::media::MediaConfig::default()
+        }
+    }
+
+    /// The connection limits, before they are fitted to the open-file limit.
+    pub fn connection_limits(&self) -> crate::transport::ConnLimits {
+        crate::transport::ConnLimits {
+            max_total: self.max_connections.max(1),
+            max_per_addr: self.max_connections_per_ip.max(1),
+            rate_per_addr: Rate::per_second(self.connections_per_ip_per_second, self.connection_burst_per_ip.max(1)),
         }
     }
 
@@ -257,6 +361,10 @@ impl Config {
             max_peers_per_room: self.max_peers_per_room,
             messages_per_second: self.messages_per_second,
             message_burst: self.message_burst.max(1),
+            joins: Rate::per_second(self.joins_per_second, self.join_burst.max(1)),
+            room_creation: Rate::per_minute(self.rooms_per_ip_per_minute, self.rooms_per_ip_per_minute.max(1)),
+            max_rooms_per_addr: self.max_rooms_per_ip.max(1),
+            hello_timeout_ms: self.hello_timeout.as_millis() as u64,
             history: HistoryLimits {
                 max_messages: self.history_max_messages,
                 max_bytes: self.history_max_bytes,
@@ -302,6 +410,8 @@ mod tests {
         assert!(c.memory);
         assert_eq!(c.ping_interval, Duration::from_millis(250));
         assert!(Config::try_parse_from(["relaycast", "--max-frame-bytes", "10"]).is_err());
+        let c = Config::try_parse_from(["relaycast", "--max-rooms", "5", "--max-rooms", "7"]).unwrap();
+        assert_eq!(c.max_rooms, 7, "the last one wins");
     }
 
     #[test]

@@ -130,8 +130,8 @@ impl Hub {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A new connection: its id, its queue and its close signal.
-    pub fn connect(&self) -> Registration {
+    /// A new connection from `addr`: its id, its queue and its close signal.
+    pub fn connect(&self, addr: std::net::IpAddr) -> Registration {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (queue_tx, queue) = mpsc::unbounded_channel();
         let (close_tx, close) = watch::channel(None);
@@ -139,7 +139,7 @@ impl Hub {
         self.counters.connections_total.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         state.conns.insert(conn, ConnHandle { queue: queue_tx, gauge: gauge.clone(), close: close_tx });
-        self.run(&mut state, Input::Connected(conn));
+        self.run(&mut state, Input::Connected(conn, addr));
         if self.shutting_down.load(Ordering::SeqCst) {
             self.run(&mut state, Input::Shutdown);
         }
@@ -213,6 +213,9 @@ impl Hub {
                     }
                     Output::Close { conn, reason } => {
                         if let Some(handle) = conns.remove(&conn) {
+                            if reason == ErrorCode::SlowConsumer {
+                                tracing::info!(conn, "dropping a connection that reads too slowly");
+                            }
                             tracing::debug!(conn, reason = %reason, "closing connection");
                             let _ = handle.close.send(Some(reason));
                         }
@@ -222,9 +225,12 @@ impl Hub {
             if too_slow.is_empty() {
                 break;
             }
+            // One burst reaches a slow connection many times over, and frames may still be
+            // addressed to one whose close is further down the outputs: the engine judges
+            // each once (and the close is logged once, above).
+            too_slow.sort_unstable();
             too_slow.dedup();
             for conn in too_slow {
-                tracing::info!(conn, "dropping a connection that reads too slowly");
                 engine.handle(now, Input::QueueFull(conn));
             }
         }

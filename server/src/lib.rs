@@ -57,6 +57,8 @@ pub enum RunError {
     Media(#[from] media::StartError),
     #[error("a startup task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("bad configuration: {0}")]
+    Config(String),
 }
 
 /// Serve on `listener` until `shutdown` completes, then close every connection with
@@ -77,6 +79,20 @@ pub async fn run_with_ready(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce() + Send,
 ) -> Result<(), RunError> {
+    let origins = Arc::new(transport::Origins::from_config(&config.allowed_origins).map_err(RunError::Config)?);
+    // Sockets are what an attacker exhausts first: take every descriptor the system allows,
+    // and refuse connections (with an answer) well before they run out.
+    let fd_limit = transport::limits::raise_fd_limit();
+    let mut conn_limits = config.connection_limits();
+    conn_limits.max_total = transport::limits::connections_for_fd_limit(conn_limits.max_total, fd_limit);
+    if conn_limits.max_total < config.max_connections {
+        tracing::warn!(
+            open_files = fd_limit.unwrap_or(0),
+            max_connections = conn_limits.max_total,
+            "the open-file limit allows fewer connections than --max-connections; raise it (ulimit -n) for more"
+        );
+    }
+    let admission = transport::Admission::new(conn_limits);
     let store: Arc<dyn Store> = if config.memory {
         Arc::new(MemoryStore)
     } else {
@@ -121,7 +137,7 @@ pub async fn run_with_ready(
         let scratch = blob_dir_for_recordings(&cache);
         let relay = media::Relay::start(media, grants.clone(), events, Some(cache.clone()), scratch).await?;
         tracing::info!(udp = %relay.local_addr(), candidates = ?relay.candidate_addrs(), "media relay listening");
-        Some(Arc::new(transport::MediaApi { relay }))
+        Some(Arc::new(transport::MediaApi { relay, origins: origins.clone() }))
     };
     let relay = media_api.as_ref().map(|api| api.relay.clone());
     let blob_api = grants.map(|grants| {
@@ -146,10 +162,12 @@ pub async fn run_with_ready(
             }
         }
     });
+    // Often enough that an idle upload goes within about its idle time.
+    let sweep_every = BLOB_SWEEP_INTERVAL.min(config.blob_upload_idle / 2).max(Duration::from_millis(100));
     let sweeper = tokio::spawn({
         let cache = cache.clone();
         async move {
-            let mut every = tokio::time::interval(BLOB_SWEEP_INTERVAL);
+            let mut every = tokio::time::interval(sweep_every);
             loop {
                 every.tick().await;
                 if let Err(err) = cache.sweep().await {
@@ -158,17 +176,24 @@ pub async fn run_with_ready(
             }
         }
     });
-    let settings = transport::WsSettings {
-        max_frame_bytes: config.max_frame_bytes as usize,
-        ping_interval: config.ping_interval,
-        idle_timeout: config.idle_timeout,
+    let settings = transport::HttpSettings {
+        ws: transport::WsSettings {
+            max_frame_bytes: config.max_frame_bytes as usize,
+            ping_interval: config.ping_interval,
+            idle_timeout: config.idle_timeout,
+            write_timeout: config.write_timeout,
+        },
+        static_dir: config.static_dir.clone(),
+        header_timeout: config.header_timeout,
+        admission,
+        origins,
+        proxies: Arc::new(transport::Proxies::new(config.trusted_proxies.clone())),
     };
     let (stop_accepting, stop) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(transport::serve(
         listener,
         hub.clone(),
         settings,
-        config.static_dir.clone(),
         transport::Apis { blob_api, cache: Some(cache.clone()), media_api },
         stop,
     ));

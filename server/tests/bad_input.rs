@@ -35,6 +35,13 @@ async fn malformed_unknown_and_invalid_frames_get_codes_and_the_connection_stays
         (r#"{"type":"teleport","room":"r"}"#, ErrorCode::UnknownType),
         (r#"{"type":"join","room":"bad room!","name":"x"}"#, ErrorCode::InvalidField),
         (r#"{"type":"join","room":"r","name":""}"#, ErrorCode::InvalidField),
+        // Rooms a URL normalizer would rewrite, and names that are not one visible line.
+        (r#"{"type":"join","room":".","name":"x"}"#, ErrorCode::InvalidField),
+        (r#"{"type":"join","room":"..","name":"x"}"#, ErrorCode::InvalidField),
+        (r#"{"type":"join","room":"a%2f","name":"x"}"#, ErrorCode::InvalidField),
+        (r#"{"type":"join","room":"r2","name":"two\nlines"}"#, ErrorCode::InvalidField),
+        (r#"{"type":"join","room":"r2","name":"tab\there"}"#, ErrorCode::InvalidField),
+        (r#"{"type":"join","room":"r2","name":"\u200b\u200b"}"#, ErrorCode::InvalidField),
         (
             r#"{"type":"publish","room":"r","id":"has space","body":{"kind":"chat","text":"x"}}"#,
             ErrorCode::InvalidField,

@@ -459,3 +459,95 @@ async fn a_restart_keeps_blobs_and_uploads_and_cleans_strays() {
     assert_eq!(server.metric("relaycast_blobs").await, 2);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn uploads_in_progress_are_limited_per_member_and_room_and_idle_ones_go_also_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let limited = |c: &mut relaycast::Config| {
+        c.memory = false;
+        c.data_dir = dir.path().to_owned();
+        c.blob_max_uploads_per_member = 2;
+        c.blob_max_uploads_per_room = 3;
+    };
+    let server = start(test_config(limited)).await;
+    let (_a, grant_a) = join_with_grant(&server, "up").await;
+    let (_b, grant_b) = join_with_grant(&server, "up").await;
+    let (_c, grant_c) = join_with_grant(&server, "elsewhere").await;
+    // Uploads announced and never sent a byte.
+    let announce = |server: &TestServer, grant: String, r: &'static str, seed: u8| {
+        let addr = server.addr;
+        async move {
+            let bytes = data(seed, 1000);
+            create_upload(addr, &grant, r, &bytes, &sha256_hex(&bytes)).await
+        }
+    };
+    let first = announce(&server, grant_a.clone(), "up", 40).await;
+    assert_eq!(first.status, 201);
+    assert_eq!(announce(&server, grant_a.clone(), "up", 41).await.status, 201);
+    let third = announce(&server, grant_a.clone(), "up", 42).await;
+    assert_eq!((third.status, third.code()), (429, "too_many_uploads".to_owned()), "2 per member");
+    assert!(third.text().contains("you have as many uploads"), "{}", third.text());
+    assert_eq!(announce(&server, grant_b.clone(), "up", 43).await.status, 201);
+    let fourth = announce(&server, grant_b.clone(), "up", 44).await;
+    assert_eq!((fourth.status, fourth.code()), (429, "too_many_uploads".to_owned()), "3 per room");
+    assert!(fourth.text().contains("this room has"), "{}", fourth.text());
+    assert_eq!(announce(&server, grant_c, "elsewhere", 45).await.status, 201, "other rooms are not affected");
+    // The scheme of `Authorization` is case-insensitive here as everywhere.
+    let lower =
+        request(server.addr, "GET", "/api/rooms/up/blobs", &[("authorization", &format!("bearer {grant_a}"))], b"")
+            .await;
+    assert_eq!(lower.status, 200, "{lower:?}");
+    server.stop().await;
+
+    // After a restart the uploads are still there (resumable), each with a fresh idle time;
+    // nobody sends to them, so they are dropped and their slots come back.
+    let server = start(test_config(|c| {
+        limited(c);
+        c.blob_upload_idle = Duration::from_secs(1);
+    }))
+    .await;
+    let (_a, grant_a) = join_with_grant(&server, "up").await;
+    let location = first.header("location").to_owned();
+    assert_eq!(upload_offset(server.addr, &grant_a, &location).await, 0, "kept across the restart");
+    let auth = format!("Bearer {grant_a}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while request(server.addr, "HEAD", &location, &[("authorization", &auth)], b"").await.status != 404 {
+        assert!(std::time::Instant::now() < deadline, "the idle upload was not dropped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.metric("relaycast_blob_uploads").await, 0);
+    assert_eq!(std::fs::read_dir(dir.path().join("blobs/uploads")).unwrap().count(), 0, "its file is gone");
+    assert_eq!(announce(&server, grant_a, "up", 46).await.status, 201);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_chunk_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_durable(dir.path()).await;
+    let (_member, grant) = join_with_grant(&server, "files").await;
+    let bytes = data(50, 100_000);
+    let created = create_upload(server.addr, &grant, "files", &bytes, &sha256_hex(&bytes)).await;
+    let location = created.header("location").to_owned();
+    assert_eq!(patch(server.addr, &grant, &location, 0, &bytes[..40_000]).await.status, 204);
+    // A chunked body (no length announced) that runs past the end: refused as it arrives.
+    let too_much: Vec<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>> =
+        (0..8).map(|i| Ok(hyper::body::Frame::data(bytes::Bytes::from(data(60 + i, 10_000))))).collect();
+    let refused = request_with(
+        server.addr,
+        "PATCH",
+        &location,
+        &[("authorization", &format!("Bearer {grant}")), ("upload-offset", "40000")],
+        http_body_util::StreamBody::new(futures_util::stream::iter(too_much)),
+    )
+    .await;
+    assert_eq!((refused.status, refused.code()), (422, "length_mismatch".to_owned()), "{refused:?}");
+    assert_eq!(upload_offset(server.addr, &grant, &location).await, 40_000, "none of the refused chunk counts");
+    let id = location.rsplit('/').next().unwrap();
+    let on_disk = std::fs::metadata(dir.path().join("blobs/uploads").join(id)).unwrap().len();
+    assert_eq!(on_disk, 40_000, "none of it stayed on disk");
+    // The upload goes on from where it stood, and its hash checks out.
+    let done = patch(server.addr, &grant, &location, 40_000, &bytes[40_000..]).await;
+    assert_eq!(done.status, 201, "{done:?}");
+    server.stop().await;
+}

@@ -260,6 +260,7 @@ async fn bad_offers_tokens_and_sessions_get_plain_errors() {
         (post(&server, "/whip/stage", Some("wrong-key-123"), sdp, &good).await, 403, "access_denied"),
         (post(&server, "/whip/other", Some(KEY), sdp, &good).await, 403, "access_denied"),
         (post(&server, "/whip/stage", Some(KEY), "application/json", &good).await, 415, "unsupported_media_type"),
+        (post(&server, "/whip/stage", Some(KEY), "application/sdpx", &good).await, 415, "unsupported_media_type"),
         (
             request(server.addr, "DELETE", &format!("/whip/stage/{}", "0".repeat(32)), &[], b"").await,
             404,
@@ -446,5 +447,57 @@ async fn h264_is_forwarded_to_viewers_that_offer_it() {
         v.await.unwrap().close().await.unwrap();
     }
     publisher.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn media_sessions_are_limited_per_address_and_per_member_and_never_connected_ones_expire() {
+    let server = start(test_config(|c| {
+        c.stream_keys = vec![(room("stage"), KEY.to_owned())];
+        c.media_max_sessions_per_ip = 3;
+        c.media_max_sessions_per_member = 2;
+        c.media_connect_timeout = Duration::from_millis(1000);
+    }))
+    .await;
+    let (_member, grant) = join_with_grant(&server, "stage").await;
+    let watch = || offer(false, &[MediaKind::Video]);
+    let sdp = "application/sdp";
+    let code = |r: &Reply| (r.status, r.header("relaycast-error").to_owned());
+    assert_eq!(post(&server, "/whep/stage", Some(&grant), sdp, &watch()).await.status, 201);
+    assert_eq!(post(&server, "/whep/stage", Some(&grant), sdp, &watch()).await.status, 201);
+    let third = post(&server, "/whep/stage", Some(&grant), sdp, &watch()).await;
+    assert_eq!(code(&third), (503, "too_many_sessions".to_owned()), "2 per member");
+    assert!(third.text().contains("your token"), "{}", third.text());
+    // The configured key belongs to no member, but the address has one place left. The
+    // scheme of Authorization is case-insensitive.
+    let lower = format!("bearer {KEY}");
+    let by_key = request(
+        server.addr,
+        "POST",
+        "/whep/stage",
+        &[("content-type", sdp), ("authorization", &lower)],
+        watch().as_bytes(),
+    )
+    .await;
+    assert_eq!(by_key.status, 201, "{}", by_key.text());
+    let fourth = post(&server, "/whep/stage", Some(KEY), sdp, &watch()).await;
+    assert_eq!(code(&fourth), (503, "too_many_sessions".to_owned()), "3 per address");
+    assert!(fourth.text().contains("your address"), "{}", fourth.text());
+    // Another address still gets in.
+    let body = watch();
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.9:0".parse().unwrap()).unwrap();
+    let mut other = other.connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /whep/stage HTTP/1.1\r\nhost: x\r\ncontent-type: {sdp}\r\nauthorization: Bearer {KEY}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut other, (head + &body).as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut other, &mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    // None of them connects: at the connect timeout they end and give their places back.
+    wait_metric(&server, "relaycast_media_sessions", 0).await;
+    assert_eq!(post(&server, "/whep/stage", Some(&grant), sdp, &watch()).await.status, 201);
     server.stop().await;
 }

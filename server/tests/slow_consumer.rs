@@ -62,7 +62,7 @@ async fn stalled_client_is_dropped_and_others_get_everything() {
     let grown_mib = rss_kib().saturating_sub(rss_before) / 1024;
     assert!(grown_mib < 16, "memory grew by {grown_mib} MiB");
     for mut s in stalled {
-        // Reading at last, it finds its backlog and then the close frame with the reason.
+        // Reading at last, it finds what the sockets held of its backlog, then the end.
         let mut last_seen = 0;
         let (code, reason) = loop {
             let frame = tokio::time::timeout(WAIT, s.ws.next()).await.unwrap();
@@ -77,7 +77,10 @@ async fn stalled_client_is_dropped_and_others_get_everything() {
                 other => break (1006, format!("{other:?}")),
             }
         };
-        assert_eq!((code, reason.as_str()), (1008, "slow_consumer"));
+        // The server ended it: with the reason when the close frame still fit in what the
+        // socket would take, else by closing the socket (a peer that reads nothing is not
+        // waited for, so its socket and queue are freed at once).
+        assert!(matches!((code, reason.as_str()), (1008, "slow_consumer") | (1006, _)), "{code} {reason}");
         assert!((last_seen as usize) < N, "it was cut off before the end");
         // It comes back and resumes: told what was evicted, then given the rest.
         let mut back = Client::connect(&server).await;

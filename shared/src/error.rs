@@ -47,6 +47,8 @@ pub enum ErrorCode {
     SlowConsumer,
     /// No sign of life (pong) within the idle timeout.
     IdleTimeout,
+    /// No `hello` within the hello timeout after the WebSocket opened.
+    HelloTimeout,
     /// The server is shutting down; reconnect and resume.
     ShuttingDown,
     /// A fault on the server's side.
@@ -77,6 +79,7 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::IdleTimeout => "idle_timeout",
+            ErrorCode::HelloTimeout => "hello_timeout",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
         }

@@ -32,17 +32,56 @@ fn check_ascii(kind: &'static str, s: &str, max: usize, allowed: impl Fn(char) -
     }
 }
 
+/// Free text (chat): not blank, bounded, no control characters but line breaks and tabs.
 fn check_text(kind: &'static str, s: &str, max_chars: usize) -> Result<(), IdError> {
-    if s.trim().is_empty() {
+    check_chars(kind, s, max_chars, |c| c.is_control() && c != '\n' && c != '\t')
+}
+
+/// A name (of a person or a file): one line of visible text. No control characters at all,
+/// no bidirectional overrides (which make `txt.exe` read as `exe.txt`), and not made only of
+/// spaces and invisible characters (a name that looks blank is as good as none).
+fn check_name(kind: &'static str, s: &str, max_chars: usize) -> Result<(), IdError> {
+    check_chars(kind, s, max_chars, |c| c.is_control() || is_bidi_control(c))
+}
+
+fn check_chars(kind: &'static str, s: &str, max_chars: usize, bad: impl Fn(char) -> bool) -> Result<(), IdError> {
+    if s.chars().all(looks_blank) {
         return Err(IdError::Empty { kind });
     }
     if s.chars().count() > max_chars {
         return Err(IdError::TooLong { kind, max: max_chars });
     }
-    match s.chars().find(|c| c.is_control() && *c != '\n' && *c != '\t') {
+    match s.chars().find(|c| bad(*c)) {
         Some(found) => Err(IdError::BadChar { kind, found }),
         None => Ok(()),
     }
+}
+
+/// Whitespace, and the format characters that render as nothing (zero-width space and
+/// joiners, word joiner, byte order mark, soft hyphen, Hangul fillers, ...).
+fn looks_blank(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{3164}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+        )
+        || is_bidi_control(c)
+}
+
+/// Bidirectional embeddings, overrides and isolates.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 macro_rules! validated_string {
@@ -112,8 +151,13 @@ fn client_id_char(c: char) -> bool {
 
 validated_string!(
     /// A room's name: what people type and share, and the room's key on the server.
+    /// Not `.` or `..`: URL normalizers (browsers, HTTP clients) would resolve those away in
+    /// `/api/rooms/<room>/...` and `/whip/<room>`.
     RoomName, "room name",
-    |s| check_ascii("room name", &s, MAX_ROOM_NAME_LEN, room_char)
+    |s| {
+        check_ascii("room name", &s, MAX_ROOM_NAME_LEN, room_char)?;
+        if s == "." || s == ".." { Err(IdError::BadChar { kind: "room name", found: '.' }) } else { Ok(()) }
+    }
 );
 validated_string!(
     /// A peer's id, made by the server for each connection; signaling is addressed by it.
@@ -134,7 +178,7 @@ validated_string!(
 validated_string!(
     /// The name a person shows in a room.
     DisplayName, "display name",
-    |s| check_text("display name", &s, MAX_DISPLAY_NAME_CHARS)
+    |s| check_name("display name", &s, MAX_DISPLAY_NAME_CHARS)
 );
 validated_string!(
     /// Chat text.
@@ -165,7 +209,7 @@ validated_string!(
     /// characters, at most 255 characters.
     FileName, "file name",
     |s| {
-        check_text("file name", &s, crate::limits::MAX_FILE_NAME_CHARS)?;
+        check_name("file name", &s, crate::limits::MAX_FILE_NAME_CHARS)?;
         match s.chars().find(|c| matches!(c, '/' | '\\')) {
             Some(found) => Err(IdError::BadChar { kind: "file name", found }),
             None => Ok(()),
@@ -253,6 +297,12 @@ mod tests {
         assert!(matches!(RoomName::try_from("a/b"), Err(IdError::BadChar { found: '/', .. })));
         assert!(matches!(RoomName::try_from("a".repeat(65)), Err(IdError::TooLong { .. })));
         assert!(RoomName::try_from("a".repeat(64)).is_ok());
+        // What a URL normalizer would rewrite is not a room name.
+        for bad in [".", "..", "a%2e", "a/..", "%2e%2e"] {
+            assert!(RoomName::try_from(bad).is_err(), "{bad:?}");
+        }
+        assert!(RoomName::try_from("...").is_ok());
+        assert!(RoomName::try_from(".hidden").is_ok());
     }
 
     #[test]
@@ -262,6 +312,14 @@ mod tests {
         assert!(DisplayName::try_from("a\u{7}b").is_err());
         assert!(DisplayName::try_from("é".repeat(32)).is_ok());
         assert!(DisplayName::try_from("é".repeat(33)).is_err());
+        for bad in ["a\nb", "tab\there", "\u{200B}", "\u{200B}\u{FEFF} \u{2060}", "\u{3164}", "x\u{202E}y"] {
+            assert!(DisplayName::try_from(bad).is_err(), "{bad:?}");
+            assert!(FileName::try_from(bad).is_err(), "{bad:?}");
+        }
+        assert!(DisplayName::try_from("a\u{200D}b").is_ok(), "a joiner between visible characters is fine");
+        // Chat keeps its line breaks and tabs, and is still refused when blank.
+        assert!(ChatText::try_from("line 1\n\tline 2").is_ok());
+        assert!(ChatText::try_from("\u{200B}\n").is_err());
     }
 
     #[test]

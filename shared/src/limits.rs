@@ -4,9 +4,11 @@
 /// The protocol this build speaks. Bumped on any incompatible wire change.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Room names: 1..=64 characters from `[A-Za-z0-9_.-]`, so they fit in a URL path as they are.
+/// Room names: 1..=64 characters from `[A-Za-z0-9_.-]`, so they fit in a URL path as they are;
+/// `.` and `..` are not room names (URL normalizers would resolve them away).
 pub const MAX_ROOM_NAME_LEN: usize = 64;
-/// Display names: 1..=32 characters, no control characters, not blank.
+/// Display names: 1..=32 characters, no control characters (line breaks and tabs included) or
+/// bidirectional overrides, not blank (spaces and invisible characters alone are blank).
 pub const MAX_DISPLAY_NAME_CHARS: usize = 32;
 /// Peer ids and epochs are server-made: 1..=32 characters from `[A-Za-z0-9_-]`.
 pub const MAX_PEER_ID_LEN: usize = 32;
@@ -18,5 +20,5 @@ pub const MAX_ACCESS_TOKEN_LEN: usize = 4096;
 pub const MAX_CHAT_CHARS: usize = 8000;
 /// SDP and ICE candidate strings are opaque, bounded by the frame limit only.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
-/// File names: 1..=255 characters, no path separators or control characters.
+/// File names: 1..=255 characters, no path separators, and the rules of display names.
 pub const MAX_FILE_NAME_CHARS: usize = 255;

@@ -14,7 +14,9 @@ fn ascii_id(max: usize, extra: &'static str) -> impl Strategy<Value = String> {
 }
 
 fn room() -> impl Strategy<Value = RoomName> {
-    ascii_id(64, "_.-").prop_map(|s| RoomName::try_from(s).unwrap())
+    ascii_id(64, "_.-")
+        .prop_filter("not a dot segment", |s| s != "." && s != "..")
+        .prop_map(|s| RoomName::try_from(s).unwrap())
 }
 fn peer() -> impl Strategy<Value = PeerId> {
     ascii_id(32, "_-").prop_map(|s| PeerId::try_from(s).unwrap())
@@ -32,8 +34,12 @@ fn text(max: usize) -> impl Strategy<Value = String> {
         s
     })
 }
+/// One line of visible text: names have no line breaks.
+fn one_line(max: usize) -> impl Strategy<Value = String> {
+    text(max).prop_map(|s| s.replace('\n', " "))
+}
 fn name() -> impl Strategy<Value = DisplayName> {
-    text(32).prop_map(|s| DisplayName::try_from(s).unwrap())
+    one_line(32).prop_map(|s| DisplayName::try_from(s).unwrap())
 }
 fn token() -> impl Strategy<Value = AccessToken> {
     ascii_id(200, "!#$%&*+./:;<=>?@[]^_`{|}~-").prop_map(|s| AccessToken::try_from(s).unwrap())
@@ -57,7 +63,7 @@ fn body() -> impl Strategy<Value = Body> {
     prop_oneof![
         text(200).prop_map(|t| Body::Chat { text: ChatText::try_from(t).unwrap() }),
         json_value().prop_map(|data| Body::Data { data }),
-        ("[0-9a-f]{64}", text(60), any::<u64>(), "[a-z]{1,10}/[a-z0-9.+-]{1,20}").prop_map(
+        ("[0-9a-f]{64}", one_line(60), any::<u64>(), "[a-z]{1,10}/[a-z0-9.+-]{1,20}").prop_map(
             |(hash, name, size, mime)| {
                 Body::File {
                     hash: BlobHash::try_from(hash).unwrap(),
@@ -108,6 +114,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         ErrorCode::Overloaded,
         ErrorCode::SlowConsumer,
         ErrorCode::IdleTimeout,
+        ErrorCode::HelloTimeout,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
     ])

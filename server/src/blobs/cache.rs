@@ -15,7 +15,7 @@
 use super::policy::{self, Cached, NoRoom};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use relaycast_shared::blobs::{BlobErrorCode, BlobInfo, NewUpload, UploadId, UploadState};
-use relaycast_shared::{BlobHash, FileName, MediaType, RoomName};
+use relaycast_shared::{BlobHash, FileName, MediaType, PeerId, RoomName};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -55,10 +55,16 @@ pub struct CacheLimits {
     pub max_blob_bytes: u64,
     /// One room's blobs and uploads in progress together.
     pub room_quota_bytes: u64,
-    /// A blob unused this long is evicted (unless pinned); an upload idle this long is dropped.
+    /// A blob unused this long is evicted (unless pinned).
     pub ttl: Duration,
     /// Uploads in progress (resumable and one-shot) across the server.
     pub max_uploads: usize,
+    /// Uploads in progress in one room, and by one member of a room.
+    pub max_uploads_per_room: usize,
+    pub max_uploads_per_member: usize,
+    /// A resumable upload that receives nothing for this long is dropped (counted afresh from
+    /// a restart: the clock of an upload does not run while the server is down).
+    pub upload_idle: Duration,
 }
 
 /// Why a cache operation failed; each maps to a stable [`BlobErrorCode`].
@@ -76,6 +82,10 @@ pub enum CacheError {
     NoRoom(#[from] NoRoom),
     #[error("too many uploads in progress (at most {0}); try again later")]
     TooManyUploads(usize),
+    #[error("this room has as many uploads in progress as it may ({0}); try again later")]
+    TooManyRoomUploads(usize),
+    #[error("you have as many uploads in progress as you may ({0}); finish or abandon one first")]
+    TooManyMemberUploads(usize),
     #[error("the bytes hash to {actual}, not to the announced {expected}; nothing was kept")]
     HashMismatch { expected: BlobHash, actual: String },
     #[error("{received} bytes arrived where {expected} were announced; nothing was kept")]
@@ -101,7 +111,9 @@ impl CacheError {
             CacheError::QuotaExceeded { .. } => BlobErrorCode::QuotaExceeded,
             CacheError::NoRoom(NoRoom::LargerThanCache { .. }) => BlobErrorCode::BlobTooLarge,
             CacheError::NoRoom(NoRoom::AllPinned) => BlobErrorCode::CacheFull,
-            CacheError::TooManyUploads(_) => BlobErrorCode::TooManyUploads,
+            CacheError::TooManyUploads(_) | CacheError::TooManyRoomUploads(_) | CacheError::TooManyMemberUploads(_) => {
+                BlobErrorCode::TooManyUploads
+            }
             CacheError::HashMismatch { .. } => BlobErrorCode::HashMismatch,
             CacheError::LengthMismatch { .. } | CacheError::PastEnd { .. } => BlobErrorCode::LengthMismatch,
             CacheError::OffsetMismatch { .. } => BlobErrorCode::OffsetMismatch,
@@ -135,6 +147,9 @@ struct UploadRecord {
     mime: MediaType,
     /// Last time a chunk arrived (ms): idle uploads expire.
     touched: u64,
+    /// The member who started it (records from before members were kept have none).
+    #[serde(default)]
+    member: Option<PeerId>,
 }
 
 #[derive(Debug)]
@@ -156,6 +171,8 @@ struct State {
     one_shots: usize,
     /// Bytes of one-shot uploads in flight per room (they count against the quota).
     one_shot_bytes: HashMap<RoomName, u64>,
+    /// One-shot uploads in flight per room and uploader (they count against the upload limits).
+    one_shot_uploaders: HashMap<(RoomName, Option<PeerId>), usize>,
     total_bytes: u64,
     /// Blobs whose `last_used` changed since the index was last told.
     touched: HashSet<BlobHash>,
@@ -200,6 +217,23 @@ impl State {
 
     fn uploads_in_progress(&self) -> usize {
         self.uploads.len() + self.one_shots
+    }
+
+    /// Uploads in progress in `room`, and those of `member` there.
+    fn uploads_of(&self, room: &RoomName, member: Option<&PeerId>) -> (usize, usize) {
+        let mut in_room = 0;
+        let mut by_member = 0;
+        let uploaders = self.uploads.values().map(|u| ((&u.record.room, u.record.member.as_ref()), 1));
+        let one_shots = self.one_shot_uploaders.iter().map(|((r, m), n)| ((r, m.as_ref()), *n));
+        for ((r, m), n) in uploaders.chain(one_shots) {
+            if r == room {
+                in_room += n;
+                if member.is_some() && m == member {
+                    by_member += n;
+                }
+            }
+        }
+        (in_room, by_member)
     }
 }
 
@@ -329,6 +363,8 @@ impl BlobCache {
                 match (id, record) {
                     (Ok(id), Some(record)) => match std::fs::metadata(self.upload_path(&id)) {
                         Ok(meta) if meta.len() <= record.size => {
+                            // The idle clock starts again: nobody could send while we were down.
+                            let record = UploadRecord { touched: now_ms(), ..record };
                             state
                                 .uploads
                                 .insert(id, LiveUpload { record, offset: meta.len(), hasher: None, busy: false });
@@ -442,14 +478,22 @@ impl BlobCache {
         Ok((info, file))
     }
 
-    /// Check that `size` more bytes may go to `room`: blob size, quota, cache space.
-    fn admit(&self, state: &State, room: &RoomName, size: u64) -> Result<(), CacheError> {
+    /// Check that `member` may start one more upload of `size` bytes to `room`: blob size,
+    /// quota, uploads in progress (server, room, member), cache space.
+    fn admit(&self, state: &State, room: &RoomName, member: Option<&PeerId>, size: u64) -> Result<(), CacheError> {
         if size > self.limits.max_blob_bytes {
             return Err(CacheError::TooLarge { size, max: self.limits.max_blob_bytes });
         }
         let would = state.room_usage(room) + size;
         if would > self.limits.room_quota_bytes {
             return Err(CacheError::QuotaExceeded { would, quota: self.limits.room_quota_bytes });
+        }
+        let (in_room, by_member) = state.uploads_of(room, member);
+        if by_member >= self.limits.max_uploads_per_member {
+            return Err(CacheError::TooManyMemberUploads(self.limits.max_uploads_per_member));
+        }
+        if in_room >= self.limits.max_uploads_per_room {
+            return Err(CacheError::TooManyRoomUploads(self.limits.max_uploads_per_room));
         }
         if state.uploads_in_progress() >= self.limits.max_uploads {
             return Err(CacheError::TooManyUploads(self.limits.max_uploads));
@@ -499,8 +543,14 @@ impl BlobCache {
         Ok(Some(info))
     }
 
-    /// `POST uploads`: the room already has these bytes, or gets an upload to send them to.
-    pub async fn start_upload(&self, room: &RoomName, new: NewUpload) -> Result<Started, CacheError> {
+    /// `POST uploads` by `member`: the room already has these bytes, or gets an upload to send
+    /// them to.
+    pub async fn start_upload(
+        &self,
+        room: &RoomName,
+        member: Option<&PeerId>,
+        new: NewUpload,
+    ) -> Result<Started, CacheError> {
         if let Some(info) = self.attach_existing(room, &new.hash)? {
             return Ok(Started::Existing(info));
         }
@@ -512,10 +562,11 @@ impl BlobCache {
             name: new.name,
             mime: new.mime,
             touched: now_ms(),
+            member: member.cloned(),
         };
         {
             let mut state = self.lock();
-            self.admit(&state, room, record.size)?;
+            self.admit(&state, room, member, record.size)?;
             // Reserve now (quota and upload count); the record is written just below.
             state.uploads.insert(
                 id.clone(),
@@ -602,11 +653,13 @@ impl BlobCache {
             cache: self.clone(),
             target: Target::Upload(id.clone()),
             file: Some(file),
+            start: (offset, hasher.clone()),
             hasher,
             written: offset,
             size,
             buf: Vec::with_capacity(WRITE_BUFFER.min(size.saturating_sub(offset) as usize)),
             finished: false,
+            refused: false,
         })
     }
 
@@ -625,6 +678,7 @@ impl BlobCache {
     pub async fn put(
         self: &Arc<Self>,
         room: &RoomName,
+        member: Option<&PeerId>,
         new: NewUpload,
     ) -> Result<Result<BlobWriter, BlobInfo>, CacheError> {
         if let Some(info) = self.attach_existing(room, &new.hash)? {
@@ -632,12 +686,14 @@ impl BlobCache {
         }
         {
             let mut state = self.lock();
-            self.admit(&state, room, new.size)?;
+            self.admit(&state, room, member, new.size)?;
             state.one_shots += 1;
             *state.one_shot_bytes.entry(room.clone()).or_default() += new.size;
+            *state.one_shot_uploaders.entry((room.clone(), member.cloned())).or_default() += 1;
         }
         let path = self.dir.join("tmp").join(UploadId::from_bits(rand::random()).as_str());
-        let target = Target::OneShot { path: path.clone(), room: room.clone(), new: new.clone() };
+        let target =
+            Target::OneShot { path: path.clone(), room: room.clone(), member: member.cloned(), new: new.clone() };
         let mut writer = BlobWriter {
             cache: self.clone(),
             target,
@@ -647,6 +703,8 @@ impl BlobCache {
             size: new.size,
             buf: Vec::with_capacity(WRITE_BUFFER.min(new.size as usize)),
             finished: false,
+            start: (0, None),
+            refused: false,
         };
         // The writer's drop undoes the reservation if this fails.
         writer.file = Some(std::fs::File::create(&path)?);
@@ -797,14 +855,14 @@ impl BlobCache {
     pub async fn sweep(&self) -> Result<(), CacheError> {
         let _one_at_a_time = self.finishing.lock().await;
         let now = now_ms();
-        let ttl = self.limits.ttl.as_millis() as u64;
+        let idle_after = self.limits.upload_idle.as_millis() as u64;
         let (evict, idle, touched) = {
             let mut state = self.lock();
             let evict = self.plan(&state, 0).unwrap_or_default();
             let idle: Vec<UploadId> = state
                 .uploads
                 .iter()
-                .filter(|(_, u)| !u.busy && now.saturating_sub(u.record.touched) > ttl)
+                .filter(|(_, u)| !u.busy && now.saturating_sub(u.record.touched) > idle_after)
                 .map(|(id, _)| id.clone())
                 .collect();
             let touched: Vec<(BlobHash, Vec<u8>)> = std::mem::take(&mut state.touched)
@@ -850,14 +908,24 @@ impl BlobCache {
         if !evict.is_empty() {
             tracing::info!(evicted = evict.len(), "expired blobs evicted");
         }
+        if !idle.is_empty() {
+            tracing::info!(dropped = idle.len(), "idle uploads dropped");
+        }
         self.remove_files(&evict).await;
         Ok(())
     }
 
     /// Forget what a one-shot upload reserved.
-    fn end_one_shot(&self, room: &RoomName, size: u64) {
+    fn end_one_shot(&self, room: &RoomName, member: &Option<PeerId>, size: u64) {
         let mut state = self.lock();
         state.one_shots = state.one_shots.saturating_sub(1);
+        let key = (room.clone(), member.clone());
+        if let Some(n) = state.one_shot_uploaders.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                state.one_shot_uploaders.remove(&key);
+            }
+        }
         if let Some(bytes) = state.one_shot_bytes.get_mut(room) {
             *bytes = bytes.saturating_sub(size);
             if *bytes == 0 {
@@ -882,7 +950,7 @@ fn hash_file(mut file: std::fs::File) -> std::io::Result<Sha256> {
 #[derive(Debug)]
 enum Target {
     Upload(UploadId),
-    OneShot { path: PathBuf, room: RoomName, new: NewUpload },
+    OneShot { path: PathBuf, room: RoomName, member: Option<PeerId>, new: NewUpload },
 }
 
 /// Takes one request body's bytes to disk, hashing them on the way. Dropping it before
@@ -899,6 +967,10 @@ pub struct BlobWriter {
     size: u64,
     buf: Vec<u8>,
     finished: bool,
+    /// Where a resumable upload stood when this chunk began, with its running hash.
+    start: (u64, Option<Sha256>),
+    /// The chunk was refused (it ran past the end): on drop, nothing of it is kept.
+    refused: bool,
 }
 
 impl BlobWriter {
@@ -909,6 +981,7 @@ impl BlobWriter {
 
     pub async fn write(&mut self, mut data: &[u8]) -> Result<(), CacheError> {
         if self.offset() + data.len() as u64 > self.size {
+            self.refused = true;
             return Err(CacheError::PastEnd { size: self.size });
         }
         while !data.is_empty() {
@@ -987,14 +1060,14 @@ impl BlobWriter {
                 let path = cache.upload_path(id);
                 cache.finish(&path, Some(id), &room, &new, hasher).await.map(Written::Complete)
             }
-            Target::OneShot { path, room, new } => {
+            Target::OneShot { path, room, member, new } => {
                 let result = if self.written != new.size {
                     let _ = tokio::fs::remove_file(path).await;
                     Err(CacheError::LengthMismatch { expected: new.size, received: self.written })
                 } else {
                     cache.finish(path, None, room, new, hasher).await.map(Written::Complete)
                 };
-                cache.end_one_shot(room, new.size);
+                cache.end_one_shot(room, member, new.size);
                 result
             }
         }
@@ -1007,6 +1080,18 @@ impl Drop for BlobWriter {
             return;
         }
         match &self.target {
+            Target::Upload(id) if self.refused => {
+                // A refused chunk leaves nothing behind: back to where it began.
+                let (offset, hasher) = self.start.clone();
+                if let Some(file) = self.file.take() {
+                    if file.set_len(offset).is_err() {
+                        // The file's length is the offset; hash it again when it finishes.
+                        let written = file.metadata().map(|m| m.len()).unwrap_or(offset);
+                        return self.cache.release(id, written, None);
+                    }
+                }
+                self.cache.release(id, offset, hasher);
+            }
             Target::Upload(id) => {
                 // Keep what arrived: the client resumes from here. A small synchronous write
                 // (at most the buffer).
@@ -1029,9 +1114,9 @@ impl Drop for BlobWriter {
                 }
                 self.cache.release(id, self.written, hasher);
             }
-            Target::OneShot { path, room, new } => {
+            Target::OneShot { path, room, member, new } => {
                 let _ = std::fs::remove_file(path);
-                self.cache.end_one_shot(room, new.size);
+                self.cache.end_one_shot(room, member, new.size);
             }
         }
     }
@@ -1069,6 +1154,9 @@ mod tests {
             room_quota_bytes: 1 << 20,
             ttl,
             max_uploads: 4,
+            max_uploads_per_room: 4,
+            max_uploads_per_member: 4,
+            upload_idle: ttl,
         }
     }
 
@@ -1080,7 +1168,7 @@ mod tests {
             name: FileName::try_from("f").unwrap(),
             mime: MediaType::try_from("a/b").unwrap(),
         };
-        let mut writer = cache.put(room, new).await.unwrap().unwrap();
+        let mut writer = cache.put(room, None, new).await.unwrap().unwrap();
         writer.write(bytes).await.unwrap();
         assert!(matches!(writer.finish().await.unwrap(), Written::Complete(_)));
         hash

@@ -18,15 +18,16 @@ mod turn;
 
 pub use grant::{GrantConfig, GrantError, Purpose};
 pub use history::{Entry, Evicted, History, HistoryLimits};
+pub use rate::{Rate, TokenBucket};
 pub use turn::TurnConfig;
 
 use bytes::Bytes;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use rate::TokenBucket;
 use relaycast_shared::codec::{encode_room_message, history_frame, message_frame};
 use relaycast_shared::media::BroadcastState;
 use relaycast_shared::*;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 /// Store ops in one batch at most.
@@ -39,6 +40,22 @@ pub type Millis = u64;
 
 /// The transport's handle for one connection.
 pub type ConnId = u64;
+
+/// The key that per-address limits count under: the IPv4 address, or the /64 network of an
+/// IPv6 address (one subscriber line or host usually gets a whole /64, so counting single
+/// IPv6 addresses would let one client take a limit's worth from each of 2^64 addresses).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
 
 /// An encoded frame (UTF-8 JSON), shared by all its recipients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +80,8 @@ impl Frame {
 /// What happened, as the transport saw it.
 #[derive(Debug)]
 pub enum Input {
-    /// A WebSocket connection is open.
-    Connected(ConnId),
+    /// A WebSocket connection is open, from this client address (see [`address_key`]).
+    Connected(ConnId, IpAddr),
     /// A decoded message from a connection.
     Message(ConnId, ClientMsg),
     /// A frame that could not be decoded.
@@ -150,6 +167,15 @@ pub struct EngineConfig {
     /// Sustained publish + signal messages per second per connection (0: unlimited).
     pub messages_per_second: u32,
     pub message_burst: u32,
+    /// Joins and leaves per connection (each may touch the store and every member).
+    pub joins: Rate,
+    /// Rooms created from one address (a room comes to be with its first member).
+    pub room_creation: Rate,
+    /// Rooms created from one address that exist at once, so no address can fill
+    /// `max_rooms` for everyone.
+    pub max_rooms_per_addr: usize,
+    /// A connection that has not said hello this long after it opened is closed.
+    pub hello_timeout_ms: Millis,
     pub history: HistoryLimits,
     /// History is sent in frames of at most this many messages (and about `max_frame_bytes`).
     pub history_batch: usize,
@@ -171,6 +197,10 @@ impl Default for EngineConfig {
             max_peers_per_room: 64,
             messages_per_second: 200,
             message_burst: 400,
+            joins: Rate::per_second(5, 32),
+            room_creation: Rate::per_minute(60, 60),
+            max_rooms_per_addr: 1000,
+            hello_timeout_ms: 10_000,
             history: HistoryLimits { max_messages: 1000, max_bytes: 1024 * 1024, max_age_ms: 24 * 3600 * 1000 },
             history_batch: 1000,
             max_unpersisted: 100_000,
@@ -190,6 +220,7 @@ pub struct Stats {
     pub dropped_slow_clients: u64,
     pub errors_sent: u64,
     pub rate_limited: u64,
+    pub hello_timeouts: u64,
 }
 
 #[derive(Debug)]
@@ -201,9 +232,13 @@ struct Membership {
 #[derive(Debug)]
 struct Peer {
     id: PeerId,
+    /// The client's address key ([`address_key`]).
+    addr: IpAddr,
+    connected_at: Millis,
     greeted: bool,
     rooms: Vec<Membership>,
     bucket: TokenBucket,
+    joins: TokenBucket,
 }
 
 impl Peer {
@@ -222,9 +257,26 @@ struct Room {
     last_assigned: u64,
     /// The last sequence number committed (durable, delivered).
     last_committed: u64,
+    /// Whether the store knows the room. A room is stored with its first message, so joins
+    /// and leaves of rooms that never had one cost no store write.
+    stored: bool,
+    /// The address key of the connection that made the room (not known after a restart).
+    creator: Option<IpAddr>,
 }
 
 impl Room {
+    fn new(epoch: Epoch, creator: Option<IpAddr>) -> Self {
+        Room {
+            epoch,
+            members: Vec::new(),
+            history: History::default(),
+            last_assigned: 0,
+            last_committed: 0,
+            stored: false,
+            creator,
+        }
+    }
+
     fn is_expired(&self) -> bool {
         self.members.is_empty() && self.history.is_empty() && self.last_assigned == self.last_committed
     }
@@ -267,6 +319,20 @@ pub struct Engine {
     broadcasts: HashMap<RoomName, BroadcastState>,
     /// The `now` of the latest input, for work that follows from it (an ownership hand-over).
     last_now: Millis,
+    /// Per client address: rooms it made that still exist, and its room creation budget.
+    addrs: HashMap<IpAddr, AddrUsage>,
+}
+
+#[derive(Debug)]
+struct AddrUsage {
+    rooms: usize,
+    creations: TokenBucket,
+}
+
+impl AddrUsage {
+    fn new(config: &EngineConfig, now: Millis) -> Self {
+        AddrUsage { rooms: 0, creations: TokenBucket::full(config.room_creation, now) }
+    }
 }
 
 /// Who the server's own room messages ([`Input::Announce`]) are from.
@@ -293,6 +359,7 @@ impl Engine {
             blob_refs: HashMap::new(),
             broadcasts: HashMap::new(),
             last_now: 0,
+            addrs: HashMap::new(),
         }
     }
 
@@ -337,8 +404,13 @@ impl Engine {
             } else if last > 0 {
                 self.staged_ops.push(StoreOp::Trim { room: restored.room.clone(), through_seq: last });
             }
-            let room =
-                Room { epoch: restored.epoch, members: Vec::new(), history, last_assigned: last, last_committed: last };
+            let room = Room {
+                history,
+                last_assigned: last,
+                last_committed: last,
+                stored: true,
+                ..Room::new(restored.epoch, None)
+            };
             if room.is_expired() {
                 self.staged_ops.push(StoreOp::DropRoom { room: restored.room });
             } else {
@@ -351,7 +423,7 @@ impl Engine {
     pub fn handle(&mut self, now: Millis, input: Input) {
         self.last_now = now;
         match input {
-            Input::Connected(conn) => self.connected(conn, now),
+            Input::Connected(conn, addr) => self.connected(conn, address_key(addr), now),
             Input::Message(conn, msg) => {
                 self.stats.messages_in += 1;
                 self.message(conn, msg, now)
@@ -468,7 +540,7 @@ impl Engine {
 
     // ---- inputs ----
 
-    fn connected(&mut self, conn: ConnId, now: Millis) {
+    fn connected(&mut self, conn: ConnId, addr: IpAddr, now: Millis) {
         let id = loop {
             let id = PeerId::try_from(self.random_token(12)).unwrap_or_else(|_| unreachable!());
             if !self.by_peer_id.contains_key(&id) {
@@ -476,8 +548,9 @@ impl Engine {
             }
         };
         self.by_peer_id.insert(id.clone(), conn);
-        let bucket = TokenBucket::full(self.config.message_burst, now);
-        self.peers.insert(conn, Peer { id, greeted: false, rooms: Vec::new(), bucket });
+        let bucket = TokenBucket::full(self.message_rate(), now);
+        let joins = TokenBucket::full(self.config.joins, now);
+        self.peers.insert(conn, Peer { id, addr, connected_at: now, greeted: false, rooms: Vec::new(), bucket, joins });
     }
 
     fn message(&mut self, conn: ConnId, msg: ClientMsg, now: Millis) {
@@ -487,8 +560,16 @@ impl Engine {
         match msg {
             ClientMsg::Hello { protocol, token: _ } => self.hello(conn, protocol, now),
             _ if !peer.greeted => self.error(conn, ErrorCode::HelloRequired, "send hello first".into(), None, None),
-            ClientMsg::Join { room, name, token: _, resume } => self.join(conn, room, name, resume, now),
-            ClientMsg::Leave { room } => self.leave(conn, room),
+            ClientMsg::Join { room, name, token: _, resume } => {
+                if self.join_rate_ok(conn, now, &room) {
+                    self.join(conn, room, name, resume, now)
+                }
+            }
+            ClientMsg::Leave { room } => {
+                if self.join_rate_ok(conn, now, &room) {
+                    self.leave(conn, room)
+                }
+            }
             ClientMsg::Signal { room, to, signal } => {
                 if self.rate_ok(conn, now, &room, None) {
                     self.signal(conn, room, to, signal)
@@ -541,33 +622,36 @@ impl Engine {
         let Some(peer) = self.peers.get(&conn) else {
             return;
         };
-        let room_err = |code, msg: &str| (code, msg.to_owned());
+        let addr = peer.addr;
+        let room_err = |code, msg: &str| Some((code, msg.to_owned()));
         let refusal = if peer.membership(&room_name).is_some() {
-            Some(room_err(ErrorCode::AlreadyJoined, "already in this room"))
+            room_err(ErrorCode::AlreadyJoined, "already in this room")
         } else if peer.rooms.len() >= self.config.max_rooms_per_connection {
-            Some(room_err(ErrorCode::TooManyRooms, "this connection is in as many rooms as it may be"))
+            room_err(ErrorCode::TooManyRooms, "this connection is in as many rooms as it may be")
         } else {
             match self.rooms.get(&room_name) {
                 Some(room) if room.members.len() >= self.config.max_peers_per_room => {
-                    Some(room_err(ErrorCode::RoomFull, "the room is full"))
+                    room_err(ErrorCode::RoomFull, "the room is full")
                 }
+                Some(_) => None,
                 None if self.rooms.len() >= self.config.max_rooms => {
-                    Some(room_err(ErrorCode::ServerFull, "the server holds as many rooms as it may"))
+                    room_err(ErrorCode::ServerFull, "the server holds as many rooms as it may")
                 }
-                _ => None,
+                None => self.may_create_room(addr, now),
             }
         };
         if let Some((code, message)) = refusal {
+            if code == ErrorCode::RateLimited {
+                self.stats.rate_limited += 1;
+            }
             return self.error(conn, code, message, Some(room_name), None);
         }
 
         if !self.rooms.contains_key(&room_name) {
-            let epoch = Epoch::try_from(self.random_token(16)).unwrap_or_else(|_| unreachable!());
-            self.staged_ops.push(StoreOp::CreateRoom { room: room_name.clone(), epoch: epoch.clone() });
-            self.rooms.insert(
-                room_name.clone(),
-                Room { epoch, members: Vec::new(), history: History::default(), last_assigned: 0, last_committed: 0 },
-            );
+            let epoch = self.new_epoch();
+            let config = &self.config;
+            self.addrs.entry(addr).or_insert_with(|| AddrUsage::new(config, now)).rooms += 1;
+            self.rooms.insert(room_name.clone(), Room::new(epoch, Some(addr)));
         }
         let Some(room) = self.rooms.get_mut(&room_name) else {
             return;
@@ -687,6 +771,10 @@ impl Engine {
         let Some(room) = self.rooms.get_mut(&room_name) else {
             return;
         };
+        if !room.stored {
+            room.stored = true;
+            self.staged_ops.push(StoreOp::CreateRoom { room: room_name.clone(), epoch: room.epoch.clone() });
+        }
         room.last_assigned += 1;
         let message = RoomMessage {
             seq: room.last_assigned,
@@ -755,6 +843,21 @@ impl Engine {
     }
 
     fn tick(&mut self, now: Millis) {
+        // Connections that never said hello hold a socket and a task each: close them.
+        let deadline = now.saturating_sub(self.config.hello_timeout_ms);
+        let mut silent: Vec<ConnId> =
+            self.peers.iter().filter(|(_, p)| !p.greeted && p.connected_at <= deadline).map(|(c, _)| *c).collect();
+        silent.sort_unstable();
+        for conn in silent {
+            self.stats.hello_timeouts += 1;
+            self.error(conn, ErrorCode::HelloTimeout, "no hello in time".into(), None, None);
+            self.close(conn, ErrorCode::HelloTimeout);
+        }
+        // Addresses that hold no room and have their whole creation budget back are
+        // forgotten, so the table stays as small as the set of active addresses.
+        let rate = self.config.room_creation;
+        self.addrs.retain(|_, usage| usage.rooms > 0 || !usage.creations.is_full(rate, now));
+
         let limits = self.config.history;
         let mut expired = Vec::new();
         let mut unpinned = Vec::new();
@@ -769,8 +872,7 @@ impl Engine {
             }
         }
         for room in expired {
-            self.rooms.remove(&room);
-            self.staged_ops.push(StoreOp::DropRoom { room });
+            self.drop_room(&room);
         }
         self.unref_blobs(unpinned);
     }
@@ -817,12 +919,8 @@ impl Engine {
             if self.rooms.len() >= self.config.max_rooms {
                 return;
             }
-            let epoch = Epoch::try_from(self.random_token(16)).unwrap_or_else(|_| unreachable!());
-            self.staged_ops.push(StoreOp::CreateRoom { room: room_name.clone(), epoch: epoch.clone() });
-            self.rooms.insert(
-                room_name.clone(),
-                Room { epoch, members: Vec::new(), history: History::default(), last_assigned: 0, last_committed: 0 },
-            );
+            let epoch = self.new_epoch();
+            self.rooms.insert(room_name.clone(), Room::new(epoch, None));
         }
         let id = ClientMsgId::try_from(self.random_token(16)).unwrap_or_else(|_| unreachable!());
         let (Ok(from), Ok(name)) = (PeerId::try_from(SERVER_PEER), DisplayName::try_from("Relaycast")) else {
@@ -835,6 +933,10 @@ impl Engine {
         let Some(room) = self.rooms.get_mut(&room_name) else {
             return;
         };
+        if !room.stored {
+            room.stored = true;
+            self.staged_ops.push(StoreOp::CreateRoom { room: room_name.clone(), epoch: room.epoch.clone() });
+        }
         room.last_assigned += 1;
         let message = RoomMessage { seq: room.last_assigned, from, name, id: id.clone(), at: now, body };
         let json: Arc<str> = encode_room_message(&message).into();
@@ -870,23 +972,76 @@ impl Engine {
                 self.hand_over_ownership(room_name);
             }
         } else if room.is_expired() {
-            self.rooms.remove(room_name);
-            self.staged_ops.push(StoreOp::DropRoom { room: room_name.clone() });
+            self.drop_room(room_name);
         }
         true
     }
 
+    /// The room is gone: forget it, tell the store if it knew it, give its creator's
+    /// address its room back.
+    fn drop_room(&mut self, room_name: &RoomName) {
+        let Some(room) = self.rooms.remove(room_name) else {
+            return;
+        };
+        if room.stored {
+            self.staged_ops.push(StoreOp::DropRoom { room: room_name.clone() });
+        }
+        if let Some(usage) = room.creator.and_then(|addr| self.addrs.get_mut(&addr)) {
+            usage.rooms = usage.rooms.saturating_sub(1);
+        }
+    }
+
+    /// Whether a connection from `addr` may make a new room now; if not, why.
+    fn may_create_room(&mut self, addr: IpAddr, now: Millis) -> Option<(ErrorCode, String)> {
+        let config = &self.config;
+        let usage = self.addrs.entry(addr).or_insert_with(|| AddrUsage::new(config, now));
+        if usage.rooms >= config.max_rooms_per_addr {
+            let message = format!("your address has made {} rooms that still exist; join one of them", usage.rooms);
+            return Some((ErrorCode::TooManyRooms, message));
+        }
+        if !usage.creations.try_take(config.room_creation, now) {
+            let message =
+                format!("more than {} new rooms per minute from your address", config.room_creation.per_minute);
+            return Some((ErrorCode::RateLimited, message));
+        }
+        None
+    }
+
+    fn new_epoch(&mut self) -> Epoch {
+        Epoch::try_from(self.random_token(16)).unwrap_or_else(|_| unreachable!())
+    }
+
+    fn message_rate(&self) -> Rate {
+        Rate::per_second(self.config.messages_per_second, self.config.message_burst)
+    }
+
     fn rate_ok(&mut self, conn: ConnId, now: Millis, room: &RoomName, id: Option<&ClientMsgId>) -> bool {
-        let (rate, burst) = (self.config.messages_per_second, self.config.message_burst);
+        let rate = self.message_rate();
         let Some(peer) = self.peers.get_mut(&conn) else {
             return false;
         };
-        if peer.bucket.try_take(rate, burst, now) {
+        if peer.bucket.try_take(rate, now) {
             return true;
         }
         self.stats.rate_limited += 1;
-        let message = format!("more than {rate} messages per second; this one was dropped");
+        let per_second = self.config.messages_per_second;
+        let message = format!("more than {per_second} messages per second; this one was dropped");
         self.error(conn, ErrorCode::RateLimited, message, Some(room.clone()), id.cloned());
+        false
+    }
+
+    /// Joins and leaves share one budget per connection.
+    fn join_rate_ok(&mut self, conn: ConnId, now: Millis, room: &RoomName) -> bool {
+        let rate = self.config.joins;
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return false;
+        };
+        if peer.joins.try_take(rate, now) {
+            return true;
+        }
+        self.stats.rate_limited += 1;
+        let message = format!("more than {} joins and leaves per minute; this one was refused", rate.per_minute);
+        self.error(conn, ErrorCode::RateLimited, message, Some(room.clone()), None);
         false
     }
 

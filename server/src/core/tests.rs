@@ -12,6 +12,9 @@ struct Sim {
     store: Vec<StoreOp>,
 }
 
+/// The address every simulated connection comes from, unless a test says otherwise.
+const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 fn room(s: &str) -> RoomName {
     RoomName::try_from(s).unwrap()
 }
@@ -54,7 +57,7 @@ impl Sim {
     }
 
     fn connect(&mut self, conn: ConnId) -> PeerId {
-        self.input(Input::Connected(conn));
+        self.input(Input::Connected(conn, LOCAL));
         self.input(Input::Message(conn, ClientMsg::hello()));
         match self.take(conn).as_slice() {
             [ServerMsg::Welcome { peer_id, .. }] => peer_id.clone(),
@@ -305,7 +308,7 @@ fn history_expires_by_age_and_empty_rooms_are_dropped() {
 #[test]
 fn requests_before_hello_or_join_are_refused_and_the_connection_stays() {
     let mut sim = Sim::new(EngineConfig::default());
-    sim.input(Input::Connected(1));
+    sim.input(Input::Connected(1, LOCAL));
     sim.input(Input::Message(1, ClientMsg::Leave { room: room("r") }));
     assert_eq!(codes(&sim.take(1)), vec![ErrorCode::HelloRequired]);
     sim.input(Input::Message(1, ClientMsg::hello()));
@@ -323,7 +326,7 @@ fn requests_before_hello_or_join_are_refused_and_the_connection_stays() {
 #[test]
 fn wrong_protocol_version_is_refused_and_closed() {
     let mut sim = Sim::new(EngineConfig::default());
-    sim.input(Input::Connected(1));
+    sim.input(Input::Connected(1, LOCAL));
     sim.input(Input::Message(1, ClientMsg::Hello { protocol: 99, token: None }));
     assert_eq!(codes(&sim.take(1)), vec![ErrorCode::UnsupportedProtocol]);
     assert_eq!(sim.closed, vec![(1, ErrorCode::UnsupportedProtocol)]);
@@ -438,7 +441,7 @@ fn welcome_carries_turn_credentials_minted_for_the_peer() {
     let stun = IceServer { urls: vec!["stun:127.0.0.1:3478".into()], username: None, credential: None };
     let mut sim =
         Sim::new(EngineConfig { turn: Some(turn), ice_servers: vec![stun.clone()], ..EngineConfig::default() });
-    sim.input(Input::Connected(1));
+    sim.input(Input::Connected(1, LOCAL));
     sim.input(Input::Message(1, ClientMsg::hello()));
     let ServerMsg::Welcome { peer_id, ice_servers, .. } = sim.take(1).remove(0) else { panic!() };
     assert_eq!(ice_servers[0], stun);
@@ -490,4 +493,98 @@ fn file_messages_need_a_stored_blob_which_stays_pinned_while_referenced() {
     sim.publish(1, "r", "b");
     sim.persist();
     assert!(!sim.engine.is_pinned(&hash));
+}
+
+#[test]
+fn a_connection_that_never_says_hello_is_closed_at_the_hello_timeout() {
+    let config = EngineConfig { hello_timeout_ms: 5_000, ..EngineConfig::default() };
+    let mut sim = Sim::new(config);
+    sim.input(Input::Connected(1, LOCAL));
+    sim.connect(2);
+    sim.now += 4_999;
+    sim.input(Input::Tick);
+    assert!(sim.closed.is_empty(), "not yet");
+    sim.now += 1;
+    sim.input(Input::Tick);
+    assert_eq!(sim.closed, vec![(1, ErrorCode::HelloTimeout)], "only the silent one");
+    assert_eq!(codes(&sim.take(1)), vec![ErrorCode::HelloTimeout]);
+    assert_eq!(sim.engine.connection_count(), 1);
+    assert_eq!(sim.engine.stats().hello_timeouts, 1);
+}
+
+#[test]
+fn join_and_leave_churn_is_rate_limited_and_costs_no_store_write() {
+    let config = EngineConfig { joins: Rate::per_second(2, 4), ..EngineConfig::default() };
+    let mut sim = Sim::new(config);
+    sim.connect(1);
+    for _ in 0..2 {
+        sim.join(1, "churn", None);
+        sim.input(Input::Message(1, ClientMsg::Leave { room: room("churn") }));
+    }
+    assert!(matches!(sim.take(1).as_slice(), [.., ServerMsg::Left { .. }]));
+    let refused = sim.join(1, "churn", None);
+    assert_eq!(codes(&refused), vec![ErrorCode::RateLimited], "the burst of 4 is spent");
+    sim.persist();
+    assert!(sim.store.is_empty(), "a room without messages never reaches the store: {:?}", sim.store);
+    assert_eq!(sim.engine.room_count(), 0, "an empty room without history is freed at once");
+    // Half a second later, one more join.
+    sim.now += 500;
+    assert!(matches!(sim.join(1, "churn", None).first(), Some(ServerMsg::Joined { .. })));
+    // The first message stores the room, then the message.
+    sim.publish(1, "churn", "counts");
+    sim.persist();
+    assert!(matches!(&sim.store[..], [StoreOp::CreateRoom { .. }, StoreOp::Append { seq: 1, .. }]), "{:?}", sim.store);
+}
+
+#[test]
+fn one_address_cannot_fill_the_servers_rooms() {
+    let config = EngineConfig {
+        room_creation: Rate::per_minute(3, 3),
+        max_rooms_per_addr: 4,
+        joins: Rate::per_second(0, 0),
+        ..EngineConfig::default()
+    };
+    let mut sim = Sim::new(config);
+    let attacker: IpAddr = "203.0.113.9".parse().unwrap();
+    let neighbour: IpAddr = "2001:db8:5:6::1".parse().unwrap();
+    let same_network: IpAddr = "2001:db8:5:6::2".parse().unwrap();
+    for (conn, addr) in [(1, attacker), (2, LOCAL), (3, neighbour), (4, same_network)] {
+        sim.input(Input::Connected(conn, addr));
+        sim.input(Input::Message(conn, ClientMsg::hello()));
+        sim.take(conn);
+    }
+    let join_and_keep = |sim: &mut Sim, conn: ConnId, r: &str| {
+        let msgs = sim.join(conn, r, None);
+        if matches!(msgs.first(), Some(ServerMsg::Joined { .. })) {
+            // A message keeps the room alive after its members leave.
+            sim.publish(conn, r, "x");
+            sim.persist();
+            sim.input(Input::Message(conn, ClientMsg::Leave { room: room(r) }));
+            sim.take(conn);
+            None
+        } else {
+            codes(&msgs).first().copied()
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(join_and_keep(&mut sim, 1, &format!("a{i}")), None);
+    }
+    assert_eq!(join_and_keep(&mut sim, 1, "a3"), Some(ErrorCode::RateLimited), "3 per minute");
+    assert_eq!(join_and_keep(&mut sim, 2, "b0"), None, "another address is not affected");
+    sim.now += 20_000;
+    assert_eq!(join_and_keep(&mut sim, 1, "a3"), None, "a new room every 20 s");
+    sim.now += 60_000;
+    assert_eq!(join_and_keep(&mut sim, 1, "a4"), Some(ErrorCode::TooManyRooms), "4 rooms held at most");
+    // Joining an existing room is not creating one.
+    assert_eq!(join_and_keep(&mut sim, 1, "b0"), None);
+    // An IPv6 /64 counts as one address.
+    for i in 0..3 {
+        assert_eq!(join_and_keep(&mut sim, 3, &format!("v{i}")), None);
+    }
+    assert_eq!(join_and_keep(&mut sim, 4, "v3"), Some(ErrorCode::RateLimited));
+    // When the attacker's rooms expire, its address may make rooms again.
+    sim.now += EngineConfig::default().history.max_age_ms + 1;
+    sim.input(Input::Tick);
+    sim.persist();
+    assert_eq!(join_and_keep(&mut sim, 1, "a5"), None);
 }

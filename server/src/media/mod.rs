@@ -19,6 +19,7 @@
 pub mod client;
 pub mod keyframes;
 pub mod offer;
+pub mod quota;
 pub mod recorder;
 pub mod rooms;
 pub mod routes;
@@ -54,6 +55,9 @@ pub struct MediaConfig {
     /// Live sessions on the server (publishers + viewers).
     pub max_sessions: usize,
     pub max_viewers_per_room: usize,
+    /// Sessions opened from one client address, and with one member's token.
+    pub max_sessions_per_addr: usize,
+    pub max_sessions_per_member: usize,
     /// Frames queued toward one viewer before it loses frames.
     pub viewer_queue: usize,
     /// Datagrams queued toward one session before they are dropped.
@@ -74,6 +78,8 @@ impl Default for MediaConfig {
             stream_keys: HashMap::new(),
             max_sessions: 1000,
             max_viewers_per_room: 500,
+            max_sessions_per_addr: 20,
+            max_sessions_per_member: 4,
             viewer_queue: 256,
             datagram_queue: 1024,
             keyframe_interval: Duration::from_millis(500),
@@ -205,7 +211,17 @@ pub struct Relay {
     recorders: Mutex<HashMap<RoomName, tokio::task::JoinHandle<Result<recorder::Recorded, String>>>>,
     /// Turned true when the server stops: the receiver task ends, sessions close.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Sessions per client address and per member.
+    pub quotas: Arc<quota::Quotas>,
     pub counters: MediaCounters,
+}
+
+/// Who asks for a session: the client's address, and the member whose token it presented
+/// (none for a configured stream key).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub addr: std::net::IpAddr,
+    pub member: Option<relaycast_shared::PeerId>,
 }
 
 /// Why the relay could not start.
@@ -255,6 +271,7 @@ impl Relay {
             scratch,
             recorders: Mutex::new(HashMap::new()),
             stopping: tokio::sync::watch::channel(false).0,
+            quotas: Arc::new(quota::Quotas::default()),
             counters: MediaCounters::default(),
         });
         tokio::spawn(routes::receive_loop(relay.clone()));
@@ -295,21 +312,29 @@ impl Relay {
     }
 
     /// Check a bearer token for `role` in `room`: a stream key (configured, or issued to the
-    /// room's owner) publishes; a stream key or a member's grant watches.
-    pub fn authorize(&self, room: &RoomName, token: Option<&str>, role: Role) -> Result<(), MediaError> {
+    /// room's owner) publishes; a stream key or a member's grant watches. Returns the member
+    /// the token was issued to (none for a configured key).
+    pub fn authorize(
+        &self,
+        room: &RoomName,
+        token: Option<&str>,
+        role: Role,
+    ) -> Result<Option<relaycast_shared::PeerId>, MediaError> {
         let token = token.ok_or(MediaError::TokenRequired)?;
         if let Some(key) = self.config.stream_keys.get(room) {
             if constant_time_eq(key.as_bytes(), token.as_bytes()) {
-                return Ok(());
+                return Ok(None);
             }
         }
         let now = now_millis();
         if let Some(grants) = &self.grants {
-            if grants.verify_for(Purpose::Stream, room, token, now).is_ok() {
-                return Ok(());
+            if let Ok(peer) = grants.verify_for(Purpose::Stream, room, token, now) {
+                return Ok(Some(peer));
             }
-            if role == Role::Viewer && grants.verify(room, token, now).is_ok() {
-                return Ok(());
+            if role == Role::Viewer {
+                if let Ok(peer) = grants.verify(room, token, now) {
+                    return Ok(Some(peer));
+                }
             }
         }
         Err(MediaError::AccessDenied(match role {
@@ -326,6 +351,7 @@ impl Relay {
         room: &RoomName,
         role: Role,
         sdp: &str,
+        caller: &Caller,
     ) -> Result<(SessionId, String), MediaError> {
         let offer: SdpOffer = offer::check(sdp, role)?;
         if self.counters.sessions.load(Ordering::Relaxed) >= self.config.max_sessions {
@@ -334,6 +360,17 @@ impl Relay {
                 self.config.max_sessions
             )));
         }
+        let mut wanted =
+            vec![(quota::Owner::Addr(crate::core::address_key(caller.addr)), self.config.max_sessions_per_addr)];
+        if let Some(member) = &caller.member {
+            wanted.push((quota::Owner::Member(room.clone(), member.clone()), self.config.max_sessions_per_member));
+        }
+        let places = self.quotas.take(wanted).map_err(|(owner, limit)| {
+            MediaError::TooManySessions(match owner {
+                quota::Owner::Addr(_) => format!("your address has as many media sessions as it may ({limit})"),
+                quota::Owner::Member(..) => format!("your token has as many media sessions as it may ({limit})"),
+            })
+        })?;
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
             .clear_codecs()
@@ -352,7 +389,7 @@ impl Relay {
         let answer = answer.to_sdp_string();
         offer::check_answer(&answer)?;
         let id = SessionId::from_bits(rand::random());
-        let session = session::Session::register(self, room, role, id.clone(), rtc)?;
+        let session = session::Session::register(self, room, role, id.clone(), rtc, places)?;
         tokio::spawn(session.run());
         Ok((id, answer))
     }

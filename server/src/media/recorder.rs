@@ -241,7 +241,7 @@ async fn save(relay: &Arc<Relay>, room: &RoomName, recorded: &Recorded) -> Resul
         .map_err(|e| MediaError::Internal(e.to_string()))?;
     let new = NewUpload { hash: hash.clone(), size, name: name.clone(), mime: webm_type()? };
     let store_failed = |e: crate::blobs::CacheError| MediaError::RecordingFailed(e.to_string());
-    match cache.put(room, new).await.map_err(store_failed)? {
+    match cache.put(room, None, new).await.map_err(store_failed)? {
         Err(_already) => {}
         Ok(mut writer) => {
             let mut file = tokio::fs::File::open(&recorded.path).await.map_err(failed)?;

@@ -42,6 +42,8 @@ pub struct Session {
     frames: Option<(mpsc::Receiver<Arc<Forward>>, Arc<AtomicBool>)>,
     /// (Viewer) when it last asked for a keyframe, per video track.
     asked_keyframe_at: HashMap<usize, Instant>,
+    /// Its places in the per-address and per-member session limits.
+    _places: super::quota::Places,
 }
 
 /// Keeps a viewer's RTP time running straight when the publisher changes: the new
@@ -80,6 +82,7 @@ impl Session {
         role: Role,
         id: SessionId,
         mut rtc: Rtc,
+        places: super::quota::Places,
     ) -> Result<Session, MediaError> {
         let (datagram_tx, datagrams) = mpsc::channel(relay.config.datagram_queue.max(1));
         let (signal_tx, signals) = mpsc::channel(SIGNAL_QUEUE);
@@ -124,6 +127,7 @@ impl Session {
             close,
             frames,
             asked_keyframe_at: HashMap::new(),
+            _places: places,
         };
         if role == Role::Publisher {
             relay.publish_state(room);

@@ -20,7 +20,7 @@ use hyper::body::{Frame, Incoming};
 use relaycast_shared::blobs::{
     ApiError, BlobErrorCode, BlobInfo, NewUpload, UploadId, UploadState, UPLOAD_LENGTH, UPLOAD_OFFSET,
 };
-use relaycast_shared::{BlobHash, FileName, MediaType, RoomName};
+use relaycast_shared::{BlobHash, FileName, MediaType, PeerId, RoomName};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -174,14 +174,14 @@ impl BlobApi {
         let room = match &route {
             Route::Blobs(room) | Route::Blob(room, _) | Route::Uploads(room) | Route::Upload(room, _) => room.clone(),
         };
-        self.authorize(&room, req.headers(), &query)?;
+        let member = self.authorize(&room, req.headers(), &query)?;
         let method = req.method().clone();
         match (route, method) {
             (Route::Blobs(room), Method::GET) => Ok(json_response(StatusCode::OK, &self.cache.room_blobs(&room))),
             (Route::Blob(room, hash), Method::GET) => self.download(&room, &hash, &req, &query, true).await,
             (Route::Blob(room, hash), Method::HEAD) => self.download(&room, &hash, &req, &query, false).await,
-            (Route::Blob(room, hash), Method::PUT) => self.put(&room, hash, req, &query).await,
-            (Route::Uploads(room), Method::POST) => self.create_upload(&room, req).await,
+            (Route::Blob(room, hash), Method::PUT) => self.put(&room, &member, hash, req, &query).await,
+            (Route::Uploads(room), Method::POST) => self.create_upload(&room, &member, req).await,
             (Route::Upload(room, id), Method::HEAD | Method::GET) => {
                 let state = self.cache.upload_state(&room, &id)?;
                 let mut response = json_response(StatusCode::OK, &state);
@@ -198,14 +198,14 @@ impl BlobApi {
         }
     }
 
-    /// The room's grant, from `Authorization: Bearer` or `?grant=`.
+    /// The room's grant, from `Authorization: Bearer` or `?grant=`; the member it was issued to.
     pub(super) fn authorize(
         &self,
         room: &RoomName,
         headers: &HeaderMap,
         query: &[(String, String)],
-    ) -> Result<(), Fail> {
-        let bearer = header_str(headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    ) -> Result<PeerId, Fail> {
+        let bearer = super::bearer(headers);
         let Some(token) = bearer.or_else(|| param(query, "grant")) else {
             return Err(Fail::new(
                 BlobErrorCode::GrantRequired,
@@ -214,7 +214,6 @@ impl BlobApi {
         };
         self.grants
             .verify(room, token, now_millis())
-            .map(|_| ())
             .map_err(|err| Fail::new(BlobErrorCode::AccessDenied, err.to_string()))
     }
 
@@ -299,6 +298,7 @@ impl BlobApi {
     async fn put(
         &self,
         room: &RoomName,
+        member: &PeerId,
         hash: BlobHash,
         req: Request<Incoming>,
         query: &[(String, String)],
@@ -313,7 +313,7 @@ impl BlobApi {
         };
         let mime = media_type(header_str(req.headers(), header::CONTENT_TYPE));
         let new = NewUpload { hash, size, name, mime };
-        match self.cache.put(room, new).await? {
+        match self.cache.put(room, Some(member), new).await? {
             // The body is not read: hyper closes the connection rather than drain it.
             Err(info) => Ok(json_response(StatusCode::OK, &info)),
             Ok(mut writer) => {
@@ -326,7 +326,12 @@ impl BlobApi {
         }
     }
 
-    async fn create_upload(&self, room: &RoomName, req: Request<Incoming>) -> Result<Response<ResBody>, Fail> {
+    async fn create_upload(
+        &self,
+        room: &RoomName,
+        member: &PeerId,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResBody>, Fail> {
         let body = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY);
         let bytes = match tokio::time::timeout(self.body_timeout, body.collect()).await {
             Err(_) => return Err(Fail::new(BlobErrorCode::Timeout, "the request body stalled")),
@@ -336,7 +341,7 @@ impl BlobApi {
         let new: NewUpload = serde_json::from_slice(&bytes).map_err(|err| {
             Fail::new(BlobErrorCode::BadRequest, format!("expected {{hash, size, name, mime}}: {err}"))
         })?;
-        match self.cache.start_upload(room, new).await? {
+        match self.cache.start_upload(room, Some(member), new).await? {
             Started::Existing(info) => Ok(json_response(StatusCode::OK, &info)),
             Started::New(state) => Ok(upload_created(room, &state)),
         }

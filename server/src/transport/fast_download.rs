@@ -41,11 +41,16 @@ pub fn is_blob_download(head: &[u8]) -> bool {
 /// connection ended here).
 pub type HandOver = Option<(TcpStream, BytesMut)>;
 
-/// Answer blob downloads on `tcp` until it closes or a request of another kind arrives.
-pub async fn serve(mut tcp: TcpStream, api: Arc<BlobApi>, idle: Duration) -> HandOver {
+/// Answer blob downloads on `tcp` until it closes or a request of another kind arrives. A
+/// request head must arrive within `header_timeout` (also the keep-alive idle time between
+/// requests); a download whose reader stalls for the blob API's body timeout ends.
+pub async fn serve(mut tcp: TcpStream, api: Arc<BlobApi>, header_timeout: Duration) -> HandOver {
+    let head_deadline = || tokio::time::Instant::now() + header_timeout;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
-        // Read one request head.
+        // Read one request head, whole, by the deadline (a head sent a byte at a time must
+        // not hold the connection forever).
+        let deadline = head_deadline();
         let (request, head_len) = loop {
             match parse_head(&buf) {
                 Parsed::Complete(request, len) => break (request, len),
@@ -53,7 +58,7 @@ pub async fn serve(mut tcp: TcpStream, api: Arc<BlobApi>, idle: Duration) -> Han
                 Parsed::Partial if buf.len() >= MAX_HEAD => return Some((tcp, buf)),
                 Parsed::Partial => {}
             }
-            match tokio::time::timeout(idle, tcp.read_buf(&mut buf)).await {
+            match tokio::time::timeout_at(deadline, tcp.read_buf(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 // Closed, failed or idle between requests: done.
                 _ => return None,
@@ -61,7 +66,7 @@ pub async fn serve(mut tcp: TcpStream, api: Arc<BlobApi>, idle: Duration) -> Han
         };
         let Some(request) = request else { return Some((tcp, buf)) };
         buf.advance(head_len);
-        if answer(&mut tcp, &api, &request, idle).await.is_err() || request.close {
+        if answer(&mut tcp, &api, &request, api.body_timeout).await.is_err() || request.close {
             let _ = tcp.shutdown().await;
             return None;
         }
@@ -128,7 +133,7 @@ async fn answer(tcp: &mut TcpStream, api: &BlobApi, req: &Download, idle: Durati
     };
     let query = blob_api::query(&req.uri);
     let prepared = match api.authorize(&room, &req.headers, &query) {
-        Ok(()) => api.prepare_download(&room, &hash, &req.headers, &query, !req.head).await,
+        Ok(_) => api.prepare_download(&room, &hash, &req.headers, &query, !req.head).await,
         Err(fail) => Err(fail),
     };
     let (status, headers, body, file) = match prepared {

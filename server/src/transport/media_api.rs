@@ -76,15 +76,15 @@ fn route(path: &str) -> Result<Route, Fail> {
 }
 
 fn bearer(req: &Request<Incoming>) -> Option<String> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+    super::bearer(req.headers()).map(str::to_owned)
 }
 
-/// Headers that let a WHIP/WHEP client on another origin talk to us.
-fn cors(response: &mut Response<ResBody>) {
+/// Headers that let a WHIP/WHEP client on an allowed other origin talk to us.
+fn cors(response: &mut Response<ResBody>, origin: Option<HeaderValue>) {
     let h = response.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    let Some(origin) = origin else { return };
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(header::VARY, HeaderValue::from_static("origin"));
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, DELETE, OPTIONS"));
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("location, relaycast-error"));
@@ -106,11 +106,21 @@ fn fail_response(fail: Fail) -> Response<ResBody> {
 #[derive(Debug)]
 pub struct MediaApi {
     pub relay: Arc<Relay>,
+    pub origins: Arc<super::Origins>,
 }
 
 impl MediaApi {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResBody> {
         let method = req.method().clone();
+        // Only an allowed origin is told it may read the answer; a request from any other
+        // page is refused outright (it may carry a token the page got from its visitor).
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        if origin.is_some() && !self.origins.allows(req.headers()) {
+            return fail_response(Fail::new(
+                MediaErrorCode::AccessDenied,
+                "this origin may not use the media API (see --allowed-origin)",
+            ));
+        }
         let mut response = match self.dispatch(req).await {
             Ok(response) => response,
             Err(fail) => {
@@ -118,7 +128,7 @@ impl MediaApi {
                 fail_response(fail)
             }
         };
-        cors(&mut response);
+        cors(&mut response, origin);
         response
     }
 
@@ -163,9 +173,11 @@ impl MediaApi {
 
     async fn offer(&self, req: Request<Incoming>, role: Role, room: &RoomName) -> Result<Response<ResBody>, Fail> {
         let token = bearer(&req);
-        self.relay.authorize(room, token.as_deref(), role)?;
+        let member = self.relay.authorize(room, token.as_deref(), role)?;
+        let addr = req.extensions().get::<super::Client>().map(|c| c.addr).unwrap_or([127, 0, 0, 1].into());
+        let caller = crate::media::Caller { addr, member };
         let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        if !content_type.trim().to_ascii_lowercase().starts_with("application/sdp") {
+        if !is_sdp(content_type) {
             return Err(Fail::new(
                 MediaErrorCode::UnsupportedMediaType,
                 format!("the offer must be sent as Content-Type: application/sdp (got {content_type:?})"),
@@ -181,7 +193,7 @@ impl MediaApi {
             .to_bytes();
         let sdp = std::str::from_utf8(&body)
             .map_err(|_| Fail::new(MediaErrorCode::MalformedSdp, "the offer is not UTF-8 text"))?;
-        let (id, answer) = self.relay.open_session(room, role, sdp)?;
+        let (id, answer) = self.relay.open_session(room, role, sdp, &caller)?;
         let kind = if role == Role::Publisher { "whip" } else { "whep" };
         let mut response = Response::new(full(answer));
         *response.status_mut() = StatusCode::CREATED;
@@ -196,9 +208,24 @@ impl MediaApi {
     }
 }
 
+/// `application/sdp`, with parameters or not, in any case; nothing else (not `application/sdpx`).
+fn is_sdp(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/sdp")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_sdp_is_sdp() {
+        assert!(is_sdp("application/sdp"));
+        assert!(is_sdp("Application/SDP; charset=utf-8"));
+        assert!(!is_sdp("application/sdpx"));
+        assert!(!is_sdp("application/sdp-extra; x=1"));
+        assert!(!is_sdp(""));
+    }
 
     #[test]
     fn routes_are_told_apart() {

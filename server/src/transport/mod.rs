@@ -1,26 +1,35 @@
 //! The only code that knows warp: routes, the WebSocket upgrade, static files, rejections;
-//! and, beside warp, the blob API (`/api/`), a hyper handler of its own.
+//! beside warp, the blob API (`/api/`) and the media API, hyper handlers of their own; and in
+//! front of all of them, the accept loop with the connection limits and timeouts.
 
 pub mod blob_api;
 mod fast_download;
+pub mod limits;
 pub mod media_api;
 mod metrics;
+pub mod origins;
+pub mod proxies;
 pub mod ws;
 
 use crate::blobs::BlobCache;
-use crate::hub::Hub;
+use crate::hub::{now_millis, Hub};
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 use warp::http::{header, Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 pub use blob_api::BlobApi;
+pub use limits::{Admission, ConnLimits, Refusal};
 pub use media_api::MediaApi;
+pub use origins::Origins;
+pub use proxies::Proxies;
 pub use ws::WsSettings;
 
 /// The HTTP handlers beside warp's routes, each present when its part of the server runs.
@@ -31,37 +40,83 @@ pub struct Apis {
     pub media_api: Option<Arc<MediaApi>>,
 }
 
+/// How the listener treats connections.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub ws: WsSettings,
+    pub static_dir: PathBuf,
+    /// Time to send a request head, counted from when the server starts waiting for one: on
+    /// a new connection and between the requests of a kept-alive one (so it is also the
+    /// keep-alive idle timeout).
+    pub header_timeout: Duration,
+    pub admission: Arc<Admission>,
+    pub origins: Arc<Origins>,
+    pub proxies: Arc<Proxies>,
+}
+
+/// The client of a request (a request extension): its address (the connection's peer, or
+/// what a trusted proxy reported), and the connection's admission slot, so that an upgraded
+/// WebSocket holds the slot for as long as it lives.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub addr: IpAddr,
+    _slot: Arc<limits::Slot>,
+}
+
+/// Refusals written at once; past this many in flight, a refused socket is just closed.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
 /// Accept connections on `listener` and serve every route over HTTP/1.1 until `stop` turns
 /// true; then stop accepting and let open HTTP connections finish their current request.
 ///
-/// This is warp's `serve` loop done by hand for one reason: every accepted socket gets
-/// `TCP_NODELAY`. The writer coalesces frames and flushes once per burst, so Nagle's
-/// algorithm would only add delay (with delayed ACKs, up to 40 ms on a small frame: the
-/// paced fan-out p99 was 20 ms with it, 3 ms without); and warp's own loop gives no access
-/// to the accepted socket. Requests under `/api/` go to the blob API, whose bodies stream; a
-/// connection that opens with a blob download is served with `sendfile` (see `fast_download`).
+/// This is warp's `serve` loop done by hand: every accepted socket gets `TCP_NODELAY` (the
+/// writer coalesces frames and flushes once per burst, so Nagle's algorithm would only add
+/// delay: with delayed ACKs, up to 40 ms on a small frame), and passes the connection limits
+/// (`limits`) before anything is read from it; every wait on the client is bounded (request
+/// heads, keep-alive idle, bodies, WebSocket hello and writes). Requests under `/api/` go to
+/// the blob API, whose bodies stream; a connection that opens with a blob download is served
+/// with `sendfile` (see `fast_download`).
 pub async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
-    settings: WsSettings,
-    static_dir: PathBuf,
+    settings: HttpSettings,
     apis: Apis,
     mut stop: watch::Receiver<bool>,
 ) {
     let Apis { blob_api, cache, media_api } = apis;
     let relay = media_api.as_ref().map(|api| api.relay.clone());
-    let routes = routes(hub, settings, static_dir, cache, relay);
+    let routes = routes(hub, settings.ws, settings.static_dir.clone(), cache, relay, settings.origins.clone());
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stopped(&mut stop) => break,
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(err) => {
                 // Out of file descriptors, say: back off instead of spinning.
                 tracing::warn!(error = %err, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let from_proxy = settings.proxies.trusts(peer.ip());
+        let admitted = if from_proxy {
+            settings.admission.admit_proxy()
+        } else {
+            settings.admission.admit(peer.ip(), now_millis())
+        };
+        let client = match admitted {
+            Ok(slot) => Client { addr: peer.ip(), _slot: Arc::new(slot) },
+            Err(refusal) => {
+                tracing::debug!(peer = %peer, code = refusal.code(), "connection refused");
+                if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse(tcp, refusal).await;
+                        drop(permit);
+                    });
+                }
                 continue;
             }
         };
@@ -70,8 +125,15 @@ pub async fn serve(
         let fast_api = blob_api.clone();
         let blob_api = blob_api.clone();
         let media_api = media_api.clone();
-        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let request_client = client.clone();
+        let proxies = settings.proxies.clone();
+        let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             use futures_util::future::{BoxFuture, FutureExt};
+            let mut client = request_client.clone();
+            if from_proxy {
+                client.addr = proxies.client_addr(peer.ip(), req.headers());
+            }
+            req.extensions_mut().insert(client);
             let path = req.uri().path();
             let response: BoxFuture<'static, http::Response<blob_api::ResBody>> = match (&media_api, &blob_api) {
                 (Some(api), _) if media_api::is_media_path(path) => api.clone().handle(req).boxed(),
@@ -86,21 +148,23 @@ pub async fn serve(
             async move { Ok::<http::Response<blob_api::ResBody>, std::convert::Infallible>(response.await) }
         });
         let mut stop = stop.clone();
+        let header_timeout = settings.header_timeout;
         tokio::spawn(async move {
             // A connection that opens with a blob download is served by sendfile first.
             let (tcp, prefix) = match fast_api {
                 Some(api) => {
                     let mut peek = [0u8; 512];
                     let opens_with_download = tokio::select! {
-                        peeked = tcp.peek(&mut peek) => {
-                            peeked.is_ok_and(|n| fast_download::is_blob_download(&peek[..n]))
-                        }
+                        peeked = tokio::time::timeout(header_timeout, tcp.peek(&mut peek)) => match peeked {
+                            Ok(peeked) => peeked.is_ok_and(|n| fast_download::is_blob_download(&peek[..n])),
+                            // Not a byte of a request in time.
+                            Err(_) => return,
+                        },
                         _ = stopped(&mut stop) => return,
                     };
                     if opens_with_download {
-                        let idle = api.body_timeout;
                         let served = tokio::select! {
-                            handed = fast_download::serve(tcp, api, idle) => handed,
+                            handed = fast_download::serve(tcp, api, header_timeout) => handed,
                             _ = stopped(&mut stop) => None,
                         };
                         match served {
@@ -114,7 +178,11 @@ pub async fn serve(
                 None => (tcp, bytes::BytesMut::new()),
             };
             let io = TokioIo::new(fast_download::Prefixed::new(tcp, prefix));
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service).with_upgrades();
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(io, service)
+                .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,
@@ -126,8 +194,27 @@ pub async fn serve(
             if let Err(err) = result {
                 tracing::debug!(error = %err, "http connection ended with an error");
             }
+            drop(client);
         });
     }
+}
+
+/// Turn a connection away with a plain HTTP answer saying why (the request is not read:
+/// browsers and HTTP clients read a response sent early), then close it.
+async fn refuse(mut tcp: TcpStream, refusal: Refusal) {
+    let body = serde_json::json!({ "code": refusal.code(), "message": refusal.to_string() }).to_string();
+    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let answer = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        tcp.write_all(answer.as_bytes()).await?;
+        tcp.shutdown().await
+    })
+    .await;
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
@@ -142,8 +229,9 @@ pub fn routes(
     static_dir: PathBuf,
     cache: Option<Arc<BlobCache>>,
     media: Option<Arc<crate::media::Relay>>,
+    origins: Arc<Origins>,
 ) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
-    ws::route(hub.clone(), settings)
+    ws::route(hub.clone(), settings, origins)
         .or(healthz())
         .or(readyz(hub.clone()))
         .or(metrics(hub, cache, media))
@@ -196,6 +284,15 @@ fn static_files(dir: PathBuf) -> impl Filter<Extract = (impl Reply,), Error = Re
         }
     });
     warp::get().and(warp::fs::dir(dir)).map(Reply::into_response).or(missing.map(Reply::into_response)).unify()
+}
+
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case, as RFC 9110
+/// says of auth schemes).
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// A JSON error body `{code, message}` with a stable code.

@@ -27,6 +27,8 @@ pub struct WsSettings {
     pub max_frame_bytes: usize,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
+    /// A batch of frames the peer does not take within this time ends the connection.
+    pub write_timeout: Duration,
 }
 
 impl WsSettings {
@@ -47,18 +49,33 @@ impl WsSettings {
 pub fn route(
     hub: Arc<Hub>,
     settings: WsSettings,
+    origins: Arc<super::Origins>,
 ) -> impl Filter<Extract = (Response<String>,), Error = warp::Rejection> + Clone {
     warp::path("ws")
         .and(warp::path::end())
         .and(warp::get())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
-        .map(move |headers: HeaderMap, on_upgrade: Option<OnUpgrade>| {
-            upgrade(headers, on_upgrade, hub.clone(), settings)
+        .and(warp::ext::optional::<super::Client>())
+        .map(move |headers: HeaderMap, on_upgrade: Option<OnUpgrade>, client: Option<super::Client>| {
+            if !origins.allows(&headers) {
+                return super::json_error(
+                    StatusCode::FORBIDDEN,
+                    "origin_not_allowed",
+                    "this origin may not connect (see --allowed-origin)",
+                );
+            }
+            upgrade(headers, on_upgrade, client, hub.clone(), settings)
         })
 }
 
-fn upgrade(headers: HeaderMap, on_upgrade: Option<OnUpgrade>, hub: Arc<Hub>, settings: WsSettings) -> Response<String> {
+fn upgrade(
+    headers: HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+    client: Option<super::Client>,
+    hub: Arc<Hub>,
+    settings: WsSettings,
+) -> Response<String> {
     let has = |name: header::HeaderName, token: &str| {
         headers
             .get_all(name)
@@ -80,6 +97,9 @@ fn upgrade(headers: HeaderMap, on_upgrade: Option<OnUpgrade>, hub: Arc<Hub>, set
             "this endpoint speaks WebSocket (version 13) only",
         );
     };
+    let Some(client) = client else {
+        return super::json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no client address");
+    };
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -88,7 +108,9 @@ fn upgrade(headers: HeaderMap, on_upgrade: Option<OnUpgrade>, hub: Arc<Hub>, set
         // TCP_NODELAY was set on the socket when it was accepted (see `transport::serve`).
         let config = Some(settings.tungstenite());
         let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config).await;
-        serve(socket, hub, settings).await;
+        // The connection's slot (see `transport::limits`) is held until the socket is gone.
+        serve(socket, hub, settings, client.addr).await;
+        drop(client);
     });
     let mut response = Response::new(String::new());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -103,14 +125,14 @@ fn upgrade(headers: HeaderMap, on_upgrade: Option<OnUpgrade>, hub: Arc<Hub>, set
 
 /// Serve one connection: this task reads; a second one writes from the bounded queue.
 #[tracing::instrument(level = "debug", skip_all, fields(conn))]
-pub async fn serve<S>(socket: WebSocketStream<S>, hub: Arc<Hub>, settings: WsSettings)
+pub async fn serve<S>(socket: WebSocketStream<S>, hub: Arc<Hub>, settings: WsSettings, addr: std::net::IpAddr)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let Registration { conn, queue, gauge, mut close } = hub.connect();
+    let Registration { conn, queue, gauge, mut close } = hub.connect(addr);
     tracing::Span::current().record("conn", conn);
     let (sink, mut stream) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, queue, gauge, close.clone()));
+    let mut writer = tokio::spawn(write_loop(sink, queue, gauge, close.clone(), settings.write_timeout));
 
     let mut last_seen = Instant::now();
     let mut ping =
@@ -118,6 +140,11 @@ where
     loop {
         tokio::select! {
             _ = close.changed() => break,
+            // The writer gave up (the peer stopped taking frames, or the socket failed).
+            _ = &mut writer => {
+                hub.disconnected(conn);
+                return;
+            }
             _ = ping.tick() => {
                 if last_seen.elapsed() > settings.idle_timeout {
                     tracing::debug!(conn, "idle timeout");
@@ -152,19 +179,28 @@ where
         }
     }
     hub.disconnected(conn);
-    // The writer ends by itself: on the close signal, or when the queue's sender is gone.
+    // The writer ends by itself, within its bounded close (see `write_loop`): on the close
+    // signal, or when the queue's sender is gone. Then both halves of the socket are dropped
+    // and it is closed.
     let _ = writer.await;
 }
 
 type Sink<S> = futures_util::stream::SplitSink<WebSocketStream<S>, Message>;
 
+/// How long the close of a connection may take: what was queued before the close (an error
+/// frame, say), then the close frame. A peer that does not take them in time is cut off.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Send queued frames, coalescing whatever is already queued into one flush (one syscall
-/// for a burst), until the queue ends or the engine closes the connection.
+/// for a burst), until the queue ends, the engine closes the connection, or a batch is not
+/// taken within `write_timeout`. Every wait here is bounded, so a peer that stops reading
+/// cannot keep the socket, this task or its queued frames alive.
 async fn write_loop<S>(
     mut sink: Sink<S>,
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Outbound>,
     gauge: Arc<QueueGauge>,
     mut close: tokio::sync::watch::Receiver<Option<ErrorCode>>,
+    write_timeout: Duration,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -175,36 +211,43 @@ async fn write_loop<S>(
         to_message(out)
     };
     let reason = loop {
+        let first = tokio::select! {
+            biased;
+            _ = close.changed() => break *close.borrow(),
+            first = queue.recv() => first,
+        };
+        let Some(first) = first else { break None };
+        let batch = async {
+            let mut batch_bytes = first.queued_bytes();
+            sink.feed(take(first)).await?;
+            while batch_bytes < MAX_BATCH_BYTES {
+                match queue.try_recv() {
+                    Ok(next) => {
+                        batch_bytes += next.queued_bytes();
+                        sink.feed(take(next)).await?
+                    }
+                    Err(_) => break,
+                }
+            }
+            sink.flush().await
+        };
+        // The batch races the close signal too: a peer that stopped reading blocks the
+        // flush, and the engine's verdict (slow consumer, idle) must still end it.
         tokio::select! {
             biased;
             _ = close.changed() => break *close.borrow(),
-            first = queue.recv() => {
-                let Some(first) = first else { break None };
-                let result = async {
-                    let mut batch_bytes = first.queued_bytes();
-                    sink.feed(take(first)).await?;
-                    while batch_bytes < MAX_BATCH_BYTES {
-                        match queue.try_recv() {
-                            Ok(next) => {
-                                batch_bytes += next.queued_bytes();
-                                sink.feed(take(next)).await?
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    sink.flush().await
-                }
-                .await;
-                if result.is_err() {
+            sent = tokio::time::timeout(write_timeout, batch) => match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break None,
+                Err(_) => {
+                    tracing::debug!("write timed out: the peer takes no frames");
                     break None;
                 }
-            }
+            },
         }
     };
     if let Some(reason) = reason {
-        // Send what was queued before the close (an error frame, say), then the close frame;
-        // a peer that does not take them in time is cut off.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
             while let Ok(next) = queue.try_recv() {
                 sink.feed(take(next)).await?;
             }
@@ -216,7 +259,9 @@ async fn write_loop<S>(
         })
         .await;
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
+    // Frames still queued are dropped with the receiver; the gauge is the hub's, which
+    // forgot this connection.
 }
 
 fn to_message(out: Outbound) -> Message {

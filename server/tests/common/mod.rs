@@ -22,11 +22,17 @@ pub struct TestServer {
     handle: Option<tokio::task::JoinHandle<Result<(), relaycast::RunError>>>,
 }
 
-/// Config for tests: memory store, no rate limit, fast ticks; `edit` changes the rest.
+/// Config for tests: memory store, no rate limit, fast ticks; `edit` changes the rest. Every
+/// test client comes from 127.0.0.1, so the per-address limits are opened too (the tests of
+/// those limits set them back).
 pub fn test_config(edit: impl FnOnce(&mut Config)) -> Config {
     let mut config = Config::defaults();
     config.memory = true;
     config.messages_per_second = 0;
+    config.joins_per_second = 0;
+    config.rooms_per_ip_per_minute = 0;
+    config.connections_per_ip_per_second = 0;
+    config.max_connections_per_ip = 100_000;
     config.static_dir = "/nonexistent".into();
     edit(&mut config);
     config
@@ -91,6 +97,8 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 pub struct Binary {
     pub child: std::process::Child,
     pub server: TestServer,
+    /// Everything it printed after its URL (its log), read as it comes.
+    pub output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Binary {
@@ -100,12 +108,35 @@ impl Drop for Binary {
     }
 }
 
+impl Binary {
+    /// Lines of its output so far that contain `needle`.
+    pub fn output_lines(&self, needle: &str) -> usize {
+        self.output.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+    }
+}
+
 /// Start the binary on a free port with its store in `dir`, no rate limit; returns once it
 /// prints its URL (it does once the stores are open and crash leftovers are cleaned).
 pub fn spawn_binary(dir: &Path) -> Binary {
+    spawn_binary_with(dir, &["--log", "warn"], None)
+}
+
+/// [`spawn_binary`] with more flags, and with its open-file limit set to `nofile` (soft and
+/// hard, so it cannot raise it) when given.
+pub fn spawn_binary_with(dir: &Path, args: &[&str], nofile: Option<u64>) -> Binary {
     use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relaycast"))
-        .args(["--bind", "127.0.0.1:0", "--messages-per-second", "0", "--log", "warn"])
+    let mut command = match nofile {
+        Some(n) => {
+            let mut c = std::process::Command::new("sh");
+            c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")]).arg(env!("CARGO_BIN_EXE_relaycast"));
+            c
+        }
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_relaycast")),
+    };
+    let mut child = command
+        .args(["--bind", "127.0.0.1:0", "--messages-per-second", "0", "--connections-per-ip-per-second", "0"])
+        .args(["--joins-per-second", "0", "--rooms-per-ip-per-minute", "0", "--max-connections-per-ip", "100000"])
+        .args(args)
         .arg("--data-dir")
         .arg(dir)
         .arg("--static-dir")
@@ -113,12 +144,26 @@ pub fn spawn_binary(dir: &Path) -> Binary {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("the relaycast binary starts");
-    let stdout = child.stdout.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
+    // Log lines may come before the URL.
+    while !line.contains("Relaycast is running") {
+        line.clear();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            panic!("the binary exited before it was ready");
+        }
+    }
     let url = line.trim().rsplit(' ').next().unwrap().trim_start_matches("http://").trim_end_matches('/');
     let addr = url.parse().unwrap_or_else(|_| panic!("an address in {line:?}"));
-    Binary { child, server: TestServer::external(addr) }
+    // Drain the rest, so that a chatty log never blocks the server on a full pipe.
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = output.clone();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    Binary { child, server: TestServer::external(addr), output }
 }
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -232,6 +277,16 @@ pub async fn recv_close(ws: &mut Ws) -> (u16, String) {
 }
 
 /// Sequence numbers and texts of the room messages among `msgs` (history and live).
+/// The codes of the error frames among `msgs`.
+pub fn error_codes(msgs: &[ServerMsg]) -> Vec<ErrorCode> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ServerMsg::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+        .collect()
+}
+
 pub fn seqs(msgs: &[ServerMsg]) -> Vec<u64> {
     let mut out = Vec::new();
     for m in msgs {

@@ -268,6 +268,24 @@ pub struct Config {
     #[arg(long, env = "RELAYCAST_NO_MEDIA")]
     pub no_media: bool,
 
+    /// TLS: the certificate chain (PEM) for https and wss on --bind; reloaded when the file
+    /// changes or on SIGHUP.
+    #[arg(long, env = "RELAYCAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS: the certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "RELAYCAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// TLS with a self-signed certificate for this machine's names and addresses, kept in
+    /// the data directory (its SHA-256 fingerprint is printed at start), for a LAN.
+    #[arg(long, env = "RELAYCAST_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
+    pub tls_self_signed: bool,
+
+    /// TLS: another name the self-signed certificate covers (repeat), e.g. relaycast.lan.
+    #[arg(long = "tls-name", env = "RELAYCAST_TLS_NAMES", value_delimiter = ',')]
+    pub tls_names: Vec<String>,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. info or relaycast=debug.
     #[arg(long, env = "RELAYCAST_LOG", default_value = "info")]
     pub log: String,
@@ -341,6 +359,18 @@ impl Config {
             keyframe_interval: self.media_keyframe_interval,
             connect_timeout: self.media_connect_timeout,
             ..crate::media::MediaConfig::default()
+        }
+    }
+
+    /// Where the TLS certificate comes from, if TLS is on.
+    pub fn tls(&self) -> Option<crate::tls::TlsSource> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsSource::Files { cert: cert.clone(), key: key.clone() }),
+            _ if self.tls_self_signed => Some(crate::tls::TlsSource::SelfSigned {
+                dir: self.data_dir.join("tls"),
+                names: crate::tls::machine_names(self.bind.ip(), &self.tls_names),
+            }),
+            _ => None,
         }
     }
 

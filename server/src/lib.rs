@@ -29,6 +29,7 @@ pub mod hub;
 pub mod media;
 pub mod publish;
 pub mod store;
+pub mod tls;
 pub mod transport;
 
 use crate::core::Engine;
@@ -59,6 +60,17 @@ pub enum RunError {
     Task(#[from] tokio::task::JoinError),
     #[error("bad configuration: {0}")]
     Config(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+}
+
+/// What [`run_with_ready`] tells its caller once it serves.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The TLS certificate's SHA-256 fingerprint, when TLS is on.
+    pub fingerprint: Option<String>,
 }
 
 /// Serve on `listener` until `shutdown` completes, then close every connection with
@@ -68,7 +80,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    run_with_ready(listener, config, shutdown, || {}).await
+    run_with_ready(listener, config, shutdown, |_| {}).await
 }
 
 /// [`run`], calling `ready` once the stores are open, crash leftovers are cleaned, and
@@ -77,8 +89,12 @@ pub async fn run_with_ready(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    ready: impl FnOnce() + Send,
+    ready: impl FnOnce(&Ready) + Send,
 ) -> Result<(), RunError> {
+    let certificates = match config.tls() {
+        Some(source) => Some(tokio::task::spawn_blocking(move || tls::Certificates::load(source)).await??),
+        None => None,
+    };
     let origins = Arc::new(transport::Origins::from_config(&config.allowed_origins).map_err(RunError::Config)?);
     // Sockets are what an attacker exhausts first: take every descriptor the system allows,
     // and refuse connections (with an answer) well before they run out.
@@ -188,7 +204,9 @@ pub async fn run_with_ready(
         admission,
         origins,
         proxies: Arc::new(transport::Proxies::new(config.trusted_proxies.clone())),
+        tls: certificates.as_ref().map(|c| c.server_config()),
     };
+    let tls_watcher = certificates.clone().map(|c| tokio::spawn(c.watch()));
     let (stop_accepting, stop) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(transport::serve(
         listener,
@@ -197,7 +215,10 @@ pub async fn run_with_ready(
         transport::Apis { blob_api, cache: Some(cache.clone()), media_api },
         stop,
     ));
-    ready();
+    ready(&Ready {
+        scheme: if certificates.is_some() { "https" } else { "http" },
+        fingerprint: certificates.as_ref().map(|c| c.fingerprint()),
+    });
 
     shutdown.await;
     tracing::info!("shutting down: closing connections");
@@ -210,6 +231,9 @@ pub async fn run_with_ready(
     let _ = tokio::time::timeout_at(deadline, server).await;
     ticker.abort();
     sweeper.abort();
+    if let Some(watcher) = tls_watcher {
+        watcher.abort();
+    }
     if let Some(relay) = relay {
         relay.shutdown();
         // Sessions end at once when told; wait for them (briefly) so that the relay lets go of

@@ -27,9 +27,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;
-    relaycast::run_with_ready(listener, config, shutdown_signal(), || {
+    relaycast::run_with_ready(listener, config, shutdown_signal(), |ready| {
         // The one line people look for: where to open the app, once it answers.
-        println!("Relaycast is running: open http://{addr}/");
+        println!("Relaycast is running: open {}://{addr}/", ready.scheme);
+        if let Some(fingerprint) = &ready.fingerprint {
+            println!("TLS certificate SHA-256 fingerprint: {fingerprint}");
+        }
     })
     .await?;
     Ok(())

@@ -2,12 +2,14 @@
 //! a live broadcast, at real-time pace, over WHIP (so any WHIP server takes it, with
 //! `--whip-url`). The file's containers and codecs are listed in [`crate::media::source`].
 
-use crate::media::client::{ClientEvent, MediaClient};
+use crate::media::client::{ClientEvent, Endpoint, MediaClient};
 use crate::media::source::{MediaFile, SourceFrame};
+use crate::tls::ClientTrust;
 use clap::Parser;
 use relaycast_shared::RoomName;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use str0m::format::Codec;
 use str0m::media::{Frequency, MediaKind, MediaTime};
 
 #[derive(Debug, Clone, Parser)]
@@ -24,7 +26,7 @@ pub struct PublishArgs {
     /// The room to broadcast into.
     #[arg(long, value_parser = |s: &str| RoomName::try_from(s).map_err(|e| e.to_string()))]
     pub room: RoomName,
-    /// The Relaycast server, e.g. http://127.0.0.1:8080.
+    /// The Relaycast server, e.g. http://127.0.0.1:8080 or https://rc.example.org.
     #[arg(long, env = "RELAYCAST_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
     /// The room's stream key (from --stream-key on the server, or the room owner's).
@@ -36,6 +38,13 @@ pub struct PublishArgs {
     /// Start over at the end of the file, until interrupted.
     #[arg(long = "loop")]
     pub repeat: bool,
+    /// Over https, trust exactly the server certificate with this SHA-256 fingerprint (a
+    /// self-signed Relaycast prints it at start), instead of the system's trusted roots.
+    #[arg(long, env = "RELAYCAST_TLS_FINGERPRINT", conflicts_with = "ca_cert")]
+    pub tls_fingerprint: Option<String>,
+    /// Over https, also trust the CA certificate(s) in this PEM file.
+    #[arg(long, env = "RELAYCAST_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// How long to wait for the media connection.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
@@ -74,7 +83,13 @@ pub async fn publish(args: &PublishArgs, stop: impl std::future::Future<Output =
     }
     let url =
         args.whip_url.clone().unwrap_or_else(|| format!("{}/whip/{}", args.server.trim_end_matches('/'), args.room));
-    let mut client = MediaClient::start(&url, args.token.as_deref(), true, &kinds).await?;
+    let trust = match (&args.tls_fingerprint, &args.ca_cert) {
+        (Some(fingerprint), _) => ClientTrust::Fingerprint(fingerprint.clone()),
+        (None, Some(ca)) => ClientTrust::CaFile(ca.clone()),
+        (None, None) => ClientTrust::System,
+    };
+    let endpoint = Endpoint::parse_with(&url, &trust)?;
+    let mut client = MediaClient::start_at(endpoint, args.token.as_deref(), true, &kinds, &[Codec::Vp8]).await?;
     client.wait_connected(args.connect_timeout).await?;
     eprintln!(
         "publishing {} into room {} ({} frames, {:.1} s{})",

@@ -45,6 +45,8 @@ fn args(file: &Path, server: &TestServer, repeat: bool) -> PublishArgs {
         whip_url: None,
         repeat,
         connect_timeout: Duration::from_secs(10),
+        tls_fingerprint: None,
+        ca_cert: None,
     }
 }
 
@@ -150,6 +152,30 @@ async fn publish_refuses_what_it_cannot_send_and_reports_a_refusing_server() {
     assert!(err.to_string().contains("403") && err.to_string().contains("stream key"), "{err}");
     // And the right key plays the whole file.
     let sent = publish(&args(&file, &server, false), std::future::pending()).await.unwrap();
+    assert!(sent >= 30, "{sent} frames");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn publish_speaks_https_to_a_self_signed_server_it_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(|c| {
+        c.stream_keys = vec![(room("rec"), KEY.to_owned())];
+        c.tls_self_signed = true;
+        c.data_dir = dir.path().join("data");
+    });
+    let names = relaycast::tls::machine_names(config.bind.ip(), &config.tls_names);
+    let server = start(config).await;
+    let file = make_test_file(dir.path(), 1);
+    let mut https = args(&file, &server, false);
+    https.server = format!("https://localhost:{}", server.addr.port());
+    // Without a way to trust it, a self-signed server is refused, with the reason.
+    let err = publish(&https, std::future::pending()).await.unwrap_err();
+    assert!(err.to_string().contains("TLS"), "{err}");
+    // Pinned by the fingerprint it printed, it is.
+    let kept = relaycast::tls::TlsSource::SelfSigned { dir: dir.path().join("data/tls"), names };
+    https.tls_fingerprint = Some(relaycast::tls::Certificates::load(kept).unwrap().fingerprint());
+    let sent = publish(&https, std::future::pending()).await.unwrap();
     assert!(sent >= 30, "{sent} frames");
     server.stop().await;
 }

@@ -1,6 +1,6 @@
 //! A WHIP/WHEP client on str0m: posts its offer over HTTP, then sends or receives media on a
 //! UDP socket of its own. `relaycast publish`, the media tests and the benchmark use it; it
-//! speaks plain WHIP/WHEP, so it works against other servers too (over `http://`).
+//! speaks plain WHIP/WHEP over http or https, so it works against other servers too.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -20,8 +20,12 @@ use tokio::net::{TcpStream, UdpSocket};
 /// Why a client failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("bad server URL {0:?}: expected http://host:port/<whip or whep>/<room>")]
+    #[error("bad server URL {0:?}: expected http(s)://host:port/<whip or whep>/<room>")]
     BadUrl(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("TLS with {0} failed: {1}")]
+    Handshake(String, std::io::Error),
     #[error("cannot reach {0}: {1}")]
     Connect(String, std::io::Error),
     #[error("HTTP failed: {0}")]
@@ -38,25 +42,34 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
 }
 
-/// A parsed `http://host:port/path` URL.
+/// A parsed `http(s)://host:port/path` URL, with the TLS settings for an https one.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
     pub path: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Endpoint {
+    /// An `http://` or `https://` URL; https trusts the system's roots.
     pub fn parse(url: &str) -> Result<Endpoint, ClientError> {
+        Self::parse_with(url, &crate::tls::ClientTrust::System)
+    }
+
+    /// [`Endpoint::parse`], trusting `trust` over https.
+    pub fn parse_with(url: &str, trust: &crate::tls::ClientTrust) -> Result<Endpoint, ClientError> {
         let bad = || ClientError::BadUrl(url.to_owned());
         let uri: http::Uri = url.parse().map_err(|_| bad())?;
-        if uri.scheme_str() != Some("http") {
-            return Err(bad());
-        }
+        let (tls, default_port) = match uri.scheme_str() {
+            Some("http") => (None, 80),
+            Some("https") => (Some(crate::tls::client_config(trust)?), 443),
+            _ => return Err(bad()),
+        };
         let host = uri.host().ok_or_else(bad)?.trim_matches(['[', ']']).to_owned();
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(default_port);
         let path = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
-        Ok(Endpoint { host, port, path })
+        Ok(Endpoint { host, port, path, tls })
     }
 
     fn authority(&self) -> String {
@@ -69,7 +82,7 @@ impl Endpoint {
 
     /// The same server, another path (a session's `Location`).
     pub fn with_path(&self, path: &str) -> Endpoint {
-        Endpoint { host: self.host.clone(), port: self.port, path: path.to_owned() }
+        Endpoint { path: path.to_owned(), ..self.clone() }
     }
 }
 
@@ -93,9 +106,23 @@ pub async fn http_request(
         .await
         .map_err(|e| ClientError::Connect(endpoint.authority(), e))?;
     let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| ClientError::Http(e.to_string()))?;
-    let conn = tokio::spawn(conn);
+    let http_err = |e: hyper::Error| ClientError::Http(e.to_string());
+    let (mut sender, conn) = match &endpoint.tls {
+        None => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(http_err)?;
+            (sender, tokio::spawn(async move { conn.await.map(|_| ()) }))
+        }
+        Some(config) => {
+            let name = rustls_pki_types::ServerName::try_from(endpoint.host.clone())
+                .map_err(|_| ClientError::BadUrl(endpoint.authority()))?;
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| ClientError::Handshake(endpoint.authority(), e))?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(http_err)?;
+            (sender, tokio::spawn(async move { conn.await.map(|_| ()) }))
+        }
+    };
     let mut req =
         http::Request::builder().method(method).uri(endpoint.path.as_str()).header("host", endpoint.authority());
     if let Some(token) = token {
@@ -177,7 +204,18 @@ impl MediaClient {
         tracks: &[MediaKind],
         video_codecs: &[Codec],
     ) -> Result<MediaClient, ClientError> {
-        let endpoint = Endpoint::parse(url)?;
+        Self::start_at(Endpoint::parse(url)?, token, publish, tracks, video_codecs).await
+    }
+
+    /// [`MediaClient::start_with_codecs`] at a parsed endpoint (https with its own trust).
+    pub async fn start_at(
+        endpoint: Endpoint,
+        token: Option<&str>,
+        publish: bool,
+        tracks: &[MediaKind],
+        video_codecs: &[Codec],
+    ) -> Result<MediaClient, ClientError> {
+        let url = format!("{}{}", endpoint.authority(), endpoint.path);
         let server_ip = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
             .await
             .map_err(|e| ClientError::Connect(endpoint.authority(), e))?

@@ -52,6 +52,8 @@ pub struct HttpSettings {
     pub admission: Arc<Admission>,
     pub origins: Arc<Origins>,
     pub proxies: Arc<Proxies>,
+    /// TLS on every connection, when set (https, wss).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The client of a request (a request extension): its address (the connection's peer, or
@@ -149,7 +151,25 @@ pub async fn serve(
         });
         let mut stop = stop.clone();
         let header_timeout = settings.header_timeout;
+        let tls = settings.tls.clone();
         tokio::spawn(async move {
+            // The connection's slot is held until it is done (an upgraded WebSocket holds a
+            // clone of its own).
+            let _client = client;
+            if let Some(config) = tls {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                // The handshake counts toward the request head's time. Downloads over TLS
+                // take hyper's path: sendfile cannot encrypt.
+                let tls = tokio::select! {
+                    accepted = tokio::time::timeout(header_timeout, acceptor.accept(tcp)) => match accepted {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(err)) => return tracing::debug!(error = %err, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!("TLS handshake timed out"),
+                    },
+                    _ = stopped(&mut stop) => return,
+                };
+                return serve_http(TokioIo::new(tls), service, header_timeout, stop).await;
+            }
             // A connection that opens with a blob download is served by sendfile first.
             let (tcp, prefix) = match fast_api {
                 Some(api) => {
@@ -177,25 +197,35 @@ pub async fn serve(
                 }
                 None => (tcp, bytes::BytesMut::new()),
             };
-            let io = TokioIo::new(fast_download::Prefixed::new(tcp, prefix));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(io, service)
-                .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "http connection ended with an error");
-            }
-            drop(client);
+            serve_http(TokioIo::new(fast_download::Prefixed::new(tcp, prefix)), service, header_timeout, stop).await
         });
+    }
+}
+
+/// Serve HTTP/1.1 (with upgrades) on one connection until it ends or the server stops; on
+/// stop, the request in progress is finished first.
+async fn serve_http<I, S>(io: I, service: S, header_timeout: Duration, mut stop: watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = blob_api::ResBody> + Send,
+    S::Future: Send,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(io, service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(error = %err, "http connection ended with an error");
     }
 }
 

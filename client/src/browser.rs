@@ -1,5 +1,6 @@
 //! The few browser APIs the app uses besides WebSocket and WebRTC: time, randomness, local
-//! storage and the address bar. Failures (storage disabled, say) degrade to defaults.
+//! storage, the address bar and the media devices. Failures (storage disabled, say) degrade
+//! to defaults.
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -58,6 +59,20 @@ pub fn ws_url() -> String {
     let host = location.as_ref().and_then(|l| l.host().ok()).unwrap_or_else(|| "127.0.0.1:8080".into());
     let secure = location.and_then(|l| l.protocol().ok()).is_some_and(|p| p == "https:");
     format!("{}://{host}/ws", if secure { "wss" } else { "ws" })
+}
+
+/// What people are told when the page is not a secure context.
+pub const INSECURE_CONTEXT: &str = "The camera and microphone need a secure connection: open Relaycast over https:// \
+     (or on this machine, at localhost).";
+
+/// The browser's camera and microphone access, or the plain reason there is none: outside a
+/// secure context (https, or localhost) browsers hide it.
+pub fn media_devices() -> Result<web_sys::MediaDevices, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    if !window.is_secure_context() {
+        return Err(INSECURE_CONTEXT.to_owned());
+    }
+    window.navigator().media_devices().map_err(|e| crate::net::http::js_message(&e))
 }
 
 /// `HH:MM` local time of a timestamp in ms.

@@ -30,8 +30,8 @@ export function tempDir() {
   return mkdtempSync(join(tmpdir(), 'relaycast-e2e-'));
 }
 
-/** Start relaycast; resolves once it prints its URL. */
-export async function startServer({ port, dataDir, args = [] }) {
+/** Start relaycast; resolves once it prints its URL (https with a TLS flag). */
+export async function startServer({ port, dataDir, args = [], host = '127.0.0.1' }) {
   const proc = spawn(BIN, ['--bind', `127.0.0.1:${port}`, '--data-dir', dataDir, '--static-dir', join(root, 'dist'),
     '--log', 'warn', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise((resolve, reject) => {
@@ -40,22 +40,23 @@ export async function startServer({ port, dataDir, args = [] }) {
     proc.on('exit', (code) => reject(new Error(`relaycast exited with ${code}`)));
   });
   const exited = new Promise((resolve) => proc.on('exit', resolve));
+  const tls = args.some((a) => a.startsWith('--tls'));
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${tls ? 'https' : 'http'}://${host}:${port}`,
     /** SIGKILL, as a crash. */
     async kill() { proc.kill('SIGKILL'); await exited; },
     async stop() { proc.kill('SIGTERM'); await exited; },
   };
 }
 
-export async function launchBrowser() {
+export async function launchBrowser(extraArgs = []) {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
       '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-      '--autoplay-policy=no-user-gesture-required'],
+      '--autoplay-policy=no-user-gesture-required', ...extraArgs],
   });
 }
 

@@ -193,8 +193,7 @@ fn peer_connection() -> Result<RtcPeerConnection, String> {
 }
 
 async fn capture(source: LiveSource) -> Result<MediaStream, String> {
-    let window = web_sys::window().ok_or("no window")?;
-    let devices = window.navigator().media_devices().map_err(|e| js_message(&e))?;
+    let devices = crate::browser::media_devices()?;
     let out = MediaStream::new().map_err(|e| js_message(&e))?;
     if matches!(source, LiveSource::Screen | LiveSource::Both) {
         let get = Reflect::get(&devices, &"getDisplayMedia".into()).map_err(|e| js_message(&e))?;

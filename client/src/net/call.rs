@@ -430,7 +430,8 @@ fn add_tracks(pc: &RtcPeerConnection, stream: &MediaStream) {
 }
 
 async fn user_media(camera: Option<Option<String>>) -> Result<MediaStream, JsValue> {
-    let devices = web_sys::window().ok_or_else(|| JsValue::from_str("no window"))?.navigator().media_devices()?;
+    // A plain reason (an insecure page, say) goes out as the error's message.
+    let devices = crate::browser::media_devices().map_err(|reason| JsValue::from(js_sys::Error::new(&reason)))?;
     let constraints = MediaStreamConstraints::new();
     match camera {
         // Camera and microphone.

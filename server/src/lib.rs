@@ -153,7 +153,7 @@ pub async fn run_with_ready(
         let scratch = blob_dir_for_recordings(&cache);
         let relay = media::Relay::start(media, grants.clone(), events, Some(cache.clone()), scratch).await?;
         tracing::info!(udp = %relay.local_addr(), candidates = ?relay.candidate_addrs(), "media relay listening");
-        Some(Arc::new(transport::MediaApi { relay, origins: origins.clone() }))
+        Some(Arc::new(transport::MediaApi { relay }))
     };
     let relay = media_api.as_ref().map(|api| api.relay.clone());
     let blob_api = grants.map(|grants| {

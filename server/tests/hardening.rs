@@ -327,3 +327,35 @@ async fn behind_a_trusted_proxy_limits_count_the_forwarded_client() {
     drop(through_proxy);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn one_front_door_answers_every_error_in_one_format() {
+    let server = start(test_config(|c| c.no_media = true)).await;
+    let (_member, grant) = join_with_grant(&server, "r").await;
+    let auth = format!("Bearer {grant}");
+    let evil = [("origin", "https://evil.example")];
+    let cases: Vec<(Reply, u16, &str)> = vec![
+        (request(server.addr, "GET", "/api/nothing", &[], b"").await, 404, "not_found"),
+        (
+            request(server.addr, "GET", "/api/rooms/r/blobs/nope", &[("authorization", &auth)], b"").await,
+            400,
+            "bad_request",
+        ),
+        (request(server.addr, "GET", "/api/rooms/r/blobs", &[], b"").await, 401, "grant_required"),
+        (request(server.addr, "GET", "/api/rooms/../blobs", &[], b"").await, 400, "bad_request"),
+        (request(server.addr, "POST", "/whip/stage", &[], b"").await, 503, "unavailable"),
+        (request(server.addr, "GET", "/api/rooms/r/recording", &[], b"").await, 503, "unavailable"),
+        (request(server.addr, "GET", "/ws", &[], b"").await, 426, "upgrade_required"),
+        (request(server.addr, "GET", "/api/rooms/r/blobs", &evil, b"").await, 403, "origin_not_allowed"),
+        (request(server.addr, "GET", "/healthz", &evil, b"").await, 403, "origin_not_allowed"),
+    ];
+    for (i, (reply, status, code)) in cases.iter().enumerate() {
+        assert_eq!(reply.status, *status, "case {i}: {}", reply.text());
+        assert_eq!(reply.header("content-type"), "application/json", "case {i}");
+        assert_eq!(reply.header("relaycast-error"), *code, "case {i}");
+        let body: serde_json::Value = reply.json();
+        assert_eq!(body["code"], *code, "case {i}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "case {i} explains itself");
+    }
+    server.stop().await;
+}

@@ -272,7 +272,8 @@ async fn bad_offers_tokens_and_sessions_get_plain_errors() {
     ];
     for (i, (reply, status, code)) in cases.iter().enumerate() {
         assert_eq!((reply.status, reply.header("relaycast-error")), (*status, *code), "case {i}: {:?}", reply.text());
-        assert!(reply.header("content-type").starts_with("text/plain"), "case {i}");
+        assert_eq!(reply.header("content-type"), "application/json", "case {i}");
+        assert_eq!(reply.json::<serde_json::Value>()["code"], *code, "case {i}: one error format");
         assert!(!reply.text().trim().is_empty(), "case {i} explains itself");
     }
     let unsupported = &cases[2].0;

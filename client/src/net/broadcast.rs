@@ -140,8 +140,8 @@ fn refusal(answer: &Answer) -> String {
     match answer.code.as_deref().and_then(MediaErrorCode::parse) {
         Some(MediaErrorCode::PublisherBusy) => "Someone else is live in this room.".into(),
         Some(MediaErrorCode::AccessDenied) => "Only the room's owner can go live.".into(),
-        _ if answer.text.trim().is_empty() => format!("The server answered {}.", answer.status),
-        _ => answer.text.trim().to_owned(),
+        _ => super::http::error_message(&answer.text)
+            .unwrap_or_else(|| format!("The server answered {}.", answer.status)),
     }
 }
 

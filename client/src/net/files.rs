@@ -331,10 +331,8 @@ async fn send_to_peer(
 
 /// The server's `{code, message}` of a failed answer.
 async fn api_error(response: &web_sys::Response) -> String {
-    let text = text(response).await;
-    serde_json::from_str::<relaycast_shared::blobs::ApiError>(&text)
-        .map(|e| e.message)
-        .unwrap_or_else(|_| format!("the server answered {}", response.status()))
+    super::http::error_message(&text(response).await)
+        .unwrap_or_else(|| format!("the server answered {}", response.status()))
 }
 
 fn header_u64(response: &web_sys::Response, name: &str) -> Option<u64> {

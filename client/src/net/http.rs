@@ -29,6 +29,12 @@ pub async fn request(
     response.dyn_into::<web_sys::Response>().map_err(|_| "not a response".to_owned())
 }
 
+/// The message of the server's error answer (JSON `{code, message}`, from every API alike).
+pub fn error_message(body: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    value.get("message")?.as_str().map(str::to_owned)
+}
+
 /// The body of a response as text (empty if it cannot be read).
 pub async fn text(response: &web_sys::Response) -> String {
     match response.text() {

@@ -370,7 +370,11 @@ fn refused(reply: &HttpReply) -> ClientError {
     ClientError::Refused {
         status: reply.status,
         code: reply.headers.get("relaycast-error").and_then(|v| v.to_str().ok()).map(str::to_owned),
-        message: String::from_utf8_lossy(&reply.body).trim().to_owned(),
+        // Relaycast answers JSON `{code, message}`; other WHIP servers often plain text.
+        message: serde_json::from_slice::<serde_json::Value>(&reply.body)
+            .ok()
+            .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&reply.body).trim().to_owned()),
     }
 }
 

@@ -1,8 +1,8 @@
 //! The blob cache over HTTP (`/api/rooms/<room>/...`; the routes are listed in
 //! `relaycast_shared::blobs`).
 //!
-//! This is a plain hyper handler beside warp's routes, dispatched by path in
-//! [`super::serve`]: uploads and downloads stream their bodies (a download is read from disk a
+//! This is a plain hyper handler beside warp's routes, reached through the front door
+//! ([`super::route`]): uploads and downloads stream their bodies (a download is read from disk a
 //! chunk ahead of the socket, an upload is written a megabyte at a time), and warp 0.4 keeps its
 //! streaming response body to itself.
 
@@ -14,21 +14,16 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use relaycast_shared::blobs::{
-    ApiError, BlobErrorCode, BlobInfo, NewUpload, UploadId, UploadState, UPLOAD_LENGTH, UPLOAD_OFFSET,
+    BlobErrorCode, BlobInfo, NewUpload, UploadId, UploadState, UPLOAD_LENGTH, UPLOAD_OFFSET,
 };
+
+use super::reply::{empty, header_str, json_response, param, query, BoxError, Credentials, HttpError, ResBody};
 use relaycast_shared::{BlobHash, FileName, MediaType, PeerId, RoomName};
 use std::sync::Arc;
 use std::time::Duration;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type ResBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// Path prefix of every blob route.
-pub const PREFIX: &str = "/api/";
 
 /// Bytes read from disk per step of a download; one step is read ahead of the socket.
 const READ_CHUNK: usize = 1024 * 1024;
@@ -43,57 +38,19 @@ pub struct BlobApi {
     pub body_timeout: Duration,
 }
 
-/// An error answer: a status from the code, and a plain message.
-#[derive(Debug)]
-pub(super) struct Fail {
-    code: BlobErrorCode,
-    message: String,
-    headers: Vec<(header::HeaderName, HeaderValue)>,
-}
-
-impl Fail {
-    fn new(code: BlobErrorCode, message: impl Into<String>) -> Self {
-        Fail { code, message: message.into(), headers: Vec::new() }
-    }
-}
-
-impl From<CacheError> for Fail {
+impl From<CacheError> for HttpError {
     fn from(err: CacheError) -> Self {
-        let mut fail = Fail::new(err.code(), err.to_string());
-        if let CacheError::OffsetMismatch { current, .. } = err {
-            fail.headers.push((header::HeaderName::from_static(UPLOAD_OFFSET), HeaderValue::from(current)));
-        }
+        let fail = HttpError::new(err.code(), err.to_string());
         if matches!(err, CacheError::Io(_) | CacheError::Index(_)) {
             tracing::error!(error = %err, "blob cache storage failed");
         }
-        fail
+        match err {
+            CacheError::OffsetMismatch { current, .. } => {
+                fail.with_header(header::HeaderName::from_static(UPLOAD_OFFSET), HeaderValue::from(current))
+            }
+            _ => fail,
+        }
     }
-}
-
-fn empty() -> ResBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-fn full(bytes: impl Into<Bytes>) -> ResBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
-}
-
-fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<ResBody> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-pub(super) fn fail_response(fail: Fail) -> Response<ResBody> {
-    let status = StatusCode::from_u16(fail.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = json_response(status, &ApiError { code: fail.code, message: fail.message });
-    for (name, value) in fail.headers {
-        response.headers_mut().insert(name, value);
-    }
-    response
 }
 
 /// A download ready to send.
@@ -107,25 +64,25 @@ pub(super) struct PreparedDownload {
 
 /// The parts of a blob route's path.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Route {
+pub enum Route {
     Blobs(RoomName),
     Blob(RoomName, BlobHash),
     Uploads(RoomName),
     Upload(RoomName, UploadId),
 }
 
-pub(super) fn route(path: &str) -> Result<Route, Fail> {
-    let not_found = || Fail::new(BlobErrorCode::NotFound, format!("no such path: {path}"));
+pub fn route(path: &str) -> Result<Route, HttpError> {
+    let not_found = || HttpError::new(BlobErrorCode::NotFound, format!("no such path: {path}"));
     let rest = path.strip_prefix("/api/rooms/").ok_or_else(not_found)?;
     let parts: Vec<&str> = rest.split('/').collect();
     let room = |s: &str| {
-        RoomName::try_from(s).map_err(|err| Fail::new(BlobErrorCode::BadRequest, format!("bad room name: {err}")))
+        RoomName::try_from(s).map_err(|err| HttpError::new(BlobErrorCode::BadRequest, format!("bad room name: {err}")))
     };
     match parts.as_slice() {
         [r, "blobs"] => Ok(Route::Blobs(room(r)?)),
         [r, "blobs", hash] => {
             let hash = BlobHash::try_from(*hash).map_err(|err| {
-                Fail::new(
+                HttpError::new(
                     BlobErrorCode::BadRequest,
                     format!("bad blob hash (64 lowercase hex digits of SHA-256): {err}"),
                 )
@@ -135,46 +92,42 @@ pub(super) fn route(path: &str) -> Result<Route, Fail> {
         [r, "uploads"] => Ok(Route::Uploads(room(r)?)),
         [r, "uploads", id] => {
             let id = UploadId::try_from((*id).to_owned())
-                .map_err(|err| Fail::new(BlobErrorCode::BadRequest, format!("bad upload id: {err}")))?;
+                .map_err(|err| HttpError::new(BlobErrorCode::BadRequest, format!("bad upload id: {err}")))?;
             Ok(Route::Upload(room(r)?, id))
         }
         _ => Err(not_found()),
     }
 }
 
-/// The query's parameters, percent-decoded.
-pub(super) fn query(uri: &http::Uri) -> Vec<(String, String)> {
-    uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
-}
-
-fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
-fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 impl BlobApi {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResBody> {
+    /// Answer a request the front door routed here, with the credentials it read.
+    pub async fn handle(
+        self: Arc<Self>,
+        route: Route,
+        credentials: Credentials,
+        req: Request<Incoming>,
+    ) -> Response<ResBody> {
         let method = req.method().clone();
-        let result = self.dispatch(req).await;
-        match result {
+        match self.dispatch(route, &credentials, req).await {
             Ok(response) => response,
             Err(fail) => {
                 tracing::debug!(code = %fail.code, message = %fail.message, %method, "blob request refused");
-                fail_response(fail)
+                fail.into_response()
             }
         }
     }
 
-    async fn dispatch(&self, req: Request<Incoming>) -> Result<Response<ResBody>, Fail> {
-        let route = route(req.uri().path())?;
+    async fn dispatch(
+        &self,
+        route: Route,
+        credentials: &Credentials,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResBody>, HttpError> {
         let query = query(req.uri());
         let room = match &route {
             Route::Blobs(room) | Route::Blob(room, _) | Route::Uploads(room) | Route::Upload(room, _) => room.clone(),
         };
-        let member = self.authorize(&room, req.headers(), &query)?;
+        let member = self.authorize(&room, credentials)?;
         let method = req.method().clone();
         match (route, method) {
             (Route::Blobs(room), Method::GET) => Ok(json_response(StatusCode::OK, &self.cache.room_blobs(&room))),
@@ -194,27 +147,23 @@ impl BlobApi {
                 self.cache.abandon(&room, &id).await?;
                 Ok(status_only(StatusCode::NO_CONTENT))
             }
-            (_, method) => Err(Fail::new(BlobErrorCode::MethodNotAllowed, format!("{method} is not allowed here"))),
+            (_, method) => {
+                Err(HttpError::new(BlobErrorCode::MethodNotAllowed, format!("{method} is not allowed here")))
+            }
         }
     }
 
     /// The room's grant, from `Authorization: Bearer` or `?grant=`; the member it was issued to.
-    pub(super) fn authorize(
-        &self,
-        room: &RoomName,
-        headers: &HeaderMap,
-        query: &[(String, String)],
-    ) -> Result<PeerId, Fail> {
-        let bearer = super::bearer(headers);
-        let Some(token) = bearer.or_else(|| param(query, "grant")) else {
-            return Err(Fail::new(
+    pub(super) fn authorize(&self, room: &RoomName, credentials: &Credentials) -> Result<PeerId, HttpError> {
+        let Some(token) = credentials.grant() else {
+            return Err(HttpError::new(
                 BlobErrorCode::GrantRequired,
                 "send the room's grant (handed out on join) as `Authorization: Bearer <grant>` or `?grant=`",
             ));
         };
         self.grants
             .verify(room, token, now_millis())
-            .map_err(|err| Fail::new(BlobErrorCode::AccessDenied, err.to_string()))
+            .map_err(|err| HttpError::new(BlobErrorCode::AccessDenied, err.to_string()))
     }
 
     async fn download(
@@ -224,7 +173,7 @@ impl BlobApi {
         req: &Request<Incoming>,
         query: &[(String, String)],
         with_body: bool,
-    ) -> Result<Response<ResBody>, Fail> {
+    ) -> Result<Response<ResBody>, HttpError> {
         let prepared = self.prepare_download(room, hash, req.headers(), query, with_body).await?;
         let body = match prepared.file {
             Some((file, start, len)) => file_body(file, start, len),
@@ -246,7 +195,7 @@ impl BlobApi {
         headers: &HeaderMap,
         query: &[(String, String)],
         with_body: bool,
-    ) -> Result<PreparedDownload, Fail> {
+    ) -> Result<PreparedDownload, HttpError> {
         let etag = format!("\"{hash}\"");
         let mut h = HeaderMap::new();
         let (info, file) = if with_body {
@@ -268,7 +217,7 @@ impl BlobApi {
             RangeReply::Full => (StatusCode::OK, 0, info.size),
             RangeReply::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
             RangeReply::Unsatisfiable => {
-                let mut fail = Fail::new(
+                let mut fail = HttpError::new(
                     BlobErrorCode::RangeNotSatisfiable,
                     format!("the range is outside the file's {} bytes", info.size),
                 );
@@ -302,13 +251,13 @@ impl BlobApi {
         hash: BlobHash,
         req: Request<Incoming>,
         query: &[(String, String)],
-    ) -> Result<Response<ResBody>, Fail> {
+    ) -> Result<Response<ResBody>, HttpError> {
         let size = header_str(req.headers(), header::CONTENT_LENGTH)
             .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| Fail::new(BlobErrorCode::LengthRequired, "a one-shot upload needs Content-Length"))?;
+            .ok_or_else(|| HttpError::new(BlobErrorCode::LengthRequired, "a one-shot upload needs Content-Length"))?;
         let name = match param(query, "name") {
             Some(name) => FileName::try_from(name)
-                .map_err(|err| Fail::new(BlobErrorCode::BadRequest, format!("bad file name: {err}")))?,
+                .map_err(|err| HttpError::new(BlobErrorCode::BadRequest, format!("bad file name: {err}")))?,
             None => default_name(&hash),
         };
         let mime = media_type(header_str(req.headers(), header::CONTENT_TYPE));
@@ -320,7 +269,9 @@ impl BlobApi {
                 self.pump(req.into_body(), &mut writer).await?;
                 match writer.finish().await? {
                     Written::Complete(info) => Ok(created(room, &info)),
-                    Written::Progress(_) => Err(Fail::new(BlobErrorCode::StorageFailed, "upload did not complete")),
+                    Written::Progress(_) => {
+                        Err(HttpError::new(BlobErrorCode::StorageFailed, "upload did not complete"))
+                    }
                 }
             }
         }
@@ -331,15 +282,17 @@ impl BlobApi {
         room: &RoomName,
         member: &PeerId,
         req: Request<Incoming>,
-    ) -> Result<Response<ResBody>, Fail> {
+    ) -> Result<Response<ResBody>, HttpError> {
         let body = http_body_util::Limited::new(req.into_body(), MAX_JSON_BODY);
         let bytes = match tokio::time::timeout(self.body_timeout, body.collect()).await {
-            Err(_) => return Err(Fail::new(BlobErrorCode::Timeout, "the request body stalled")),
-            Ok(Err(err)) => return Err(Fail::new(BlobErrorCode::BadRequest, format!("cannot read the body: {err}"))),
+            Err(_) => return Err(HttpError::new(BlobErrorCode::Timeout, "the request body stalled")),
+            Ok(Err(err)) => {
+                return Err(HttpError::new(BlobErrorCode::BadRequest, format!("cannot read the body: {err}")))
+            }
             Ok(Ok(collected)) => collected.to_bytes(),
         };
         let new: NewUpload = serde_json::from_slice(&bytes).map_err(|err| {
-            Fail::new(BlobErrorCode::BadRequest, format!("expected {{hash, size, name, mime}}: {err}"))
+            HttpError::new(BlobErrorCode::BadRequest, format!("expected {{hash, size, name, mime}}: {err}"))
         })?;
         match self.cache.start_upload(room, Some(member), new).await? {
             Started::Existing(info) => Ok(json_response(StatusCode::OK, &info)),
@@ -347,15 +300,20 @@ impl BlobApi {
         }
     }
 
-    async fn patch(&self, room: &RoomName, id: &UploadId, req: Request<Incoming>) -> Result<Response<ResBody>, Fail> {
+    async fn patch(
+        &self,
+        room: &RoomName,
+        id: &UploadId,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResBody>, HttpError> {
         let offset = header_str(req.headers(), UPLOAD_OFFSET)
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or_else(|| Fail::new(BlobErrorCode::BadRequest, "a chunk needs an Upload-Offset header"))?;
+            .ok_or_else(|| HttpError::new(BlobErrorCode::BadRequest, "a chunk needs an Upload-Offset header"))?;
         // A chunk announced past the end is refused before any of it is written.
         let state = self.cache.upload_state(room, id)?;
         let announced = header_str(req.headers(), header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
         if let Some(len) = announced.filter(|len| offset.saturating_add(*len) > state.size) {
-            return Err(Fail::new(
+            return Err(HttpError::new(
                 BlobErrorCode::LengthMismatch,
                 format!("a chunk of {len} bytes at {offset} runs past the upload's {} bytes", state.size),
             ));
@@ -374,18 +332,18 @@ impl BlobApi {
 
     /// Stream a request body into `writer`. On any error the writer is dropped by the caller:
     /// a resumable upload keeps what arrived, a one-shot keeps nothing.
-    async fn pump(&self, mut body: Incoming, writer: &mut BlobWriter) -> Result<(), Fail> {
+    async fn pump(&self, mut body: Incoming, writer: &mut BlobWriter) -> Result<(), HttpError> {
         loop {
             let frame = match tokio::time::timeout(self.body_timeout, body.frame()).await {
                 Err(_) => {
-                    return Err(Fail::new(
+                    return Err(HttpError::new(
                         BlobErrorCode::Timeout,
                         format!("no bytes for {:?}; the upload stands at {}", self.body_timeout, writer.offset()),
                     ))
                 }
                 Ok(None) => return Ok(()),
                 Ok(Some(Err(err))) => {
-                    return Err(Fail::new(
+                    return Err(HttpError::new(
                         BlobErrorCode::BadRequest,
                         format!("the body ended early ({err}); the upload stands at {}", writer.offset()),
                     ))
@@ -528,11 +486,11 @@ mod tests {
         assert!(matches!(route("/api/rooms/r1/uploads"), Ok(Route::Uploads(_))));
         assert!(matches!(route("/api/rooms/r1/blobs"), Ok(Route::Blobs(_))));
         let bad = |p: &str| route(p).err().map(|f| f.code);
-        assert_eq!(bad("/api/rooms/r1/blobs/..%2F..%2Fetc"), Some(BlobErrorCode::BadRequest));
-        assert_eq!(bad("/api/rooms/r1/uploads/../../x"), Some(BlobErrorCode::NotFound));
-        assert_eq!(bad("/api/rooms/r1/uploads/ZZ"), Some(BlobErrorCode::BadRequest));
-        assert_eq!(bad("/api/rooms/bad room/blobs"), Some(BlobErrorCode::BadRequest));
-        assert_eq!(bad("/api/other"), Some(BlobErrorCode::NotFound));
+        assert_eq!(bad("/api/rooms/r1/blobs/..%2F..%2Fetc"), Some("bad_request"));
+        assert_eq!(bad("/api/rooms/r1/uploads/../../x"), Some("not_found"));
+        assert_eq!(bad("/api/rooms/r1/uploads/ZZ"), Some("bad_request"));
+        assert_eq!(bad("/api/rooms/bad room/blobs"), Some("bad_request"));
+        assert_eq!(bad("/api/other"), Some("not_found"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub fn is_blob_download(head: &[u8]) -> bool {
     let mut parts = line.split(' ');
     let (Some(method), Some(target)) = (parts.next(), parts.next()) else { return false };
     let path = target.split('?').next().unwrap_or(target);
-    matches!(method, "GET" | "HEAD") && matches!(blob_api::route(path), Ok(Route::Blob(..)))
+    matches!(method, "GET" | "HEAD") && super::route::Route::parse(path).is_ok_and(|r| r.is_blob())
 }
 
 /// What [`serve`] leaves: a connection for hyper, with bytes it already read, or nothing (the
@@ -115,7 +115,7 @@ fn parse_head(buf: &[u8]) -> Parsed {
         || map.get(http::header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
     let upgrade = map.contains_key(http::header::UPGRADE);
     let Ok(uri) = path.parse::<http::Uri>() else { return Parsed::Complete(None, len) };
-    let is_blob = matches!(blob_api::route(uri.path()), Ok(Route::Blob(..)));
+    let is_blob = super::route::Route::parse(uri.path()).is_ok_and(|r| r.is_blob());
     if !matches!(method, "GET" | "HEAD") || !is_blob || has_body || upgrade {
         return Parsed::Complete(None, len);
     }
@@ -131,15 +131,16 @@ async fn answer(tcp: &mut TcpStream, api: &BlobApi, req: &Download, idle: Durati
     let Ok(Route::Blob(room, hash)) = blob_api::route(req.uri.path()) else {
         return Err(io::Error::other("not a blob route"));
     };
-    let query = blob_api::query(&req.uri);
-    let prepared = match api.authorize(&room, &req.headers, &query) {
+    let query = super::reply::query(&req.uri);
+    let credentials = super::reply::Credentials::of(&req.headers, &req.uri);
+    let prepared = match api.authorize(&room, &credentials) {
         Ok(_) => api.prepare_download(&room, &hash, &req.headers, &query, !req.head).await,
         Err(fail) => Err(fail),
     };
     let (status, headers, body, file) = match prepared {
         Ok(p) => (p.status, p.headers, Vec::new(), p.file),
         Err(fail) => {
-            let response = blob_api::fail_response(fail);
+            let response = fail.into_response();
             let (parts, body) = response.into_parts();
             let body = http_body_util::BodyExt::collect(body).await.map(|c| c.to_bytes().to_vec()).unwrap_or_default();
             (parts.status, parts.headers, body, None)

@@ -4,16 +4,17 @@
 //! with the SDP answer and the session's `Location`; `DELETE` there ends the session. The
 //! session's URL is a capability (128 random bits), so `DELETE` needs no token, as in most
 //! WHIP servers. Trickle ICE (`PATCH`) is not offered: the relay is ICE-lite and its one
-//! candidate is in the answer. Errors are plain text, with the stable code in a header.
+//! candidate is in the answer. Errors are the front door's JSON, with the stable code in the
+//! `relaycast-error` header as well.
 
-use super::blob_api::{BoxError, ResBody};
+use super::reply::{full, BoxError, Credentials, HttpError, ResBody};
 use crate::media::{MediaError, Relay, Role};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use relaycast_shared::media::{MediaErrorCode, SessionId, ERROR_HEADER};
+use relaycast_shared::media::{MediaErrorCode, SessionId};
 use relaycast_shared::RoomName;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,62 +22,36 @@ use std::time::Duration;
 /// How long reading an offer may take.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether `path` is one of the media routes.
-pub fn is_media_path(path: &str) -> bool {
-    path.starts_with("/whip/")
-        || path.starts_with("/whep/")
-        || (path.starts_with("/api/rooms/") && path.ends_with("/recording"))
-}
-
-#[derive(Debug)]
-enum Route {
+/// The parts of a media route's path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
     Endpoint(Role, RoomName),
     Session(Role, RoomName, SessionId),
     Recording(RoomName),
 }
 
-#[derive(Debug)]
-struct Fail {
-    code: MediaErrorCode,
-    message: String,
-}
-
-impl Fail {
-    fn new(code: MediaErrorCode, message: impl Into<String>) -> Self {
-        Fail { code, message: message.into() }
-    }
-}
-
-impl From<MediaError> for Fail {
+impl From<MediaError> for HttpError {
     fn from(err: MediaError) -> Self {
-        Fail::new(err.code(), err.to_string())
+        HttpError::new(err.code(), err.to_string())
     }
 }
 
-fn full(bytes: impl Into<Bytes>) -> ResBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
-}
-
-fn route(path: &str) -> Result<Route, Fail> {
+pub fn route(path: &str) -> Result<Route, HttpError> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let room = |s: &str| {
-        RoomName::try_from(s).map_err(|e| Fail::new(MediaErrorCode::BadRequest, format!("bad room name: {e}")))
+        RoomName::try_from(s).map_err(|e| HttpError::new(MediaErrorCode::BadRequest, format!("bad room name: {e}")))
     };
     let role = |s: &str| if s == "whip" { Role::Publisher } else { Role::Viewer };
     match parts.as_slice() {
         [kind @ ("whip" | "whep"), r] => Ok(Route::Endpoint(role(kind), room(r)?)),
         [kind @ ("whip" | "whep"), r, id] => {
             let id = SessionId::try_from(*id)
-                .map_err(|_| Fail::new(MediaErrorCode::UnknownSession, "no such session in this room"))?;
+                .map_err(|_| HttpError::new(MediaErrorCode::UnknownSession, "no such session in this room"))?;
             Ok(Route::Session(role(kind), room(r)?, id))
         }
         ["api", "rooms", r, "recording"] => Ok(Route::Recording(room(r)?)),
-        _ => Err(Fail::new(MediaErrorCode::NotFound, format!("no such path: {path}"))),
+        _ => Err(HttpError::new(MediaErrorCode::NotFound, format!("no such path: {path}"))),
     }
-}
-
-fn bearer(req: &Request<Incoming>) -> Option<String> {
-    super::bearer(req.headers()).map(str::to_owned)
 }
 
 /// Headers that let a WHIP/WHEP client on an allowed other origin talk to us.
@@ -90,50 +65,41 @@ fn cors(response: &mut Response<ResBody>, origin: Option<HeaderValue>) {
     h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("location, relaycast-error"));
 }
 
-fn fail_response(fail: Fail) -> Response<ResBody> {
-    let mut response = Response::new(full(format!("{}\n", fail.message)));
-    *response.status_mut() = StatusCode::from_u16(fail.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    h.insert(ERROR_HEADER, HeaderValue::from_static(fail.code.as_str()));
-    if fail.code == MediaErrorCode::TokenRequired {
-        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    response
-}
-
 /// The media routes' handler.
 #[derive(Debug)]
 pub struct MediaApi {
     pub relay: Arc<Relay>,
-    pub origins: Arc<super::Origins>,
 }
 
 impl MediaApi {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResBody> {
+    /// Answer a request the front door routed here, with the credentials it read. The front
+    /// door has refused origins that are not allowed, so an `Origin` here is one to answer
+    /// with CORS headers (a WHIP client in a page of another allowed origin).
+    pub async fn handle(
+        self: Arc<Self>,
+        route: Route,
+        credentials: Credentials,
+        req: Request<Incoming>,
+    ) -> Response<ResBody> {
         let method = req.method().clone();
-        // Only an allowed origin is told it may read the answer; a request from any other
-        // page is refused outright (it may carry a token the page got from its visitor).
         let origin = req.headers().get(header::ORIGIN).cloned();
-        if origin.is_some() && !self.origins.allows(req.headers()) {
-            return fail_response(Fail::new(
-                MediaErrorCode::AccessDenied,
-                "this origin may not use the media API (see --allowed-origin)",
-            ));
-        }
-        let mut response = match self.dispatch(req).await {
+        let mut response = match self.dispatch(route, &credentials, req).await {
             Ok(response) => response,
             Err(fail) => {
                 tracing::debug!(code = %fail.code, message = %fail.message, %method, "media request refused");
-                fail_response(fail)
+                fail.into_response()
             }
         };
         cors(&mut response, origin);
         response
     }
 
-    async fn dispatch(&self, req: Request<Incoming>) -> Result<Response<ResBody>, Fail> {
-        let route = route(req.uri().path())?;
+    async fn dispatch(
+        &self,
+        route: Route,
+        credentials: &Credentials,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResBody>, HttpError> {
         let method = req.method().clone();
         if method == Method::OPTIONS {
             let mut response = Response::new(full(Bytes::new()));
@@ -142,17 +108,17 @@ impl MediaApi {
             return Ok(response);
         }
         match (route, method) {
-            (Route::Endpoint(role, room), Method::POST) => self.offer(req, role, &room).await,
+            (Route::Endpoint(role, room), Method::POST) => self.offer(req, credentials, role, &room).await,
             (Route::Session(role, room, id), Method::DELETE) => {
                 self.relay.close_session(&room, role, &id)?;
                 Ok(Response::new(full(Bytes::new())))
             }
-            (Route::Session(..), Method::PATCH) => Err(Fail::new(
+            (Route::Session(..), Method::PATCH) => Err(HttpError::new(
                 MediaErrorCode::MethodNotAllowed,
                 "trickle ICE is not supported: the answer carries the server's candidate; send yours in the offer",
             )),
             (Route::Recording(room), m @ (Method::POST | Method::DELETE)) => {
-                self.relay.authorize(&room, bearer(&req).as_deref(), Role::Publisher)?;
+                self.relay.authorize(&room, credentials.bearer.as_deref(), Role::Publisher)?;
                 if m == Method::POST {
                     self.relay.start_recording(&room)?;
                     let mut response =
@@ -167,18 +133,25 @@ impl MediaApi {
                     Ok(response)
                 }
             }
-            (_, method) => Err(Fail::new(MediaErrorCode::MethodNotAllowed, format!("{method} is not allowed here"))),
+            (_, method) => {
+                Err(HttpError::new(MediaErrorCode::MethodNotAllowed, format!("{method} is not allowed here")))
+            }
         }
     }
 
-    async fn offer(&self, req: Request<Incoming>, role: Role, room: &RoomName) -> Result<Response<ResBody>, Fail> {
-        let token = bearer(&req);
-        let member = self.relay.authorize(room, token.as_deref(), role)?;
+    async fn offer(
+        &self,
+        req: Request<Incoming>,
+        credentials: &Credentials,
+        role: Role,
+        room: &RoomName,
+    ) -> Result<Response<ResBody>, HttpError> {
+        let member = self.relay.authorize(room, credentials.bearer.as_deref(), role)?;
         let addr = req.extensions().get::<super::Client>().map(|c| c.addr).unwrap_or([127, 0, 0, 1].into());
         let caller = crate::media::Caller { addr, member };
         let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         if !is_sdp(content_type) {
-            return Err(Fail::new(
+            return Err(HttpError::new(
                 MediaErrorCode::UnsupportedMediaType,
                 format!("the offer must be sent as Content-Type: application/sdp (got {content_type:?})"),
             ));
@@ -186,13 +159,13 @@ impl MediaApi {
         let max = self.relay.config.max_offer_bytes;
         let body = tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), max).collect())
             .await
-            .map_err(|_| Fail::new(MediaErrorCode::BadRequest, "the offer did not arrive in time"))?
+            .map_err(|_| HttpError::new(MediaErrorCode::BadRequest, "the offer did not arrive in time"))?
             .map_err(|e: BoxError| {
-                Fail::new(MediaErrorCode::BadRequest, format!("cannot read the offer (at most {max} bytes): {e}"))
+                HttpError::new(MediaErrorCode::BadRequest, format!("cannot read the offer (at most {max} bytes): {e}"))
             })?
             .to_bytes();
         let sdp = std::str::from_utf8(&body)
-            .map_err(|_| Fail::new(MediaErrorCode::MalformedSdp, "the offer is not UTF-8 text"))?;
+            .map_err(|_| HttpError::new(MediaErrorCode::MalformedSdp, "the offer is not UTF-8 text"))?;
         let (id, answer) = self.relay.open_session(room, role, sdp, &caller)?;
         let kind = if role == Role::Publisher { "whip" } else { "whep" };
         let mut response = Response::new(full(answer));
@@ -202,7 +175,7 @@ impl MediaApi {
         let location = format!("/{kind}/{room}/{id}");
         h.insert(
             header::LOCATION,
-            HeaderValue::from_str(&location).map_err(|e| Fail::new(MediaErrorCode::Unavailable, e.to_string()))?,
+            HeaderValue::from_str(&location).map_err(|e| HttpError::new(MediaErrorCode::Unavailable, e.to_string()))?,
         );
         Ok(response)
     }
@@ -234,9 +207,8 @@ mod tests {
         let id = SessionId::from_bits(5);
         assert!(matches!(route(&format!("/whep/stage/{id}")), Ok(Route::Session(Role::Viewer, _, _))));
         assert!(matches!(route("/api/rooms/stage/recording"), Ok(Route::Recording(_))));
-        assert_eq!(route("/whip/stage/nope").unwrap_err().code, MediaErrorCode::UnknownSession);
-        assert_eq!(route("/whip/a/b/c").unwrap_err().code, MediaErrorCode::NotFound);
-        assert_eq!(route("/whip/bad%20room").unwrap_err().code, MediaErrorCode::BadRequest);
-        assert!(is_media_path("/api/rooms/x/recording") && !is_media_path("/api/rooms/x/blobs"));
+        assert_eq!(route("/whip/stage/nope").unwrap_err().code, "unknown_session");
+        assert_eq!(route("/whip/a/b/c").unwrap_err().code, "not_found");
+        assert_eq!(route("/whip/bad%20room").unwrap_err().code, "bad_request");
     }
 }

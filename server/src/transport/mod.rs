@@ -9,6 +9,8 @@ pub mod media_api;
 mod metrics;
 pub mod origins;
 pub mod proxies;
+pub mod reply;
+pub mod route;
 pub mod ws;
 
 use crate::blobs::BlobCache;
@@ -31,6 +33,9 @@ pub use media_api::MediaApi;
 pub use origins::Origins;
 pub use proxies::Proxies;
 pub use ws::WsSettings;
+
+use self::reply::{BoxError, Credentials, DoorCode, HttpError, ResBody};
+use self::route::Route;
 
 /// The HTTP handlers beside warp's routes, each present when its part of the server runs.
 #[derive(Debug, Default)]
@@ -87,7 +92,7 @@ pub async fn serve(
 ) {
     let Apis { blob_api, cache, media_api } = apis;
     let relay = media_api.as_ref().map(|api| api.relay.clone());
-    let routes = routes(hub, settings.ws, settings.static_dir.clone(), cache, relay, settings.origins.clone());
+    let routes = routes(hub, settings.ws, settings.static_dir.clone(), cache, relay);
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     loop {
         let accepted = tokio::select! {
@@ -123,31 +128,20 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let warp_service = hyper_util::service::TowerToHyperService::new(warp::service(routes.clone()));
+        let door = FrontDoor {
+            warp: hyper_util::service::TowerToHyperService::new(warp::service(routes.clone())),
+            blob_api: blob_api.clone(),
+            media_api: media_api.clone(),
+            origins: settings.origins.clone(),
+            proxies: settings.proxies.clone(),
+            client: client.clone(),
+            from_proxy,
+            peer: peer.ip(),
+        };
         let fast_api = blob_api.clone();
-        let blob_api = blob_api.clone();
-        let media_api = media_api.clone();
-        let request_client = client.clone();
-        let proxies = settings.proxies.clone();
-        let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            use futures_util::future::{BoxFuture, FutureExt};
-            let mut client = request_client.clone();
-            if from_proxy {
-                client.addr = proxies.client_addr(peer.ip(), req.headers());
-            }
-            req.extensions_mut().insert(client);
-            let path = req.uri().path();
-            let response: BoxFuture<'static, http::Response<blob_api::ResBody>> = match (&media_api, &blob_api) {
-                (Some(api), _) if media_api::is_media_path(path) => api.clone().handle(req).boxed(),
-                (_, Some(api)) if path.starts_with(blob_api::PREFIX) => api.clone().handle(req).boxed(),
-                _ => hyper::service::Service::call(&warp_service, req)
-                    .map(|result| match result {
-                        Ok(response) => response.map(|body| body.map_err(blob_api::BoxError::from).boxed_unsync()),
-                        Err(never) => match never {},
-                    })
-                    .boxed(),
-            };
-            async move { Ok::<http::Response<blob_api::ResBody>, std::convert::Infallible>(response.await) }
+        let service = hyper::service::service_fn(move |req| {
+            let response = door.answer(req);
+            async move { Ok::<_, std::convert::Infallible>(response.await) }
         });
         let mut stop = stop.clone();
         let header_timeout = settings.header_timeout;
@@ -202,12 +196,77 @@ pub async fn serve(
     }
 }
 
+/// Every request of a connection comes in here, is parsed once into its [`Route`], checked
+/// once (its origin; its client's address, from a trusted proxy's word; its credentials,
+/// read once), and goes to the part of the server that answers it. Errors found here are
+/// answered in the one JSON format, like those of the APIs behind.
+struct FrontDoor<W> {
+    warp: W,
+    blob_api: Option<Arc<BlobApi>>,
+    media_api: Option<Arc<MediaApi>>,
+    origins: Arc<Origins>,
+    proxies: Arc<Proxies>,
+    client: Client,
+    from_proxy: bool,
+    peer: IpAddr,
+}
+
+impl<W, B> FrontDoor<W>
+where
+    W: hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<B>,
+        Error = std::convert::Infallible,
+    >,
+    W::Future: Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn answer(
+        &self,
+        mut req: http::Request<hyper::body::Incoming>,
+    ) -> futures_util::future::BoxFuture<'static, http::Response<ResBody>> {
+        use futures_util::future::FutureExt;
+        let refused = |err: HttpError| futures_util::future::ready(err.into_response()).boxed();
+        let mut client = self.client.clone();
+        if self.from_proxy {
+            client.addr = self.proxies.client_addr(self.peer, req.headers());
+        }
+        req.extensions_mut().insert(client);
+        if !self.origins.allows(req.headers()) {
+            let message = "pages of this origin may not use this server (see --allowed-origin)";
+            return refused(HttpError::new(DoorCode::OriginNotAllowed, message));
+        }
+        let route = match Route::parse(req.uri().path()) {
+            Ok(route) => route,
+            Err(err) => return refused(err),
+        };
+        let credentials = || Credentials::of(req.headers(), req.uri());
+        match (route, &self.blob_api, &self.media_api) {
+            (Route::Blob(route), Some(api), _) => api.clone().handle(route, credentials(), req).boxed(),
+            (Route::Media(route), _, Some(api)) => api.clone().handle(route, credentials(), req).boxed(),
+            (Route::Media(_), _, None) => {
+                refused(HttpError::new(DoorCode::Unavailable, "the media relay is off on this server (--no-media)"))
+            }
+            (Route::Blob(_), None, _) => refused(HttpError::new(DoorCode::Unavailable, "no blob cache on this server")),
+            (Route::Ws | Route::Health | Route::Ready | Route::Metrics | Route::App, _, _) => {
+                hyper::service::Service::call(&self.warp, req)
+                    .map(|result| match result {
+                        Ok(response) => response.map(|body| body.map_err(Into::into).boxed_unsync()),
+                        Err(never) => match never {},
+                    })
+                    .boxed()
+            }
+        }
+    }
+}
+
 /// Serve HTTP/1.1 (with upgrades) on one connection until it ends or the server stops; on
 /// stop, the request in progress is finished first.
 async fn serve_http<I, S>(io: I, service: S, header_timeout: Duration, mut stop: watch::Receiver<bool>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = blob_api::ResBody> + Send,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = ResBody> + Send,
     S::Future: Send,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -259,9 +318,8 @@ pub fn routes(
     static_dir: PathBuf,
     cache: Option<Arc<BlobCache>>,
     media: Option<Arc<crate::media::Relay>>,
-    origins: Arc<Origins>,
 ) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
-    ws::route(hub.clone(), settings, origins)
+    ws::route(hub.clone(), settings)
         .or(healthz())
         .or(readyz(hub.clone()))
         .or(metrics(hub, cache, media))
@@ -316,21 +374,15 @@ fn static_files(dir: PathBuf) -> impl Filter<Extract = (impl Reply,), Error = Re
     warp::get().and(warp::fs::dir(dir)).map(Reply::into_response).or(missing.map(Reply::into_response)).unify()
 }
 
-/// The token of an `Authorization: Bearer <token>` header (the scheme in any case, as RFC 9110
-/// says of auth schemes).
-pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim_start().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// A JSON error body `{code, message}` with a stable code.
-pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response<String> {
+/// The front door's one error format (see [`reply::HttpError`]) for warp's routes: a JSON
+/// body `{code, message}` and the code in the `relaycast-error` header.
+pub(crate) fn json_error(status: StatusCode, code: &'static str, message: &str) -> Response<String> {
     let body = serde_json::json!({ "code": code, "message": message }).to_string();
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    h.insert(relaycast_shared::media::ERROR_HEADER, header::HeaderValue::from_static(code));
     response
 }
 

@@ -49,7 +49,6 @@ impl WsSettings {
 pub fn route(
     hub: Arc<Hub>,
     settings: WsSettings,
-    origins: Arc<super::Origins>,
 ) -> impl Filter<Extract = (Response<String>,), Error = warp::Rejection> + Clone {
     warp::path("ws")
         .and(warp::path::end())
@@ -58,13 +57,7 @@ pub fn route(
         .and(warp::ext::optional::<OnUpgrade>())
         .and(warp::ext::optional::<super::Client>())
         .map(move |headers: HeaderMap, on_upgrade: Option<OnUpgrade>, client: Option<super::Client>| {
-            if !origins.allows(&headers) {
-                return super::json_error(
-                    StatusCode::FORBIDDEN,
-                    "origin_not_allowed",
-                    "this origin may not connect (see --allowed-origin)",
-                );
-            }
+            // The front door has checked the origin.
             upgrade(headers, on_upgrade, client, hub.clone(), settings)
         })
 }

@@ -127,7 +127,7 @@ pub struct Config {
     #[arg(long, env = "RELAYCAST_WRITE_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub write_timeout: Duration,
 
-    /// A web origin (https://app.example.org) whose pages may open WebSockets and call the
+    /// A web origin (`https://app.example.org`) whose pages may open WebSockets and call the
     /// HTTP APIs (repeat, or comma-separate); `*` for any. The server's own origin is always
     /// allowed; with none given, so are loopback origins (a dev server such as trunk serve).
     #[arg(long = "allowed-origin", env = "RELAYCAST_ALLOWED_ORIGINS", value_delimiter = ',')]

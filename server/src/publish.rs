@@ -26,7 +26,7 @@ pub struct PublishArgs {
     /// The room to broadcast into.
     #[arg(long, value_parser = |s: &str| RoomName::try_from(s).map_err(|e| e.to_string()))]
     pub room: RoomName,
-    /// The Relaycast server, e.g. http://127.0.0.1:8080 or https://rc.example.org.
+    /// The Relaycast server, e.g. `http://127.0.0.1:8080` or `https://rc.example.org`.
     #[arg(long, env = "RELAYCAST_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
     /// The room's stream key (from --stream-key on the server, or the room owner's).

@@ -22,11 +22,13 @@ wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/nu
 
 # Relaycast as deployed (durable redb store), with limits opened for load: no per-connection
 # rate limit, rooms of up to 1000, a history that holds the history scenario's 10,000 messages.
+# The per-address limits are opened too: every load client comes from 127.0.0.1.
 start_relaycast() {
   RC_PORT=$(free_port)
-  "$BIN/relaycast" --bind "127.0.0.1:$RC_PORT" --data-dir "$DATA/$RC_PORT" --static-dir "$DATA/none" \
+  "$BIN/relaycast" --bind "127.0.0.1:$RC_PORT" --data-dir "${RC_DATA:-$DATA/$RC_PORT}" --static-dir "$DATA/none" \
     --messages-per-second 0 --max-peers-per-room 1000 --history-max-messages 20000 \
-    --history-max-bytes 16777216 --log warn > "$DATA/relaycast-$RC_PORT.log" 2>&1 &
+    --history-max-bytes 16777216 --max-connections-per-ip 100000 --connections-per-ip-per-second 0 \
+    --joins-per-second 0 --rooms-per-ip-per-minute 0 --log warn "$@" > "$DATA/relaycast-$RC_PORT.log" 2>&1 &
   RC_PID=$!; PIDS+=("$RC_PID"); wait_port "$RC_PORT"
 }
 stop_relaycast() { kill "$RC_PID"; wait "$RC_PID" 2>/dev/null || true; }
@@ -69,11 +71,18 @@ fi
 
 # Blob cache: uploads, then downloads next to nginx (Debian's package) serving the same file
 # from its own root with sendfile, alternating; nginx runs with its defaults (a worker per core).
+# Then the same downloads over https: Relaycast restarted on the same store with --tls-cert,
+# and nginx's ssl server, both with one self-signed certificate the client pins.
 if ! want blobs; then
   :
 elif command -v nginx > /dev/null; then
   chmod 755 "$DATA"; mkdir -p "$DATA/www" "$DATA/nginx-tmp"; chmod 755 "$DATA/www"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost -keyout "$DATA/key.pem" -out "$DATA/cert.pem" 2> /dev/null
+  chmod 644 "$DATA/key.pem"
+  FINGERPRINT=$(openssl x509 -in "$DATA/cert.pem" -noout -fingerprint -sha256 | cut -d= -f2)
   NG_PORT=$(free_port)
+  NG_TLS_PORT=$(free_port)
   cat > "$DATA/nginx.conf" <<NG
 worker_processes auto;
 pid $DATA/nginx.pid;
@@ -85,12 +94,20 @@ http {
   client_body_temp_path $DATA/nginx-tmp; proxy_temp_path $DATA/nginx-tmp; fastcgi_temp_path $DATA/nginx-tmp;
   uwsgi_temp_path $DATA/nginx-tmp; scgi_temp_path $DATA/nginx-tmp;
   server { listen 127.0.0.1:$NG_PORT; root $DATA/www; }
+  server { listen 127.0.0.1:$NG_TLS_PORT ssl; root $DATA/www;
+           ssl_certificate $DATA/cert.pem; ssl_certificate_key $DATA/key.pem; }
 }
 NG
   nginx -c "$DATA/nginx.conf" -g 'daemon off;' & PIDS+=("$!"); wait_port "$NG_PORT"
+  RC_DATA="$DATA/blob-store"
   start_relaycast
   run blobs --relaycast "127.0.0.1:$RC_PORT" --nginx "127.0.0.1:$NG_PORT" --file "$DATA/www/bench.bin"
   stop_relaycast
+  start_relaycast --tls-cert "$DATA/cert.pem" --tls-key "$DATA/key.pem"
+  run blobs --relaycast "127.0.0.1:$RC_PORT" --nginx "127.0.0.1:$NG_TLS_PORT" --file "$DATA/www/bench.bin" \
+    --tls-fingerprint "$FINGERPRINT"
+  stop_relaycast
+  unset RC_DATA
 else
   echo "nginx is not installed (scripts/dev setup installs it): skipping the blob download comparison" >&2
 fi
@@ -100,7 +117,8 @@ fi
 if want media; then
   RC_PORT=$(free_port)
   "$BIN/relaycast" --bind "127.0.0.1:$RC_PORT" --memory --static-dir "$DATA/none" --stream-key bench=bench-stream-key \
-    --media-max-viewers 1000 --log warn > "$DATA/relaycast-media.log" 2>&1 &
+    --media-max-viewers 1000 --media-max-sessions-per-ip 100000 --max-connections-per-ip 100000 \
+    --connections-per-ip-per-second 0 --log warn > "$DATA/relaycast-media.log" 2>&1 &
   RC_PID=$!; PIDS+=("$RC_PID"); wait_port "$RC_PORT"
   ulimit -n 65536 2>/dev/null || true
   run media --server "http://127.0.0.1:$RC_PORT" --key bench-stream-key --server-pid "$RC_PID" \
@@ -111,13 +129,14 @@ fi
 python3 - "$OUT" <<'PY'
 import json, sys, statistics
 rows = [json.loads(l) for l in open(sys.argv[1])]
-dl = lambda t: [r["mib_per_sec"] for r in rows if r["scenario"] == "blob_download" and r["target"] == t]
-if dl("relaycast") and dl("nginx"):
-    line = {"scenario": "blob_download_ratio", "relaycast_median": statistics.median(dl("relaycast")),
-            "nginx_median": statistics.median(dl("nginx")),
-            "ratio": round(statistics.median(dl("relaycast")) / statistics.median(dl("nginx")), 3)}
-    print(json.dumps(line))
-    open(sys.argv[1], "a").write(json.dumps(line) + "\n")
+for scenario in ("blob_download", "blob_download_tls"):
+    dl = lambda t: [r["mib_per_sec"] for r in rows if r["scenario"] == scenario and r["target"] == t]
+    if dl("relaycast") and dl("nginx"):
+        line = {"scenario": scenario + "_ratio", "relaycast_median": statistics.median(dl("relaycast")),
+                "nginx_median": statistics.median(dl("nginx")),
+                "ratio": round(statistics.median(dl("relaycast")) / statistics.median(dl("nginx")), 3)}
+        print(json.dumps(line))
+        open(sys.argv[1], "a").write(json.dumps(line) + "\n")
 best = lambda t: [r["deliveries_per_sec"] for r in rows if r["scenario"] == "fanout" and r["target"] == t and r["paced_rate"] is None]
 rc, ref = best("relaycast"), best("reference")
 if rc and ref:

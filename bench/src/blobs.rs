@@ -36,6 +36,11 @@ pub struct BlobArgs {
     /// Bytes per upload chunk (PATCH), in MiB.
     #[arg(long, default_value_t = 16)]
     chunk_mib: u64,
+    /// Downloads only, over https: both servers speak TLS with the certificate of this
+    /// SHA-256 fingerprint (the client trusts exactly it), and already hold the file of an
+    /// earlier plain run (Relaycast restarted on the same data directory, with --tls-cert).
+    #[arg(long)]
+    tls_fingerprint: Option<String>,
 }
 
 /// Deterministic content for round `seed`.
@@ -54,11 +59,19 @@ fn content(size: usize, seed: u64) -> Vec<u8> {
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+type Tls = Option<std::sync::Arc<rustls::ClientConfig>>;
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
+async fn connect(addr: SocketAddr, tls: &Tls) -> anyhow::Result<Sender> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    let Some(config) = tls else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        return Ok(sender);
+    };
+    let name = rustls_pki_types::ServerName::try_from("localhost")?;
+    let stream = tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     Ok(sender)
 }
@@ -89,13 +102,13 @@ async fn send(
 }
 
 /// `connections` clients each download `path` `repeats` times; bytes per second overall.
-async fn download(addr: SocketAddr, path: &str, auth: &str, size: u64, a: &BlobArgs) -> anyhow::Result<f64> {
+async fn download(addr: SocketAddr, tls: &Tls, path: &str, auth: &str, size: u64, a: &BlobArgs) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..a.connections {
-        let (path, auth, repeats) = (path.to_owned(), auth.to_owned(), a.repeats);
+        let (path, auth, repeats, tls) = (path.to_owned(), auth.to_owned(), a.repeats, tls.clone());
         tasks.push(tokio::spawn(async move {
-            let mut sender = connect(addr).await?;
+            let mut sender = connect(addr, &tls).await?;
             let mut total = 0u64;
             for _ in 0..repeats {
                 let headers: Vec<(&str, &str)> =
@@ -114,8 +127,44 @@ async fn download(addr: SocketAddr, path: &str, auth: &str, size: u64, a: &BlobA
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
+/// A room grant from Relaycast over wss.
+async fn grant_over_tls(
+    addr: SocketAddr,
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+    r: &str,
+) -> anyhow::Result<String> {
+    use futures_util::{SinkExt, StreamExt};
+    use relaycast_shared::{decode_server, encode, ClientMsg, DisplayName, RoomName, ServerMsg};
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from("localhost")?;
+    let stream = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://localhost:{}/ws", addr.port()), stream).await?;
+    let join = ClientMsg::Join {
+        room: RoomName::try_from(r).map_err(|e| anyhow::anyhow!("{e}"))?,
+        name: DisplayName::try_from("bench").map_err(|e| anyhow::anyhow!("{e}"))?,
+        token: None,
+        resume: None,
+    };
+    for msg in [ClientMsg::hello(), join] {
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(encode(&msg).into())).await?;
+    }
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await? {
+        if let Ok(ServerMsg::Grant { token, .. }) = decode_server(frame?.to_text()?) {
+            return Ok(token);
+        }
+    }
+    anyhow::bail!("no grant over wss")
+}
+
 pub async fn run(a: BlobArgs) -> anyhow::Result<()> {
     let size = (a.size_mib << 20) as usize;
+    if let Some(fingerprint) = &a.tls_fingerprint {
+        let trust = relaycast::tls::ClientTrust::Fingerprint(fingerprint.clone());
+        let tls = relaycast::tls::client_config(&trust)?;
+        let grant = grant_over_tls(a.relaycast, &tls, "bench-blobs").await?;
+        let hash = hex::encode(sha2::Sha256::digest(content(size, 1)));
+        return downloads(&a, &Some(tls), &hash, &format!("Bearer {grant}"), "blob_download_tls").await;
+    }
     let ws = format!("ws://{}/ws", a.relaycast);
     let (_member, grant) = crate::scenarios::join_for_grant(&ws, "bench-blobs").await?;
     let auth = format!("Bearer {grant}");
@@ -126,7 +175,7 @@ pub async fn run(a: BlobArgs) -> anyhow::Result<()> {
     for round in 0..a.rounds {
         let bytes = Bytes::from(content(size, round as u64 + 1));
         let hash = hex::encode(sha2::Sha256::digest(&bytes));
-        let mut sender = connect(a.relaycast).await?;
+        let mut sender = connect(a.relaycast, &None).await?;
         let started = Instant::now();
         let announce = json!({"hash": hash, "size": size, "name": "bench.bin", "mime": "application/octet-stream"});
         let (status, headers, _) = send(
@@ -161,20 +210,27 @@ pub async fn run(a: BlobArgs) -> anyhow::Result<()> {
     // Downloads: the first uploaded file, also written where nginx serves it.
     let (hash, bytes) = served.into_iter().next().ok_or_else(|| anyhow::anyhow!("--rounds must be at least 1"))?;
     std::fs::write(&a.file, &bytes)?;
+    downloads(&a, &None, &hash, &auth, "blob_download").await
+}
+
+/// Downloads of the file from Relaycast and from nginx, alternating, after one warm-up each
+/// (page cache, connections).
+async fn downloads(a: &BlobArgs, tls: &Tls, hash: &str, auth: &str, scenario: &str) -> anyhow::Result<()> {
+    let size = a.size_mib << 20;
+    let mib = |bytes_per_sec: f64| (bytes_per_sec / (1u64 << 20) as f64 * 10.0).round() / 10.0;
     let name = a.file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
     let rc_path = format!("/api/rooms/bench-blobs/blobs/{hash}");
     let nginx_path = format!("/{name}");
-    // Warm both (page cache, connections) once.
-    download(a.relaycast, &rc_path, &auth, size as u64, &a).await?;
-    download(a.nginx, &nginx_path, "", size as u64, &a).await?;
+    download(a.relaycast, tls, &rc_path, auth, size, a).await?;
+    download(a.nginx, tls, &nginx_path, "", size, a).await?;
     for _ in 0..a.rounds {
         for (target, addr, path, auth) in
-            [("relaycast", a.relaycast, &rc_path, auth.as_str()), ("nginx", a.nginx, &nginx_path, "")]
+            [("relaycast", a.relaycast, &rc_path, auth), ("nginx", a.nginx, &nginx_path, "")]
         {
-            let rate = download(addr, path, auth, size as u64, &a).await?;
+            let rate = download(addr, tls, path, auth, size, a).await?;
             println!(
                 "{}",
-                json!({"scenario": "blob_download", "target": target, "size_mib": a.size_mib,
+                json!({"scenario": scenario, "target": target, "size_mib": a.size_mib,
                        "connections": a.connections, "repeats": a.repeats, "mib_per_sec": mib(rate)})
             );
         }

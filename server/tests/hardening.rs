@@ -359,3 +359,32 @@ async fn one_front_door_answers_every_error_in_one_format() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_peer_that_takes_no_frames_is_closed_at_the_write_timeout() {
+    // Queues far larger than what is sent: only the write timeout can end this connection.
+    let server = start(test_config(|c| {
+        c.write_timeout = Duration::from_millis(1000);
+        c.queue_bytes = 64 << 20;
+    }))
+    .await;
+    let mut publisher = Client::connect(&server).await;
+    publisher.join("r", "pub", None).await;
+    let stalled = stalled_member(&server, "r", "stalled").await;
+    publisher.recv_until(|m| matches!(m, ServerMsg::PeerJoined { .. })).await;
+    // About 4 MB: more than the sockets between them hold, far less than the queue.
+    let big = "x".repeat(8000);
+    for i in 1..=500u64 {
+        publisher.publish("r", &format!("m{i}"), &big).await;
+    }
+    publisher.recv_until(|m| matches!(m, ServerMsg::Ack { seq: 500, .. })).await;
+    let left =
+        tokio::time::timeout(Duration::from_secs(5), publisher.recv_until(|m| matches!(m, ServerMsg::PeerLeft { .. })))
+            .await;
+    assert!(left.is_ok(), "the stalled peer was not closed");
+    assert_eq!(server.metric("relaycast_dropped_slow_clients_total").await, 0, "not judged by its queue");
+    assert_eq!(server.metric("relaycast_connections").await, 1);
+    eventually("its socket is closed", Duration::from_secs(3), || established_on(server.addr.port()) <= 2).await;
+    drop(stalled);
+    server.stop().await;
+}

@@ -28,7 +28,7 @@ start_relaycast() {
   "$BIN/relaycast" --bind "127.0.0.1:$RC_PORT" --data-dir "${RC_DATA:-$DATA/$RC_PORT}" --static-dir "$DATA/none" \
     --messages-per-second 0 --max-peers-per-room 1000 --history-max-messages 20000 \
     --history-max-bytes 16777216 --max-connections-per-ip 100000 --connections-per-ip-per-second 0 \
-    --joins-per-second 0 --rooms-per-ip-per-minute 0 --log warn "$@" > "$DATA/relaycast-$RC_PORT.log" 2>&1 &
+    --joins-per-second 0 --rooms-per-ip-per-minute 0 --max-rooms-per-ip 1000000 --log warn "$@" > "$DATA/relaycast-$RC_PORT.log" 2>&1 &
   RC_PID=$!; PIDS+=("$RC_PID"); wait_port "$RC_PORT"
 }
 stop_relaycast() { kill "$RC_PID"; wait "$RC_PID" 2>/dev/null || true; }

@@ -11,7 +11,9 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use relaycast_shared::{decode_client, CloseCode, ErrorCode};
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
@@ -224,19 +226,26 @@ async fn write_loop<S>(
             }
             sink.flush().await
         };
-        // The batch races the close signal too: a peer that stopped reading blocks the
-        // flush, and the engine's verdict (slow consumer, idle) must still end it.
-        tokio::select! {
-            biased;
-            _ = close.changed() => break *close.borrow(),
-            sent = tokio::time::timeout(write_timeout, batch) => match sent {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => break None,
-                Err(_) => {
-                    tracing::debug!("write timed out: the peer takes no frames");
-                    break None;
-                }
+        // Most batches go out at once (the socket has room): polled once, they finish without
+        // a timer. One that cannot races the close signal (a peer that stopped reading blocks
+        // the flush, and the engine's verdict, slow consumer or idle, must still end it) and
+        // the write timeout.
+        let mut batch = std::pin::pin!(batch);
+        let sent = match std::future::poll_fn(|cx| Poll::Ready(batch.as_mut().poll(cx))).await {
+            Poll::Ready(sent) => Ok(sent),
+            Poll::Pending => tokio::select! {
+                biased;
+                _ = close.changed() => break *close.borrow(),
+                sent = tokio::time::timeout(write_timeout, batch) => sent,
             },
+        };
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break None,
+            Err(_) => {
+                tracing::debug!("write timed out: the peer takes no frames");
+                break None;
+            }
         }
     };
     if let Some(reason) = reason {

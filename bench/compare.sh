@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Compares two builds of Relaycast in one run, next to the bare reference server, so that a
+# change's cost is a ratio measured under the same machine noise:
+#   bash bench/compare.sh /path/to/relaycast-before /path/to/relaycast-after
+# Fan-out (1 -> 100, unpaced), paced fan-out (2,000 msg/s to 100: latency) and pairs (500 x 200
+# round trips), alternating before, after (and the reference), three times each; one JSON line
+# per result, then the medians and ratios.
+# Servers bind to 127.0.0.1 only; every load loop is bounded in count and time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BEFORE=$1
+AFTER=$2
+cargo build --release -q -p relaycast-bench
+BIN=target/release
+DATA=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DATA"; }
+trap cleanup EXIT
+ulimit -n 20000 2>/dev/null || true
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+# The same flags for both (the per-address limits are opened where the build has them).
+start() {
+  local bin=$1 port
+  port=$(free_port)
+  local extra=()
+  if "$bin" --help | grep -q -- --max-connections-per-ip; then
+    extra=(--max-connections-per-ip 100000 --connections-per-ip-per-second 0 --joins-per-second 0 --rooms-per-ip-per-minute 0
+           --max-rooms-per-ip 1000000)
+  fi
+  "$bin" --bind "127.0.0.1:$port" --data-dir "$DATA/$port" --static-dir "$DATA/none" --messages-per-second 0 \
+    --max-peers-per-room 1000 --history-max-messages 20000 --history-max-bytes 16777216 --log warn "${extra[@]}" \
+    > "$DATA/$port.log" 2>&1 &
+  PIDS+=("$!"); wait_port "$port"; echo "$port"
+}
+B_PORT=$(start "$BEFORE")
+A_PORT=$(start "$AFTER")
+REF_PORT=$(free_port)
+"$BIN/relaycast-bench" reference --bind "127.0.0.1:$REF_PORT" > /dev/null & PIDS+=("$!"); wait_port "$REF_PORT"
+
+OUT=$DATA/results.jsonl
+tag() { python3 -c 'import json,sys; t=sys.argv[1]
+for l in sys.stdin: r=json.loads(l); r["build"]=t; print(json.dumps(r))' "$1" | tee -a "$OUT"; }
+for i in 1 2 3; do
+  timeout 300 "$BIN/relaycast-bench" fanout --url "ws://127.0.0.1:$B_PORT/ws" | tag before
+  timeout 300 "$BIN/relaycast-bench" fanout --url "ws://127.0.0.1:$A_PORT/ws" | tag after
+  timeout 300 "$BIN/relaycast-bench" fanout --reference --url "ws://127.0.0.1:$REF_PORT/" | tag reference
+done
+for i in 1 2 3; do
+  timeout 300 "$BIN/relaycast-bench" fanout --url "ws://127.0.0.1:$B_PORT/ws" --rate 2000 --messages 20000 | tag before
+  timeout 300 "$BIN/relaycast-bench" fanout --url "ws://127.0.0.1:$A_PORT/ws" --rate 2000 --messages 20000 | tag after
+done
+for i in 1 2 3; do
+  timeout 300 "$BIN/relaycast-bench" pairs --url "ws://127.0.0.1:$B_PORT/ws" | tag before
+  timeout 300 "$BIN/relaycast-bench" pairs --url "ws://127.0.0.1:$A_PORT/ws" | tag after
+done
+python3 - "$OUT" <<'PY'
+import json, sys, statistics
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def med(scenario, build, key, paced=False):
+    v = [r[key] if not isinstance(key, tuple) else r[key[0]][key[1]] for r in rows
+         if r["scenario"] == scenario and r["build"] == build and (r.get("paced_rate") is not None) == paced]
+    return statistics.median(v) if v else None
+f = {b: med("fanout", b, "deliveries_per_sec") for b in ("before", "after", "reference")}
+lat = {b: med("fanout", b, ("latency_ms", "p99"), paced=True) for b in ("before", "after")}
+print(json.dumps({"scenario": "compare_paced_p99_ms", **lat}))
+p = {b: med("pairs", b, "round_trips_per_sec") for b in ("before", "after")}
+print(json.dumps({"scenario": "compare_fanout", **f, "before_vs_reference": round(f["before"] / f["reference"], 3),
+                  "after_vs_reference": round(f["after"] / f["reference"], 3), "after_vs_before": round(f["after"] / f["before"], 3)}))
+print(json.dumps({"scenario": "compare_pairs", **p, "after_vs_before": round(p["after"] / p["before"], 3)}))
+PY

@@ -63,11 +63,13 @@ struct State {
 pub struct Admission {
     limits: ConnLimits,
     state: Mutex<State>,
+    /// Connections turned away (for `/metrics`).
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl Admission {
     pub fn new(limits: ConnLimits) -> Arc<Self> {
-        Arc::new(Admission { limits, state: Mutex::new(State::default()) })
+        Arc::new(Admission { limits, state: Mutex::new(State::default()), refused: Default::default() })
     }
 
     pub fn limits(&self) -> ConnLimits {
@@ -83,8 +85,21 @@ impl Admission {
         self.lock().open
     }
 
+    /// Connections turned away so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Admit a connection from `ip`, or say why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Millis) -> Result<Slot, Refusal> {
+        let admitted = self.try_admit(ip, now);
+        if admitted.is_err() {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        admitted
+    }
+
+    fn try_admit(self: &Arc<Self>, ip: IpAddr, now: Millis) -> Result<Slot, Refusal> {
         let key = address_key(ip);
         let limits = self.limits;
         let mut state = self.lock();
@@ -116,6 +131,7 @@ impl Admission {
     pub fn admit_proxy(self: &Arc<Self>) -> Result<Slot, Refusal> {
         let mut state = self.lock();
         if state.open >= self.limits.max_total {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(Refusal::ServerFull(self.limits.max_total));
         }
         state.open += 1;
@@ -193,6 +209,7 @@ mod tests {
         assert_eq!(admission.admit("10.0.0.6".parse().unwrap(), 0).unwrap_err(), Refusal::ServerFull(5));
         drop((a2, b1, c, d, e));
         assert_eq!(admission.open(), 0);
+        assert_eq!(admission.refused(), 3);
     }
 
     #[test]

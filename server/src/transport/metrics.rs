@@ -5,12 +5,35 @@ use crate::hub::Hub;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-pub fn render(hub: &Hub, cache: Option<&BlobCache>, media: Option<&crate::media::Relay>) -> String {
+pub fn render(
+    hub: &Hub,
+    admission: &super::Admission,
+    cache: Option<&BlobCache>,
+    media: Option<&crate::media::Relay>,
+) -> String {
     let (stats, connections, rooms, (history_messages, history_bytes), unpersisted) = hub
         .with_engine(|e| (e.stats().clone(), e.connection_count(), e.room_count(), e.history_size(), e.unpersisted()));
     let c = &hub.counters;
-    let rows: [(&str, &str, &str, u64); 15] = [
+    let rows: [(&str, &str, &str, u64); 18] = [
         ("relaycast_connections", "gauge", "Open WebSocket connections.", connections as u64),
+        (
+            "relaycast_tcp_connections",
+            "gauge",
+            "Open TCP connections (HTTP and WebSocket), counted against --max-connections.",
+            admission.open() as u64,
+        ),
+        (
+            "relaycast_connections_refused_total",
+            "counter",
+            "Connections turned away by the connection limits.",
+            admission.refused(),
+        ),
+        (
+            "relaycast_hello_timeouts_total",
+            "counter",
+            "WebSockets closed for not saying hello in time.",
+            stats.hello_timeouts,
+        ),
         (
             "relaycast_connections_total",
             "counter",

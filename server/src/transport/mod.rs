@@ -92,7 +92,7 @@ pub async fn serve(
 ) {
     let Apis { blob_api, cache, media_api } = apis;
     let relay = media_api.as_ref().map(|api| api.relay.clone());
-    let routes = routes(hub, settings.ws, settings.static_dir.clone(), cache, relay);
+    let routes = routes(hub, settings.ws, settings.static_dir.clone(), settings.admission.clone(), cache, relay);
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     loop {
         let accepted = tokio::select! {
@@ -316,13 +316,14 @@ pub fn routes(
     hub: Arc<Hub>,
     settings: WsSettings,
     static_dir: PathBuf,
+    admission: Arc<Admission>,
     cache: Option<Arc<BlobCache>>,
     media: Option<Arc<crate::media::Relay>>,
 ) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
     ws::route(hub.clone(), settings)
         .or(healthz())
         .or(readyz(hub.clone()))
-        .or(metrics(hub, cache, media))
+        .or(metrics(hub, admission, cache, media))
         .or(static_files(static_dir))
         .recover(handle_rejection)
 }
@@ -346,12 +347,13 @@ fn readyz(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Rejecti
 /// GET /metrics: Prometheus text format.
 fn metrics(
     hub: Arc<Hub>,
+    admission: Arc<Admission>,
     cache: Option<Arc<BlobCache>>,
     media: Option<Arc<crate::media::Relay>>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path("metrics").and(warp::path::end()).and(warp::get()).map(move || {
         warp::reply::with_header(
-            metrics::render(&hub, cache.as_deref(), media.as_deref()),
+            metrics::render(&hub, &admission, cache.as_deref(), media.as_deref()),
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )

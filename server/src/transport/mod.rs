@@ -1,8 +1,12 @@
-//! The only code that knows warp: routes, the WebSocket upgrade, static files, rejections;
-//! beside warp, the blob API (`/api/`) and the media API, hyper handlers of their own; and in
-//! front of all of them, the accept loop with the connection limits and timeouts.
+//! Everything between a socket and the server's parts. The accept loop ([`serve`]) admits
+//! each connection (`limits`), bounds every wait on it, and adds TLS; the front door
+//! (`door`) takes each request: its route (`route`), origin (`origins`), client address
+//! (`proxies`) and credentials (`reply`), and hands it to the WebSocket (`ws`), the blob API
+//! (`blob_api`, with the `sendfile` path in `fast_download`), the media API (`media_api`), or
+//! warp for health, metrics and the static app. warp is known here only.
 
 pub mod blob_api;
+mod door;
 mod fast_download;
 pub mod limits;
 pub mod media_api;
@@ -15,7 +19,6 @@ pub mod ws;
 
 use crate::blobs::BlobCache;
 use crate::hub::{now_millis, Hub};
-use http_body_util::BodyExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -34,8 +37,8 @@ pub use origins::Origins;
 pub use proxies::Proxies;
 pub use ws::WsSettings;
 
-use self::reply::{BoxError, Credentials, DoorCode, HttpError, ResBody};
-use self::route::Route;
+use self::door::FrontDoor;
+use self::reply::ResBody;
 
 /// The HTTP handlers beside warp's routes, each present when its part of the server runs.
 #[derive(Debug, Default)]
@@ -80,9 +83,9 @@ const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 /// writer coalesces frames and flushes once per burst, so Nagle's algorithm would only add
 /// delay: with delayed ACKs, up to 40 ms on a small frame), and passes the connection limits
 /// (`limits`) before anything is read from it; every wait on the client is bounded (request
-/// heads, keep-alive idle, bodies, WebSocket hello and writes). Requests under `/api/` go to
-/// the blob API, whose bodies stream; a connection that opens with a blob download is served
-/// with `sendfile` (see `fast_download`).
+/// heads, keep-alive idle, bodies, WebSocket hello and writes). Each request then goes through
+/// the front door (`door`); a plain connection that opens with a blob download is served with
+/// `sendfile` first (see `fast_download`).
 pub async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
@@ -193,71 +196,6 @@ pub async fn serve(
             };
             serve_http(TokioIo::new(fast_download::Prefixed::new(tcp, prefix)), service, header_timeout, stop).await
         });
-    }
-}
-
-/// Every request of a connection comes in here, is parsed once into its [`Route`], checked
-/// once (its origin; its client's address, from a trusted proxy's word; its credentials,
-/// read once), and goes to the part of the server that answers it. Errors found here are
-/// answered in the one JSON format, like those of the APIs behind.
-struct FrontDoor<W> {
-    warp: W,
-    blob_api: Option<Arc<BlobApi>>,
-    media_api: Option<Arc<MediaApi>>,
-    origins: Arc<Origins>,
-    proxies: Arc<Proxies>,
-    client: Client,
-    from_proxy: bool,
-    peer: IpAddr,
-}
-
-impl<W, B> FrontDoor<W>
-where
-    W: hyper::service::Service<
-        http::Request<hyper::body::Incoming>,
-        Response = http::Response<B>,
-        Error = std::convert::Infallible,
-    >,
-    W::Future: Send + 'static,
-    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    fn answer(
-        &self,
-        mut req: http::Request<hyper::body::Incoming>,
-    ) -> futures_util::future::BoxFuture<'static, http::Response<ResBody>> {
-        use futures_util::future::FutureExt;
-        let refused = |err: HttpError| futures_util::future::ready(err.into_response()).boxed();
-        let mut client = self.client.clone();
-        if self.from_proxy {
-            client.addr = self.proxies.client_addr(self.peer, req.headers());
-        }
-        req.extensions_mut().insert(client);
-        if !self.origins.allows(req.headers()) {
-            let message = "pages of this origin may not use this server (see --allowed-origin)";
-            return refused(HttpError::new(DoorCode::OriginNotAllowed, message));
-        }
-        let route = match Route::parse(req.uri().path()) {
-            Ok(route) => route,
-            Err(err) => return refused(err),
-        };
-        let credentials = || Credentials::of(req.headers(), req.uri());
-        match (route, &self.blob_api, &self.media_api) {
-            (Route::Blob(route), Some(api), _) => api.clone().handle(route, credentials(), req).boxed(),
-            (Route::Media(route), _, Some(api)) => api.clone().handle(route, credentials(), req).boxed(),
-            (Route::Media(_), _, None) => {
-                refused(HttpError::new(DoorCode::Unavailable, "the media relay is off on this server (--no-media)"))
-            }
-            (Route::Blob(_), None, _) => refused(HttpError::new(DoorCode::Unavailable, "no blob cache on this server")),
-            (Route::Ws | Route::Health | Route::Ready | Route::Metrics | Route::App, _, _) => {
-                hyper::service::Service::call(&self.warp, req)
-                    .map(|result| match result {
-                        Ok(response) => response.map(|body| body.map_err(Into::into).boxed_unsync()),
-                        Err(never) => match never {},
-                    })
-                    .boxed()
-            }
-        }
     }
 }
 

@@ -65,7 +65,10 @@ test('a page goes live with its camera, two pages watch, the owner records, and 
       await decodesBroadcast(v);
       const ttff = Number(await v.locator('#watching').getAttribute('data-first-frame-ms'));
       console.log(`# time to first frame after Watch: ${ttff} ms (page), ${Date.now() - started} ms (test)`);
-      assert.ok(ttff > 0 && ttff < 1000, `a viewer joining mid-broadcast sees a frame within a second: ${ttff} ms`);
+      // Not a speed test (that is the media benchmark's job): without the keyframe request
+      // reaching the publisher, the first frame would wait for Chromium's next keyframe, many
+      // seconds away, so 3 s tells the two apart even on a loaded machine.
+      assert.ok(ttff > 0 && ttff < 3000, `a viewer joining mid-broadcast gets a keyframe on request: ${ttff} ms`);
     }
     await host.locator('#broadcast[data-viewers="2"]').waitFor();
     await viewers[0].locator('#latency').waitFor();

@@ -19,22 +19,7 @@ pub fn decode_client(text: &str, max_bytes: usize) -> Result<ClientMsg, DecodeEr
 
 /// Decode one server frame (used by clients and tests).
 pub fn decode_server(text: &str) -> Result<ServerMsg, DecodeError> {
-    const TYPES: &[&str] = &[
-        "welcome",
-        "joined",
-        "history",
-        "history_truncated",
-        "history_reset",
-        "peer_joined",
-        "peer_left",
-        "left",
-        "signal",
-        "message",
-        "grant",
-        "ack",
-        "error",
-    ];
-    serde_json::from_str(text).map_err(|err| classify(text, err, TYPES))
+    serde_json::from_str(text).map_err(|err| classify(text, err, ServerMsg::TYPES))
 }
 
 /// Tell a frame that is not a typed JSON object from an unknown type and from a bad field.

@@ -37,8 +37,20 @@ pub enum ClientMsg {
 }
 
 impl ClientMsg {
-    /// The `"type"` tag of every variant, for telling an unknown type from a bad field.
+    /// The `"type"` tag of every variant, for telling an unknown type from a bad field. Tests
+    /// check it against [`ClientMsg::kind`], whose match the compiler keeps exhaustive.
     pub const TYPES: &'static [&'static str] = &["hello", "join", "leave", "signal", "publish"];
+
+    /// This message's `"type"` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMsg::Hello { .. } => "hello",
+            ClientMsg::Join { .. } => "join",
+            ClientMsg::Leave { .. } => "leave",
+            ClientMsg::Signal { .. } => "signal",
+            ClientMsg::Publish { .. } => "publish",
+        }
+    }
 
     /// The first message of a connection, for this build's protocol, without a token.
     pub fn hello() -> Self {
@@ -225,6 +237,48 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<ClientMsgId>,
     },
+}
+
+impl ServerMsg {
+    /// The `"type"` tag of every variant (see [`ClientMsg::TYPES`]).
+    pub const TYPES: &'static [&'static str] = &[
+        "welcome",
+        "joined",
+        "history",
+        "history_truncated",
+        "history_reset",
+        "peer_joined",
+        "peer_left",
+        "left",
+        "signal",
+        "message",
+        "grant",
+        "stream_key",
+        "broadcast",
+        "ack",
+        "error",
+    ];
+
+    /// This message's `"type"` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerMsg::Welcome { .. } => "welcome",
+            ServerMsg::Joined { .. } => "joined",
+            ServerMsg::History { .. } => "history",
+            ServerMsg::HistoryTruncated { .. } => "history_truncated",
+            ServerMsg::HistoryReset { .. } => "history_reset",
+            ServerMsg::PeerJoined { .. } => "peer_joined",
+            ServerMsg::PeerLeft { .. } => "peer_left",
+            ServerMsg::Left { .. } => "left",
+            ServerMsg::Signal { .. } => "signal",
+            ServerMsg::Message { .. } => "message",
+            ServerMsg::Grant { .. } => "grant",
+            ServerMsg::StreamKey { .. } => "stream_key",
+            ServerMsg::Broadcast { .. } => "broadcast",
+            ServerMsg::Ack { .. } => "ack",
+            ServerMsg::Error { .. } => "error",
+        }
+    }
 }
 
 impl ServerMsg {

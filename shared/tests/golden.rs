@@ -145,6 +145,19 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
         ),
         ("message", ServerMsg::Message { room: r("standup"), message: sample_message() }),
         ("ack", ServerMsg::Ack { room: r("standup"), id: id("c-17"), seq: 42 }),
+        ("stream_key", ServerMsg::StreamKey { room: r("standup"), key: "1795003600000.k3x9Qa.c2lnbmF0dXJl".into() }),
+        (
+            "broadcast",
+            ServerMsg::Broadcast {
+                room: r("standup"),
+                state: media::BroadcastState {
+                    live: true,
+                    since: Some(1_795_000_000_000),
+                    viewers: 3,
+                    recording: true,
+                },
+            },
+        ),
         (
             "grant",
             ServerMsg::Grant {
@@ -204,4 +217,27 @@ fn every_client_type_has_a_fixture() {
     for t in ClientMsg::TYPES {
         assert!(covered.iter().any(|c| c == t), "no fixture for client type {t}");
     }
+}
+
+#[test]
+fn every_server_type_has_a_fixture_and_every_tag_is_listed() {
+    let cases = server_cases();
+    for (_, msg) in &cases {
+        let tag = serde_json::to_value(msg).unwrap()["type"].as_str().unwrap().to_owned();
+        assert_eq!(tag, msg.kind(), "kind() names the serde tag");
+    }
+    for t in ServerMsg::TYPES {
+        assert!(cases.iter().any(|(_, m)| m.kind() == *t), "no fixture for server type {t}");
+    }
+    // kind()'s match is exhaustive, so every variant's tag is listed in TYPES.
+    for (_, msg) in &cases {
+        assert!(ServerMsg::TYPES.contains(&msg.kind()), "{} missing from ServerMsg::TYPES", msg.kind());
+    }
+    for (_, msg) in client_cases() {
+        assert_eq!(serde_json::to_value(&msg).unwrap()["type"], msg.kind());
+        assert!(ClientMsg::TYPES.contains(&msg.kind()));
+    }
+    // A type the decoder knows is told apart from an unknown one.
+    let err = decode_server(r#"{"type":"broadcast","room":"r"}"#).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidField, "{err}");
 }

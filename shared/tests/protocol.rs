@@ -169,6 +169,13 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         (room(), room_message()).prop_map(|(room, message)| ServerMsg::Message { room, message }),
         (room(), msg_id(), any::<u64>()).prop_map(|(room, id, seq)| ServerMsg::Ack { room, id, seq }),
         (room(), text(80), any::<u64>()).prop_map(|(room, token, expires)| ServerMsg::Grant { room, token, expires }),
+        (room(), text(80)).prop_map(|(room, key)| ServerMsg::StreamKey { room, key }),
+        (room(), any::<bool>(), prop::option::of(any::<u64>()), any::<u32>(), any::<bool>()).prop_map(
+            |(room, live, since, viewers, recording)| ServerMsg::Broadcast {
+                room,
+                state: media::BroadcastState { live, since, viewers, recording },
+            }
+        ),
         (error_code(), text(50), prop::option::of(room()), prop::option::of(msg_id()))
             .prop_map(|(code, message, room, id)| ServerMsg::Error { code, message, room, id }),
     ]

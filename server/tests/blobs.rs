@@ -202,7 +202,7 @@ async fn resumable_upload_interrupted_then_resumed() {
 }
 
 #[tokio::test]
-async fn same_content_is_stored_once_and_not_sent_twice() {
+async fn same_content_is_stored_once_and_a_hash_alone_opens_nothing() {
     let server = start(test_config(|_| {})).await;
     let (_a, grant_a) = join_with_grant(&server, "room-a").await;
     let (_b, grant_b) = join_with_grant(&server, "room-b").await;
@@ -219,17 +219,29 @@ async fn same_content_is_stored_once_and_not_sent_twice() {
     assert_eq!(server.metric("relaycast_blobs").await, 1);
     assert_eq!(server.metric("relaycast_blob_bytes").await, 1 << 20);
 
-    // Another room announces the same hash: it gets the blob without sending a byte.
+    // The same room announcing it again sends nothing.
+    let again = create_upload(server.addr, &grant_a, "room-a", &bytes, &hash).await;
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.json::<BlobInfo>().size, 1 << 20);
+
+    // Knowing the hash is not having the file: another room that claims it with one byte is
+    // refused and learns nothing, and cannot download room-a's file.
     let auth_b = format!("Bearer {grant_b}");
     let before = request(server.addr, "HEAD", &blob_url("room-b", &hash), &[("authorization", &auth_b)], b"").await;
-    assert_eq!(before.status, 404, "room-b does not have it yet");
-    let started = create_upload(server.addr, &grant_b, "room-b", &bytes, &hash).await;
-    assert_eq!(started.status, 200, "{started:?}");
-    assert_eq!(started.json::<BlobInfo>().size, 1 << 20);
+    assert_eq!(before.status, 404, "room-b does not have it");
+    let claimed = request(server.addr, "PUT", &blob_url("room-b", &hash), &[("authorization", &auth_b)], b"x").await;
+    assert_eq!((claimed.status, claimed.code()), (422, "hash_mismatch".to_owned()), "{claimed:?}");
+    let stolen = get(server.addr, &grant_b, &blob_url("room-b", &hash), &[]).await;
+    assert_eq!((stolen.status, stolen.code()), (404, "unknown_blob".to_owned()));
+    let announced = create_upload(server.addr, &grant_b, "room-b", &bytes, &hash).await;
+    assert_eq!(announced.status, 201, "an upload to send the bytes to: {announced:?}");
+
+    // With the real bytes, room-b gets the file; the cache still holds it once.
+    assert_eq!(put(server.addr, &grant_b, "room-b", "mine.bin", &bytes).await.status, 201);
     let after = request(server.addr, "HEAD", &blob_url("room-b", &hash), &[("authorization", &auth_b)], b"").await;
     assert_eq!(after.status, 200);
     assert_eq!(server.metric("relaycast_blobs").await, 1);
-    assert_eq!(server.metric("relaycast_blob_uploads").await, 0);
+    assert_eq!(server.metric("relaycast_blob_bytes").await, 1 << 20);
     server.stop().await;
 }
 

@@ -516,31 +516,17 @@ impl BlobCache {
         policy::plan(&cached, incoming, limits, now_ms())
     }
 
-    /// Give `room` a blob the cache already has (the dedup path). `Ok(None)`: not cached.
-    fn attach_existing(&self, room: &RoomName, hash: &BlobHash) -> Result<Option<BlobInfo>, CacheError> {
+    /// The blob, if `room` already holds it (then nothing needs sending). A blob the cache
+    /// holds for other rooms only is not given away on its hash: knowing a hash proves
+    /// nothing, so the bytes must come (they are verified, and stored once).
+    fn held_by(&self, room: &RoomName, hash: &BlobHash) -> Option<BlobInfo> {
         let mut state = self.lock();
-        let Some(info) = state.info(hash) else { return Ok(None) };
-        if state.room_has(room, hash) {
-            return Ok(Some(info));
-        }
-        let would = state.room_usage(room) + info.size;
-        if would > self.limits.room_quota_bytes {
-            return Err(CacheError::QuotaExceeded { would, quota: self.limits.room_quota_bytes });
-        }
-        // A small synchronous commit under the lock: keeps the index and memory in step.
-        let now = now_ms();
-        let txn = self.db.begin_write().map_err(index_err)?;
-        txn.open_table(ROOM_BLOBS)
-            .map_err(index_err)?
-            .insert((room.as_str(), hash.as_str()), now)
-            .map_err(index_err)?;
-        txn.commit().map_err(index_err)?;
-        state.rooms.entry(room.clone()).or_default().insert(hash.clone());
+        let info = state.info(hash).filter(|_| state.room_has(room, hash))?;
         if let Some(record) = state.blobs.get_mut(hash) {
-            record.last_used = now;
+            record.last_used = now_ms();
             state.touched.insert(hash.clone());
         }
-        Ok(Some(info))
+        Some(info)
     }
 
     /// `POST uploads` by `member`: the room already has these bytes, or gets an upload to send
@@ -551,7 +537,7 @@ impl BlobCache {
         member: Option<&PeerId>,
         new: NewUpload,
     ) -> Result<Started, CacheError> {
-        if let Some(info) = self.attach_existing(room, &new.hash)? {
+        if let Some(info) = self.held_by(room, &new.hash) {
             return Ok(Started::Existing(info));
         }
         let id = UploadId::from_bits(rand::random());
@@ -681,7 +667,7 @@ impl BlobCache {
         member: Option<&PeerId>,
         new: NewUpload,
     ) -> Result<Result<BlobWriter, BlobInfo>, CacheError> {
-        if let Some(info) = self.attach_existing(room, &new.hash)? {
+        if let Some(info) = self.held_by(room, &new.hash) {
             return Ok(Err(info));
         }
         {

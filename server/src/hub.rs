@@ -332,6 +332,23 @@ impl crate::blobs::CacheEvents for Hub {
     }
 }
 
+/// Who is in a room now, for the HTTP side: grants and stream keys hold only while their
+/// holder is a member (and, for a stream key, the owner).
+pub trait Members: Send + Sync + std::fmt::Debug {
+    fn is_member(&self, room: &relaycast_shared::RoomName, peer: &relaycast_shared::PeerId) -> bool;
+    fn is_owner(&self, room: &relaycast_shared::RoomName, peer: &relaycast_shared::PeerId) -> bool;
+}
+
+impl Members for Hub {
+    fn is_member(&self, room: &relaycast_shared::RoomName, peer: &relaycast_shared::PeerId) -> bool {
+        self.lock().engine.is_member(room, peer)
+    }
+
+    fn is_owner(&self, room: &relaycast_shared::RoomName, peer: &relaycast_shared::PeerId) -> bool {
+        self.lock().engine.is_owner(room, peer)
+    }
+}
+
 impl crate::media::MediaEvents for Hub {
     fn broadcast(&self, room: &relaycast_shared::RoomName, state: relaycast_shared::media::BroadcastState) {
         self.input(Input::Broadcast { room: room.clone(), state });

@@ -157,7 +157,8 @@ pub async fn run_with_ready(
     };
     let relay = media_api.as_ref().map(|api| api.relay.clone());
     let blob_api = grants.map(|grants| {
-        Arc::new(transport::BlobApi { cache: cache.clone(), grants, body_timeout: config.blob_body_timeout })
+        let members: Arc<dyn hub::Members> = hub.clone();
+        Arc::new(transport::BlobApi { cache: cache.clone(), grants, members, body_timeout: config.blob_body_timeout })
     });
     tracing::info!(
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),

@@ -563,3 +563,33 @@ async fn a_refused_chunk_keeps_nothing() {
     assert_eq!(done.status, 201, "{done:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_grant_ends_with_its_holders_membership() {
+    let server = start(test_config(|_| {})).await;
+    let (mut member, grant) = join_with_grant(&server, "room").await;
+    let bytes = data(70, 4096);
+    assert_eq!(put(server.addr, &grant, "room", "a.bin", &bytes).await.status, 201);
+    let url = blob_url("room", &sha256_hex(&bytes));
+    assert_eq!(get(server.addr, &grant, &url, &[]).await.status, 200);
+    // It leaves: the grant no longer opens the room's files, on either download path.
+    member.send(&ClientMsg::Leave { room: room("room") }).await;
+    member.recv_until(|m| matches!(m, ServerMsg::Left { .. })).await;
+    let after = get(server.addr, &grant, &url, &[]).await;
+    assert_eq!((after.status, after.code()), (403, "access_denied".to_owned()));
+    assert!(after.text().contains("no longer in the room"), "{}", after.text());
+    let mut conn = Conn::open(server.addr).await;
+    let auth = format!("Bearer {grant}");
+    let upload = conn.send("PUT", &blob_url("room", &sha256_hex(b"more")), &[("authorization", &auth)], b"more").await;
+    assert_eq!(upload.status, 403, "nor uploads");
+    // Rejoining gives a new grant that works; disconnecting ends it too.
+    let (other, fresh) = join_with_grant(&server, "room").await;
+    assert_eq!(get(server.addr, &fresh, &url, &[]).await.status, 200);
+    drop(other);
+    let deadline = std::time::Instant::now() + WAIT;
+    while get(server.addr, &fresh, &url, &[]).await.status != 403 {
+        assert!(std::time::Instant::now() < deadline, "the grant outlived its holder's connection");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}

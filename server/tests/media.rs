@@ -347,7 +347,7 @@ async fn a_session_that_never_connects_is_closed() {
 }
 
 #[tokio::test]
-async fn the_first_member_owns_the_room_and_its_stream_key() {
+async fn the_first_member_owns_the_room_and_its_stream_key_which_ends_with_ownership() {
     let server = start(test_config(|_| {})).await;
     let mut owner = Client::connect(&server).await;
     let joined = owner.join("hall", "owner", None).await;
@@ -380,6 +380,30 @@ async fn the_first_member_owns_the_room_and_its_stream_key() {
     let reply = post(&server, "/whip/hall", Some(&new_key), "application/sdp", &offer(true, &[MediaKind::Video])).await;
     assert_eq!(reply.status, 201, "{}", reply.text());
     request(server.addr, "DELETE", reply.header("location"), &[], b"").await;
+    // The old owner's key died with its ownership: it neither goes live nor records.
+    let stale = post(&server, "/whip/hall", Some(&key), "application/sdp", &offer(true, &[MediaKind::Video])).await;
+    assert_eq!((stale.status, stale.header("relaycast-error")), (403, "access_denied"), "{}", stale.text());
+    assert!(stale.text().contains("no longer owns"), "{}", stale.text());
+    let record = post(&server, "/api/rooms/hall/recording", Some(&key), "application/json", "").await;
+    assert_eq!(record.status, 403);
+    // A member's grant watches while it is a member, and not after.
+    let (member, watch_grant) = join_with_grant(&server, "hall").await;
+    let watch = || offer(false, &[MediaKind::Video]);
+    let reply = post(&server, "/whep/hall", Some(&watch_grant), "application/sdp", &watch()).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    request(server.addr, "DELETE", reply.header("location"), &[], b"").await;
+    drop(member);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let reply = post(&server, "/whep/hall", Some(&watch_grant), "application/sdp", &watch()).await;
+        if reply.status == 403 {
+            assert!(reply.text().contains("no longer in the room"), "{}", reply.text());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the grant still watches after its holder left");
+        request(server.addr, "DELETE", reply.header("location"), &[], b"").await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.stop().await;
 }
 

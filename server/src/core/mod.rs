@@ -363,6 +363,19 @@ impl Engine {
         }
     }
 
+    /// Whether `peer` is in `room` now. Grants and stream keys stop working when this turns
+    /// false (a leave, a disconnect: a reconnecting client is a new peer with new grants).
+    pub fn is_member(&self, room: &RoomName, peer: &PeerId) -> bool {
+        self.by_peer_id.get(peer).and_then(|conn| self.peers.get(conn)).is_some_and(|p| p.membership(room).is_some())
+    }
+
+    /// Whether `peer` owns `room` now (the member there longest): a stream key minted for an
+    /// owner stops working when it is no longer the owner.
+    pub fn is_owner(&self, room: &RoomName, peer: &PeerId) -> bool {
+        let conn = self.by_peer_id.get(peer);
+        conn.is_some() && self.rooms.get(room).and_then(|r| r.members.first()) == conn
+    }
+
     /// Whether live history refers to `hash` (the cache must keep it).
     pub fn is_pinned(&self, hash: &BlobHash) -> bool {
         self.blob_refs.contains_key(hash)

@@ -138,7 +138,7 @@ impl MediaError {
 }
 
 /// What the rest of the server hears from the relay.
-pub trait MediaEvents: Send + Sync + std::fmt::Debug {
+pub trait MediaEvents: crate::hub::Members {
     /// A room's broadcast state changed.
     fn broadcast(&self, room: &RoomName, state: BroadcastState);
     /// A message from the server into a room's history (a saved recording).
@@ -328,12 +328,22 @@ impl Relay {
         }
         let now = now_millis();
         if let Some(grants) = &self.grants {
+            // A key minted for a room's owner holds while it owns the room; a member's grant
+            // while it is a member.
             if let Ok(peer) = grants.verify_for(Purpose::Stream, room, token, now) {
-                return Ok(Some(peer));
+                if self.events.is_owner(room, &peer) {
+                    return Ok(Some(peer));
+                }
+                return Err(MediaError::AccessDenied(
+                    "this stream key's holder no longer owns the room; the new owner has one",
+                ));
             }
             if role == Role::Viewer {
                 if let Ok(peer) = grants.verify(room, token, now) {
-                    return Ok(Some(peer));
+                    if self.events.is_member(room, &peer) {
+                        return Ok(Some(peer));
+                    }
+                    return Err(MediaError::AccessDenied("this grant's holder is no longer in the room; rejoin"));
                 }
             }
         }

@@ -34,6 +34,8 @@ const MAX_JSON_BODY: usize = 4096;
 pub struct BlobApi {
     pub cache: Arc<BlobCache>,
     pub grants: GrantConfig,
+    /// Grants hold only while their holder is in the room.
+    pub members: Arc<dyn crate::hub::Members>,
     /// How long a request body may stall before the request ends with `timeout`.
     pub body_timeout: Duration,
 }
@@ -161,9 +163,15 @@ impl BlobApi {
                 "send the room's grant (handed out on join) as `Authorization: Bearer <grant>` or `?grant=`",
             ));
         };
-        self.grants
+        let peer = self
+            .grants
             .verify(room, token, now_millis())
-            .map_err(|err| HttpError::new(BlobErrorCode::AccessDenied, err.to_string()))
+            .map_err(|err| HttpError::new(BlobErrorCode::AccessDenied, err.to_string()))?;
+        if !self.members.is_member(room, &peer) {
+            let message = "this grant's holder is no longer in the room; rejoin for a new grant";
+            return Err(HttpError::new(BlobErrorCode::AccessDenied, message));
+        }
+        Ok(peer)
     }
 
     async fn download(

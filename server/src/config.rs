@@ -286,6 +286,11 @@ pub struct Config {
     #[arg(long = "tls-name", env = "RELAYCAST_TLS_NAMES", value_delimiter = ',')]
     pub tls_names: Vec<String>,
 
+    /// Serve `/metrics` on this address only (e.g. 127.0.0.1:9090, for the scraper), not on
+    /// --bind, where it is public otherwise.
+    #[arg(long, env = "RELAYCAST_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. info or relaycast=debug.
     #[arg(long, env = "RELAYCAST_LOG", default_value = "info")]
     pub log: String,

@@ -91,6 +91,15 @@ pub async fn run_with_ready(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(&Ready) + Send,
 ) -> Result<(), RunError> {
+    // Everything that can fail for a bad setting fails before anything starts.
+    let metrics_listener = match config.metrics_bind {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|err| RunError::Config(format!("cannot listen on --metrics-bind {addr}: {err}")))?,
+        ),
+        None => None,
+    };
     let certificates = match config.tls() {
         Some(source) => Some(tokio::task::spawn_blocking(move || tls::Certificates::load(source)).await??),
         None => None,
@@ -206,9 +215,20 @@ pub async fn run_with_ready(
         origins,
         proxies: Arc::new(transport::Proxies::new(config.trusted_proxies.clone())),
         tls: certificates.as_ref().map(|c| c.server_config()),
+        metrics_public: config.metrics_bind.is_none(),
     };
     let tls_watcher = certificates.clone().map(|c| tokio::spawn(c.watch()));
     let (stop_accepting, stop) = tokio::sync::watch::channel(false);
+    let metrics_server = metrics_listener.map(|listener| {
+        tokio::spawn(transport::serve_metrics(
+            listener,
+            hub.clone(),
+            settings.admission.clone(),
+            Some(cache.clone()),
+            relay.clone(),
+            stop.clone(),
+        ))
+    });
     let server = tokio::spawn(transport::serve(
         listener,
         hub.clone(),
@@ -234,6 +254,9 @@ pub async fn run_with_ready(
     sweeper.abort();
     if let Some(watcher) = tls_watcher {
         watcher.abort();
+    }
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
     }
     if let Some(relay) = relay {
         relay.shutdown();

@@ -404,3 +404,22 @@ async fn a_peer_that_takes_no_frames_is_closed_at_the_write_timeout() {
     drop(stalled);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_can_live_on_an_address_of_their_own() {
+    let metrics_addr = {
+        // A free port for the metrics listener (the server binds it itself).
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let server = start(test_config(|c| c.metrics_bind = Some(metrics_addr))).await;
+    let mut member = Client::connect(&server).await;
+    member.join("r", "m", None).await;
+    let public = request(server.addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!((public.status, public.code()), (404, "not_found".to_owned()), "not on the public port");
+    let private = request(metrics_addr, "GET", "/metrics", &[], b"").await;
+    assert_eq!(private.status, 200);
+    assert!(private.text().lines().any(|l| l == "relaycast_connections 1"), "{}", private.text());
+    assert_eq!(request(metrics_addr, "GET", "/ws", &[], b"").await.status, 404, "metrics only");
+    server.stop().await;
+}

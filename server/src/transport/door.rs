@@ -21,6 +21,8 @@ pub(super) struct FrontDoor<W> {
     /// The connection comes from a trusted proxy: each request's client is the one it names.
     pub from_proxy: bool,
     pub peer: IpAddr,
+    /// `/metrics` is answered here (else it has an address of its own, `--metrics-bind`).
+    pub metrics_public: bool,
 }
 
 impl<W, B> FrontDoor<W>
@@ -54,6 +56,9 @@ where
             Err(err) => return refused(err),
         };
         let credentials = || Credentials::of(req.headers(), req.uri());
+        if route == Route::Metrics && !self.metrics_public {
+            return refused(HttpError::new(DoorCode::NotFound, "metrics are served on the --metrics-bind address"));
+        }
         match (route, &self.blob_api, &self.media_api) {
             (Route::Blob(route), Some(api), _) => api.clone().handle(route, credentials(), req).boxed(),
             (Route::Media(route), _, Some(api)) => api.clone().handle(route, credentials(), req).boxed(),

@@ -62,6 +62,8 @@ pub struct HttpSettings {
     pub proxies: Arc<Proxies>,
     /// TLS on every connection, when set (https, wss).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `/metrics` on this listener; off when they have an address of their own.
+    pub metrics_public: bool,
 }
 
 /// The client of a request (a request extension): its address (the connection's peer, or
@@ -140,6 +142,7 @@ pub async fn serve(
             client: client.clone(),
             from_proxy,
             peer: peer.ip(),
+            metrics_public: settings.metrics_public,
         };
         let fast_api = blob_api.clone();
         let service = hyper::service::service_fn(move |req| {
@@ -280,6 +283,46 @@ fn readyz(hub: Arc<Hub>) -> impl Filter<Extract = (impl Reply,), Error = Rejecti
             json_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "store failing or shutting down")
         }
     })
+}
+
+/// Serve `GET /metrics` alone on `listener` (`--metrics-bind`: an address only the operator's
+/// scraper reaches), until `stop` turns true.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    admission: Arc<Admission>,
+    cache: Option<Arc<BlobCache>>,
+    media: Option<Arc<crate::media::Relay>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use self::reply::{full, DoorCode, HttpError};
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let (hub, admission, cache, media) = (hub.clone(), admission.clone(), cache.clone(), media.clone());
+        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let response = if req.uri().path() == "/metrics" && req.method() == http::Method::GET {
+                let text = metrics::render(&hub, &admission, cache.as_deref(), media.as_deref());
+                let mut response = http::Response::new(full(text));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
+                response
+            } else {
+                HttpError::new(DoorCode::NotFound, "this address serves GET /metrics only").into_response()
+            };
+            async move { Ok::<_, std::convert::Infallible>(response) }
+        });
+        tokio::spawn(serve_http(TokioIo::new(tcp), service, Duration::from_secs(10), stop.clone()));
+    }
 }
 
 /// GET /metrics: Prometheus text format.

@@ -526,3 +526,48 @@ async fn media_sessions_are_limited_per_address_and_per_member_and_never_connect
     assert_eq!(post(&server, "/whep/stage", Some(&grant), sdp, &watch()).await.status, 201);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_ends_when_its_keys_holder_no_longer_owns_the_room() {
+    let server = start(test_config(|_| {})).await;
+    let mut owner = Client::connect(&server).await;
+    let key = owner
+        .join("hall", "owner", None)
+        .await
+        .into_iter()
+        .find_map(|m| match m {
+            ServerMsg::StreamKey { key, .. } => Some(key),
+            _ => None,
+        })
+        .expect("the owner's key");
+    let (mut guest, _) = join_with_grant(&server, "hall").await;
+    let publisher =
+        MediaClient::start(&format!("http://{}/whip/hall", server.addr), Some(&key), true, &[MediaKind::Video])
+            .await
+            .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishing = spawn_publisher(publisher, stop.clone());
+    state_where(&mut guest, |s| s.live).await;
+    // The owner leaves while live: the guest owns the room now, and the old key's broadcast
+    // ends (viewers would be told) instead of holding the room against its new owner.
+    drop(owner);
+    let (mut new_key, mut ended) = (None, false);
+    tokio::time::timeout(WAIT, async {
+        while new_key.is_none() || !ended {
+            match guest.recv().await {
+                ServerMsg::StreamKey { key, .. } => new_key = Some(key),
+                ServerMsg::Broadcast { state, .. } if !state.live => ended = true,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the broadcast ended and the key moved on");
+    stop.store(true, Ordering::Relaxed);
+    let _ = publishing.await;
+    let reply =
+        post(&server, "/whip/hall", new_key.as_deref(), "application/sdp", &offer(true, &[MediaKind::Video])).await;
+    assert_eq!(reply.status, 201, "the new owner goes live: {}", reply.text());
+    request(server.addr, "DELETE", reply.header("location"), &[], b"").await;
+    server.stop().await;
+}

@@ -399,7 +399,7 @@ impl Relay {
         let answer = answer.to_sdp_string();
         offer::check_answer(&answer)?;
         let id = SessionId::from_bits(rand::random());
-        let session = session::Session::register(self, room, role, id.clone(), rtc, places)?;
+        let session = session::Session::register(self, room, role, id.clone(), rtc, places, caller.member.clone())?;
         tokio::spawn(session.run());
         Ok((id, answer))
     }

@@ -16,7 +16,7 @@ use relaycast_shared::RoomName;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime};
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
@@ -44,7 +44,13 @@ pub struct Session {
     asked_keyframe_at: HashMap<usize, Instant>,
     /// Its places in the per-address and per-member session limits.
     _places: super::quota::Places,
+    /// The member whose token opened it, if one did: a publisher's session lasts while that
+    /// member owns the room, a viewer's while it is in the room.
+    holder: Option<relaycast_shared::PeerId>,
 }
+
+/// How often a session opened with a member's token checks that the member still holds it.
+const HOLDER_CHECK: Duration = Duration::from_secs(1);
 
 /// Keeps a viewer's RTP time running straight when the publisher changes: the new
 /// publisher's clock starts anywhere, and a jump backwards would stall the viewer's player.
@@ -83,6 +89,7 @@ impl Session {
         id: SessionId,
         mut rtc: Rtc,
         places: super::quota::Places,
+        holder: Option<relaycast_shared::PeerId>,
     ) -> Result<Session, MediaError> {
         let (datagram_tx, datagrams) = mpsc::channel(relay.config.datagram_queue.max(1));
         let (signal_tx, signals) = mpsc::channel(SIGNAL_QUEUE);
@@ -128,6 +135,7 @@ impl Session {
             frames,
             asked_keyframe_at: HashMap::new(),
             _places: places,
+            holder,
         };
         if role == Role::Publisher {
             relay.publish_state(room);
@@ -157,7 +165,15 @@ impl Session {
             Some((rx, lagging)) => (Some(rx), Some(lagging)),
             None => (None, None),
         };
+        let mut holder_check = tokio::time::Instant::now() + HOLDER_CHECK;
         loop {
+            if self.holder.is_some() && tokio::time::Instant::now() >= holder_check {
+                holder_check = tokio::time::Instant::now() + HOLDER_CHECK;
+                if !self.holder_still_holds() {
+                    self.rtc.disconnect();
+                    return "its token's holder left";
+                }
+            }
             // Everything str0m has to say, up to its next timeout.
             let timeout = loop {
                 if !self.rtc.is_alive() {
@@ -211,6 +227,9 @@ impl Session {
             let mut wake = tokio::time::Instant::from_std(timeout);
             if !connected {
                 wake = wake.min(connect_by);
+            }
+            if self.holder.is_some() {
+                wake = wake.min(holder_check);
             }
             for gate in keyframe_gates.values() {
                 if let Some(due) = gate.deadline() {
@@ -361,6 +380,17 @@ impl Session {
         };
         if let Err(err) = writer.write(pt, frame.network_time, time, frame.data.clone()) {
             tracing::debug!(error = %err, session = %self.id, "media write failed");
+        }
+    }
+}
+
+impl Session {
+    /// Whether the member whose token opened this session still has the right to it.
+    fn holder_still_holds(&self) -> bool {
+        let Some(holder) = &self.holder else { return true };
+        match self.role {
+            Role::Publisher => self.relay.events.is_owner(&self.room, holder),
+            Role::Viewer => self.relay.events.is_member(&self.room, holder),
         }
     }
 }

@@ -11,31 +11,21 @@ cd "$(dirname "$0")/.."
 BEFORE=$1
 AFTER=$2
 cargo build --release -q -p relaycast-bench
-BIN=target/release
-DATA=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DATA"; }
-trap cleanup EXIT
-ulimit -n 20000 2>/dev/null || true
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+source bench/lib.sh
 
-# The same flags for both (the per-address limits are opened where the build has them).
+# The same flags for both (the per-address limits are opened where the build has them). Sets
+# PORT (not run in a subshell, so that the server's pid reaches PIDS and the cleanup).
 start() {
   local bin=$1 port
   port=$(free_port)
   local extra=()
-  if "$bin" --help | grep -q -- --max-connections-per-ip; then
-    extra=(--max-connections-per-ip 100000 --connections-per-ip-per-second 0 --joins-per-second 0 --rooms-per-ip-per-minute 0
-           --max-rooms-per-ip 1000000)
-  fi
-  "$bin" --bind "127.0.0.1:$port" --data-dir "$DATA/$port" --static-dir "$DATA/none" --messages-per-second 0 \
-    --max-peers-per-room 1000 --history-max-messages 20000 --history-max-bytes 16777216 --log warn "${extra[@]}" \
-    > "$DATA/$port.log" 2>&1 &
-  PIDS+=("$!"); wait_port "$port"; echo "$port"
+  if "$bin" --help | grep -q -- --max-connections-per-ip; then extra=("${OPEN_LIMITS[@]}"); fi
+  "$bin" --bind "127.0.0.1:$port" --data-dir "$DATA/$port" --static-dir "$DATA/none" "${LOAD_FLAGS[@]}" \
+    --log warn "${extra[@]}" > "$DATA/$port.log" 2>&1 &
+  PIDS+=("$!"); wait_port "$port"; PORT=$port
 }
-B_PORT=$(start "$BEFORE")
-A_PORT=$(start "$AFTER")
+start "$BEFORE"; B_PORT=$PORT
+start "$AFTER"; A_PORT=$PORT
 REF_PORT=$(free_port)
 "$BIN/relaycast-bench" reference --bind "127.0.0.1:$REF_PORT" > /dev/null & PIDS+=("$!"); wait_port "$REF_PORT"
 

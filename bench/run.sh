@@ -7,28 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release -q -p relaycast -p relaycast-bench
-BIN=target/release
+source bench/lib.sh
 ONLY=${1:-}
 OUT=bench/results${ONLY:+-$ONLY}.jsonl
 : > "$OUT"
-DATA=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$DATA"; }
-trap cleanup EXIT
-ulimit -n 20000 2>/dev/null || true
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
-
-# Relaycast as deployed (durable redb store), with limits opened for load: no per-connection
-# rate limit, rooms of up to 1000, a history that holds the history scenario's 10,000 messages.
-# The per-address limits are opened too: every load client comes from 127.0.0.1.
+# Relaycast as deployed (durable redb store), with limits opened for load (bench/lib.sh).
 start_relaycast() {
   RC_PORT=$(free_port)
   "$BIN/relaycast" --bind "127.0.0.1:$RC_PORT" --data-dir "${RC_DATA:-$DATA/$RC_PORT}" --static-dir "$DATA/none" \
-    --messages-per-second 0 --max-peers-per-room 1000 --history-max-messages 20000 \
-    --history-max-bytes 16777216 --max-connections-per-ip 100000 --connections-per-ip-per-second 0 \
-    --joins-per-second 0 --rooms-per-ip-per-minute 0 --max-rooms-per-ip 1000000 --log warn "$@" > "$DATA/relaycast-$RC_PORT.log" 2>&1 &
+    "${LOAD_FLAGS[@]}" "${OPEN_LIMITS[@]}" --log warn "$@" > "$DATA/relaycast-$RC_PORT.log" 2>&1 &
   RC_PID=$!; PIDS+=("$RC_PID"); wait_port "$RC_PORT"
 }
 stop_relaycast() { kill "$RC_PID"; wait "$RC_PID" 2>/dev/null || true; }
@@ -117,8 +105,8 @@ fi
 if want media; then
   RC_PORT=$(free_port)
   "$BIN/relaycast" --bind "127.0.0.1:$RC_PORT" --memory --static-dir "$DATA/none" --stream-key bench=bench-stream-key \
-    --media-max-viewers 1000 --media-max-sessions-per-ip 100000 --max-connections-per-ip 100000 \
-    --connections-per-ip-per-second 0 --log warn > "$DATA/relaycast-media.log" 2>&1 &
+    --media-max-viewers 1000 --media-max-sessions-per-ip 100000 "${OPEN_LIMITS[@]}" \
+    --log warn > "$DATA/relaycast-media.log" 2>&1 &
   RC_PID=$!; PIDS+=("$RC_PID"); wait_port "$RC_PORT"
   ulimit -n 65536 2>/dev/null || true
   run media --server "http://127.0.0.1:$RC_PORT" --key bench-stream-key --server-pid "$RC_PID" \

@@ -6,8 +6,12 @@
 //! - [`store`]: history persistence behind the [`store::Store`] trait: redb (default) or memory.
 //! - [`hub`]: runs the engine in a live server: one lock, bounded per-connection queues, the
 //!   store writer (group commit) and the clock.
-//! - [`transport`]: the only code that knows warp: `/ws`, `/healthz`, `/readyz`, `/metrics`
-//!   and the web app's static files.
+//! - [`transport`]: everything between a socket and the rest: the accept loop (connection
+//!   limits, timeouts, TLS), the front door (routes, origins, trusted proxies, credentials, the
+//!   one error format), `/ws`, the blob and media APIs, and warp for health, metrics and the
+//!   web app's static files.
+//! - [`tls`]: certificates (files reloaded on change, or self-signed for a LAN) and the client
+//!   side `relaycast publish` uses over https.
 //! - [`blobs`]: the blob cache: content-addressed files on disk with a redb index, resumable
 //!   uploads, eviction; its HTTP API is `transport::blob_api`.
 //! - [`media`]: the media relay (WHIP in, WHEP out, recording) on str0m; its HTTP side is

@@ -279,9 +279,7 @@ impl ServerMsg {
             ServerMsg::Error { .. } => "error",
         }
     }
-}
 
-impl ServerMsg {
     /// An error about nothing in particular.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         ServerMsg::Error { code, message: message.into(), room: None, id: None }

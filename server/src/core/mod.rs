@@ -769,18 +769,32 @@ impl Engine {
         let Some(membership) = peer.membership(&room_name) else {
             return self.not_joined(conn, room_name, Some(id));
         };
-        let blob = match &body {
-            Body::File { hash, .. } => Some(hash.clone()),
-            _ => None,
-        };
-        if blob.as_ref().is_some_and(|hash| !self.known_blobs.contains(hash)) {
-            let message = "no such file on the server: upload it before sharing it".into();
-            return self.error(conn, ErrorCode::UnknownBlob, message, Some(room_name), Some(id));
+        if let Body::File { hash, .. } = &body {
+            if !self.known_blobs.contains(hash) {
+                let message = "no such file on the server: upload it before sharing it".into();
+                return self.error(conn, ErrorCode::UnknownBlob, message, Some(room_name), Some(id));
+            }
         }
         if self.unpersisted >= self.config.max_unpersisted {
             let message = "storage is behind; retry later".into();
             return self.error(conn, ErrorCode::Overloaded, message, Some(room_name), Some(id));
         }
+        let (from, name) = (peer.id.clone(), membership.name.clone());
+        self.stage_message(room_name, (from, name), id, body, conn, now);
+    }
+
+    /// Give a message the room's next sequence number and stage it for the store; it is
+    /// committed (delivered, acked to `sender`) once durable. A room is stored with its first
+    /// message.
+    fn stage_message(
+        &mut self,
+        room_name: RoomName,
+        (from, name): (PeerId, DisplayName),
+        id: ClientMsgId,
+        body: Body,
+        sender: ConnId,
+        now: Millis,
+    ) {
         let Some(room) = self.rooms.get_mut(&room_name) else {
             return;
         };
@@ -789,17 +803,14 @@ impl Engine {
             self.staged_ops.push(StoreOp::CreateRoom { room: room_name.clone(), epoch: room.epoch.clone() });
         }
         room.last_assigned += 1;
-        let message = RoomMessage {
-            seq: room.last_assigned,
-            from: peer.id.clone(),
-            name: membership.name.clone(),
-            id: id.clone(),
-            at: now,
-            body,
+        let blob = match &body {
+            Body::File { hash, .. } => Some(hash.clone()),
+            _ => None,
         };
+        let message = RoomMessage { seq: room.last_assigned, from, name, id: id.clone(), at: now, body };
         let json: Arc<str> = encode_room_message(&message).into();
         self.staged_ops.push(StoreOp::Append { room: room_name.clone(), seq: message.seq, json: json.clone() });
-        self.staged.push(Pending { room: room_name, seq: message.seq, at: now, sender: conn, id, json, blob });
+        self.staged.push(Pending { room: room_name, seq: message.seq, at: now, sender, id, json, blob });
         self.unpersisted += 1;
         self.stats.messages_published += 1;
     }
@@ -939,25 +950,8 @@ impl Engine {
         let (Ok(from), Ok(name)) = (PeerId::try_from(SERVER_PEER), DisplayName::try_from("Relaycast")) else {
             unreachable!("valid constants")
         };
-        let blob = match &body {
-            Body::File { hash, .. } => Some(hash.clone()),
-            _ => None,
-        };
-        let Some(room) = self.rooms.get_mut(&room_name) else {
-            return;
-        };
-        if !room.stored {
-            room.stored = true;
-            self.staged_ops.push(StoreOp::CreateRoom { room: room_name.clone(), epoch: room.epoch.clone() });
-        }
-        room.last_assigned += 1;
-        let message = RoomMessage { seq: room.last_assigned, from, name, id: id.clone(), at: now, body };
-        let json: Arc<str> = encode_room_message(&message).into();
-        self.staged_ops.push(StoreOp::Append { room: room_name.clone(), seq: message.seq, json: json.clone() });
-        // No connection sent it: the commit goes to every member and acks no one.
-        self.staged.push(Pending { room: room_name, seq: message.seq, at: now, sender: 0, id, json, blob });
-        self.unpersisted += 1;
-        self.stats.messages_published += 1;
+        // No connection sent it (sender 0): the commit goes to every member and acks no one.
+        self.stage_message(room_name, (from, name), id, body, 0, now);
     }
 
     // ---- helpers ----

@@ -360,13 +360,9 @@ fn static_files(dir: PathBuf) -> impl Filter<Extract = (impl Reply,), Error = Re
 /// The front door's one error format (see [`reply::HttpError`]) for warp's routes: a JSON
 /// body `{code, message}` and the code in the `relaycast-error` header.
 pub(crate) fn json_error(status: StatusCode, code: &'static str, message: &str) -> Response<String> {
-    let body = serde_json::json!({ "code": code, "message": message }).to_string();
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
-    h.insert(relaycast_shared::media::ERROR_HEADER, header::HeaderValue::from_static(code));
-    response
+    let error = reply::HttpError { status: status.as_u16(), code, message: message.into(), headers: Vec::new() };
+    let (parts, _) = error.into_response().into_parts();
+    Response::from_parts(parts, reply::error_body(code, message))
 }
 
 async fn handle_rejection(rejection: Rejection) -> Result<Response<String>, std::convert::Infallible> {

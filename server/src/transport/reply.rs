@@ -75,6 +75,11 @@ impl Credentials {
     }
 }
 
+/// The one error body: `{"code": ..., "message": ...}`.
+pub fn error_body(code: &str, message: &str) -> String {
+    serde_json::json!({ "code": code, "message": message }).to_string()
+}
+
 /// A stable error code with its HTTP status.
 pub trait StableCode: Copy + std::fmt::Debug {
     fn as_str(self) -> &'static str;
@@ -149,8 +154,10 @@ impl HttpError {
 
     pub fn into_response(self) -> Response<ResBody> {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::json!({ "code": self.code, "message": self.message });
-        let mut response = json_response(status, &body);
+        let mut response = Response::new(full(error_body(self.code, &self.message)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let h = response.headers_mut();
         h.insert(HeaderName::from_static(ERROR_HEADER), HeaderValue::from_static(self.code));
         for (name, value) in self.headers {

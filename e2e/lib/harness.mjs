@@ -32,8 +32,9 @@ export function tempDir() {
 
 /** Start relaycast; resolves once it prints its URL (https with a TLS flag). */
 export async function startServer({ port, dataDir, args = [], host = '127.0.0.1' }) {
-  const proc = spawn(BIN, ['--bind', `127.0.0.1:${port}`, '--data-dir', dataDir, '--static-dir', join(root, 'dist'),
-    '--log', 'warn', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // Open mode unless the journey passes its own --auth (the last flag wins).
+  const proc = spawn(BIN, ['--auth', 'open', '--bind', `127.0.0.1:${port}`, '--data-dir', dataDir,
+    '--static-dir', join(root, 'dist'), '--log', 'warn', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('relaycast did not start in 10 s')), 10_000);
     proc.stdout.on('data', (d) => { if (String(d).includes('Relaycast is running')) { clearTimeout(timer); resolve(); } });

@@ -1,12 +1,14 @@
 //! Configuration: every setting is a CLI flag and an environment variable (`RELAYCAST_*`),
 //! with the defaults documented in `relaycast --help` and the README.
 
-use crate::core::{EngineConfig, GrantConfig, HistoryLimits, Rate, TurnConfig};
+use crate::auth::Verifier;
+use crate::core::{Auth, EngineConfig, GrantConfig, HistoryLimits, Rate, TokenAuth, TurnConfig};
 use clap::Parser;
 use relaycast_shared::limits::MAX_FRAME_BYTES;
 use relaycast_shared::{IceServer, RoomName};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Parser)]
@@ -174,6 +176,59 @@ pub struct Config {
     #[arg(long, env = "RELAYCAST_TURN_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
     pub turn_ttl: Duration,
 
+    /// Who may connect: `token` (every connection presents a token signed by the app's
+    /// backend, with its rights per room) or `open` (anyone may join any room: development).
+    #[arg(long, env = "RELAYCAST_AUTH", default_value = "token", value_enum)]
+    pub auth: AuthMode,
+
+    /// Token mode: an Ed25519 public key (PEM) that verifies EdDSA tokens, as [KID=]FILE; the
+    /// KID is the token header's `kid`. Repeat for several keys (rotation).
+    #[arg(
+        long = "auth-public-key",
+        env = "RELAYCAST_AUTH_PUBLIC_KEYS",
+        value_delimiter = ',',
+        value_name = "[KID=]FILE"
+    )]
+    pub auth_public_keys: Vec<String>,
+
+    /// Token mode: a file holding an HS256 secret (at least 32 bytes), as [KID=]FILE.
+    #[arg(
+        long = "auth-secret-file",
+        env = "RELAYCAST_AUTH_SECRET_FILES",
+        value_delimiter = ',',
+        value_name = "[KID=]FILE"
+    )]
+    pub auth_secret_files: Vec<String>,
+
+    /// Token mode: an environment variable holding an HS256 secret, as [KID=]VAR.
+    #[arg(
+        long = "auth-secret-env",
+        env = "RELAYCAST_AUTH_SECRET_ENVS",
+        value_delimiter = ',',
+        value_name = "[KID=]VAR"
+    )]
+    pub auth_secret_envs: Vec<String>,
+
+    /// Token mode: the audience (`aud`) tokens must name.
+    #[arg(long, env = "RELAYCAST_AUTH_AUDIENCE", default_value = "relaycast")]
+    pub auth_audience: String,
+
+    /// Token mode: the issuer (`iss`) tokens must name; not checked when unset.
+    #[arg(long, env = "RELAYCAST_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+
+    /// Token mode: how far a token's `exp` and `nbf` may be off (clock skew).
+    #[arg(long, env = "RELAYCAST_AUTH_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub auth_leeway: Duration,
+
+    /// Token mode: a connection is told this long before its token expires, to send a new one.
+    #[arg(long, env = "RELAYCAST_TOKEN_EXPIRY_NOTICE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub token_expiry_notice: Duration,
+
+    /// Token mode: a connection whose token expired is closed (`token_expired`) this long after.
+    #[arg(long, env = "RELAYCAST_TOKEN_EXPIRY_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub token_expiry_grace: Duration,
+
     /// How long a room grant (the HTTP permission for a room's files) stays valid.
     #[arg(long, env = "RELAYCAST_GRANT_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
     pub grant_ttl: Duration,
@@ -300,6 +355,15 @@ fn parse_network(s: &str) -> Result<crate::transport::proxies::Network, String> 
     s.parse()
 }
 
+/// Who may connect (`--auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Anyone may join any room (development; a warning is logged).
+    Open,
+    /// Every connection presents a token from the app's backend.
+    Token,
+}
+
 /// `ROOM=KEY`.
 fn parse_stream_key(s: &str) -> Result<(RoomName, String), String> {
     let (room, key) = s.split_once('=').ok_or_else(|| format!("{s:?} is not ROOM=KEY"))?;
@@ -388,8 +452,45 @@ impl Config {
         }
     }
 
-    pub fn engine(&self) -> EngineConfig {
-        EngineConfig {
+    /// Who may connect: in token mode, with the configured keys loaded.
+    pub fn auth(&self) -> Result<Auth, String> {
+        use crate::auth::keys::{split_kid, KeySource, KeySpec};
+        if self.auth == AuthMode::Open {
+            return Ok(Auth::Open);
+        }
+        let public = self.auth_public_keys.iter().map(|v| (v, KeySource::PublicKeyFile as fn(PathBuf) -> KeySource));
+        let files = self.auth_secret_files.iter().map(|v| (v, KeySource::SecretFile as fn(PathBuf) -> KeySource));
+        let mut specs = Vec::new();
+        for (value, source) in public.chain(files).filter(|(v, _)| !v.is_empty()) {
+            let (kid, path) = split_kid(value)?;
+            specs.push(KeySpec { kid, source: source(path.into()) });
+        }
+        for value in self.auth_secret_envs.iter().filter(|v| !v.is_empty()) {
+            let (kid, var) = split_kid(value)?;
+            specs.push(KeySpec { kid, source: KeySource::SecretEnv(var.into()) });
+        }
+        if specs.is_empty() {
+            return Err("--auth token needs a key to verify tokens with: --auth-public-key, --auth-secret-file or \
+                        --auth-secret-env (see the README); for development, run with --auth open"
+                .into());
+        }
+        let keys = specs.iter().map(KeySpec::load).collect::<Result<Vec<_>, _>>()?;
+        let verifier = Verifier::new(
+            keys,
+            self.auth_audience.clone(),
+            self.auth_issuer.clone(),
+            self.auth_leeway.as_millis() as u64,
+        );
+        Ok(Auth::Token(TokenAuth {
+            verifier: Arc::new(verifier),
+            expiry_notice_ms: self.token_expiry_notice.as_millis() as u64,
+            expiry_grace_ms: self.token_expiry_grace.as_millis() as u64,
+        }))
+    }
+
+    /// The engine's settings (reads the auth keys).
+    pub fn engine(&self) -> Result<EngineConfig, String> {
+        Ok(EngineConfig {
             max_frame_bytes: self.max_frame_bytes as usize,
             max_rooms: self.max_rooms,
             max_rooms_per_connection: self.max_rooms_per_connection,
@@ -426,7 +527,8 @@ impl Config {
                 }),
                 _ => None,
             },
-        }
+            auth: self.auth()?,
+        })
     }
 }
 
@@ -467,6 +569,27 @@ mod tests {
     }
 
     #[test]
+    fn token_mode_is_the_default_and_needs_a_key() {
+        let c = Config::defaults();
+        assert_eq!(c.auth, AuthMode::Token);
+        let err = c.engine().unwrap_err();
+        assert!(err.contains("--auth open"), "the error says how to develop without keys: {err}");
+        let dir = tempfile::tempdir().unwrap();
+        let (secret, public) = (dir.path().join("s"), dir.path().join("k"));
+        std::fs::write(&secret, "x".repeat(40)).unwrap();
+        crate::auth::keys::write_key_pair(&public).unwrap();
+        let args = ["relaycast", "--auth-secret-file", &format!("hs={}", secret.display())];
+        let c =
+            Config::try_parse_from(args.iter().chain(&["--auth-public-key", &format!("{}.pub.pem", public.display())]))
+                .unwrap();
+        assert!(matches!(c.engine().unwrap().auth, Auth::Token(_)));
+        let c = Config::try_parse_from(["relaycast", "--auth-public-key", &secret.display().to_string()]).unwrap();
+        assert!(c.engine().unwrap_err().contains("not an Ed25519 public key"));
+        let c = Config::try_parse_from(["relaycast", "--auth", "open"]).unwrap();
+        assert!(matches!(c.engine().unwrap().auth, Auth::Open));
+    }
+
+    #[test]
     fn byte_counts_take_units() {
         assert_eq!(parse_bytes("512"), Ok(512));
         assert_eq!(parse_bytes("2KB"), Ok(2000));
@@ -484,9 +607,13 @@ mod tests {
     fn turn_needs_a_secret_and_mints_per_peer_credentials() {
         assert!(Config::try_parse_from(["relaycast", "--turn-url", "turn:t:3478"]).is_err(), "no secret");
         let c = Config::try_parse_from(["relaycast", "--turn-url", "turn:t:3478", "--turn-secret", "s"]).unwrap();
-        let turn = c.engine().turn.expect("turn configured");
+        let open = |mut c: Config| {
+            c.auth = AuthMode::Open;
+            c.engine().unwrap()
+        };
+        let turn = open(c).turn.expect("turn configured");
         assert_eq!(turn.ttl_secs, 12 * 3600);
-        assert!(Config::defaults().engine().turn.is_none());
+        assert!(open(Config::defaults()).turn.is_none());
     }
 
     #[test]
@@ -496,7 +623,7 @@ mod tests {
         std::env::set_var("RELAYCAST_ICE_SERVERS", "stun:a:1,turn:b:2");
         let c = Config::defaults();
         assert_eq!(c.history_max_messages, 7);
-        assert_eq!(c.engine().history.max_messages, 7);
+        assert_eq!(c.history_max_messages, 7);
         assert_eq!(c.ice_servers, vec!["stun:a:1".to_owned(), "turn:b:2".to_owned()]);
         // A flag wins over the environment.
         let c = Config::try_parse_from(["relaycast", "--history-max-messages", "9"]).unwrap();

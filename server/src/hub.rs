@@ -332,20 +332,24 @@ impl crate::blobs::CacheEvents for Hub {
     }
 }
 
-/// Who is in a room now, for the HTTP side: grants and stream keys hold only while their
-/// holder is a member (and, for a stream key, the owner).
+/// Who is in a room now and with which rights, for the HTTP side: grants and stream keys hold
+/// only while their holder is a member, and only for what its rights allow now.
 pub trait Members: Send + Sync + std::fmt::Debug {
-    fn is_member(&self, room: &relaycast_shared::RoomName, peer: &relaycast_shared::PeerId) -> bool;
-    fn is_owner(&self, room: &relaycast_shared::RoomName, peer: &relaycast_shared::PeerId) -> bool;
+    /// `peer`'s rights in `room`, or `None` when it is not a member.
+    fn rights(
+        &self,
+        room: &relaycast_shared::RoomName,
+        peer: &relaycast_shared::PeerId,
+    ) -> Option<relaycast_shared::Rights>;
 }
 
 impl Members for Hub {
-    fn is_member(&self, room: &relaycast_shared::RoomName, peer: &relaycast_shared::PeerId) -> bool {
-        self.lock().engine.is_member(room, peer)
-    }
-
-    fn is_owner(&self, room: &relaycast_shared::RoomName, peer: &relaycast_shared::PeerId) -> bool {
-        self.lock().engine.is_owner(room, peer)
+    fn rights(
+        &self,
+        room: &relaycast_shared::RoomName,
+        peer: &relaycast_shared::PeerId,
+    ) -> Option<relaycast_shared::Rights> {
+        self.lock().engine.rights_of(room, peer)
     }
 }
 

@@ -26,6 +26,7 @@
 // Nothing from the network or the disk is unwrapped; tests may (clippy.toml).
 #![warn(clippy::unwrap_used)]
 
+pub mod auth;
 pub mod blobs;
 pub mod config;
 pub mod core;
@@ -133,7 +134,21 @@ pub async fn run_with_ready(
         tokio::task::spawn_blocking(move || store.load()).await??
     };
     let restored_rooms = restored.len();
-    let mut engine = Engine::new(config.engine(), rand::random());
+    let engine_config = config.engine().map_err(RunError::Config)?;
+    match &engine_config.auth {
+        core::Auth::Open if config.bind.ip().is_loopback() => tracing::warn!(
+            "--auth open: anyone who reaches this server may join any room; use --auth token with keys before deploying"
+        ),
+        core::Auth::Open => tracing::error!(
+            bind = %config.bind,
+            "--auth open on an address other machines can reach: ANYONE may join any room, read its history and files, \
+             and go live. Use --auth token with the app's keys (see the README)"
+        ),
+        core::Auth::Token(_) => {
+            tracing::info!(audience = %config.auth_audience, "token mode: connections need a token from the app")
+        }
+    }
+    let mut engine = Engine::new(engine_config, rand::random());
     engine.restore(restored, now_millis());
     let queue_limits = hub::QueueLimits {
         max_frames: config.queue_depth as usize,

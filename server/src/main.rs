@@ -7,7 +7,8 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // `relaycast publish ...` streams a file into a room; anything else runs the server.
+    // `relaycast publish ...` streams a file into a room; other subcommands below; anything
+    // else runs the server.
     if std::env::args().nth(1).as_deref() == Some("publish") {
         let args = relaycast::publish::PublishArgs::parse_from(std::env::args().skip(1));
         tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).with_writer(std::io::stderr).init();
@@ -19,6 +20,37 @@ async fn main() -> anyhow::Result<()> {
             }
         };
         eprintln!("done: {sent} frames sent");
+        return Ok(());
+    }
+    // `relaycast token ...` mints an access token; `relaycast keygen ...` writes a key pair.
+    if std::env::args().nth(1).as_deref() == Some("token") {
+        let args = relaycast::auth::mint::TokenArgs::parse_from(std::env::args().skip(1));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        match relaycast::auth::mint::mint(&args, now) {
+            Ok(token) => println!("{token}"),
+            Err(err) => {
+                eprintln!("relaycast token: {err}");
+                std::process::exit(2);
+            }
+        }
+        return Ok(());
+    }
+    if std::env::args().nth(1).as_deref() == Some("keygen") {
+        let args = KeygenArgs::parse_from(std::env::args().skip(1));
+        match relaycast::auth::keys::write_key_pair(&args.out) {
+            Ok((private, public)) => {
+                println!("private key (keep it with the app's backend, which signs tokens): {}", private.display());
+                println!(
+                    "public key (give it to the server: --auth-public-key {}): {}",
+                    public.display(),
+                    public.display()
+                );
+            }
+            Err(err) => {
+                eprintln!("relaycast keygen: {err}");
+                std::process::exit(2);
+            }
+        }
         return Ok(());
     }
     let config = Config::parse();
@@ -36,6 +68,15 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// Write an Ed25519 key pair for signing tokens (EdDSA).
+#[derive(Debug, Parser)]
+#[command(name = "relaycast keygen")]
+struct KeygenArgs {
+    /// Where to write: `<OUT>.pem` (private, mode 0600) and `<OUT>.pub.pem` (public).
+    #[arg(long, default_value = "relaycast-token-key")]
+    out: std::path::PathBuf,
 }
 
 async fn shutdown_signal() {

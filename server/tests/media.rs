@@ -383,7 +383,7 @@ async fn the_first_member_owns_the_room_and_its_stream_key_which_ends_with_owner
     // The old owner's key died with its ownership: it neither goes live nor records.
     let stale = post(&server, "/whip/hall", Some(&key), "application/sdp", &offer(true, &[MediaKind::Video])).await;
     assert_eq!((stale.status, stale.header("relaycast-error")), (403, "access_denied"), "{}", stale.text());
-    assert!(stale.text().contains("no longer owns"), "{}", stale.text());
+    assert!(stale.text().contains("no longer in the room"), "{}", stale.text());
     let record = post(&server, "/api/rooms/hall/recording", Some(&key), "application/json", "").await;
     assert_eq!(record.status, 403);
     // A member's grant watches while it is a member, and not after.

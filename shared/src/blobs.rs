@@ -82,6 +82,9 @@ pub enum BlobErrorCode {
     GrantRequired,
     /// The grant is forged, expired or for another room (403).
     AccessDenied,
+    /// The grant's holder is in the room but lacks the right this needs (upload, download,
+    /// broadcast, watch, record) (403).
+    Forbidden,
     /// The room has no such blob (404).
     UnknownBlob,
     /// No such upload in this room (404).
@@ -121,6 +124,7 @@ impl BlobErrorCode {
             BlobErrorCode::BadRequest => "bad_request",
             BlobErrorCode::GrantRequired => "grant_required",
             BlobErrorCode::AccessDenied => "access_denied",
+            BlobErrorCode::Forbidden => "forbidden",
             BlobErrorCode::UnknownBlob => "unknown_blob",
             BlobErrorCode::UnknownUpload => "unknown_upload",
             BlobErrorCode::LengthRequired => "length_required",
@@ -145,7 +149,7 @@ impl BlobErrorCode {
         match self {
             BlobErrorCode::BadRequest => 400,
             BlobErrorCode::GrantRequired => 401,
-            BlobErrorCode::AccessDenied => 403,
+            BlobErrorCode::AccessDenied | BlobErrorCode::Forbidden => 403,
             BlobErrorCode::UnknownBlob | BlobErrorCode::UnknownUpload | BlobErrorCode::NotFound => 404,
             BlobErrorCode::MethodNotAllowed => 405,
             BlobErrorCode::Timeout => 408,

@@ -23,8 +23,18 @@ pub enum ErrorCode {
     HelloRequired,
     /// `hello` was already sent on this connection.
     AlreadyGreeted,
-    /// The access token was refused.
+    /// No access token, or one that is not genuine (bad signature, wrong audience, unknown
+    /// key, malformed). Get a new one from the app.
     Unauthorized,
+    /// The token is genuine but does not grant this (no right to join this room, to publish,
+    /// to go live, ...).
+    Forbidden,
+    /// The token has expired (or expired on an open connection without a refresh in time).
+    TokenExpired,
+    /// You were removed from the room (or the server) by a moderator or the app.
+    Removed,
+    /// The room was closed by the app.
+    RoomClosed,
     /// The action needs membership of a room the connection has not joined.
     NotJoined,
     /// The connection is already in that room.
@@ -68,6 +78,10 @@ impl ErrorCode {
             ErrorCode::HelloRequired => "hello_required",
             ErrorCode::AlreadyGreeted => "already_greeted",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::Removed => "removed",
+            ErrorCode::RoomClosed => "room_closed",
             ErrorCode::NotJoined => "not_joined",
             ErrorCode::AlreadyJoined => "already_joined",
             ErrorCode::TooManyRooms => "too_many_rooms",

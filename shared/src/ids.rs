@@ -186,7 +186,7 @@ validated_string!(
     |s| check_text("chat text", &s, MAX_CHAT_CHARS)
 );
 validated_string!(
-    /// An access token (signed room tokens come later; today the server accepts any).
+    /// An access token: in token mode, a JWT the app's backend signed (see the README).
     AccessToken, "access token",
     |s| check_ascii("access token", &s, MAX_ACCESS_TOKEN_LEN, |c| c.is_ascii_graphic())
 );
@@ -203,6 +203,17 @@ validated_string!(
         check_ascii("blob hash", &s, 64, hex_lower)?;
         if s.len() != 64 { Err(IdError::TooLong { kind: "blob hash", max: 64 }) } else { Ok(()) }
     }
+);
+validated_string!(
+    /// A user's stable id, the `sub` of their token: shown with presence and on messages, and
+    /// what rights and removals attach to. 1..=128 printable ASCII characters, no spaces.
+    UserId, "user id",
+    |s| check_ascii("user id", &s, crate::limits::MAX_USER_ID_LEN, |c| c.is_ascii_graphic())
+);
+validated_string!(
+    /// Why a member was removed or a room closed, as the people affected see it.
+    Reason, "reason",
+    |s| check_text("reason", &s, crate::limits::MAX_REASON_CHARS)
 );
 validated_string!(
     /// A file's name as shown and offered for download: no path separators, no control

@@ -12,6 +12,7 @@
 //! - [`codec`]: decoding with size limits and precise error codes; the encode-once frame builders
 //!   the server uses to fan out one serialization to many recipients.
 //! - [`limits`]: protocol-wide hard limits.
+//! - [`auth`]: rights ([`Right`], [`Rights`]) a member has in a room.
 //! - [`blobs`]: the blob cache's HTTP API (paths, bodies, error codes).
 //! - [`media`]: live broadcasts (WHIP/WHEP paths, broadcast state, recordings, error codes).
 //!
@@ -20,6 +21,7 @@
 // Nothing from the network or the disk is unwrapped; tests may (clippy.toml).
 #![warn(clippy::unwrap_used)]
 
+pub mod auth;
 pub mod blobs;
 pub mod codec;
 pub mod error;
@@ -28,10 +30,14 @@ pub mod limits;
 pub mod media;
 pub mod msg;
 
+pub use auth::{Right, Rights};
 pub use codec::{decode_client, decode_server, encode};
 pub use error::{CloseCode, DecodeError, ErrorCode};
 pub use ids::{
-    AccessToken, BlobHash, ChatText, ClientMsgId, DisplayName, Epoch, FileName, IdError, MediaType, PeerId, RoomName,
+    AccessToken, BlobHash, ChatText, ClientMsgId, DisplayName, Epoch, FileName, IdError, MediaType, PeerId, Reason,
+    RoomName, UserId,
 };
 pub use limits::PROTOCOL_VERSION;
-pub use msg::{Body, ClientMsg, IceServer, PeerInfo, ResumeFrom, RoomMessage, ServerLimits, ServerMsg, Signal};
+pub use msg::{
+    Body, ClientMsg, IceServer, PeerInfo, ResumeFrom, RoomMessage, ServerLimits, ServerMsg, Signal, UserInfo,
+};

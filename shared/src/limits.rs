@@ -2,7 +2,8 @@
 //! [`crate::ServerLimits`]; it never accepts more than these.
 
 /// The protocol this build speaks. Bumped on any incompatible wire change.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: rights on join, token refresh, removals, user ids on presence and messages.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Room names: 1..=64 characters from `[A-Za-z0-9_.-]`, so they fit in a URL path as they are;
 /// `.` and `..` are not room names (URL normalizers would resolve them away).
@@ -16,6 +17,10 @@ pub const MAX_PEER_ID_LEN: usize = 32;
 pub const MAX_CLIENT_MSG_ID_LEN: usize = 64;
 /// Access tokens: 1..=4096 printable ASCII characters.
 pub const MAX_ACCESS_TOKEN_LEN: usize = 4096;
+/// User ids (a token's `sub`): 1..=128 printable ASCII characters.
+pub const MAX_USER_ID_LEN: usize = 128;
+/// Removal and closing reasons: up to 200 characters (not blank).
+pub const MAX_REASON_CHARS: usize = 200;
 /// Chat text: up to 8,000 characters (not blank).
 pub const MAX_CHAT_CHARS: usize = 8000;
 /// SDP and ICE candidate strings are opaque, bounded by the frame limit only.

@@ -80,6 +80,9 @@ pub enum MediaErrorCode {
     TokenRequired,
     /// The token is not this room's stream key or a valid grant (403).
     AccessDenied,
+    /// The grant's holder is in the room but lacks the right this needs (upload, download,
+    /// broadcast, watch, record) (403).
+    Forbidden,
     /// No such session in this room (404).
     UnknownSession,
     /// No such route (404) or method (405).
@@ -109,6 +112,7 @@ impl MediaErrorCode {
             MediaErrorCode::NoUsableCodec => "no_usable_codec",
             MediaErrorCode::TokenRequired => "token_required",
             MediaErrorCode::AccessDenied => "access_denied",
+            MediaErrorCode::Forbidden => "forbidden",
             MediaErrorCode::UnknownSession => "unknown_session",
             MediaErrorCode::NotFound => "not_found",
             MediaErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -128,7 +132,7 @@ impl MediaErrorCode {
         match self {
             MediaErrorCode::BadRequest | MediaErrorCode::MalformedSdp | MediaErrorCode::NoUsableCodec => 400,
             MediaErrorCode::TokenRequired => 401,
-            MediaErrorCode::AccessDenied => 403,
+            MediaErrorCode::AccessDenied | MediaErrorCode::Forbidden => 403,
             MediaErrorCode::UnknownSession | MediaErrorCode::NotFound => 404,
             MediaErrorCode::MethodNotAllowed => 405,
             MediaErrorCode::PublisherBusy
@@ -148,6 +152,7 @@ impl MediaErrorCode {
         MediaErrorCode::NoUsableCodec,
         MediaErrorCode::TokenRequired,
         MediaErrorCode::AccessDenied,
+        MediaErrorCode::Forbidden,
         MediaErrorCode::UnknownSession,
         MediaErrorCode::NotFound,
         MediaErrorCode::MethodNotAllowed,

@@ -4,6 +4,7 @@
 //! out when empty. Unknown fields are ignored, so a newer peer may add optional fields without
 //! breaking an older one; anything else is a protocol version bump.
 
+use crate::auth::Rights;
 use crate::error::ErrorCode;
 use crate::ids::*;
 use serde::{Deserialize, Serialize};
@@ -34,12 +35,22 @@ pub enum ClientMsg {
     Signal { room: RoomName, to: PeerId, signal: Signal },
     /// A message for everyone in the room, kept in its history. Acked with [`ServerMsg::Ack`].
     Publish { room: RoomName, id: ClientMsgId, body: Body },
+    /// A new token for this connection (token mode), before the current one expires; answered
+    /// with [`ServerMsg::TokenAccepted`]. Rights in each room follow the new token.
+    Refresh { token: AccessToken },
+    /// Remove a member from the room (needs the `moderate` right); they are told `reason`.
+    Remove {
+        room: RoomName,
+        peer: PeerId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Reason>,
+    },
 }
 
 impl ClientMsg {
     /// The `"type"` tag of every variant, for telling an unknown type from a bad field. Tests
     /// check it against [`ClientMsg::kind`], whose match the compiler keeps exhaustive.
-    pub const TYPES: &'static [&'static str] = &["hello", "join", "leave", "signal", "publish"];
+    pub const TYPES: &'static [&'static str] = &["hello", "join", "leave", "signal", "publish", "refresh", "remove"];
 
     /// This message's `"type"` tag.
     pub fn kind(&self) -> &'static str {
@@ -49,6 +60,8 @@ impl ClientMsg {
             ClientMsg::Leave { .. } => "leave",
             ClientMsg::Signal { .. } => "signal",
             ClientMsg::Publish { .. } => "publish",
+            ClientMsg::Refresh { .. } => "refresh",
+            ClientMsg::Remove { .. } => "remove",
         }
     }
 
@@ -108,6 +121,9 @@ pub struct RoomMessage {
     pub name: DisplayName,
     /// The sender's id for this message.
     pub id: ClientMsgId,
+    /// The sender's user id (token mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserId>,
     /// When the server accepted it, in milliseconds since the Unix epoch.
     pub at: u64,
     pub body: Body,
@@ -118,6 +134,18 @@ pub struct RoomMessage {
 pub struct PeerInfo {
     pub id: PeerId,
     pub name: DisplayName,
+    /// Their user id (token mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserId>,
+}
+
+/// Who a connection is, from its token (token mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub id: UserId,
+    pub name: DisplayName,
+    /// When the token expires (ms since the Unix epoch); send [`ClientMsg::Refresh`] before.
+    pub expires: u64,
 }
 
 /// A STUN or TURN server for `RTCPeerConnection`'s `iceServers`.
@@ -152,6 +180,10 @@ pub enum ServerMsg {
         peer_id: PeerId,
         limits: ServerLimits,
         ice_servers: Vec<IceServer>,
+        /// In token mode, who the token says you are. The name is the one others see (a
+        /// client cannot pick another).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<UserInfo>,
     },
     /// You are in `room`. History (or the resume notice) follows, then live messages.
     Joined {
@@ -161,6 +193,8 @@ pub enum ServerMsg {
         last_seq: u64,
         /// Who else is here.
         peers: Vec<PeerInfo>,
+        /// What you may do here: the app shows only the controls that will work.
+        rights: Rights,
     },
     /// A batch of history, oldest first. `done` on the last batch of a join.
     History {
@@ -222,6 +256,28 @@ pub enum ServerMsg {
         room: RoomName,
         state: crate::media::BroadcastState,
     },
+    /// Your rights in `room` changed (a refreshed token, or the room's ownership in open mode).
+    Rights {
+        room: RoomName,
+        rights: Rights,
+    },
+    /// Your token expires at `expires` (ms since the Unix epoch): send [`ClientMsg::Refresh`]
+    /// with a new one before, or the connection is closed with `token_expired`.
+    TokenExpiring {
+        expires: u64,
+    },
+    /// The token of a [`ClientMsg::Refresh`] is in force, until `expires`.
+    TokenAccepted {
+        expires: u64,
+    },
+    /// You are no longer in `room`: `code` is `removed` (by a moderator or the app) or
+    /// `room_closed`; `reason` is for people.
+    Removed {
+        room: RoomName,
+        code: ErrorCode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Reason>,
+    },
     /// Your message `id` is stored as `seq`.
     Ack {
         room: RoomName,
@@ -255,6 +311,10 @@ impl ServerMsg {
         "grant",
         "stream_key",
         "broadcast",
+        "rights",
+        "token_expiring",
+        "token_accepted",
+        "removed",
         "ack",
         "error",
     ];
@@ -275,6 +335,10 @@ impl ServerMsg {
             ServerMsg::Grant { .. } => "grant",
             ServerMsg::StreamKey { .. } => "stream_key",
             ServerMsg::Broadcast { .. } => "broadcast",
+            ServerMsg::Rights { .. } => "rights",
+            ServerMsg::TokenExpiring { .. } => "token_expiring",
+            ServerMsg::TokenAccepted { .. } => "token_accepted",
+            ServerMsg::Removed { .. } => "removed",
             ServerMsg::Ack { .. } => "ack",
             ServerMsg::Error { .. } => "error",
         }

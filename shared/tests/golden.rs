@@ -27,6 +27,7 @@ fn sample_message() -> RoomMessage {
         from: p("k3x9Qa"),
         name: n("Ada"),
         id: id("c-17"),
+        user: Some(UserId::try_from("user-7f3a").unwrap()),
         at: 1_795_000_000_000,
         body: Body::Chat { text: ChatText::try_from("hello, room").unwrap() },
     }
@@ -35,6 +36,25 @@ fn sample_message() -> RoomMessage {
 fn client_cases() -> Vec<(&'static str, ClientMsg)> {
     vec![
         ("hello", ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: None }),
+        (
+            "hello_token",
+            ClientMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                token: Some(AccessToken::try_from("eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1MSJ9.c2ln").unwrap()),
+            },
+        ),
+        (
+            "refresh",
+            ClientMsg::Refresh { token: AccessToken::try_from("eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1MSJ9.bmV3").unwrap() },
+        ),
+        (
+            "remove",
+            ClientMsg::Remove {
+                room: r("standup"),
+                peer: p("Zz81"),
+                reason: Some(Reason::try_from("please keep it civil").unwrap()),
+            },
+        ),
         (
             "join_resume",
             ClientMsg::Join {
@@ -116,6 +136,11 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
                     username: None,
                     credential: None,
                 }],
+                user: Some(UserInfo {
+                    id: UserId::try_from("user-7f3a").unwrap(),
+                    name: n("Ada"),
+                    expires: 1_795_003_600_000,
+                }),
             },
         ),
         (
@@ -124,7 +149,8 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
                 room: r("standup"),
                 epoch: Epoch::try_from("e5f0a1").unwrap(),
                 last_seq: 42,
-                peers: vec![PeerInfo { id: p("Zz81"), name: n("Grace") }],
+                peers: vec![PeerInfo { id: p("Zz81"), name: n("Grace"), user: None }],
+                rights: [Right::Join, Right::History, Right::Publish, Right::Signal].into_iter().collect(),
             },
         ),
         ("history", ServerMsg::History { room: r("standup"), messages: vec![sample_message()], done: true }),
@@ -135,7 +161,10 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
         ("history_reset", ServerMsg::HistoryReset { room: r("standup"), epoch: Epoch::try_from("b7").unwrap() }),
         (
             "peer_joined",
-            ServerMsg::PeerJoined { room: r("standup"), peer: PeerInfo { id: p("Zz81"), name: n("Grace") } },
+            ServerMsg::PeerJoined {
+                room: r("standup"),
+                peer: PeerInfo { id: p("Zz81"), name: n("Grace"), user: Some(UserId::try_from("user-22").unwrap()) },
+            },
         ),
         ("peer_left", ServerMsg::PeerLeft { room: r("standup"), peer_id: p("Zz81") }),
         ("left", ServerMsg::Left { room: r("standup") }),
@@ -145,6 +174,24 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
         ),
         ("message", ServerMsg::Message { room: r("standup"), message: sample_message() }),
         ("ack", ServerMsg::Ack { room: r("standup"), id: id("c-17"), seq: 42 }),
+        (
+            "rights",
+            ServerMsg::Rights {
+                room: r("standup"),
+                rights: [Right::Join, Right::Publish, Right::Broadcast].into_iter().collect(),
+            },
+        ),
+        ("token_expiring", ServerMsg::TokenExpiring { expires: 1_795_003_600_000 }),
+        ("token_accepted", ServerMsg::TokenAccepted { expires: 1_795_007_200_000 }),
+        (
+            "removed",
+            ServerMsg::Removed {
+                room: r("standup"),
+                code: ErrorCode::Removed,
+                reason: Some(Reason::try_from("please keep it civil").unwrap()),
+            },
+        ),
+        ("room_closed", ServerMsg::Removed { room: r("standup"), code: ErrorCode::RoomClosed, reason: None }),
         ("stream_key", ServerMsg::StreamKey { room: r("standup"), key: "1795003600000.k3x9Qa.c2lnbmF0dXJl".into() }),
         (
             "broadcast",

@@ -44,6 +44,15 @@ fn name() -> impl Strategy<Value = DisplayName> {
 fn token() -> impl Strategy<Value = AccessToken> {
     ascii_id(200, "!#$%&*+./:;<=>?@[]^_`{|}~-").prop_map(|s| AccessToken::try_from(s).unwrap())
 }
+fn user() -> impl Strategy<Value = UserId> {
+    ascii_id(128, "!#$%&*+./:;<=>?@[]^_`{|}~-|").prop_map(|s| UserId::try_from(s).unwrap())
+}
+fn reason() -> impl Strategy<Value = Reason> {
+    text(200).prop_map(|s| Reason::try_from(s).unwrap())
+}
+fn rights() -> impl Strategy<Value = Rights> {
+    prop::collection::vec(prop::sample::select(Right::ALL.to_vec()), 0..6).prop_map(|v| v.into_iter().collect())
+}
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
     use serde_json::Value;
     let leaf = prop_oneof![
@@ -86,11 +95,11 @@ fn signal() -> impl Strategy<Value = Signal> {
     ]
 }
 fn peer_info() -> impl Strategy<Value = PeerInfo> {
-    (peer(), name()).prop_map(|(id, name)| PeerInfo { id, name })
+    (peer(), name(), prop::option::of(user())).prop_map(|(id, name, user)| PeerInfo { id, name, user })
 }
 fn room_message() -> impl Strategy<Value = RoomMessage> {
-    (any::<u64>(), peer(), name(), msg_id(), any::<u64>(), body())
-        .prop_map(|(seq, from, name, id, at, body)| RoomMessage { seq, from, name, id, at, body })
+    (any::<u64>(), peer(), name(), msg_id(), prop::option::of(user()), any::<u64>(), body())
+        .prop_map(|(seq, from, name, id, user, at, body)| RoomMessage { seq, from, name, id, user, at, body })
 }
 fn error_code() -> impl Strategy<Value = ErrorCode> {
     prop::sample::select(vec![
@@ -103,6 +112,10 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         ErrorCode::HelloRequired,
         ErrorCode::AlreadyGreeted,
         ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::TokenExpired,
+        ErrorCode::Removed,
+        ErrorCode::RoomClosed,
         ErrorCode::NotJoined,
         ErrorCode::AlreadyJoined,
         ErrorCode::TooManyRooms,
@@ -134,6 +147,12 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         room().prop_map(|room| ClientMsg::Leave { room }),
         (room(), peer(), signal()).prop_map(|(room, to, signal)| ClientMsg::Signal { room, to, signal }),
         (room(), msg_id(), body()).prop_map(|(room, id, body)| ClientMsg::Publish { room, id, body }),
+        token().prop_map(|token| ClientMsg::Refresh { token }),
+        (room(), peer(), prop::option::of(reason())).prop_map(|(room, peer, reason)| ClientMsg::Remove {
+            room,
+            peer,
+            reason
+        }),
     ]
 }
 
@@ -150,12 +169,28 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
     );
     let ice = (prop::collection::vec(text(30), 1..3), prop::option::of(text(10)), prop::option::of(text(10)))
         .prop_map(|(urls, username, credential)| IceServer { urls, username, credential });
+    let user_info = (user(), name(), any::<u64>()).prop_map(|(id, name, expires)| UserInfo { id, name, expires });
     prop_oneof![
-        (any::<u32>(), peer(), limits, prop::collection::vec(ice, 0..3)).prop_map(
-            |(protocol, peer_id, limits, ice_servers)| ServerMsg::Welcome { protocol, peer_id, limits, ice_servers }
+        (any::<u32>(), peer(), limits, prop::collection::vec(ice, 0..3), prop::option::of(user_info)).prop_map(
+            |(protocol, peer_id, limits, ice_servers, user)| ServerMsg::Welcome {
+                protocol,
+                peer_id,
+                limits,
+                ice_servers,
+                user
+            }
         ),
-        (room(), epoch(), any::<u64>(), prop::collection::vec(peer_info(), 0..4))
-            .prop_map(|(room, epoch, last_seq, peers)| ServerMsg::Joined { room, epoch, last_seq, peers }),
+        (room(), epoch(), any::<u64>(), prop::collection::vec(peer_info(), 0..4), rights()).prop_map(
+            |(room, epoch, last_seq, peers, rights)| ServerMsg::Joined { room, epoch, last_seq, peers, rights }
+        ),
+        (room(), rights()).prop_map(|(room, rights)| ServerMsg::Rights { room, rights }),
+        any::<u64>().prop_map(|expires| ServerMsg::TokenExpiring { expires }),
+        any::<u64>().prop_map(|expires| ServerMsg::TokenAccepted { expires }),
+        (room(), error_code(), prop::option::of(reason())).prop_map(|(room, code, reason)| ServerMsg::Removed {
+            room,
+            code,
+            reason
+        }),
         (room(), prop::collection::vec(room_message(), 0..4), any::<bool>())
             .prop_map(|(room, messages, done)| ServerMsg::History { room, messages, done }),
         (room(), any::<u64>(), any::<u64>()).prop_map(|(room, requested_after, oldest_available)| {

@@ -24,6 +24,15 @@ pub enum Problem {
     ServerUnreachable,
     ProtocolMismatch(String),
     RoomFull,
+    /// No token, or one the server refused (not genuine, expired).
+    NoAccess(ErrorCode, String),
+    /// The token does not let this user into this room.
+    NotAllowedHere,
+    /// A moderator or the app removed us from the room (or closed it).
+    Removed {
+        closed: bool,
+        reason: Option<String>,
+    },
     Rejected(ErrorCode, String),
 }
 
@@ -35,13 +44,35 @@ impl Problem {
                 format!("This app and the server speak different protocol versions ({m}). Reload the page.")
             }
             Problem::RoomFull => "This room is full. Try another room or come back later.".into(),
+            Problem::NoAccess(ErrorCode::TokenExpired, _) => {
+                "Your access to this room has expired. Open the room again from the app that invited you.".into()
+            }
+            Problem::NoAccess(_, m) => format!(
+                "You need an invitation to join: open this room from the app that sent you here. (The server said: {m})"
+            ),
+            Problem::NotAllowedHere => "Your invitation is for another room: you may not join this one.".into(),
+            Problem::Removed { closed: false, reason } => match reason {
+                Some(r) => format!("You were removed from this room: {r}"),
+                None => "You were removed from this room.".into(),
+            },
+            Problem::Removed { closed: true, reason } => match reason {
+                Some(r) => format!("This room was closed: {r}"),
+                None => "This room was closed.".into(),
+            },
             Problem::Rejected(code, m) => format!("{m} ({code})"),
         }
     }
 
     /// Retrying will not help.
     pub fn is_final(&self) -> bool {
-        matches!(self, Problem::ProtocolMismatch(_) | Problem::RoomFull)
+        matches!(
+            self,
+            Problem::ProtocolMismatch(_)
+                | Problem::RoomFull
+                | Problem::NoAccess(..)
+                | Problem::NotAllowedHere
+                | Problem::Removed { .. }
+        )
     }
 }
 
@@ -91,8 +122,14 @@ pub struct RoomState {
     pub ice_servers: Vec<IceServer>,
     /// The room's file grant (bearer token for the blob API), when the server gave one.
     pub grant: Option<String>,
-    /// The stream key, while we own the room (first one in): it lets us go live and record.
+    /// The stream key, while our rights let us go live or record.
     pub stream_key: Option<String>,
+    /// What we may do here, as the server said on join (and since).
+    pub rights: Rights,
+    /// Who the token says we are (token mode), and when it expires.
+    pub user: Option<UserInfo>,
+    /// The server asked for a new token (it expires at this time, ms).
+    pub token_expiring: Option<u64>,
     /// The room's live broadcast, as the server last told.
     pub broadcast: relaycast_shared::media::BroadcastState,
 }
@@ -130,6 +167,9 @@ impl RoomState {
             stream_key: None,
             broadcast: Default::default(),
             grant: None,
+            rights: Rights::NONE,
+            user: None,
+            token_expiring: None,
         }
     }
 
@@ -165,17 +205,24 @@ impl RoomState {
 
     fn server(&mut self, msg: ServerMsg) {
         match msg {
-            ServerMsg::Welcome { peer_id, ice_servers, .. } => {
+            ServerMsg::Welcome { peer_id, ice_servers, user, .. } => {
                 self.me = Some(peer_id);
                 self.ice_servers = ice_servers;
+                // In token mode the name is the token's.
+                if let Some(user) = &user {
+                    self.name = user.name.clone();
+                }
+                self.user = user;
+                self.token_expiring = None;
                 if self.problem == Some(Problem::ServerUnreachable) {
                     self.problem = None;
                 }
             }
-            ServerMsg::Joined { epoch, peers, .. } => {
+            ServerMsg::Joined { epoch, peers, rights, .. } => {
                 self.status = Status::Online;
                 self.epoch = Some(epoch);
                 self.peers = peers;
+                self.rights = rights;
                 // A (re)join: the server says again who owns the room and what is live.
                 self.stream_key = None;
                 self.broadcast = Default::default();
@@ -199,7 +246,9 @@ impl RoomState {
                 if let Some(i) = self.pending.iter().position(|p| p.id == id) {
                     let p = self.pending.remove(i);
                     if let Some(me) = self.me.clone() {
-                        let msg = RoomMessage { seq, from: me, name: self.name.clone(), id, at: p.at, body: p.body };
+                        let user = self.user.as_ref().map(|u| u.id.clone());
+                        let msg =
+                            RoomMessage { seq, from: me, name: self.name.clone(), id, user, at: p.at, body: p.body };
                         self.add(msg);
                     }
                 }
@@ -214,6 +263,27 @@ impl RoomState {
             ServerMsg::Grant { token, .. } => self.grant = Some(token),
             ServerMsg::StreamKey { key, .. } => self.stream_key = Some(key),
             ServerMsg::Broadcast { state, .. } => self.broadcast = state,
+            ServerMsg::Rights { rights, .. } => {
+                self.rights = rights;
+                if !rights.has(Right::Broadcast) && !rights.has(Right::Record) {
+                    self.stream_key = None;
+                }
+            }
+            ServerMsg::TokenExpiring { expires } => self.token_expiring = Some(expires),
+            ServerMsg::TokenAccepted { expires } => {
+                self.token_expiring = None;
+                if let Some(user) = &mut self.user {
+                    user.expires = expires;
+                }
+            }
+            ServerMsg::Removed { code, reason, .. } => {
+                self.status = Status::Offline;
+                self.rights = Rights::NONE;
+                self.stream_key = None;
+                self.peers.clear();
+                let reason = reason.map(|r| r.to_string());
+                self.problem = Some(Problem::Removed { closed: code == ErrorCode::RoomClosed, reason });
+            }
             ServerMsg::Left { .. } | ServerMsg::Signal { .. } => {}
         }
     }
@@ -227,6 +297,18 @@ impl RoomState {
             ErrorCode::RoomFull => {
                 self.status = Status::Offline;
                 Problem::RoomFull
+            }
+            ErrorCode::Unauthorized | ErrorCode::TokenExpired if id.is_none() => {
+                self.status = Status::Offline;
+                Problem::NoAccess(code, message)
+            }
+            ErrorCode::Forbidden if id.is_none() && self.epoch.is_none() => {
+                self.status = Status::Offline;
+                Problem::NotAllowedHere
+            }
+            ErrorCode::Removed if id.is_none() => {
+                self.status = Status::Offline;
+                Problem::Removed { closed: false, reason: Some(message) }
             }
             _ => Problem::Rejected(code, message),
         });
@@ -278,6 +360,7 @@ mod tests {
             from: peer(from),
             name: DisplayName::try_from("x").unwrap(),
             id: ClientMsgId::try_from(id).unwrap(),
+            user: None,
             at: 0,
             body: chat("t"),
         }
@@ -296,12 +379,14 @@ mod tests {
                 history_max_age_secs: 1,
             },
             ice_servers: vec![],
+            user: None,
         }));
         s.apply(Action::Server(ServerMsg::Joined {
             room: room(),
             epoch: Epoch::try_from("e1").unwrap(),
             last_seq: 0,
             peers: vec![],
+            rights: Rights::member(),
         }));
         s
     }
@@ -386,7 +471,7 @@ mod tests {
     #[test]
     fn presence_follows_joins_and_leaves_and_clears_on_loss() {
         let mut s = state();
-        let b = PeerInfo { id: peer("b"), name: DisplayName::try_from("B").unwrap() };
+        let b = PeerInfo { id: peer("b"), name: DisplayName::try_from("B").unwrap(), user: None };
         s.apply(Action::Server(ServerMsg::PeerJoined { room: room(), peer: b.clone() }));
         s.apply(Action::Server(ServerMsg::PeerJoined { room: room(), peer: b.clone() }));
         assert_eq!(s.peers.len(), 1);
@@ -395,5 +480,48 @@ mod tests {
         s.apply(Action::Server(ServerMsg::PeerJoined { room: room(), peer: b }));
         s.apply(Action::Lost { attempt: 0, retry_at: 1 });
         assert!(s.peers.is_empty(), "presence is re-learned on rejoin");
+    }
+
+    #[test]
+    fn refusals_of_access_are_final_and_in_plain_words() {
+        let mut s = RoomState::new(room(), DisplayName::try_from("me").unwrap());
+        s.apply(Action::Server(ServerMsg::error(ErrorCode::Unauthorized, "this server needs an access token")));
+        assert_eq!(s.status, Status::Offline);
+        let problem = s.problem.clone().unwrap();
+        assert!(problem.is_final() && problem.text().contains("invitation"), "{}", problem.text());
+        s.apply(Action::Lost { attempt: 1, retry_at: 5 });
+        assert_eq!(s.status, Status::Offline, "no retry without a token");
+
+        let mut s = RoomState::new(room(), DisplayName::try_from("me").unwrap());
+        s.apply(Action::Server(ServerMsg::error(ErrorCode::TokenExpired, "the token has expired")));
+        assert!(s.problem.unwrap().text().contains("expired"));
+
+        let mut s = RoomState::new(room(), DisplayName::try_from("me").unwrap());
+        let forbidden = ServerMsg::Error {
+            code: ErrorCode::Forbidden,
+            message: "your token does not let you join r".into(),
+            room: Some(room()),
+            id: None,
+        };
+        s.apply(Action::Server(forbidden));
+        assert_eq!(s.problem, Some(Problem::NotAllowedHere));
+    }
+
+    #[test]
+    fn rights_and_removals_change_what_the_room_shows() {
+        let mut s = state();
+        assert!(s.rights.has(Right::Upload) && !s.rights.has(Right::Broadcast));
+        s.apply(Action::Server(ServerMsg::StreamKey { room: room(), key: "k".into() }));
+        s.apply(Action::Server(ServerMsg::Rights { room: room(), rights: Rights::parse_list("join").unwrap() }));
+        assert_eq!((s.rights, s.stream_key.clone()), (Rights::parse_list("join").unwrap(), None));
+        s.apply(Action::Server(ServerMsg::TokenExpiring { expires: 99 }));
+        assert_eq!(s.token_expiring, Some(99));
+        s.apply(Action::Server(ServerMsg::TokenAccepted { expires: 500 }));
+        assert_eq!(s.token_expiring, None);
+        let reason = Reason::try_from("spam").ok();
+        s.apply(Action::Server(ServerMsg::Removed { room: room(), code: ErrorCode::Removed, reason }));
+        assert_eq!(s.status, Status::Offline);
+        assert_eq!(s.problem.as_ref().unwrap().text(), "You were removed from this room: spam");
+        assert!(s.problem.unwrap().is_final());
     }
 }

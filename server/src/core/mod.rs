@@ -21,6 +21,7 @@ pub use history::{Entry, Evicted, History, HistoryLimits};
 pub use rate::{Rate, TokenBucket};
 pub use turn::TurnConfig;
 
+use crate::auth::{AuthError, Identity, Verifier};
 use bytes::Bytes;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use relaycast_shared::codec::{encode_room_message, history_frame, message_frame};
@@ -186,6 +187,34 @@ pub struct EngineConfig {
     pub turn: Option<TurnConfig>,
     /// When set, each join is followed by a grant for the room's files.
     pub grant: Option<GrantConfig>,
+    /// Who may connect, and where their rights come from.
+    pub auth: Auth,
+}
+
+/// Who may connect and what they may do.
+#[derive(Debug, Clone, Default)]
+pub enum Auth {
+    /// Anyone may join any room with every member's right ([`Rights::member`]); the member
+    /// there longest owns the room and may also go live, record and moderate. For development.
+    #[default]
+    Open,
+    /// Every connection presents a token from the app's backend; rights come from it.
+    Token(TokenAuth),
+}
+
+/// Token mode's settings.
+#[derive(Debug, Clone)]
+pub struct TokenAuth {
+    pub verifier: Arc<Verifier>,
+    /// A connection is told this long before its token expires ([`ServerMsg::TokenExpiring`]).
+    pub expiry_notice_ms: Millis,
+    /// A connection whose token expired is closed with `token_expired` this long after.
+    pub expiry_grace_ms: Millis,
+}
+
+/// The rights only a room's owner has in open mode.
+fn owner_rights() -> Rights {
+    [Right::Broadcast, Right::Record, Right::Moderate].into_iter().collect()
 }
 
 impl Default for EngineConfig {
@@ -207,6 +236,7 @@ impl Default for EngineConfig {
             ice_servers: Vec::new(),
             turn: None,
             grant: None,
+            auth: Auth::Open,
         }
     }
 }
@@ -227,6 +257,8 @@ pub struct Stats {
 struct Membership {
     room: RoomName,
     name: DisplayName,
+    /// What the token grants here (open mode: a member's rights; the owner's come on top).
+    rights: Rights,
 }
 
 #[derive(Debug)]
@@ -236,6 +268,10 @@ struct Peer {
     addr: IpAddr,
     connected_at: Millis,
     greeted: bool,
+    /// Token mode: who the connection's newest token says it is.
+    identity: Option<Identity>,
+    /// Whether it was told its token is about to expire.
+    expiry_noticed: bool,
     rooms: Vec<Membership>,
     bucket: TokenBucket,
     joins: TokenBucket,
@@ -321,6 +357,24 @@ pub struct Engine {
     last_now: Millis,
     /// Per client address: rooms it made that still exist, and its room creation budget.
     addrs: HashMap<IpAddr, AddrUsage>,
+    /// Users removed from a room (or, with no room, the server): tokens issued before the
+    /// removal do not let them back in (see [`Bar`]).
+    bars: HashMap<(Option<RoomName>, UserId), Bar>,
+}
+
+/// A removal that holds: tokens issued before `at` are refused for the room (or server) until
+/// `until`, the expiry of the newest token the user had then (older ones expire sooner).
+#[derive(Debug, Clone, Copy)]
+struct Bar {
+    at: Millis,
+    until: Millis,
+}
+
+impl Bar {
+    /// Whether this removal keeps out `identity`: yes unless its token was issued since.
+    fn holds_for(&self, identity: &Identity) -> bool {
+        identity.issued.is_none_or(|issued| issued <= self.at)
+    }
 }
 
 #[derive(Debug)]
@@ -360,20 +414,24 @@ impl Engine {
             broadcasts: HashMap::new(),
             last_now: 0,
             addrs: HashMap::new(),
+            bars: HashMap::new(),
         }
     }
 
-    /// Whether `peer` is in `room` now. Grants and stream keys stop working when this turns
-    /// false (a leave, a disconnect: a reconnecting client is a new peer with new grants).
-    pub fn is_member(&self, room: &RoomName, peer: &PeerId) -> bool {
-        self.by_peer_id.get(peer).and_then(|conn| self.peers.get(conn)).is_some_and(|p| p.membership(room).is_some())
+    /// `peer`'s rights in `room` now, or `None` when it is not a member. Grants and stream
+    /// keys hold only as far as this says: a leave, a removal or a disconnect ends them (a
+    /// reconnecting client is a new peer with new grants), a refreshed token may change them.
+    pub fn rights_of(&self, room: &RoomName, peer: &PeerId) -> Option<Rights> {
+        self.rights(*self.by_peer_id.get(peer)?, room)
     }
 
-    /// Whether `peer` owns `room` now (the member there longest): a stream key minted for an
-    /// owner stops working when it is no longer the owner.
-    pub fn is_owner(&self, room: &RoomName, peer: &PeerId) -> bool {
-        let conn = self.by_peer_id.get(peer);
-        conn.is_some() && self.rooms.get(room).and_then(|r| r.members.first()) == conn
+    /// A member's rights: its token's for the room, and in open mode the owner's on top for
+    /// the member there longest.
+    fn rights(&self, conn: ConnId, room_name: &RoomName) -> Option<Rights> {
+        let membership = self.peers.get(&conn)?.membership(room_name)?;
+        let owner = matches!(self.config.auth, Auth::Open)
+            && self.rooms.get(room_name).and_then(|r| r.members.first()) == Some(&conn);
+        Some(if owner { membership.rights.union(owner_rights()) } else { membership.rights })
     }
 
     /// Whether live history refers to `hash` (the cache must keep it).
@@ -563,7 +621,20 @@ impl Engine {
         self.by_peer_id.insert(id.clone(), conn);
         let bucket = TokenBucket::full(self.message_rate(), now);
         let joins = TokenBucket::full(self.config.joins, now);
-        self.peers.insert(conn, Peer { id, addr, connected_at: now, greeted: false, rooms: Vec::new(), bucket, joins });
+        self.peers.insert(
+            conn,
+            Peer {
+                id,
+                addr,
+                connected_at: now,
+                greeted: false,
+                identity: None,
+                expiry_noticed: false,
+                rooms: Vec::new(),
+                bucket,
+                joins,
+            },
+        );
     }
 
     fn message(&mut self, conn: ConnId, msg: ClientMsg, now: Millis) {
@@ -571,13 +642,22 @@ impl Engine {
             return;
         };
         match msg {
-            ClientMsg::Hello { protocol, token: _ } => self.hello(conn, protocol, now),
+            ClientMsg::Hello { protocol, token } => self.hello(conn, protocol, token, now),
             _ if !peer.greeted => self.error(conn, ErrorCode::HelloRequired, "send hello first".into(), None, None),
-            ClientMsg::Join { room, name, token: _, resume } => {
-                if self.join_rate_ok(conn, now, &room) {
-                    self.join(conn, room, name, resume, now)
+            ClientMsg::Join { room, name, token, resume } => {
+                if !self.join_rate_ok(conn, now, &room) {
+                    return;
                 }
+                // A token on a join is the connection's newest token (a per-room one, say).
+                if let Some(token) = token {
+                    if let Err((code, message)) = self.take_token(conn, &token, now) {
+                        return self.error(conn, code, message, Some(room), None);
+                    }
+                }
+                self.join(conn, room, name, resume, now)
             }
+            ClientMsg::Refresh { token } => self.refresh(conn, token, now),
+            ClientMsg::Remove { room, peer, reason } => self.remove(conn, room, peer, reason, now),
             ClientMsg::Leave { room } => {
                 if self.join_rate_ok(conn, now, &room) {
                     self.leave(conn, room)
@@ -596,8 +676,8 @@ impl Engine {
         }
     }
 
-    fn hello(&mut self, conn: ConnId, protocol: u32, now: Millis) {
-        let Some(peer) = self.peers.get_mut(&conn) else {
+    fn hello(&mut self, conn: ConnId, protocol: u32, token: Option<AccessToken>, now: Millis) {
+        let Some(peer) = self.peers.get(&conn) else {
             return;
         };
         if peer.greeted {
@@ -608,6 +688,19 @@ impl Engine {
             self.error(conn, ErrorCode::UnsupportedProtocol, message, None, None);
             return self.close(conn, ErrorCode::UnsupportedProtocol);
         }
+        if let Auth::Token(_) = self.config.auth {
+            let verified = match &token {
+                Some(token) => self.take_token(conn, token, now),
+                None => Err((ErrorCode::Unauthorized, "this server needs an access token from the app".into())),
+            };
+            if let Err((code, message)) = verified {
+                self.error(conn, code, message, None, None);
+                return self.close(conn, code);
+            }
+        }
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
         peer.greeted = true;
         let c = &self.config;
         let welcome = ServerMsg::Welcome {
@@ -627,13 +720,195 @@ impl Engine {
                 .cloned()
                 .chain(c.turn.as_ref().map(|turn| turn.credentials(&peer.id, now)))
                 .collect(),
+            user: peer.identity.as_ref().map(|identity| UserInfo {
+                id: identity.user.clone(),
+                name: identity.name.clone(),
+                expires: identity.expires,
+            }),
         };
         self.send(conn, &welcome);
+    }
+
+    /// Token mode: verify `token` and make it the connection's identity. A connection keeps
+    /// its user; a user removed from the server needs a token issued since. Rights in the
+    /// rooms the connection is in follow the new token. Open mode reads no tokens.
+    fn take_token(&mut self, conn: ConnId, token: &AccessToken, now: Millis) -> Result<(), (ErrorCode, String)> {
+        let Auth::Token(auth) = &self.config.auth else {
+            return Ok(());
+        };
+        let identity =
+            auth.verifier.verify(token.as_str(), now).map_err(|AuthError { code, message }| (code, message))?;
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return Ok(());
+        };
+        if peer.identity.as_ref().is_some_and(|current| current.user != identity.user) {
+            return Err((ErrorCode::Forbidden, "this token is for another user than the connection's".into()));
+        }
+        if self.bars.get(&(None, identity.user.clone())).is_some_and(|bar| bar.holds_for(&identity)) {
+            return Err((ErrorCode::Removed, "you were removed from this server".into()));
+        }
+        peer.identity = Some(identity);
+        peer.expiry_noticed = false;
+        self.apply_token_rights(conn, now);
+        Ok(())
+    }
+
+    fn refresh(&mut self, conn: ConnId, token: AccessToken, now: Millis) {
+        if let Auth::Open = self.config.auth {
+            let message = "this server runs in open mode: there is no token to refresh".into();
+            return self.error(conn, ErrorCode::Unauthorized, message, None, None);
+        }
+        match self.take_token(conn, &token, now) {
+            Ok(()) => {
+                let expires = self.peers.get(&conn).and_then(|p| p.identity.as_ref()).map_or(0, |i| i.expires);
+                self.send(conn, &ServerMsg::TokenAccepted { expires });
+            }
+            // The old token stays in force until it expires.
+            Err((code, message)) => self.error(conn, code, message, None, None),
+        }
+    }
+
+    /// The connection's token changed: its rights in each of its rooms follow. A room the
+    /// new token does not let it stay in, it leaves (told why); a gained right to go live or
+    /// record brings a stream key.
+    fn apply_token_rights(&mut self, conn: ConnId, now: Millis) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let Some(identity) = &peer.identity else {
+            return;
+        };
+        let mut lost = Vec::new();
+        let mut changed = Vec::new();
+        for m in &mut peer.rooms {
+            let rights = identity.rooms.for_room(&m.room);
+            if rights == m.rights {
+                continue;
+            }
+            if !rights.has(Right::Join) {
+                lost.push(m.room.clone());
+                continue;
+            }
+            let had_stream = m.rights.has(Right::Broadcast) || m.rights.has(Right::Record);
+            m.rights = rights;
+            changed.push((m.room.clone(), rights, !had_stream));
+        }
+        for room in lost {
+            let reason = Reason::try_from("your new token does not let you stay in this room").ok();
+            self.expel(conn, &room, ErrorCode::Forbidden, reason);
+        }
+        for (room, rights, had_no_stream) in changed {
+            self.send(conn, &ServerMsg::Rights { room: room.clone(), rights });
+            if had_no_stream {
+                self.send_stream_key(conn, &room, rights, now);
+            }
+        }
+    }
+
+    /// A stream key for a member whose rights let it go live or record.
+    fn send_stream_key(&mut self, conn: ConnId, room: &RoomName, rights: Rights, now: Millis) {
+        let (Some(grant), Some(peer)) = (&self.config.grant, self.peers.get(&conn)) else {
+            return;
+        };
+        if rights.has(Right::Broadcast) || rights.has(Right::Record) {
+            let (key, _) = grant.mint_for(Purpose::Stream, room, &peer.id, now);
+            self.send(conn, &ServerMsg::StreamKey { room: room.clone(), key });
+        }
+    }
+
+    /// A moderator removes a member (every connection of its user, in token mode).
+    fn remove(&mut self, conn: ConnId, room: RoomName, target: PeerId, reason: Option<Reason>, now: Millis) {
+        let Some(rights) = self.rights(conn, &room) else {
+            return self.not_joined(conn, room, None);
+        };
+        if !rights.has(Right::Moderate) {
+            return self.forbidden(conn, room, None, "you may not remove members of this room");
+        }
+        let target_conn = self.by_peer_id.get(&target).copied().filter(|t| self.rights(*t, &room).is_some());
+        let Some(target_conn) = target_conn else {
+            let message = format!("no peer {target} in this room");
+            return self.error(conn, ErrorCode::UnknownPeer, message, Some(room), None);
+        };
+        match self.peers.get(&target_conn).and_then(|p| p.identity.as_ref()).map(|i| i.user.clone()) {
+            Some(user) => {
+                self.remove_user(Some(&room), &user, ErrorCode::Removed, reason, now);
+            }
+            None => self.expel(target_conn, &room, ErrorCode::Removed, reason),
+        }
+    }
+
+    /// Remove `user` from `room` (or, with none, from the server): every connection of theirs
+    /// is told why and leaves (or is closed); tokens issued before now do not let them back.
+    /// Returns how many connections it touched.
+    pub(crate) fn remove_user(
+        &mut self,
+        room: Option<&RoomName>,
+        user: &UserId,
+        code: ErrorCode,
+        reason: Option<Reason>,
+        now: Millis,
+    ) -> usize {
+        let mut conns: Vec<(ConnId, Millis)> = self
+            .peers
+            .iter()
+            .filter_map(|(c, p)| {
+                let identity = p.identity.as_ref().filter(|i| &i.user == user)?;
+                (room.is_none_or(|r| p.membership(r).is_some())).then_some((*c, identity.expires))
+            })
+            .collect();
+        conns.sort_unstable();
+        let until = conns.iter().map(|(_, e)| *e).max().unwrap_or(now).max(now) + self.token_leeway();
+        self.bars.insert((room.cloned(), user.clone()), Bar { at: now, until });
+        for (conn, _) in &conns {
+            match room {
+                Some(room) => self.expel(*conn, room, code, reason.clone()),
+                None => {
+                    let message = reason.as_ref().map_or("you were removed from this server".into(), |r| r.to_string());
+                    self.error(*conn, code, message, None, None);
+                    self.close(*conn, code);
+                }
+            }
+        }
+        conns.len()
+    }
+
+    /// Take `conn` out of `room` and tell it why.
+    fn expel(&mut self, conn: ConnId, room: &RoomName, code: ErrorCode, reason: Option<Reason>) {
+        if self.remove_member(conn, room) {
+            self.send(conn, &ServerMsg::Removed { room: room.clone(), code, reason });
+        }
+    }
+
+    fn token_leeway(&self) -> Millis {
+        match &self.config.auth {
+            Auth::Token(auth) => auth.verifier.leeway_ms() + auth.expiry_grace_ms,
+            Auth::Open => 0,
+        }
     }
 
     fn join(&mut self, conn: ConnId, room_name: RoomName, name: DisplayName, resume: Option<ResumeFrom>, now: Millis) {
         let Some(peer) = self.peers.get(&conn) else {
             return;
+        };
+        // Token mode: the token says who you are here and what you may do.
+        let (name, rights, user) = match (&self.config.auth, &peer.identity) {
+            (Auth::Token(_), Some(identity)) => {
+                let rights = identity.rooms.for_room(&room_name);
+                if !rights.has(Right::Join) {
+                    let message = format!("your token does not let you join {room_name}");
+                    return self.forbidden(conn, room_name, None, &message);
+                }
+                let key = (Some(room_name.clone()), identity.user.clone());
+                if self.bars.get(&key).is_some_and(|bar| bar.holds_for(identity)) {
+                    let message = "you were removed from this room".into();
+                    return self.error(conn, ErrorCode::Removed, message, Some(room_name), None);
+                }
+                (identity.name.clone(), rights, Some(identity.user.clone()))
+            }
+            (Auth::Token(_), None) => {
+                return self.error(conn, ErrorCode::Unauthorized, "no token".into(), Some(room_name), None)
+            }
+            (Auth::Open, _) => (name, Rights::member(), None),
         };
         let addr = peer.addr;
         let room_err = |code, msg: &str| Some((code, msg.to_owned()));
@@ -672,8 +947,8 @@ impl Engine {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
-        let me = PeerInfo { id: peer.id.clone(), name: name.clone() };
-        peer.rooms.push(Membership { room: room_name.clone(), name });
+        let me = PeerInfo { id: peer.id.clone(), name: name.clone(), user };
+        peer.rooms.push(Membership { room: room_name.clone(), name, rights });
 
         let others = room.members.clone();
         room.members.push(conn);
@@ -681,9 +956,19 @@ impl Engine {
             .iter()
             .filter_map(|c| {
                 let p = self.peers.get(c)?;
-                Some(PeerInfo { id: p.id.clone(), name: p.membership(&room_name)?.name.clone() })
+                Some(PeerInfo {
+                    id: p.id.clone(),
+                    name: p.membership(&room_name)?.name.clone(),
+                    user: p.identity.as_ref().map(|i| i.user.clone()),
+                })
             })
             .collect();
+        // In open mode the first one in owns the room.
+        let rights = if others.is_empty() && matches!(self.config.auth, Auth::Open) {
+            rights.union(owner_rights())
+        } else {
+            rights
+        };
 
         // The joiner: who is here, then where its history starts, then the history.
         let mut frames = vec![Frame::of(&ServerMsg::Joined {
@@ -691,12 +976,12 @@ impl Engine {
             epoch: room.epoch.clone(),
             last_seq: room.last_committed,
             peers: present,
+            rights,
         })];
         if let Some(grant) = &self.config.grant {
             let (token, expires) = grant.mint(&room_name, &me.id, now);
             frames.push(Frame::of(&ServerMsg::Grant { room: room_name.clone(), token, expires }));
-            // The first one in is the room's owner.
-            if others.is_empty() {
+            if rights.has(Right::Broadcast) || rights.has(Right::Record) {
                 let (key, _) = grant.mint_for(Purpose::Stream, &room_name, &me.id, now);
                 frames.push(Frame::of(&ServerMsg::StreamKey { room: room_name.clone(), key }));
             }
@@ -705,6 +990,8 @@ impl Engine {
             frames.push(Frame::of(&ServerMsg::Broadcast { room: room_name.clone(), state: state.clone() }));
         }
         let after = match resume {
+            // Without the right to the history, the joiner sees only what comes from now on.
+            _ if !rights.has(Right::History) => room.last_committed,
             None => 0,
             Some(r) if r.epoch == room.epoch && r.last_seq <= room.last_committed => {
                 let oldest = room.history.first_seq().unwrap_or(room.last_committed + 1);
@@ -749,6 +1036,12 @@ impl Engine {
         if peer.membership(&room).is_none() {
             return self.not_joined(conn, room, None);
         }
+        if !self.rights(conn, &room).unwrap_or_default().has(Right::Signal) {
+            return self.forbidden(conn, room, None, "you may not call or link with others in this room");
+        }
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
         let target = self
             .by_peer_id
             .get(&to)
@@ -769,6 +1062,9 @@ impl Engine {
         let Some(membership) = peer.membership(&room_name) else {
             return self.not_joined(conn, room_name, Some(id));
         };
+        if !self.rights(conn, &room_name).unwrap_or_default().has(Right::Publish) {
+            return self.forbidden(conn, room_name, Some(id), "you may not post in this room");
+        }
         if let Body::File { hash, .. } = &body {
             if !self.known_blobs.contains(hash) {
                 let message = "no such file on the server: upload it before sharing it".into();
@@ -779,8 +1075,8 @@ impl Engine {
             let message = "storage is behind; retry later".into();
             return self.error(conn, ErrorCode::Overloaded, message, Some(room_name), Some(id));
         }
-        let (from, name) = (peer.id.clone(), membership.name.clone());
-        self.stage_message(room_name, (from, name), id, body, conn, now);
+        let author = (peer.id.clone(), membership.name.clone(), peer.identity.as_ref().map(|i| i.user.clone()));
+        self.stage_message(room_name, author, id, body, conn, now);
     }
 
     /// Give a message the room's next sequence number and stage it for the store; it is
@@ -789,7 +1085,7 @@ impl Engine {
     fn stage_message(
         &mut self,
         room_name: RoomName,
-        (from, name): (PeerId, DisplayName),
+        (from, name, user): (PeerId, DisplayName, Option<UserId>),
         id: ClientMsgId,
         body: Body,
         sender: ConnId,
@@ -807,7 +1103,7 @@ impl Engine {
             Body::File { hash, .. } => Some(hash.clone()),
             _ => None,
         };
-        let message = RoomMessage { seq: room.last_assigned, from, name, id: id.clone(), at: now, body };
+        let message = RoomMessage { seq: room.last_assigned, from, name, id: id.clone(), user, at: now, body };
         let json: Arc<str> = encode_room_message(&message).into();
         self.staged_ops.push(StoreOp::Append { room: room_name.clone(), seq: message.seq, json: json.clone() });
         self.staged.push(Pending { room: room_name, seq: message.seq, at: now, sender, id, json, blob });
@@ -877,6 +1173,7 @@ impl Engine {
             self.error(conn, ErrorCode::HelloTimeout, "no hello in time".into(), None, None);
             self.close(conn, ErrorCode::HelloTimeout);
         }
+        self.check_token_expiry(now);
         // Addresses that hold no room and have their whole creation budget back are
         // forgotten, so the table stays as small as the set of active addresses.
         let rate = self.config.room_creation;
@@ -901,19 +1198,50 @@ impl Engine {
         self.unref_blobs(unpinned);
     }
 
-    /// The owner left: the member who has been in the room longest owns it now.
+    /// Token mode: tell connections whose token is about to expire, close those whose token
+    /// expired past the grace, forget removals whose tokens have all expired.
+    fn check_token_expiry(&mut self, now: Millis) {
+        let Auth::Token(auth) = &self.config.auth else {
+            return;
+        };
+        let (notice, grace) = (auth.expiry_notice_ms, auth.expiry_grace_ms);
+        let mut expiring = Vec::new();
+        let mut expired = Vec::new();
+        for (conn, peer) in &self.peers {
+            let Some(identity) = &peer.identity else { continue };
+            if now > identity.expires.saturating_add(grace) {
+                expired.push(*conn);
+            } else if !peer.expiry_noticed && now.saturating_add(notice) >= identity.expires {
+                expiring.push((*conn, identity.expires));
+            }
+        }
+        expiring.sort_unstable();
+        expired.sort_unstable();
+        for (conn, expires) in expiring {
+            if let Some(peer) = self.peers.get_mut(&conn) {
+                peer.expiry_noticed = true;
+            }
+            self.send(conn, &ServerMsg::TokenExpiring { expires });
+        }
+        for conn in expired {
+            let message = "the token expired and no new one came in time".into();
+            self.error(conn, ErrorCode::TokenExpired, message, None, None);
+            self.close(conn, ErrorCode::TokenExpired);
+        }
+        self.bars.retain(|_, bar| bar.until > now);
+    }
+
+    /// Open mode: the owner left, and the member who has been in the room longest owns it
+    /// now, with the owner's rights and a stream key.
     fn hand_over_ownership(&mut self, room_name: &RoomName) {
-        let (Some(grant), Some(room)) = (&self.config.grant, self.rooms.get(room_name)) else {
+        let Some(&owner) = self.rooms.get(room_name).and_then(|r| r.members.first()) else {
             return;
         };
-        let Some(&owner) = room.members.first() else {
+        let Some(rights) = self.rights(owner, room_name) else {
             return;
         };
-        let Some(peer) = self.peers.get(&owner) else {
-            return;
-        };
-        let (key, _) = grant.mint_for(Purpose::Stream, room_name, &peer.id, self.last_now);
-        self.send(owner, &ServerMsg::StreamKey { room: room_name.clone(), key });
+        self.send(owner, &ServerMsg::Rights { room: room_name.clone(), rights });
+        self.send_stream_key(owner, room_name, rights, self.last_now);
     }
 
     fn broadcast_changed(&mut self, room_name: RoomName, state: BroadcastState) {
@@ -951,7 +1279,7 @@ impl Engine {
             unreachable!("valid constants")
         };
         // No connection sent it (sender 0): the commit goes to every member and acks no one.
-        self.stage_message(room_name, (from, name), id, body, 0, now);
+        self.stage_message(room_name, (from, name, None), id, body, 0, now);
     }
 
     // ---- helpers ----
@@ -975,7 +1303,7 @@ impl Engine {
             let frame = Frame::of(&ServerMsg::PeerLeft { room: room_name.clone(), peer_id });
             let others = room.members.clone();
             self.deliver(Recipients::Many(others), frame);
-            if was_owner {
+            if was_owner && matches!(self.config.auth, Auth::Open) {
                 self.hand_over_ownership(room_name);
             }
         } else if room.is_expired() {
@@ -1062,6 +1390,10 @@ impl Engine {
     ) {
         self.stats.errors_sent += 1;
         self.send(conn, &ServerMsg::Error { code, message, room, id });
+    }
+
+    fn forbidden(&mut self, conn: ConnId, room: RoomName, id: Option<ClientMsgId>, message: &str) {
+        self.error(conn, ErrorCode::Forbidden, message.into(), Some(room), id);
     }
 
     fn not_joined(&mut self, conn: ConnId, room: RoomName, id: Option<ClientMsgId>) {

@@ -31,6 +31,7 @@ use crate::blobs::BlobCache;
 use crate::core::{GrantConfig, Purpose};
 use crate::hub::now_millis;
 use relaycast_shared::media::{BroadcastState, MediaErrorCode, RecordingInfo, SessionId};
+use relaycast_shared::Right;
 use relaycast_shared::{Body, RoomName};
 use rooms::Rooms;
 use routes::Routes;
@@ -100,6 +101,8 @@ pub enum MediaError {
     TokenRequired,
     #[error("{0}")]
     AccessDenied(&'static str),
+    #[error("this token's holder does not have the {0} right in this room")]
+    Forbidden(Right),
     #[error("no such session in this room")]
     UnknownSession,
     #[error("the room already has a publisher; end that broadcast first (DELETE its session)")]
@@ -125,6 +128,7 @@ impl MediaError {
             MediaError::NoUsableCodec(_) => MediaErrorCode::NoUsableCodec,
             MediaError::TokenRequired => MediaErrorCode::TokenRequired,
             MediaError::AccessDenied(_) => MediaErrorCode::AccessDenied,
+            MediaError::Forbidden(_) => MediaErrorCode::Forbidden,
             MediaError::UnknownSession => MediaErrorCode::UnknownSession,
             MediaError::PublisherBusy => MediaErrorCode::PublisherBusy,
             MediaError::NotLive => MediaErrorCode::NotLive,
@@ -150,6 +154,16 @@ pub trait MediaEvents: crate::hub::Members {
 pub enum Role {
     Publisher,
     Viewer,
+}
+
+impl Role {
+    /// The right a member needs for a session of this role.
+    pub fn right(self) -> Right {
+        match self {
+            Role::Publisher => Right::Broadcast,
+            Role::Viewer => Right::Watch,
+        }
+    }
 }
 
 /// Gauges and counters for `/metrics`.
@@ -311,14 +325,15 @@ impl Relay {
         &self.candidate_addrs
     }
 
-    /// Check a bearer token for `role` in `room`: a stream key (configured, or issued to the
-    /// room's owner) publishes; a stream key or a member's grant watches. Returns the member
+    /// Check a bearer token for `need` in `room` (going live, watching, recording): a
+    /// configured stream key does all three; a stream key the server handed a member, or to
+    /// watch also a member's grant, does what its holder's rights allow now. Returns the member
     /// the token was issued to (none for a configured key).
     pub fn authorize(
         &self,
         room: &RoomName,
         token: Option<&str>,
-        role: Role,
+        need: Right,
     ) -> Result<Option<relaycast_shared::PeerId>, MediaError> {
         let token = token.ok_or(MediaError::TokenRequired)?;
         if let Some(key) = self.config.stream_keys.get(room) {
@@ -327,32 +342,25 @@ impl Relay {
             }
         }
         let now = now_millis();
-        if let Some(grants) = &self.grants {
-            // A key minted for a room's owner holds while it owns the room; a member's grant
-            // while it is a member.
-            if let Ok(peer) = grants.verify_for(Purpose::Stream, room, token, now) {
-                if self.events.is_owner(room, &peer) {
-                    return Ok(Some(peer));
-                }
+        let Some(grants) = &self.grants else {
+            return Err(MediaError::AccessDenied("the token is not this room's stream key"));
+        };
+        let peer = match grants.verify_for(Purpose::Stream, room, token, now) {
+            Ok(peer) => peer,
+            Err(_) if need == Right::Watch => grants.verify(room, token, now).map_err(|_| {
+                MediaError::AccessDenied("the token is neither a stream key for this room nor a member's grant for it")
+            })?,
+            Err(_) => {
                 return Err(MediaError::AccessDenied(
-                    "this stream key's holder no longer owns the room; the new owner has one",
-                ));
+                    "the token is not a stream key for this room (it may have expired, or belong to another room)",
+                ))
             }
-            if role == Role::Viewer {
-                if let Ok(peer) = grants.verify(room, token, now) {
-                    if self.events.is_member(room, &peer) {
-                        return Ok(Some(peer));
-                    }
-                    return Err(MediaError::AccessDenied("this grant's holder is no longer in the room; rejoin"));
-                }
-            }
+        };
+        match self.events.rights(room, &peer) {
+            None => Err(MediaError::AccessDenied("this token's holder is no longer in the room; rejoin for a new one")),
+            Some(rights) if !rights.has(need) => Err(MediaError::Forbidden(need)),
+            Some(_) => Ok(Some(peer)),
         }
-        Err(MediaError::AccessDenied(match role {
-            Role::Publisher => {
-                "the token is not this room's stream key (it may have expired, or belong to another room)"
-            }
-            Role::Viewer => "the token is neither this room's stream key nor a member's grant for it",
-        }))
     }
 
     /// Answer a WHIP/WHEP offer: check it, set up the session, start its task.

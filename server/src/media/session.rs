@@ -388,10 +388,7 @@ impl Session {
     /// Whether the member whose token opened this session still has the right to it.
     fn holder_still_holds(&self) -> bool {
         let Some(holder) = &self.holder else { return true };
-        match self.role {
-            Role::Publisher => self.relay.events.is_owner(&self.room, holder),
-            Role::Viewer => self.relay.events.is_member(&self.room, holder),
-        }
+        self.relay.events.rights(&self.room, holder).is_some_and(|rights| rights.has(self.role.right()))
     }
 }
 

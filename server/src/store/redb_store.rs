@@ -133,6 +133,7 @@ mod tests {
             from: PeerId::try_from("p").unwrap(),
             name: DisplayName::try_from("n").unwrap(),
             id: ClientMsgId::try_from("i").unwrap(),
+            user: None,
             at: 5,
             body: Body::Chat { text: ChatText::try_from("t").unwrap() },
         })

@@ -21,7 +21,7 @@ use relaycast_shared::blobs::{
 };
 
 use super::reply::{empty, header_str, json_response, param, query, BoxError, Credentials, HttpError, ResBody};
-use relaycast_shared::{BlobHash, FileName, MediaType, PeerId, RoomName};
+use relaycast_shared::{BlobHash, FileName, MediaType, PeerId, Right, RoomName};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,8 +129,13 @@ impl BlobApi {
         let room = match &route {
             Route::Blobs(room) | Route::Blob(room, _) | Route::Uploads(room) | Route::Upload(room, _) => room.clone(),
         };
-        let member = self.authorize(&room, credentials)?;
         let method = req.method().clone();
+        // Reading the room's files is downloading; everything else (uploads) is uploading.
+        let need = match (&route, &method) {
+            (Route::Blobs(_) | Route::Blob(..), &Method::GET | &Method::HEAD) => Right::Download,
+            _ => Right::Upload,
+        };
+        let member = self.authorize(&room, credentials, need)?;
         match (route, method) {
             (Route::Blobs(room), Method::GET) => Ok(json_response(StatusCode::OK, &self.cache.room_blobs(&room))),
             (Route::Blob(room, hash), Method::GET) => self.download(&room, &hash, &req, &query, true).await,
@@ -155,8 +160,14 @@ impl BlobApi {
         }
     }
 
-    /// The room's grant, from `Authorization: Bearer` or `?grant=`; the member it was issued to.
-    pub(super) fn authorize(&self, room: &RoomName, credentials: &Credentials) -> Result<PeerId, HttpError> {
+    /// The room's grant, from `Authorization: Bearer` or `?grant=`, for `need` (upload or
+    /// download): the member it was issued to, while it is in the room with that right.
+    pub(super) fn authorize(
+        &self,
+        room: &RoomName,
+        credentials: &Credentials,
+        need: Right,
+    ) -> Result<PeerId, HttpError> {
         let Some(token) = credentials.grant() else {
             return Err(HttpError::new(
                 BlobErrorCode::GrantRequired,
@@ -167,11 +178,17 @@ impl BlobApi {
             .grants
             .verify(room, token, now_millis())
             .map_err(|err| HttpError::new(BlobErrorCode::AccessDenied, err.to_string()))?;
-        if !self.members.is_member(room, &peer) {
-            let message = "this grant's holder is no longer in the room; rejoin for a new grant";
-            return Err(HttpError::new(BlobErrorCode::AccessDenied, message));
+        match self.members.rights(room, &peer) {
+            None => Err(HttpError::new(
+                BlobErrorCode::AccessDenied,
+                "this grant's holder is no longer in the room; rejoin for a new grant",
+            )),
+            Some(rights) if !rights.has(need) => Err(HttpError::new(
+                BlobErrorCode::Forbidden,
+                format!("this grant's holder does not have the {need} right in this room"),
+            )),
+            Some(_) => Ok(peer),
         }
-        Ok(peer)
     }
 
     async fn download(

@@ -118,7 +118,7 @@ impl MediaApi {
                 "trickle ICE is not supported: the answer carries the server's candidate; send yours in the offer",
             )),
             (Route::Recording(room), m @ (Method::POST | Method::DELETE)) => {
-                self.relay.authorize(&room, credentials.bearer.as_deref(), Role::Publisher)?;
+                self.relay.authorize(&room, credentials.bearer.as_deref(), relaycast_shared::Right::Record)?;
                 if m == Method::POST {
                     self.relay.start_recording(&room)?;
                     let mut response =
@@ -146,7 +146,7 @@ impl MediaApi {
         role: Role,
         room: &RoomName,
     ) -> Result<Response<ResBody>, HttpError> {
-        let member = self.relay.authorize(room, credentials.bearer.as_deref(), role)?;
+        let member = self.relay.authorize(room, credentials.bearer.as_deref(), role.right())?;
         let addr = req.extensions().get::<super::Client>().map(|c| c.addr).unwrap_or([127, 0, 0, 1].into());
         let caller = crate::media::Caller { addr, member };
         let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");

@@ -22,11 +22,12 @@ pub struct TestServer {
     handle: Option<tokio::task::JoinHandle<Result<(), relaycast::RunError>>>,
 }
 
-/// Config for tests: memory store, no rate limit, fast ticks; `edit` changes the rest. Every
+/// Config for tests: open mode, memory store, no rate limit, fast ticks; `edit` changes the rest. Every
 /// test client comes from 127.0.0.1, so the per-address limits are opened too (the tests of
 /// those limits set them back).
 pub fn test_config(edit: impl FnOnce(&mut Config)) -> Config {
     let mut config = Config::defaults();
+    config.auth = relaycast::config::AuthMode::Open;
     config.memory = true;
     config.messages_per_second = 0;
     config.joins_per_second = 0;
@@ -134,7 +135,8 @@ pub fn spawn_binary_with(dir: &Path, args: &[&str], nofile: Option<u64>) -> Bina
         None => std::process::Command::new(env!("CARGO_BIN_EXE_relaycast")),
     };
     let mut child = command
-        .args(["--bind", "127.0.0.1:0", "--messages-per-second", "0", "--connections-per-ip-per-second", "0"])
+        .args(["--auth", "open", "--bind", "127.0.0.1:0", "--messages-per-second", "0"])
+        .args(["--connections-per-ip-per-second", "0"])
         .args(["--joins-per-second", "0", "--rooms-per-ip-per-minute", "0", "--max-connections-per-ip", "100000"])
         .args(args)
         .arg("--data-dir")

@@ -272,6 +272,7 @@ fn restored_history_keeps_epoch_and_sequence() {
             from: PeerId::try_from("p").unwrap(),
             name: DisplayName::try_from("n").unwrap(),
             id: ClientMsgId::try_from("i").unwrap(),
+            user: None,
             at: sim.now,
             body: Body::Chat { text: ChatText::try_from(format!("t{seq}")).unwrap() },
         };
@@ -588,3 +589,5 @@ fn one_address_cannot_fill_the_servers_rooms() {
     sim.persist();
     assert_eq!(join_and_keep(&mut sim, 1, "a5"), None);
 }
+
+mod auth;

@@ -229,6 +229,20 @@ pub struct Config {
     #[arg(long, env = "RELAYCAST_TOKEN_EXPIRY_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub token_expiry_grace: Duration,
 
+    /// An API key for the app's backend (the backend API, and /metrics on --bind), in a file,
+    /// as [NAME=]FILE (at least 24 bytes; the name is for logs). Repeat for several (rotation).
+    #[arg(long = "api-key-file", env = "RELAYCAST_API_KEY_FILES", value_delimiter = ',', value_name = "[NAME=]FILE")]
+    pub api_key_files: Vec<String>,
+
+    /// An API key in an environment variable, as [NAME=]VAR.
+    #[arg(long = "api-key-env", env = "RELAYCAST_API_KEY_ENVS", value_delimiter = ',', value_name = "[NAME=]VAR")]
+    pub api_key_envs: Vec<String>,
+
+    /// How long the backend API's post waits for its message to be stored before answering
+    /// `timeout`.
+    #[arg(long, env = "RELAYCAST_API_POST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub api_post_timeout: Duration,
+
     /// How long a room grant (the HTTP permission for a room's files) stays valid.
     #[arg(long, env = "RELAYCAST_GRANT_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
     pub grant_ttl: Duration,
@@ -486,6 +500,11 @@ impl Config {
             expiry_notice_ms: self.token_expiry_notice.as_millis() as u64,
             expiry_grace_ms: self.token_expiry_grace.as_millis() as u64,
         }))
+    }
+
+    /// The backend API's keys.
+    pub fn api_keys(&self) -> Result<crate::auth::api_keys::ApiKeys, String> {
+        crate::auth::api_keys::ApiKeys::load(&self.api_key_files, &self.api_key_envs)
     }
 
     /// The engine's settings (reads the auth keys).

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// What a connection's writer task sends.
@@ -79,6 +79,9 @@ pub struct Registration {
 struct State {
     engine: Engine,
     conns: HashMap<ConnId, ConnHandle>,
+    /// The app's posts waiting to be durable, by ticket.
+    posts: HashMap<u64, oneshot::Sender<Option<u64>>>,
+    next_ticket: u64,
 }
 
 /// Counters kept outside the engine.
@@ -110,7 +113,7 @@ pub fn now_millis() -> Millis {
 impl Hub {
     pub fn new(engine: Engine, store: Arc<dyn Store>, queue_limits: QueueLimits) -> Arc<Self> {
         let hub = Arc::new(Hub {
-            state: Mutex::new(State { engine, conns: HashMap::new() }),
+            state: Mutex::new(State { engine, conns: HashMap::new(), posts: HashMap::new(), next_ticket: 1 }),
             store,
             store_work: Notify::new(),
             next_conn: AtomicU64::new(1),
@@ -190,9 +193,49 @@ impl Hub {
     fn run(&self, state: &mut State, input: Input) {
         let now = now_millis();
         state.engine.handle(now, input);
+        self.carry_out(state, now);
+    }
+
+    /// Run `f` on the engine for the app's backend (queries, posts, removals) and carry out
+    /// what it leads to.
+    pub fn backend<T>(&self, f: impl FnOnce(&mut Engine, Millis) -> T) -> T {
+        let now = now_millis();
+        let mut state = self.lock();
+        let result = f(&mut state.engine, now);
+        self.carry_out(&mut state, now);
+        result
+    }
+
+    /// Post a message into a room as the app; resolves with its sequence number once it is
+    /// durable (and delivered), like a member's ack.
+    pub async fn post_as_app(
+        &self,
+        room: relaycast_shared::RoomName,
+        name: relaycast_shared::DisplayName,
+        id: Option<relaycast_shared::ClientMsgId>,
+        body: relaycast_shared::Body,
+    ) -> Result<u64, (ErrorCode, String)> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let now = now_millis();
+            let mut state = self.lock();
+            let ticket = state.next_ticket;
+            state.next_ticket += 1;
+            state.engine.post_as_app(room, name, id, body, ticket, now)?;
+            state.posts.insert(ticket, tx);
+            self.carry_out(&mut state, now);
+        }
+        match rx.await {
+            Ok(Some(seq)) => Ok(seq),
+            // The room was deleted before the post was durable (or the server is stopping).
+            _ => Err((ErrorCode::RoomClosed, "the room was deleted before the message was stored".into())),
+        }
+    }
+
+    fn carry_out(&self, state: &mut State, now: Millis) {
         loop {
             let mut too_slow = Vec::new();
-            let State { engine, conns } = &mut *state;
+            let State { engine, conns, posts, .. } = &mut *state;
             for output in engine.drain_outputs() {
                 match output {
                     Output::Deliver { to, frame } => {
@@ -218,6 +261,11 @@ impl Hub {
                             }
                             tracing::debug!(conn, reason = %reason, "closing connection");
                             let _ = handle.close.send(Some(reason));
+                        }
+                    }
+                    Output::Posted { ticket, seq, .. } => {
+                        if let Some(waiter) = posts.remove(&ticket) {
+                            let _ = waiter.send(seq);
                         }
                     }
                 }

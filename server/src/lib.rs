@@ -135,6 +135,7 @@ pub async fn run_with_ready(
     };
     let restored_rooms = restored.len();
     let engine_config = config.engine().map_err(RunError::Config)?;
+    let api_keys = Arc::new(config.api_keys().map_err(RunError::Config)?);
     match &engine_config.auth {
         core::Auth::Open if config.bind.ip().is_loopback() => tracing::warn!(
             "--auth open: anyone who reaches this server may join any room; use --auth token with keys before deploying"
@@ -221,6 +222,13 @@ pub async fn run_with_ready(
             }
         }
     });
+    let backend_api = Some(Arc::new(transport::BackendApi {
+        hub: hub.clone(),
+        cache: cache.clone(),
+        keys: api_keys.clone(),
+        max_body_bytes: config.max_frame_bytes as usize,
+        post_timeout: config.api_post_timeout,
+    }));
     let settings = transport::HttpSettings {
         ws: transport::WsSettings {
             max_frame_bytes: config.max_frame_bytes as usize,
@@ -234,7 +242,13 @@ pub async fn run_with_ready(
         origins,
         proxies: Arc::new(transport::Proxies::new(config.trusted_proxies.clone())),
         tls: certificates.as_ref().map(|c| c.server_config()),
-        metrics_public: config.metrics_bind.is_none(),
+        metrics: if config.metrics_bind.is_some() {
+            transport::MetricsAccess::Elsewhere
+        } else if api_keys.is_empty() && config.auth == config::AuthMode::Open {
+            transport::MetricsAccess::Public
+        } else {
+            transport::MetricsAccess::ApiKey(api_keys.clone())
+        },
     };
     let tls_watcher = certificates.clone().map(|c| tokio::spawn(c.watch()));
     let (stop_accepting, stop) = tokio::sync::watch::channel(false);
@@ -252,7 +266,7 @@ pub async fn run_with_ready(
         listener,
         hub.clone(),
         settings,
-        transport::Apis { blob_api, cache: Some(cache.clone()), media_api },
+        transport::Apis { blob_api, cache: Some(cache.clone()), media_api, backend_api },
         stop,
     ));
     ready(&Ready {

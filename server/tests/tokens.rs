@@ -8,31 +8,9 @@ mod common;
 use common::*;
 use relaycast_shared::*;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
-struct Keys {
-    dir: tempfile::TempDir,
-}
-
-impl Keys {
-    fn new() -> Keys {
-        let dir = tempfile::tempdir().unwrap();
-        relaycast::auth::keys::write_key_pair(&dir.path().join("ed")).unwrap();
-        relaycast::auth::keys::write_key_pair(&dir.path().join("other")).unwrap();
-        std::fs::write(dir.path().join("secret"), "a shared secret of more than thirty-two bytes\n").unwrap();
-        Keys { dir }
-    }
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// A token minted by an outside program: `python3 mint_pyjwt.py` or `node mint-jose.mjs`.
@@ -64,42 +42,6 @@ fn claims(sub: &str, rooms: serde_json::Value) -> serde_json::Value {
         "iat": now_secs(), "exp": now_secs() + 600, "rooms": rooms})
 }
 
-async fn token_server(keys: &Keys) -> TestServer {
-    let (ed, secret) = (format!("ed-1={}", keys.path("ed.pub.pem")), format!("hs-1={}", keys.path("secret")));
-    start(test_config(|c| {
-        c.auth = relaycast::config::AuthMode::Token;
-        c.auth_public_keys = vec![ed];
-        c.auth_secret_files = vec![secret];
-    }))
-    .await
-}
-
-/// Hello with `token`: the welcome, or the error code and the close that follow a refusal.
-async fn hello(server: &TestServer, token: &str) -> Result<(Ws, ServerMsg), (ErrorCode, u16)> {
-    let mut ws = raw_connect(server).await;
-    let token = AccessToken::try_from(token).unwrap();
-    send_on(&mut ws, &ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: Some(token) }).await;
-    match recv_on(&mut ws).await {
-        welcome @ ServerMsg::Welcome { .. } => Ok((ws, welcome)),
-        ServerMsg::Error { code, .. } => Err((code, recv_close(&mut ws).await.0)),
-        other => panic!("expected welcome or error, got {other:?}"),
-    }
-}
-
-async fn join(ws: &mut Ws, r: &str) -> Vec<ServerMsg> {
-    let name = DisplayName::try_from("chosen by the client").unwrap();
-    send_on(ws, &ClientMsg::Join { room: room(r), name, token: None, resume: None }).await;
-    let mut got = vec![];
-    loop {
-        let msg = recv_on(ws).await;
-        let done = matches!(msg, ServerMsg::History { done: true, .. } | ServerMsg::Error { .. });
-        got.push(msg);
-        if done {
-            return got;
-        }
-    }
-}
-
 #[tokio::test]
 async fn tokens_minted_by_pyjwt_and_jose_are_accepted_and_bad_ones_refused() {
     let keys = Keys::new();
@@ -112,14 +54,14 @@ async fn tokens_minted_by_pyjwt_and_jose_are_accepted_and_bad_ones_refused() {
             let (mut ws, welcome) = hello(&server, &token).await.unwrap_or_else(|e| panic!("{tool} {alg}: {e:?}"));
             let ServerMsg::Welcome { user: Some(user), .. } = welcome else { panic!("{welcome:?}") };
             assert_eq!((user.id.as_str(), user.name.as_str()), (sub.as_str(), format!("{sub} from the app").as_str()));
-            let joined = join(&mut ws, "standup").await;
+            let joined = join_on(&mut ws, "standup").await;
             let rights = joined.iter().find_map(|m| match m {
                 ServerMsg::Joined { rights, .. } => Some(*rights),
                 _ => None,
             });
             assert_eq!(rights, Some(Rights::parse_list("join,history,publish").unwrap()), "{tool} {alg}: {joined:?}");
             // A room the token does not name is refused with a stable code.
-            assert_eq!(error_codes(&join(&mut ws, "elsewhere").await), vec![ErrorCode::Forbidden]);
+            assert_eq!(error_codes(&join_on(&mut ws, "elsewhere").await), vec![ErrorCode::Forbidden]);
         }
 
         // Tampered: the payload of a genuine token changed (a room added).
@@ -152,32 +94,6 @@ async fn tokens_minted_by_pyjwt_and_jose_are_accepted_and_bad_ones_refused() {
     send_on(&mut ws, &ClientMsg::hello()).await;
     assert!(matches!(recv_on(&mut ws).await, ServerMsg::Error { code: ErrorCode::Unauthorized, .. }));
     server.stop().await;
-}
-
-/// Join with a token made by `relaycast token`'s code; the grant and stream key it got.
-async fn member(server: &TestServer, keys: &Keys, sub: &str, r: &str, rights: &str) -> (Ws, String, Option<String>) {
-    let args = relaycast::auth::mint::TokenArgs {
-        key: format!("ed-1={}", keys.path("ed.pem")),
-        hs256: false,
-        sub: sub.into(),
-        name: None,
-        rooms: vec![format!("{r}={rights}")],
-        ttl: std::time::Duration::from_secs(600),
-        audience: "relaycast".into(),
-        issuer: None,
-    };
-    let token = relaycast::auth::mint::mint(&args, now_secs()).unwrap();
-    let (mut ws, _) = hello(server, &token).await.unwrap();
-    let joined = join(&mut ws, r).await;
-    let grant = joined.iter().find_map(|m| match m {
-        ServerMsg::Grant { token, .. } => Some(token.clone()),
-        _ => None,
-    });
-    let key = joined.iter().find_map(|m| match m {
-        ServerMsg::StreamKey { key, .. } => Some(key.clone()),
-        _ => None,
-    });
-    (ws, grant.expect("a grant"), key)
 }
 
 async fn call(

@@ -16,6 +16,7 @@
 //! pattern over a shorter one, so a backend can grant `team-*` and narrow `team-lobby`.
 //! Verification is pure: keys are loaded by [`keys`], tokens minted by [`mint`].
 
+pub mod api_keys;
 pub mod keys;
 pub mod mint;
 

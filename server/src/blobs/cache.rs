@@ -710,6 +710,54 @@ impl BlobCache {
         self.drop_upload(id).await
     }
 
+    /// Delete `room`'s files (a room closed with its files): the room's uploads in progress
+    /// go, and so do its blobs that no other room holds and no history refers to. Returns how
+    /// many files the room had.
+    pub async fn delete_room(&self, room: &RoomName) -> Result<usize, CacheError> {
+        let _one_at_a_time = self.finishing.lock().await;
+        let (held, uploads) = {
+            let state = self.lock();
+            let held: Vec<BlobHash> =
+                state.rooms.get(room).map(|set| set.iter().cloned().collect()).unwrap_or_default();
+            let uploads: Vec<UploadId> = state
+                .uploads
+                .iter()
+                .filter(|(_, u)| &u.record.room == room && !u.busy)
+                .map(|(id, _)| id.clone())
+                .collect();
+            (held, uploads)
+        };
+        for id in &uploads {
+            self.drop_upload(id).await?;
+        }
+        let orphans: Vec<BlobHash> = {
+            let state = self.lock();
+            let alone: Vec<&BlobHash> = held
+                .iter()
+                .filter(|h| !state.rooms.iter().any(|(other, set)| other != room && set.contains(*h)))
+                .collect();
+            let pinned = self.events.pinned(&alone);
+            alone.into_iter().zip(pinned).filter(|(_, pinned)| !pinned).map(|(h, _)| h.clone()).collect()
+        };
+        self.commit(|txn| {
+            let mut blobs = txn.open_table(BLOBS)?;
+            let mut room_blobs = txn.open_table(ROOM_BLOBS)?;
+            room_blobs.retain(|(r, _), _| r != room.as_str())?;
+            for gone in &orphans {
+                blobs.remove(gone.as_str())?;
+            }
+            Ok(())
+        })?;
+        {
+            let mut state = self.lock();
+            state.rooms.remove(room);
+            state.forget(&orphans);
+        }
+        self.remove_files(&orphans).await;
+        tracing::info!(%room, files = held.len(), removed = orphans.len(), "room's files deleted");
+        Ok(held.len())
+    }
+
     async fn drop_upload(&self, id: &UploadId) -> Result<(), CacheError> {
         self.commit(|txn| {
             txn.open_table(UPLOADS)?.remove(id.as_str())?;

@@ -11,11 +11,13 @@
 //! the store has written the batch holding it. Batches are written in order, so delivery order
 //! is sequence order and a crash can never leave a gap or reuse a number that anyone saw.
 
+mod admin;
 mod grant;
 mod history;
 mod rate;
 mod turn;
 
+pub use admin::{HistoryPage, MemberInfo, RoomSummary};
 pub use grant::{GrantConfig, GrantError, Purpose};
 pub use history::{Entry, Evicted, History, HistoryLimits};
 pub use rate::{Rate, TokenBucket};
@@ -135,6 +137,9 @@ pub enum Output {
     Deliver { to: Recipients, frame: Frame },
     /// Close the connection with this reason (after sending what is queued, where possible).
     Close { conn: ConnId, reason: ErrorCode },
+    /// A message the app's backend posted ([`Engine::post_as_app`]) is durable as `seq`
+    /// (`None`: its room was deleted before it was).
+    Posted { ticket: u64, room: RoomName, seq: Option<u64> },
 }
 
 /// A change the store must make durable, in order.
@@ -259,6 +264,8 @@ struct Membership {
     name: DisplayName,
     /// What the token grants here (open mode: a member's rights; the owner's come on top).
     rights: Rights,
+    /// When it joined (ms).
+    since: Millis,
 }
 
 #[derive(Debug)]
@@ -318,13 +325,24 @@ impl Room {
     }
 }
 
+/// Who posted a message, and so who hears of it when it is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A member: acked to it, delivered to the others.
+    Member(ConnId),
+    /// The app's backend: [`Output::Posted`] with this ticket, delivered to every member.
+    App(u64),
+    /// The server itself (a finished recording): delivered to every member.
+    Server,
+}
+
 /// A message that has its sequence number and waits for the store.
 #[derive(Debug)]
 struct Pending {
     room: RoomName,
     seq: u64,
     at: Millis,
-    sender: ConnId,
+    sender: Origin,
     id: ClientMsgId,
     json: Arc<str>,
     blob: Option<BlobHash>,
@@ -840,7 +858,7 @@ impl Engine {
     /// Remove `user` from `room` (or, with none, from the server): every connection of theirs
     /// is told why and leaves (or is closed); tokens issued before now do not let them back.
     /// Returns how many connections it touched.
-    pub(crate) fn remove_user(
+    pub fn remove_user(
         &mut self,
         room: Option<&RoomName>,
         user: &UserId,
@@ -948,7 +966,7 @@ impl Engine {
             return;
         };
         let me = PeerInfo { id: peer.id.clone(), name: name.clone(), user };
-        peer.rooms.push(Membership { room: room_name.clone(), name, rights });
+        peer.rooms.push(Membership { room: room_name.clone(), name, rights, since: now });
 
         let others = room.members.clone();
         room.members.push(conn);
@@ -1076,7 +1094,7 @@ impl Engine {
             return self.error(conn, ErrorCode::Overloaded, message, Some(room_name), Some(id));
         }
         let author = (peer.id.clone(), membership.name.clone(), peer.identity.as_ref().map(|i| i.user.clone()));
-        self.stage_message(room_name, author, id, body, conn, now);
+        self.stage_message(room_name, author, id, body, Origin::Member(conn), now);
     }
 
     /// Give a message the room's next sequence number and stage it for the store; it is
@@ -1088,7 +1106,7 @@ impl Engine {
         (from, name, user): (PeerId, DisplayName, Option<UserId>),
         id: ClientMsgId,
         body: Body,
-        sender: ConnId,
+        sender: Origin,
         now: Millis,
     ) {
         let Some(room) = self.rooms.get_mut(&room_name) else {
@@ -1126,6 +1144,9 @@ impl Engine {
     /// A message is durable: into the history, out to the room, ack to the sender.
     fn commit(&mut self, p: Pending, now: Millis) {
         let Some(room) = self.rooms.get_mut(&p.room) else {
+            if let Origin::App(ticket) = p.sender {
+                self.outputs.push(Output::Posted { ticket, room: p.room, seq: None });
+            }
             return;
         };
         room.last_committed = p.seq;
@@ -1138,13 +1159,17 @@ impl Engine {
             self.staged_ops.push(StoreOp::Trim { room: p.room.clone(), through_seq });
         }
         let unpinned = evicted.blobs;
-        let others: Vec<ConnId> = room.members.iter().copied().filter(|c| *c != p.sender).collect();
+        let others: Vec<ConnId> = room.members.iter().copied().filter(|c| Origin::Member(*c) != p.sender).collect();
         if !others.is_empty() {
             let frame = Frame::new(message_frame(&p.room, &p.json));
             self.deliver(Recipients::Many(others), frame);
         }
-        if self.peers.contains_key(&p.sender) {
-            self.send(p.sender, &ServerMsg::Ack { room: p.room, id: p.id, seq: p.seq });
+        match p.sender {
+            Origin::Member(conn) if self.peers.contains_key(&conn) => {
+                self.send(conn, &ServerMsg::Ack { room: p.room, id: p.id, seq: p.seq })
+            }
+            Origin::App(ticket) => self.outputs.push(Output::Posted { ticket, room: p.room, seq: Some(p.seq) }),
+            Origin::Member(_) | Origin::Server => {}
         }
         self.unref_blobs(unpinned);
     }
@@ -1278,8 +1303,7 @@ impl Engine {
         let (Ok(from), Ok(name)) = (PeerId::try_from(SERVER_PEER), DisplayName::try_from("Relaycast")) else {
             unreachable!("valid constants")
         };
-        // No connection sent it (sender 0): the commit goes to every member and acks no one.
-        self.stage_message(room_name, (from, name, None), id, body, 0, now);
+        self.stage_message(room_name, (from, name, None), id, body, Origin::Server, now);
     }
 
     // ---- helpers ----

@@ -27,6 +27,7 @@ pub mod session;
 pub mod source;
 pub mod tracks;
 
+use crate::auth::api_keys::constant_time_eq;
 use crate::blobs::BlobCache;
 use crate::core::{GrantConfig, Purpose};
 use crate::hub::now_millis;
@@ -465,8 +466,4 @@ impl Relay {
     pub(crate) fn lock_routes(&self) -> std::sync::MutexGuard<'_, Routes> {
         self.routes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

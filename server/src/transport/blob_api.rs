@@ -110,13 +110,7 @@ impl BlobApi {
         req: Request<Incoming>,
     ) -> Response<ResBody> {
         let method = req.method().clone();
-        match self.dispatch(route, &credentials, req).await {
-            Ok(response) => response,
-            Err(fail) => {
-                tracing::debug!(code = %fail.code, message = %fail.message, %method, "blob request refused");
-                fail.into_response()
-            }
-        }
+        super::reply::answer(self.dispatch(route, &credentials, req).await, "blob", &method)
     }
 
     async fn dispatch(

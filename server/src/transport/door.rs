@@ -2,7 +2,7 @@
 
 use super::reply::{BoxError, Credentials, DoorCode, HttpError, ResBody};
 use super::route::Route;
-use super::{BlobApi, Client, MediaApi, Origins, Proxies};
+use super::{BackendApi, BlobApi, Client, MediaApi, MetricsAccess, Origins, Proxies};
 use http_body_util::BodyExt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,14 +15,15 @@ pub(super) struct FrontDoor<W> {
     pub warp: W,
     pub blob_api: Option<Arc<BlobApi>>,
     pub media_api: Option<Arc<MediaApi>>,
+    pub backend_api: Option<Arc<BackendApi>>,
     pub origins: Arc<Origins>,
     pub proxies: Arc<Proxies>,
     pub client: Client,
     /// The connection comes from a trusted proxy: each request's client is the one it names.
     pub from_proxy: bool,
     pub peer: IpAddr,
-    /// `/metrics` is answered here (else it has an address of its own, `--metrics-bind`).
-    pub metrics_public: bool,
+    /// Who may read `/metrics` here.
+    pub metrics: MetricsAccess,
 }
 
 impl<W, B> FrontDoor<W>
@@ -56,10 +57,28 @@ where
             Err(err) => return refused(err),
         };
         let credentials = || Credentials::of(req.headers(), req.uri());
-        if route == Route::Metrics && !self.metrics_public {
-            return refused(HttpError::new(DoorCode::NotFound, "metrics are served on the --metrics-bind address"));
+        if route == Route::Metrics {
+            match &self.metrics {
+                MetricsAccess::Public => {}
+                MetricsAccess::ApiKey(keys) => {
+                    if let Err(err) = super::backend_api::check_key(keys, &credentials()) {
+                        return refused(err);
+                    }
+                }
+                MetricsAccess::Elsewhere => {
+                    let message = "metrics are served on the --metrics-bind address";
+                    return refused(HttpError::new(DoorCode::NotFound, message));
+                }
+            }
+        }
+        if let Route::Backend(route) = route {
+            return match &self.backend_api {
+                Some(api) => api.clone().handle(route, credentials(), req).boxed(),
+                None => refused(HttpError::new(DoorCode::Unavailable, "the backend API is off on this server")),
+            };
         }
         match (route, &self.blob_api, &self.media_api) {
+            (Route::Backend(_), _, _) => unreachable!("answered above"),
             (Route::Blob(route), Some(api), _) => api.clone().handle(route, credentials(), req).boxed(),
             (Route::Media(route), _, Some(api)) => api.clone().handle(route, credentials(), req).boxed(),
             (Route::Media(_), _, None) => {

@@ -83,13 +83,7 @@ impl MediaApi {
     ) -> Response<ResBody> {
         let method = req.method().clone();
         let origin = req.headers().get(header::ORIGIN).cloned();
-        let mut response = match self.dispatch(route, &credentials, req).await {
-            Ok(response) => response,
-            Err(fail) => {
-                tracing::debug!(code = %fail.code, message = %fail.message, %method, "media request refused");
-                fail.into_response()
-            }
-        };
+        let mut response = super::reply::answer(self.dispatch(route, &credentials, req).await, "media", &method);
         cors(&mut response, origin);
         response
     }

@@ -5,6 +5,7 @@
 //! (`blob_api`, with the `sendfile` path in `fast_download`), the media API (`media_api`), or
 //! warp for health, metrics and the static app. warp is known here only.
 
+pub mod backend_api;
 pub mod blob_api;
 mod door;
 mod fast_download;
@@ -30,6 +31,7 @@ use tokio::sync::{watch, Semaphore};
 use warp::http::{header, Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
+pub use backend_api::BackendApi;
 pub use blob_api::BlobApi;
 pub use limits::{Admission, ConnLimits, Refusal};
 pub use media_api::MediaApi;
@@ -46,6 +48,18 @@ pub struct Apis {
     pub blob_api: Option<Arc<BlobApi>>,
     pub cache: Option<Arc<BlobCache>>,
     pub media_api: Option<Arc<MediaApi>>,
+    pub backend_api: Option<Arc<BackendApi>>,
+}
+
+/// Who may read `/metrics` on the public listener.
+#[derive(Debug, Clone)]
+pub enum MetricsAccess {
+    /// Anyone (open mode without API keys: development).
+    Public,
+    /// Holders of an API key.
+    ApiKey(Arc<crate::auth::api_keys::ApiKeys>),
+    /// Nobody: they are on the `--metrics-bind` address.
+    Elsewhere,
 }
 
 /// How the listener treats connections.
@@ -62,8 +76,8 @@ pub struct HttpSettings {
     pub proxies: Arc<Proxies>,
     /// TLS on every connection, when set (https, wss).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// `/metrics` on this listener; off when they have an address of their own.
-    pub metrics_public: bool,
+    /// Who may read `/metrics` on this listener.
+    pub metrics: MetricsAccess,
 }
 
 /// The client of a request (a request extension): its address (the connection's peer, or
@@ -95,7 +109,7 @@ pub async fn serve(
     apis: Apis,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Apis { blob_api, cache, media_api } = apis;
+    let Apis { blob_api, cache, media_api, backend_api } = apis;
     let relay = media_api.as_ref().map(|api| api.relay.clone());
     let routes = routes(hub, settings.ws, settings.static_dir.clone(), settings.admission.clone(), cache, relay);
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
@@ -137,12 +151,13 @@ pub async fn serve(
             warp: hyper_util::service::TowerToHyperService::new(warp::service(routes.clone())),
             blob_api: blob_api.clone(),
             media_api: media_api.clone(),
+            backend_api: backend_api.clone(),
             origins: settings.origins.clone(),
             proxies: settings.proxies.clone(),
             client: client.clone(),
             from_proxy,
             peer: peer.ip(),
-            metrics_public: settings.metrics_public,
+            metrics: settings.metrics.clone(),
         };
         let fast_api = blob_api.clone();
         let service = hyper::service::service_fn(move |req| {

@@ -75,6 +75,19 @@ impl Credentials {
     }
 }
 
+/// An API's answer: its response, or its refusal in the one error format (logged, with the
+/// API's name and the request's method, at debug level).
+pub fn answer(
+    result: Result<Response<ResBody>, HttpError>,
+    api: &'static str,
+    method: &http::Method,
+) -> Response<ResBody> {
+    result.unwrap_or_else(|fail| {
+        tracing::debug!(code = %fail.code, message = %fail.message, %method, api, "request refused");
+        fail.into_response()
+    })
+}
+
 /// The one error body: `{"code": ..., "message": ...}`.
 pub fn error_body(code: &str, message: &str) -> String {
     serde_json::json!({ "code": code, "message": message }).to_string()

@@ -4,7 +4,7 @@
 //! metrics and the web app.
 
 use super::reply::{DoorCode, HttpError};
-use super::{blob_api, media_api};
+use super::{backend_api, blob_api, media_api};
 
 /// Who answers a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,6 +19,9 @@ pub enum Route {
     Blob(blob_api::Route),
     /// `/whip/<room>...`, `/whep/<room>...`, `/api/rooms/<room>/recording`.
     Media(media_api::Route),
+    /// The app's backend: `/api/rooms`, `/api/rooms/<room>`, its `messages` and `members`,
+    /// `/api/users/<user>`.
+    Backend(backend_api::Route),
     /// Anything else: the web app's files (and its `index.html` for deep links).
     App,
 }
@@ -33,6 +36,11 @@ impl Route {
             ["metrics"] => Ok(Route::Metrics),
             ["whip" | "whep", ..] | ["api", "rooms", _, "recording"] => media_api::route(path).map(Route::Media),
             ["api", "rooms", _, "blobs" | "uploads", ..] => blob_api::route(path).map(Route::Blob),
+            ["api", "rooms"]
+            | ["api", "rooms", _]
+            | ["api", "rooms", _, "messages" | "members"]
+            | ["api", "rooms", _, "members", _]
+            | ["api", "users", _] => backend_api::route(path).map(Route::Backend),
             ["api", ..] => Err(HttpError::new(DoorCode::NotFound, format!("no such path: {path}"))),
             _ => Ok(Route::App),
         }
@@ -58,6 +66,9 @@ mod tests {
         assert!(matches!(Route::parse("/api/rooms/r/uploads").unwrap(), Route::Blob(blob_api::Route::Uploads(_))));
         assert!(matches!(Route::parse("/api/rooms/r/recording").unwrap(), Route::Media(_)));
         assert!(matches!(Route::parse("/whip/stage").unwrap(), Route::Media(_)));
+        assert!(matches!(Route::parse("/api/rooms").unwrap(), Route::Backend(_)));
+        assert!(matches!(Route::parse("/api/rooms/r/messages").unwrap(), Route::Backend(_)));
+        assert!(matches!(Route::parse("/api/users/u1").unwrap(), Route::Backend(_)));
         let id = SessionId::from_bits(9);
         assert!(matches!(Route::parse(&format!("/whep/stage/{id}")).unwrap(), Route::Media(_)));
         assert_eq!(Route::parse("/r/standup").unwrap(), Route::App);

@@ -409,3 +409,112 @@ impl Conn {
         Reply { status: parts.status.as_u16(), headers: parts.headers, body }
     }
 }
+
+// ---- token mode ----
+
+/// Key files for token mode: an Ed25519 pair `ed` (kid `ed-1` on the server), another pair
+/// `other` the server does not know, an HS256 `secret` (kid `hs-1`), and an API key `api`.
+pub struct Keys {
+    pub dir: tempfile::TempDir,
+}
+
+impl Keys {
+    pub fn new() -> Keys {
+        let dir = tempfile::tempdir().unwrap();
+        relaycast::auth::keys::write_key_pair(&dir.path().join("ed")).unwrap();
+        relaycast::auth::keys::write_key_pair(&dir.path().join("other")).unwrap();
+        std::fs::write(dir.path().join("secret"), "a shared secret of more than thirty-two bytes\n").unwrap();
+        std::fs::write(dir.path().join("api"), API_KEY).unwrap();
+        Keys { dir }
+    }
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+/// The API key in [`Keys`]' `api` file.
+pub const API_KEY: &str = "backend-api-key-0123456789abcdef";
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A token-mode server that knows `keys` (and takes their API key).
+pub async fn token_server(keys: &Keys) -> TestServer {
+    let (ed, secret) = (format!("ed-1={}", keys.path("ed.pub.pem")), format!("hs-1={}", keys.path("secret")));
+    start(test_config(|c| {
+        c.auth = relaycast::config::AuthMode::Token;
+        c.auth_public_keys = vec![ed];
+        c.auth_secret_files = vec![secret];
+        c.api_key_files = vec![format!("backend={}", keys.path("api"))];
+    }))
+    .await
+}
+
+/// Hello with `token`: the welcome, or the error code and the close that follow a refusal.
+pub async fn hello(server: &TestServer, token: &str) -> Result<(Ws, ServerMsg), (ErrorCode, u16)> {
+    let mut ws = raw_connect(server).await;
+    let token = AccessToken::try_from(token).unwrap();
+    send_on(&mut ws, &ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: Some(token) }).await;
+    match recv_on(&mut ws).await {
+        welcome @ ServerMsg::Welcome { .. } => Ok((ws, welcome)),
+        ServerMsg::Error { code, .. } => Err((code, recv_close(&mut ws).await.0)),
+        other => panic!("expected welcome or error, got {other:?}"),
+    }
+}
+
+/// Join `r` and read up to the end of its history (or an error).
+pub async fn join_on(ws: &mut Ws, r: &str) -> Vec<ServerMsg> {
+    let name = DisplayName::try_from("chosen by the client").unwrap();
+    send_on(ws, &ClientMsg::Join { room: room(r), name, token: None, resume: None }).await;
+    let mut got = vec![];
+    loop {
+        let msg = recv_on(ws).await;
+        let done = matches!(msg, ServerMsg::History { done: true, .. } | ServerMsg::Error { .. });
+        got.push(msg);
+        if done {
+            return got;
+        }
+    }
+}
+
+/// A token from `relaycast token`'s code for `sub` with `rights` in `r`.
+pub fn mint_token(keys: &Keys, sub: &str, r: &str, rights: &str) -> String {
+    mint_token_issued(keys, sub, r, rights, now_secs())
+}
+
+/// [`mint_token`], issued at `iat` (seconds).
+pub fn mint_token_issued(keys: &Keys, sub: &str, r: &str, rights: &str, iat: u64) -> String {
+    let args = relaycast::auth::mint::TokenArgs {
+        key: format!("ed-1={}", keys.path("ed.pem")),
+        hs256: false,
+        sub: sub.into(),
+        name: None,
+        rooms: vec![format!("{r}={rights}")],
+        ttl: std::time::Duration::from_secs(600),
+        audience: "relaycast".into(),
+        issuer: None,
+    };
+    relaycast::auth::mint::mint(&args, iat).unwrap()
+}
+
+/// Join with a token made by `relaycast token`'s code; the grant and stream key it got.
+pub async fn member(
+    server: &TestServer,
+    keys: &Keys,
+    sub: &str,
+    r: &str,
+    rights: &str,
+) -> (Ws, String, Option<String>) {
+    let (mut ws, _) = hello(server, &mint_token(keys, sub, r, rights)).await.unwrap();
+    let joined = join_on(&mut ws, r).await;
+    let grant = joined.iter().find_map(|m| match m {
+        ServerMsg::Grant { token, .. } => Some(token.clone()),
+        _ => None,
+    });
+    let key = joined.iter().find_map(|m| match m {
+        ServerMsg::StreamKey { key, .. } => Some(key.clone()),
+        _ => None,
+    });
+    (ws, grant.expect("a grant"), key)
+}

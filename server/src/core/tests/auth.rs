@@ -259,3 +259,28 @@ fn open_mode_gives_the_owner_its_rights_and_hands_them_over() {
     assert!(got.iter().any(|m| matches!(m, ServerMsg::StreamKey { .. })));
     assert!(sim.engine.rights_of(&room("r"), &second).is_some_and(|r| r.has(Right::Record)));
 }
+
+#[test]
+fn the_apps_posts_are_sequenced_like_members_and_a_deleted_room_drops_them() {
+    let mut sim = Sim::new(EngineConfig::default());
+    sim.connect(1);
+    sim.join(1, "r", None);
+    sim.publish(1, "r", "first");
+    let name = DisplayName::try_from("Bot").unwrap();
+    let body = Body::Chat { text: ChatText::try_from("from the app").unwrap() };
+    let seq = sim.engine.post_as_app(room("r"), name.clone(), None, body.clone(), 7, sim.now).unwrap();
+    assert_eq!(seq, 2, "after the member's message");
+    assert!(sim.posted.is_empty(), "not before it is durable");
+    sim.persist();
+    assert_eq!(sim.posted, vec![(7, Some(2))]);
+    let got = sim.take(1);
+    assert_eq!(texts(&got), vec!["2:from the app"]);
+    // Posted, then the room is closed with its history before the store wrote it.
+    sim.engine.post_as_app(room("r"), name, None, body, 8, sim.now).unwrap();
+    assert_eq!(sim.engine.close_room(&room("r"), None, true), Some(1));
+    sim.collect();
+    sim.persist();
+    assert_eq!(sim.posted.last(), Some(&(8, None)));
+    assert!(sim.take(1).iter().any(|m| matches!(m, ServerMsg::Removed { code: ErrorCode::RoomClosed, .. })));
+    assert!(sim.engine.history_page(&room("r"), 0, 10).is_none());
+}

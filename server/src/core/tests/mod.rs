@@ -10,6 +10,8 @@ struct Sim {
     inbox: BTreeMap<ConnId, Vec<ServerMsg>>,
     closed: Vec<(ConnId, ErrorCode)>,
     store: Vec<StoreOp>,
+    /// The app's posts reported durable: (ticket, seq).
+    posted: Vec<(u64, Option<u64>)>,
 }
 
 /// The address every simulated connection comes from, unless a test says otherwise.
@@ -21,7 +23,14 @@ fn room(s: &str) -> RoomName {
 
 impl Sim {
     fn new(config: EngineConfig) -> Self {
-        Sim { engine: Engine::new(config, 7), now: 1_000_000, inbox: BTreeMap::new(), closed: vec![], store: vec![] }
+        Sim {
+            engine: Engine::new(config, 7),
+            now: 1_000_000,
+            inbox: BTreeMap::new(),
+            closed: vec![],
+            store: vec![],
+            posted: vec![],
+        }
     }
 
     fn input(&mut self, input: Input) {
@@ -40,6 +49,7 @@ impl Sim {
                     }
                 }
                 Output::Close { conn, reason } => self.closed.push((conn, reason)),
+                Output::Posted { ticket, seq, .. } => self.posted.push((ticket, seq)),
             }
         }
     }

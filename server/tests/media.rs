@@ -571,3 +571,42 @@ async fn a_broadcast_ends_when_its_keys_holder_no_longer_owns_the_room() {
     request(server.addr, "DELETE", reply.header("location"), &[], b"").await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moderator_ends_a_broadcast_and_others_may_not() {
+    let server = start(test_config(|_| {})).await;
+    let mut owner = Client::connect(&server).await;
+    let joined = owner.join("hall", "owner", None).await;
+    let key = joined.iter().find_map(|m| match m {
+        ServerMsg::StreamKey { key, .. } => Some(key.clone()),
+        _ => None,
+    });
+    let owner_grant = joined.iter().find_map(|m| match m {
+        ServerMsg::Grant { token, .. } => Some(token.clone()),
+        _ => None,
+    });
+    let (mut guest, guest_grant) = join_with_grant(&server, "hall").await;
+    let publisher =
+        MediaClient::start(&format!("http://{}/whip/hall", server.addr), key.as_deref(), true, &[MediaKind::Video])
+            .await
+            .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishing = spawn_publisher(publisher, stop.clone());
+    state_where(&mut guest, |s| s.live).await;
+    let end = |grant: String| {
+        let auth = format!("Bearer {grant}");
+        let addr = server.addr;
+        async move { request(addr, "DELETE", "/api/rooms/hall/broadcast", &[("authorization", &auth)], b"").await }
+    };
+    // A member without the moderate right may not; the owner (open mode) may.
+    let refused = end(guest_grant).await;
+    assert_eq!((refused.status, refused.header("relaycast-error")), (403, "forbidden"));
+    let ended = end(owner_grant.clone().unwrap()).await;
+    assert_eq!(ended.status, 200, "{}", ended.text());
+    state_where(&mut guest, |s| !s.live).await;
+    let again = end(owner_grant.unwrap()).await;
+    assert_eq!((again.status, again.header("relaycast-error")), (409, "not_live"));
+    stop.store(true, Ordering::Relaxed);
+    let _ = publishing.await;
+    server.stop().await;
+}

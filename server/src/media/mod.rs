@@ -348,9 +348,15 @@ impl Relay {
         };
         let peer = match grants.verify_for(Purpose::Stream, room, token, now) {
             Ok(peer) => peer,
-            Err(_) if need == Right::Watch => grants.verify(room, token, now).map_err(|_| {
-                MediaError::AccessDenied("the token is neither a stream key for this room nor a member's grant for it")
-            })?,
+            // Watching and moderating take a member's grant too; going live and recording
+            // take a stream key.
+            Err(_) if matches!(need, Right::Watch | Right::Moderate) => {
+                grants.verify(room, token, now).map_err(|_| {
+                    MediaError::AccessDenied(
+                        "the token is neither a stream key for this room nor a member's grant for it",
+                    )
+                })?
+            }
             Err(_) => {
                 return Err(MediaError::AccessDenied(
                     "the token is not a stream key for this room (it may have expired, or belong to another room)",
@@ -419,6 +425,14 @@ impl Relay {
         let closer = rooms.closer(room, role, id).ok_or(MediaError::UnknownSession)?;
         drop(rooms);
         // A stored permit: the session sees it even if it is busy right now.
+        closer.notify_one();
+        Ok(())
+    }
+
+    /// End the room's broadcast, whoever publishes it (a moderator's call): viewers are told
+    /// and stay, and the room is free for another publisher.
+    pub fn end_broadcast(&self, room: &RoomName) -> Result<(), MediaError> {
+        let closer = self.lock_rooms().publisher_closer(room).ok_or(MediaError::NotLive)?;
         closer.notify_one();
         Ok(())
     }

@@ -136,6 +136,11 @@ impl Rooms {
         }
     }
 
+    /// The close switch of the room's publisher, if it has one.
+    pub fn publisher_closer(&self, room: &RoomName) -> Option<Arc<Notify>> {
+        self.rooms.get(room)?.publisher.as_ref().map(|p| p.link.close.clone())
+    }
+
     /// Take the publisher's place; false if the room has a publisher.
     pub fn add_publisher(&mut self, room: &RoomName, id: SessionId, link: SessionLink, now_ms: u64) -> bool {
         let media = self.rooms.entry(room.clone()).or_default();

@@ -28,6 +28,8 @@ pub enum Route {
     Endpoint(Role, RoomName),
     Session(Role, RoomName, SessionId),
     Recording(RoomName),
+    /// `/api/rooms/<room>/broadcast`: a moderator ends the room's broadcast.
+    Broadcast(RoomName),
 }
 
 impl From<MediaError> for HttpError {
@@ -50,6 +52,7 @@ pub fn route(path: &str) -> Result<Route, HttpError> {
             Ok(Route::Session(role(kind), room(r)?, id))
         }
         ["api", "rooms", r, "recording"] => Ok(Route::Recording(room(r)?)),
+        ["api", "rooms", r, "broadcast"] => Ok(Route::Broadcast(room(r)?)),
         _ => Err(HttpError::new(MediaErrorCode::NotFound, format!("no such path: {path}"))),
     }
 }
@@ -126,6 +129,11 @@ impl MediaApi {
                     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                     Ok(response)
                 }
+            }
+            (Route::Broadcast(room), Method::DELETE) => {
+                self.relay.authorize(&room, credentials.bearer.as_deref(), relaycast_shared::Right::Moderate)?;
+                self.relay.end_broadcast(&room)?;
+                Ok(Response::new(full(Bytes::new())))
             }
             (_, method) => {
                 Err(HttpError::new(MediaErrorCode::MethodNotAllowed, format!("{method} is not allowed here")))

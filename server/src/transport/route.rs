@@ -34,7 +34,9 @@ impl Route {
             ["healthz"] => Ok(Route::Health),
             ["readyz"] => Ok(Route::Ready),
             ["metrics"] => Ok(Route::Metrics),
-            ["whip" | "whep", ..] | ["api", "rooms", _, "recording"] => media_api::route(path).map(Route::Media),
+            ["whip" | "whep", ..] | ["api", "rooms", _, "recording" | "broadcast"] => {
+                media_api::route(path).map(Route::Media)
+            }
             ["api", "rooms", _, "blobs" | "uploads", ..] => blob_api::route(path).map(Route::Blob),
             ["api", "rooms"]
             | ["api", "rooms", _]

@@ -7,7 +7,9 @@
 //! - [`components`]: lobby, room, chat, status.
 //! - [`browser`]: time, randomness, local storage and the address bar.
 //!
-//! Routes: `/` is the lobby; `/r/<room>` opens a room directly (a shareable link).
+//! Routes: `/` is the lobby; `/r/<room>` opens a room directly (a shareable link). In token
+//! mode the app that links here puts the person's token in the fragment: `/r/<room>#token=...`
+//! (see [`net::token`]).
 
 // Nothing from the network or the disk is unwrapped; tests may (clippy.toml).
 #![warn(clippy::unwrap_used)]
@@ -41,6 +43,11 @@ pub fn app() -> Html {
     let route = use_state(|| room_from_path(&browser::path()));
     let name = use_state(|| browser::load(NAME_KEY).unwrap_or_default());
     let recent = use_state(recent_rooms);
+    // Token mode: a token in the address (`#token=`) names the person; no name to type.
+    let token_name = use_state(|| {
+        net::token::take_from_address();
+        net::token::stored_name()
+    });
 
     // Back and forward buttons.
     {
@@ -73,7 +80,10 @@ pub fn app() -> Html {
         })
     };
 
-    let display = DisplayName::try_from(name.as_str());
+    let display = match &*token_name {
+        Some(name) => Ok(name.clone()),
+        None => DisplayName::try_from(name.as_str()),
+    };
     html! {
         <main class="app">
             { match (&*route, display) {

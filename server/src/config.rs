@@ -229,6 +229,13 @@ pub struct Config {
     #[arg(long, env = "RELAYCAST_TOKEN_EXPIRY_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub token_expiry_grace: Duration,
 
+    /// Token mode: where the web app gets a token for a room (fetched with the page's cookies,
+    /// `?room=<room>` added; the answer is the token, as text or as `{"token": ...}`), first and
+    /// before the token expires. Without it, the app takes a token from its address
+    /// (`#token=...`) and cannot renew it.
+    #[arg(long, env = "RELAYCAST_APP_TOKEN_URL")]
+    pub app_token_url: Option<String>,
+
     /// An API key for the app's backend (the backend API, and /metrics on --bind), in a file,
     /// as [NAME=]FILE (at least 24 bytes; the name is for logs). Repeat for several (rotation).
     #[arg(long = "api-key-file", env = "RELAYCAST_API_KEY_FILES", value_delimiter = ',', value_name = "[NAME=]FILE")]

@@ -229,6 +229,7 @@ pub async fn run_with_ready(
         max_body_bytes: config.max_frame_bytes as usize,
         post_timeout: config.api_post_timeout,
     }));
+    let app_config = transport::app_config(config.auth == config::AuthMode::Token, config.app_token_url.as_deref());
     let settings = transport::HttpSettings {
         ws: transport::WsSettings {
             max_frame_bytes: config.max_frame_bytes as usize,
@@ -242,6 +243,7 @@ pub async fn run_with_ready(
         origins,
         proxies: Arc::new(transport::Proxies::new(config.trusted_proxies.clone())),
         tls: certificates.as_ref().map(|c| c.server_config()),
+        app_config,
         metrics: if config.metrics_bind.is_some() {
             transport::MetricsAccess::Elsewhere
         } else if api_keys.is_empty() && config.auth == config::AuthMode::Open {

@@ -1,4 +1,4 @@
-//! The room's live broadcast: "Go live" (camera, screen or both) for the room's owner, "Watch"
+//! The room's live broadcast: "Go live" (camera, screen or both) for who may, "Watch"
 //! for everyone, with the viewer count, how long it has been live, frames decoded and a
 //! latency estimate; and "Record" for the owner.
 
@@ -11,8 +11,12 @@ use yew::prelude::*;
 pub struct BroadcastProps {
     pub state: BroadcastState,
     pub view: BroadcastView,
-    /// We own the room (we have its stream key).
+    /// May go live (the `broadcast` right and a stream key).
     pub owner: bool,
+    /// May record (the `record` right and a stream key).
+    pub can_record: bool,
+    /// May watch (the `watch` right).
+    pub can_watch: bool,
     /// Now, ms since the Unix epoch (for the live duration).
     pub now: u64,
     pub ongolive: Callback<LiveSource>,
@@ -67,13 +71,13 @@ pub fn broadcast_panel(p: &BroadcastProps) -> Html {
                 if publishing {
                     <button type="button" id="stop-live" onclick={p.onstoplive.reform(|_| ())}>{ "End broadcast" }</button>
                 }
-                if p.owner && live {
+                if p.can_record && live {
                     <button type="button" id="record" aria-pressed={p.state.recording.to_string()}
                             onclick={{ let on = !p.state.recording; p.onrecord.reform(move |_| on) }}>
                         { if p.state.recording { "Stop recording" } else { "Record" } }
                     </button>
                 }
-                if !publishing && !watching {
+                if p.can_watch && !publishing && !watching {
                     <button type="button" id="watch" disabled={!live} onclick={p.onwatch.reform(|_| ())}>{ "Watch" }</button>
                 }
                 if watching {

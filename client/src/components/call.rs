@@ -84,6 +84,9 @@ pub struct CallProps {
     pub view: CallView,
     /// Display names of the room's peers.
     pub names: Vec<(PeerId, String)>,
+    /// May call (the `signal` right): without it there is no call button.
+    #[prop_or(true)]
+    pub can_call: bool,
 }
 
 #[function_component(CallPanel)]
@@ -142,8 +145,10 @@ pub fn call_panel(props: &CallProps) -> Html {
     html! {
         <section class="call" aria-label="Call">
             <div class="controls" role="toolbar" aria-label="Call controls">
-                if !v.joined {
+                if !v.joined && props.can_call {
                     <button id="call-join" onclick={join}>{ if in_call.is_empty() { "Start call" } else { "Join call" } }</button>
+                } else if !v.joined {
+                    <p class="hint" id="no-call">{ "Calls are not open to you in this room." }</p>
                 } else {
                     <button id="call-leave" class="danger" onclick={leave}>{ "Leave call" }</button>
                     <button id="mute" aria-pressed={(!v.mic_on).to_string()} onclick={mute}>{ if v.mic_on { "Mute" } else { "Unmute" } }</button>

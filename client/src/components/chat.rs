@@ -2,8 +2,8 @@
 //! notices where history was truncated or reset, and the compose box.
 
 use crate::browser;
-use crate::state::room::{Line, Notice, RoomState};
-use relaycast_shared::{Body, ChatText};
+use crate::state::room::{Line, Notice, RoomState, Status};
+use relaycast_shared::{Body, ChatText, Right};
 use std::rc::Rc;
 use yew::prelude::*;
 
@@ -77,10 +77,14 @@ pub fn chat(props: &ChatProps) -> Html {
                     </li>
                 }) }
             </ol>
-            <form id="compose" {onsubmit}>
-                <input id="draft" value={(*draft).clone()} {oninput} placeholder="Message" aria-label="Message" maxlength="8000" />
-                <button type="submit">{ "Send" }</button>
-            </form>
+            if s.status != Status::Online || s.rights.has(Right::Publish) || s.rights.is_empty() {
+                <form id="compose" {onsubmit}>
+                    <input id="draft" value={(*draft).clone()} {oninput} placeholder="Message" aria-label="Message" maxlength="8000" />
+                    <button type="submit">{ "Send" }</button>
+                </form>
+            } else {
+                <p id="read-only" class="hint">{ "You can read this room but not post in it." }</p>
+            }
         </section>
     }
 }

@@ -10,6 +10,9 @@ pub struct FilesProps {
     pub transfers: Vec<Transfer>,
     pub onpick: Callback<web_sys::File>,
     pub onfetch: Callback<BlobHash>,
+    /// May send files (the `upload` right): without it the button is not shown.
+    #[prop_or(true)]
+    pub can_send: bool,
 }
 
 /// Every file of a `FileList` (an input's or a drop's).
@@ -78,11 +81,13 @@ pub fn files_panel(props: &FilesProps) -> Html {
         <section id="files" class="files" aria-label="Files">
             <div class="files-head">
                 <h2>{ "Files" }</h2>
-                <label class="file-button">
-                    { "Send a file" }
-                    <input id="file-input" type="file" multiple=true {onchange} />
-                </label>
-                <span class="hint">{ "or drop files on the room" }</span>
+                if props.can_send {
+                    <label class="file-button">
+                        { "Send a file" }
+                        <input id="file-input" type="file" multiple=true {onchange} />
+                    </label>
+                    <span class="hint">{ "or drop files on the room" }</span>
+                }
             </div>
             <ul id="transfers">
                 { for props.transfers.iter().rev().map(|t| {

@@ -12,7 +12,7 @@ use crate::net::files::Files;
 use crate::net::session::{Command, Session};
 use crate::state::files::Transfer;
 use crate::state::room::RoomState;
-use relaycast_shared::{Body, DisplayName, RoomName};
+use relaycast_shared::{Body, DisplayName, Right, RoomName};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -189,6 +189,10 @@ pub fn room_page(props: &RoomProps) -> Html {
             </header>
             if let Some(problem) = &s.problem {
                 <p id="problem" class="problem" role="alert">{ problem.text() }</p>
+            } else if let Some(expires) = s.token_expiring {
+                <p id="access-ending" class="problem" role="status">
+                    { format!("Your access to this room ends at {}: open it again from the app that invited you.", browser::clock(expires)) }
+                </p>
             }
             <div class="layout">
                 <aside id="peers" aria-label="Participants">
@@ -199,11 +203,14 @@ pub fn room_page(props: &RoomProps) -> Html {
                     </ul>
                 </aside>
                 <div class="main">
-                    <BroadcastPanel state={s.broadcast.clone()} view={(*broadcast_view).clone()} owner={s.stream_key.is_some()}
+                    <BroadcastPanel state={s.broadcast.clone()} view={(*broadcast_view).clone()}
+                        owner={s.stream_key.is_some() && s.rights.has(Right::Broadcast)}
+                        can_record={s.stream_key.is_some() && s.rights.has(Right::Record)}
+                        can_watch={s.rights.has(Right::Watch)}
                         now={*now} {ongolive} {onstoplive} {onwatch} {onstopwatching} {onrecord} />
-                    <CallPanel call={(*call).clone()} view={(*call_view).clone()} {names} />
+                    <CallPanel call={(*call).clone()} view={(*call_view).clone()} {names} can_call={s.rights.has(Right::Signal)} />
                     <Chat state={s.clone()} {onsend} />
-                    <FilesPanel transfers={(*transfers).clone()} {onpick} {onfetch} />
+                    <FilesPanel transfers={(*transfers).clone()} {onpick} {onfetch} can_send={s.rights.has(Right::Upload)} />
                 </div>
             </div>
         </div>

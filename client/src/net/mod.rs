@@ -8,3 +8,4 @@ pub mod call;
 pub mod files;
 pub mod http;
 pub mod session;
+pub mod token;

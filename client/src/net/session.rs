@@ -3,7 +3,7 @@
 //! pending once it knows what the server already has. The UI gets a snapshot after every
 //! change and sends commands through the [`Session`] handle.
 
-use super::backoff;
+use super::{backoff, token};
 use crate::browser;
 use crate::state::room::{Action, Pending, RoomState, Status};
 use futures_channel::mpsc;
@@ -77,6 +77,9 @@ async fn run(
     loop {
         state.apply(Action::Connecting);
         emit(&state);
+        // Token mode: the tab's token, or a fresh one from the deployment's token URL.
+        let token_mode = token::config().await.token_mode;
+        let access = if token_mode { token::for_connect(&state.room).await } else { None };
         if let Ok(ws) = WebSocket::open(&url) {
             let (mut sink, frames) = ws.split();
             let frames = frames
@@ -87,7 +90,7 @@ async fn run(
                 .map(|c| Event::Command(Some(c)))
                 .chain(stream::once(future::ready(Event::Command(None))));
             let mut events = stream::select(frames, cmds);
-            let _ = sink.send(text(&ClientMsg::hello())).await;
+            let _ = sink.send(text(&ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: access })).await;
             while let Some(event) = events.next().await {
                 match event {
                     Event::Frame(Message::Text(t)) => {
@@ -101,6 +104,13 @@ async fn run(
                                 resume: state.resume(),
                             }),
                             ServerMsg::Joined { .. } => attempt = 0,
+                            // Renew ahead of expiry, on this socket; without a token URL
+                            // the room says when access ends.
+                            ServerMsg::TokenExpiring { .. } => {
+                                if let Some(fresh) = renew_in_time(&state.room).await {
+                                    out.push(ClientMsg::Refresh { token: fresh });
+                                }
+                            }
                             ServerMsg::Signal { from, signal, .. } => on_signal.emit((from.clone(), signal.clone())),
                             _ => {}
                         }
@@ -157,6 +167,16 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// A new token from the token URL, if one comes within a few seconds.
+async fn renew_in_time(room: &RoomName) -> Option<AccessToken> {
+    let renew = Box::pin(token::renew(room));
+    let timeout = Box::pin(yew::platform::time::sleep(Duration::from_secs(5)));
+    match future::select(renew, timeout).await {
+        future::Either::Left((Ok(token), _)) => Some(token),
+        _ => None,
     }
 }
 

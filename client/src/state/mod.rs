@@ -4,3 +4,4 @@ pub mod call;
 pub mod files;
 pub mod prefs;
 pub mod room;
+pub mod token;

@@ -24,6 +24,8 @@ pub(super) struct FrontDoor<W> {
     pub peer: IpAddr,
     /// Who may read `/metrics` here.
     pub metrics: MetricsAccess,
+    /// The body of `/app-config.json`.
+    pub app_config: Arc<str>,
 }
 
 impl<W, B> FrontDoor<W>
@@ -71,6 +73,13 @@ where
                 }
             }
         }
+        if route == Route::AppConfig {
+            let mut response = http::Response::new(super::reply::full(bytes::Bytes::from(self.app_config.to_string())));
+            let headers = response.headers_mut();
+            headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+            return futures_util::future::ready(response).boxed();
+        }
         if let Route::Backend(route) = route {
             return match &self.backend_api {
                 Some(api) => api.clone().handle(route, credentials(), req).boxed(),
@@ -78,7 +87,7 @@ where
             };
         }
         match (route, &self.blob_api, &self.media_api) {
-            (Route::Backend(_), _, _) => unreachable!("answered above"),
+            (Route::Backend(_) | Route::AppConfig, _, _) => unreachable!("answered above"),
             (Route::Blob(route), Some(api), _) => api.clone().handle(route, credentials(), req).boxed(),
             (Route::Media(route), _, Some(api)) => api.clone().handle(route, credentials(), req).boxed(),
             (Route::Media(_), _, None) => {

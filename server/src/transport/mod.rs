@@ -78,6 +78,14 @@ pub struct HttpSettings {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Who may read `/metrics` on this listener.
     pub metrics: MetricsAccess,
+    /// The body of `/app-config.json` (see [`app_config`]).
+    pub app_config: Arc<str>,
+}
+
+/// What the web app reads at start: whether the server wants tokens, and the URL the app
+/// fetches them from (with the page's credentials), when the deployment set one.
+pub fn app_config(token_mode: bool, token_url: Option<&str>) -> Arc<str> {
+    serde_json::json!({ "auth": if token_mode { "token" } else { "open" }, "token_url": token_url }).to_string().into()
 }
 
 /// The client of a request (a request extension): its address (the connection's peer, or
@@ -158,6 +166,7 @@ pub async fn serve(
             from_proxy,
             peer: peer.ip(),
             metrics: settings.metrics.clone(),
+            app_config: settings.app_config.clone(),
         };
         let fast_api = blob_api.clone();
         let service = hyper::service::service_fn(move |req| {

@@ -11,6 +11,9 @@ use super::{backend_api, blob_api, media_api};
 pub enum Route {
     /// `GET /ws`.
     Ws,
+    /// `/app-config.json`: what the web app needs to know of the deployment (token mode, where
+    /// the app gets tokens).
+    AppConfig,
     /// `/healthz`, `/readyz`, `/metrics`.
     Health,
     Ready,
@@ -34,6 +37,7 @@ impl Route {
             ["healthz"] => Ok(Route::Health),
             ["readyz"] => Ok(Route::Ready),
             ["metrics"] => Ok(Route::Metrics),
+            ["app-config.json"] => Ok(Route::AppConfig),
             ["whip" | "whep", ..] | ["api", "rooms", _, "recording" | "broadcast"] => {
                 media_api::route(path).map(Route::Media)
             }

@@ -3,7 +3,7 @@
 // the token URL the server announces. A page with a token joins under the token's name and
 // sees only the controls its rights allow; without one, or with one for another room, it is
 // told so plainly; a short-lived token is renewed while chatting; a member removed through
-// the backend API sees why.
+// the backend API sees why; an author deletes a message of theirs.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
@@ -72,6 +72,11 @@ test('a page with a token joins under its name and sees only the controls its ri
   await message(bo, 'Welcome, Bo').waitFor();
   await ada.locator('#peers li', { hasText: 'Bo' }).waitFor();
   await bo.screenshot({ path: join(artifacts, 'token-read-only.png') });
+  // Ada deletes her own message: it stays in place for everyone, without its text.
+  assert.equal(await bo.locator('#messages button.delete').count(), 0, 'not his message, no moderate right');
+  await ada.locator('#messages li.msg', { hasText: 'Welcome, Bo' }).locator('button.delete').click();
+  await bo.locator('#messages li.msg.deleted', { hasText: 'message deleted' }).waitFor();
+  assert.equal(await bo.locator('#messages li.msg', { hasText: 'Welcome, Bo' }).count(), 0);
   await ada.context().close();
   await bo.context().close();
 });

@@ -49,6 +49,8 @@ pub enum ErrorCode {
     UnknownPeer,
     /// A file message names a blob the server does not have (upload it first).
     UnknownBlob,
+    /// No message with that sequence number in the room's history (never, or evicted).
+    UnknownMessage,
     /// Too many messages; this one was dropped.
     RateLimited,
     /// The server cannot take more messages right now (storage is behind); retry later.
@@ -89,6 +91,7 @@ impl ErrorCode {
             ErrorCode::ServerFull => "server_full",
             ErrorCode::UnknownPeer => "unknown_peer",
             ErrorCode::UnknownBlob => "unknown_blob",
+            ErrorCode::UnknownMessage => "unknown_message",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::SlowConsumer => "slow_consumer",

@@ -38,6 +38,9 @@ pub enum ClientMsg {
     /// A new token for this connection (token mode), before the current one expires; answered
     /// with [`ServerMsg::TokenAccepted`]. Rights in each room follow the new token.
     Refresh { token: AccessToken },
+    /// Delete message `seq` from the room's history: your own (by your user in token mode, by
+    /// this connection in open mode), or anyone's with the `moderate` right.
+    Delete { room: RoomName, seq: u64 },
     /// Remove a member from the room (needs the `moderate` right); they are told `reason`.
     Remove {
         room: RoomName,
@@ -50,7 +53,8 @@ pub enum ClientMsg {
 impl ClientMsg {
     /// The `"type"` tag of every variant, for telling an unknown type from a bad field. Tests
     /// check it against [`ClientMsg::kind`], whose match the compiler keeps exhaustive.
-    pub const TYPES: &'static [&'static str] = &["hello", "join", "leave", "signal", "publish", "refresh", "remove"];
+    pub const TYPES: &'static [&'static str] =
+        &["hello", "join", "leave", "signal", "publish", "refresh", "delete", "remove"];
 
     /// This message's `"type"` tag.
     pub fn kind(&self) -> &'static str {
@@ -61,6 +65,7 @@ impl ClientMsg {
             ClientMsg::Signal { .. } => "signal",
             ClientMsg::Publish { .. } => "publish",
             ClientMsg::Refresh { .. } => "refresh",
+            ClientMsg::Delete { .. } => "delete",
             ClientMsg::Remove { .. } => "remove",
         }
     }
@@ -110,6 +115,9 @@ pub enum Body {
     /// A file in the server's blob cache (uploaded first), kept while this message is in the
     /// room's history.
     File { hash: BlobHash, name: FileName, size: u64, mime: MediaType },
+    /// What is left of a deleted message in the history: who and when, not what. Only the
+    /// server writes it (a publish of it is refused).
+    Deleted,
 }
 
 /// One message of a room's history, as stored and as delivered.
@@ -256,6 +264,11 @@ pub enum ServerMsg {
         room: RoomName,
         state: crate::media::BroadcastState,
     },
+    /// Message `seq` of `room` was deleted: its body is [`Body::Deleted`] in the history now.
+    Deleted {
+        room: RoomName,
+        seq: u64,
+    },
     /// Your rights in `room` changed (a refreshed token, or the room's ownership in open mode).
     Rights {
         room: RoomName,
@@ -311,6 +324,7 @@ impl ServerMsg {
         "grant",
         "stream_key",
         "broadcast",
+        "deleted",
         "rights",
         "token_expiring",
         "token_accepted",
@@ -335,6 +349,7 @@ impl ServerMsg {
             ServerMsg::Grant { .. } => "grant",
             ServerMsg::StreamKey { .. } => "stream_key",
             ServerMsg::Broadcast { .. } => "broadcast",
+            ServerMsg::Deleted { .. } => "deleted",
             ServerMsg::Rights { .. } => "rights",
             ServerMsg::TokenExpiring { .. } => "token_expiring",
             ServerMsg::TokenAccepted { .. } => "token_accepted",

@@ -47,6 +47,7 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
             "refresh",
             ClientMsg::Refresh { token: AccessToken::try_from("eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1MSJ9.bmV3").unwrap() },
         ),
+        ("delete", ClientMsg::Delete { room: r("standup"), seq: 42 }),
         (
             "remove",
             ClientMsg::Remove {
@@ -180,6 +181,11 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
                 room: r("standup"),
                 rights: [Right::Join, Right::Publish, Right::Broadcast].into_iter().collect(),
             },
+        ),
+        ("deleted", ServerMsg::Deleted { room: r("standup"), seq: 42 }),
+        (
+            "message_deleted",
+            ServerMsg::Message { room: r("standup"), message: RoomMessage { body: Body::Deleted, ..sample_message() } },
         ),
         ("token_expiring", ServerMsg::TokenExpiring { expires: 1_795_003_600_000 }),
         ("token_accepted", ServerMsg::TokenAccepted { expires: 1_795_007_200_000 }),

@@ -82,6 +82,7 @@ fn body() -> impl Strategy<Value = Body> {
                 }
             }
         ),
+        Just(Body::Deleted),
     ]
 }
 fn signal() -> impl Strategy<Value = Signal> {
@@ -123,6 +124,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         ErrorCode::ServerFull,
         ErrorCode::UnknownPeer,
         ErrorCode::UnknownBlob,
+        ErrorCode::UnknownMessage,
         ErrorCode::RateLimited,
         ErrorCode::Overloaded,
         ErrorCode::SlowConsumer,
@@ -148,6 +150,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         (room(), peer(), signal()).prop_map(|(room, to, signal)| ClientMsg::Signal { room, to, signal }),
         (room(), msg_id(), body()).prop_map(|(room, id, body)| ClientMsg::Publish { room, id, body }),
         token().prop_map(|token| ClientMsg::Refresh { token }),
+        (room(), any::<u64>()).prop_map(|(room, seq)| ClientMsg::Delete { room, seq }),
         (room(), peer(), prop::option::of(reason())).prop_map(|(room, peer, reason)| ClientMsg::Remove {
             room,
             peer,
@@ -184,6 +187,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             |(room, epoch, last_seq, peers, rights)| ServerMsg::Joined { room, epoch, last_seq, peers, rights }
         ),
         (room(), rights()).prop_map(|(room, rights)| ServerMsg::Rights { room, rights }),
+        (room(), any::<u64>()).prop_map(|(room, seq)| ServerMsg::Deleted { room, seq }),
         any::<u64>().prop_map(|expires| ServerMsg::TokenExpiring { expires }),
         any::<u64>().prop_map(|expires| ServerMsg::TokenAccepted { expires }),
         (room(), error_code(), prop::option::of(reason())).prop_map(|(room, code, reason)| ServerMsg::Removed {

@@ -11,6 +11,9 @@ use yew::prelude::*;
 pub struct ChatProps {
     pub state: Rc<RoomState>,
     pub onsend: Callback<ChatText>,
+    /// Delete message `seq` (ours, or anyone's with the `moderate` right).
+    #[prop_or_default]
+    pub ondelete: Callback<u64>,
 }
 
 fn body_text(body: &Body) -> String {
@@ -18,6 +21,7 @@ fn body_text(body: &Body) -> String {
         Body::Chat { text } => text.to_string(),
         Body::Data { data } => data.to_string(),
         Body::File { name, size, .. } => format!("📎 {name} ({})", crate::state::files::human_bytes(*size)),
+        Body::Deleted => "message deleted".to_owned(),
     }
 }
 
@@ -54,12 +58,21 @@ pub fn chat(props: &ChatProps) -> Html {
         <section class="chat" aria-label="Chat">
             <ol id="messages" ref={list} aria-live="polite">
                 { for s.lines.iter().map(|line| match line {
-                    Line::Message(m) => html! {
-                        <li class={classes!("msg", s.is_mine(m).then_some("mine"))} data-seq={m.seq.to_string()}>
-                            <time>{ browser::clock(m.at) }</time>
-                            <b class="who">{ m.name.as_str() }</b>
-                            <span class="text">{ body_text(&m.body) }</span>
-                        </li>
+                    Line::Message(m) => {
+                        let deleted = m.body == Body::Deleted;
+                        let may_delete = !deleted && (s.is_mine(m) || s.rights.has(Right::Moderate));
+                        let seq = m.seq;
+                        html! {
+                            <li class={classes!("msg", s.is_mine(m).then_some("mine"), deleted.then_some("deleted"))} data-seq={m.seq.to_string()}>
+                                <time>{ browser::clock(m.at) }</time>
+                                <b class="who">{ m.name.as_str() }</b>
+                                <span class="text">{ body_text(&m.body) }</span>
+                                if may_delete {
+                                    <button type="button" class="delete" aria-label="Delete this message"
+                                            onclick={props.ondelete.reform(move |_: MouseEvent| seq)}>{ "×" }</button>
+                                }
+                            </li>
+                        }
                     },
                     Line::Notice(Notice::Truncated { oldest }) => html! {
                         <li class="notice truncated">{ format!("Earlier messages are no longer available (history starts at #{oldest}).") }</li>

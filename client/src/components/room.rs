@@ -134,6 +134,14 @@ pub fn room_page(props: &RoomProps) -> Html {
             }
         })
     };
+    let ondelete = {
+        let session = session.clone();
+        Callback::from(move |seq| {
+            if let Some(s) = session.as_ref() {
+                s.send(Command::Delete(seq));
+            }
+        })
+    };
     let share = browser::url_of(&format!("/r/{}", props.room));
     let s = (*state).clone();
     let names: Vec<_> = s.peers.iter().map(|p| (p.id.clone(), p.name.to_string())).collect();
@@ -209,7 +217,7 @@ pub fn room_page(props: &RoomProps) -> Html {
                         can_watch={s.rights.has(Right::Watch)}
                         now={*now} {ongolive} {onstoplive} {onwatch} {onstopwatching} {onrecord} />
                     <CallPanel call={(*call).clone()} view={(*call_view).clone()} {names} can_call={s.rights.has(Right::Signal)} />
-                    <Chat state={s.clone()} {onsend} />
+                    <Chat state={s.clone()} {onsend} {ondelete} />
                     <FilesPanel transfers={(*transfers).clone()} {onpick} {onfetch} can_send={s.rights.has(Right::Upload)} />
                 </div>
             </div>

@@ -18,7 +18,12 @@ use yew::Callback;
 #[derive(Debug)]
 pub enum Command {
     Publish(Body),
-    Signal { to: PeerId, signal: Signal },
+    Signal {
+        to: PeerId,
+        signal: Signal,
+    },
+    /// Delete message `seq` of the room.
+    Delete(u64),
 }
 
 /// The UI's handle. Dropping every clone ends the session (the socket is closed).
@@ -192,6 +197,7 @@ fn command(state: &mut RoomState, c: Command, prefix: &str, counter: &mut u64) -
             Some(msg)
         }
         Command::Signal { to, signal } => Some(ClientMsg::Signal { room: state.room.clone(), to, signal }),
+        Command::Delete(seq) => Some(ClientMsg::Delete { room: state.room.clone(), seq }),
     }
 }
 

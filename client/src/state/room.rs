@@ -269,6 +269,15 @@ impl RoomState {
                     self.stream_key = None;
                 }
             }
+            ServerMsg::Deleted { seq, .. } => {
+                for line in &mut self.lines {
+                    if let Line::Message(m) = line {
+                        if m.seq == seq {
+                            m.body = Body::Deleted;
+                        }
+                    }
+                }
+            }
             ServerMsg::TokenExpiring { expires } => self.token_expiring = Some(expires),
             ServerMsg::TokenAccepted { expires } => {
                 self.token_expiring = None;
@@ -505,6 +514,19 @@ mod tests {
         };
         s.apply(Action::Server(forbidden));
         assert_eq!(s.problem, Some(Problem::NotAllowedHere));
+    }
+
+    #[test]
+    fn a_deleted_message_keeps_its_place_without_its_text() {
+        let mut s = state();
+        s.apply(Action::Server(ServerMsg::History {
+            room: room(),
+            messages: vec![msg(1, "a", "1"), msg(2, "b", "2")],
+            done: true,
+        }));
+        s.apply(Action::Server(ServerMsg::Deleted { room: room(), seq: 1 }));
+        let bodies: Vec<_> = s.messages().map(|m| (m.seq, m.body.clone())).collect();
+        assert_eq!(bodies, vec![(1, Body::Deleted), (2, chat("t"))]);
     }
 
     #[test]

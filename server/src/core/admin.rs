@@ -120,6 +120,9 @@ impl Engine {
                 return Err((ErrorCode::UnknownBlob, "no such file on the server: upload it first".into()));
             }
         }
+        if body == Body::Deleted {
+            return Err((ErrorCode::InvalidField, "a message cannot be posted deleted".into()));
+        }
         if self.unpersisted >= self.config.max_unpersisted {
             return Err((ErrorCode::Overloaded, "storage is behind; retry later".into()));
         }

@@ -84,6 +84,20 @@ impl History {
         evicted
     }
 
+    /// Put `json` (and its blob) in place of message `seq`'s; the old entry, if there was one.
+    pub fn replace(&mut self, seq: u64, json: Arc<str>, blob: Option<BlobHash>) -> Option<Entry> {
+        let first = self.entries.front()?.seq;
+        let entry = self.entries.get_mut(seq.checked_sub(first)? as usize)?;
+        let old = std::mem::replace(entry, Entry { seq, at: entry.at, json, blob });
+        self.bytes = self.bytes - old.json.len() + entry.json.len();
+        Some(old)
+    }
+
+    /// The entry of message `seq`, if the history holds it.
+    pub fn get(&self, seq: u64) -> Option<&Entry> {
+        self.after(seq.checked_sub(1)?).next().filter(|e| e.seq == seq)
+    }
+
     /// Entries with a sequence number above `after`, oldest first.
     pub fn after(&self, after: u64) -> impl Iterator<Item = &Entry> {
         // Sequence numbers are contiguous, so the start index is arithmetic.
@@ -117,6 +131,21 @@ mod tests {
         assert_eq!(h.evict(&LIMITS, 1001).through, Some(5), "age");
         assert!(h.is_empty());
         assert_eq!(h.bytes(), 0);
+    }
+
+    #[test]
+    fn an_entry_is_replaced_in_place_and_the_bytes_follow() {
+        let mut h = History::default();
+        for seq in 5..=7 {
+            h.push(entry(seq, 0, 10), &LIMITS, 0);
+        }
+        let old = h.replace(6, "y".into(), None).unwrap();
+        assert_eq!((old.seq, old.json.len()), (6, 10));
+        assert_eq!(h.bytes(), 21);
+        assert_eq!(h.get(6).unwrap().json.as_ref(), "y");
+        assert!(h.replace(4, "z".into(), None).is_none());
+        assert!(h.replace(8, "z".into(), None).is_none());
+        assert!(h.get(0).is_none() && h.get(8).is_none());
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub enum StoreOp {
     CreateRoom { room: RoomName, epoch: Epoch },
     /// A message: `json` is a [`RoomMessage`].
     Append { room: RoomName, seq: u64, json: Arc<str> },
+    /// Message `seq` is now `json` (a deletion's tombstone).
+    Replace { room: RoomName, seq: u64, json: Arc<str> },
     /// History up to and including `through_seq` was evicted.
     Trim { room: RoomName, through_seq: u64 },
     /// The room is gone (empty and no history left).
@@ -675,6 +677,7 @@ impl Engine {
                 self.join(conn, room, name, resume, now)
             }
             ClientMsg::Refresh { token } => self.refresh(conn, token, now),
+            ClientMsg::Delete { room, seq } => self.delete_message(conn, room, seq),
             ClientMsg::Remove { room, peer, reason } => self.remove(conn, room, peer, reason, now),
             ClientMsg::Leave { room } => {
                 if self.join_rate_ok(conn, now, &room) {
@@ -832,6 +835,41 @@ impl Engine {
             let (key, _) = grant.mint_for(Purpose::Stream, room, &peer.id, now);
             self.send(conn, &ServerMsg::StreamKey { room: room.clone(), key });
         }
+    }
+
+    /// Delete message `seq`: its author may (the same user in token mode, the same connection
+    /// in open mode), and so may a moderator. What stays in the history is a tombstone (who,
+    /// when; [`Body::Deleted`]); the room is told at once and the store with the next batch.
+    fn delete_message(&mut self, conn: ConnId, room_name: RoomName, seq: u64) {
+        let Some(rights) = self.rights(conn, &room_name) else {
+            return self.not_joined(conn, room_name, None);
+        };
+        let entry = self.rooms.get(&room_name).and_then(|r| r.history.get(seq));
+        let Some(message) = entry.and_then(|e| serde_json::from_str::<RoomMessage>(&e.json).ok()) else {
+            let text = format!("no message {seq} in this room's history");
+            return self.error(conn, ErrorCode::UnknownMessage, text, Some(room_name), None);
+        };
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        let own = match &peer.identity {
+            Some(identity) => message.user.as_ref() == Some(&identity.user),
+            None => message.from == peer.id,
+        };
+        if !own && !rights.has(Right::Moderate) {
+            return self.forbidden(conn, room_name, None, "you may delete only your own messages here");
+        }
+        if message.body != Body::Deleted {
+            let json: Arc<str> = encode_room_message(&RoomMessage { body: Body::Deleted, ..message }).into();
+            let Some(room) = self.rooms.get_mut(&room_name) else {
+                return;
+            };
+            let old = room.history.replace(seq, json.clone(), None);
+            self.staged_ops.push(StoreOp::Replace { room: room_name.clone(), seq, json });
+            self.unref_blobs(old.and_then(|e| e.blob).into_iter().collect());
+        }
+        let members = self.rooms.get(&room_name).map(|r| r.members.clone()).unwrap_or_default();
+        self.deliver(Recipients::Many(members), Frame::of(&ServerMsg::Deleted { room: room_name, seq }));
     }
 
     /// A moderator removes a member (every connection of its user, in token mode).
@@ -1088,6 +1126,10 @@ impl Engine {
                 let message = "no such file on the server: upload it before sharing it".into();
                 return self.error(conn, ErrorCode::UnknownBlob, message, Some(room_name), Some(id));
             }
+        }
+        if body == Body::Deleted {
+            let message = "a message cannot be posted deleted".into();
+            return self.error(conn, ErrorCode::InvalidField, message, Some(room_name), Some(id));
         }
         if self.unpersisted >= self.config.max_unpersisted {
             let message = "storage is behind; retry later".into();

@@ -43,7 +43,7 @@ impl RedbStore {
                     StoreOp::CreateRoom { room, epoch } => {
                         rooms.insert(room.as_str(), epoch.as_str())?;
                     }
-                    StoreOp::Append { room, seq, json } => {
+                    StoreOp::Append { room, seq, json } | StoreOp::Replace { room, seq, json } => {
                         messages.insert((room.as_str(), *seq), &**json)?;
                     }
                     StoreOp::Trim { room, through_seq } => {
@@ -140,6 +140,12 @@ mod tests {
         .into()
     }
 
+    /// Message `seq`'s tombstone.
+    fn deleted(seq: u64) -> Arc<str> {
+        let message: RoomMessage = serde_json::from_str(&json(seq)).unwrap();
+        encode_room_message(&RoomMessage { body: Body::Deleted, ..message }).into()
+    }
+
     #[test]
     fn ops_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -155,6 +161,7 @@ mod tests {
             store
                 .apply(&[StoreOp::Trim { room: room("a"), through_seq: 2 }, StoreOp::DropRoom { room: room("b") }])
                 .unwrap();
+            store.apply(&[StoreOp::Replace { room: room("a"), seq: 4, json: deleted(4) }]).unwrap();
         }
         let store = RedbStore::open(dir.path()).unwrap();
         let rooms = store.load().unwrap();
@@ -162,6 +169,7 @@ mod tests {
         assert_eq!(rooms[0].room, room("a"));
         assert_eq!(rooms[0].epoch.as_str(), "ea");
         assert_eq!(rooms[0].messages.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(rooms[0].messages[1].json, deleted(4), "a replaced message (a deletion) stays replaced");
     }
 
     #[test]

@@ -274,6 +274,7 @@ fn engine_code(code: ErrorCode) -> BackendCode {
     match code {
         ErrorCode::UnknownBlob => BackendCode::UnknownBlob,
         ErrorCode::RoomClosed => BackendCode::RoomClosed,
+        ErrorCode::InvalidField => BackendCode::BadRequest,
         _ => BackendCode::Overloaded,
     }
 }

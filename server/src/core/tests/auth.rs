@@ -284,3 +284,53 @@ fn the_apps_posts_are_sequenced_like_members_and_a_deleted_room_drops_them() {
     assert!(sim.take(1).iter().any(|m| matches!(m, ServerMsg::Removed { code: ErrorCode::RoomClosed, .. })));
     assert!(sim.engine.history_page(&room("r"), 0, 10).is_none());
 }
+
+#[test]
+fn authors_delete_their_own_messages_and_moderators_anyones() {
+    let mut sim = Sim::new(token_config());
+    let now = sim.now;
+    let member = json!({"r": ["join", "history", "publish"]});
+    sim.connect_as(1, token("ada", now, 600_000, member.clone()));
+    sim.connect_as(2, token("bo", now, 600_000, member.clone()));
+    sim.connect_as(3, token("mod", now, 600_000, json!({"r": ["join", "history", "moderate"]})));
+    for c in 1..=3 {
+        sim.join(c, "r", None);
+    }
+    sim.publish(1, "r", "ada-1");
+    sim.publish(2, "r", "bo-1");
+    sim.persist();
+    for c in 1..=3 {
+        sim.take(c);
+    }
+    let delete = |seq| ClientMsg::Delete { room: room("r"), seq };
+    assert_eq!(codes(&sim.send(2, delete(1))), vec![ErrorCode::Forbidden], "not Bo's message");
+    assert_eq!(codes(&sim.send(1, delete(9))), vec![ErrorCode::UnknownMessage]);
+    // Ada deletes hers, from another connection of the same user (a reconnect).
+    sim.connect_as(4, token("ada", now, 600_000, member));
+    sim.join(4, "r", None);
+    assert_eq!(sim.send(4, delete(1)), vec![ServerMsg::Deleted { room: room("r"), seq: 1 }]);
+    assert!(sim.take(2).contains(&ServerMsg::Deleted { room: room("r"), seq: 1 }));
+    // The moderator deletes Bo's.
+    sim.send(3, delete(2));
+    assert!(sim.take(2).contains(&ServerMsg::Deleted { room: room("r"), seq: 2 }));
+    // What a late joiner sees: the tombstones, in place, without their text.
+    sim.connect_as(5, token("late", now, 600_000, json!({"r": ["join", "history"]})));
+    let joined = sim.join(5, "r", None);
+    let history: Vec<&RoomMessage> = joined
+        .iter()
+        .flat_map(|m| match m {
+            ServerMsg::History { messages, .. } => messages.iter().collect(),
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(
+        history.iter().map(|m| (m.seq, &m.body)).collect::<Vec<_>>(),
+        vec![(1, &Body::Deleted), (2, &Body::Deleted)]
+    );
+    assert_eq!(history[0].user.as_ref().map(|u| u.as_str()), Some("ada"), "who and when stay");
+    sim.persist();
+    assert!(sim.store.iter().any(|op| matches!(op, StoreOp::Replace { seq: 2, json, .. } if json.contains("deleted"))));
+    // Nobody posts a tombstone.
+    let fake = ClientMsg::Publish { room: room("r"), id: ClientMsgId::try_from("x").unwrap(), body: Body::Deleted };
+    assert_eq!(codes(&sim.send(4, fake)), vec![ErrorCode::InvalidField]);
+}

@@ -76,6 +76,7 @@ async fn chat_marks_ours_shows_pending_and_truncation() {
         from: PeerId::try_from(from).unwrap(),
         name: DisplayName::try_from(from).unwrap(),
         id: ClientMsgId::try_from(format!("x{seq}")).unwrap(),
+        user: None,
         at: 0,
         body: Body::Chat { text: ChatText::try_from(text).unwrap() },
     };
@@ -97,7 +98,7 @@ async fn chat_marks_ours_shows_pending_and_truncation() {
     let root = root();
     yew::Renderer::<Chat>::with_root_and_props(
         root.clone(),
-        ChatProps { state: Rc::new(state), onsend: Callback::noop() },
+        ChatProps { state: Rc::new(state), onsend: Callback::noop(), ondelete: Callback::noop() },
     )
     .render();
     yew::scheduler::flush().await;
@@ -130,6 +131,7 @@ async fn files_panel_shows_progress_path_and_offers_large_files_for_download() {
         transfers: vec![incoming, large],
         onpick: Callback::from(|_| {}),
         onfetch: Callback::from(move |h: BlobHash| *got.borrow_mut() = Some(h)),
+        can_send: true,
     };
     yew::Renderer::<FilesPanel>::with_root_and_props(root.clone(), props).render();
     yew::scheduler::flush().await;
@@ -141,4 +143,31 @@ async fn files_panel_shows_progress_path_and_offers_large_files_for_download() {
     find::<HtmlButtonElement>(&root, &format!("#file-{} button.fetch", hash('b'))).click();
     yew::scheduler::flush().await;
     assert_eq!(fetched.borrow().clone(), Some(hash('b')), "Download asks for the server's copy");
+}
+
+#[wasm_bindgen_test]
+async fn without_the_rights_there_is_no_compose_box_and_no_file_button() {
+    use relaycast_client::components::files::{FilesPanel, FilesProps};
+    let room = RoomName::try_from("r").unwrap();
+    let mut state = RoomState::new(room.clone(), DisplayName::try_from("Bo").unwrap());
+    state.apply(Action::Server(ServerMsg::Joined {
+        room,
+        epoch: Epoch::try_from("e1").unwrap(),
+        last_seq: 0,
+        peers: vec![],
+        rights: Rights::parse_list("join,history").unwrap(),
+    }));
+    let chat = root();
+    yew::Renderer::<Chat>::with_root_and_props(
+        chat.clone(),
+        ChatProps { state: Rc::new(state), onsend: Callback::noop(), ondelete: Callback::noop() },
+    )
+    .render();
+    let files = root();
+    let props = FilesProps { transfers: vec![], onpick: Callback::noop(), onfetch: Callback::noop(), can_send: false };
+    yew::Renderer::<FilesPanel>::with_root_and_props(files.clone(), props).render();
+    yew::scheduler::flush().await;
+    assert!(text(&chat, "#read-only").contains("not post"));
+    assert!(chat.query_selector("#draft").unwrap().is_none());
+    assert!(files.query_selector("#file-input").unwrap().is_none());
 }

@@ -207,3 +207,23 @@ fn key_files_of_the_wrong_kind_and_short_secrets_are_refused_at_start() {
     assert_eq!(super::keys::split_kid("/x/y.pem").unwrap(), (None, "/x/y.pem"));
     assert!(super::keys::split_kid("bad kid=x").is_err());
 }
+
+#[test]
+fn the_issuer_is_checked_when_configured() {
+    let k = keys();
+    let load = |issuer: Option<&str>| {
+        let key = ed(None, &k).load().unwrap();
+        Verifier::new(vec![key], "relaycast".into(), issuer.map(Into::into), 30_000)
+    };
+    let mut a = args(k.private.display().to_string());
+    let unnamed = mint(&a, NOW_SECS).unwrap();
+    a.issuer = Some("https://app.example.org".into());
+    let named = mint(&a, NOW_SECS).unwrap();
+    a.issuer = Some("https://evil.example.org".into());
+    let other = mint(&a, NOW_SECS).unwrap();
+    let checked = load(Some("https://app.example.org"));
+    assert!(checked.verify(&named, NOW).is_ok());
+    assert!(checked.verify(&other, NOW).unwrap_err().message.contains("iss"));
+    assert!(checked.verify(&unnamed, NOW).unwrap_err().message.contains("iss"), "required once configured");
+    assert!(load(None).verify(&other, NOW).is_ok(), "not checked when not configured");
+}

@@ -50,12 +50,28 @@ fn room(s: &str) -> RoomName {
     RoomName::try_from(s).expect("bench room names are valid")
 }
 
-/// Connect and say hello; returns the halves after the welcome.
+/// Connect and say hello; returns the halves after the welcome. A server of an older protocol
+/// is greeted in its own (`bench/compare.sh` measures two builds; the scenarios use only what
+/// both speak).
 async fn greet(url: &str) -> anyhow::Result<(Tx, Rx)> {
-    let (mut tx, mut rx) = connect(url).await?.split();
-    send(&mut tx, &ClientMsg::hello()).await?;
-    let ServerMsg::Welcome { .. } = recv(&mut rx).await? else { anyhow::bail!("no welcome") };
-    Ok((tx, rx))
+    let mut protocol = PROTOCOL_VERSION;
+    loop {
+        let (mut tx, mut rx) = connect(url).await?.split();
+        send(&mut tx, &ClientMsg::Hello { protocol, token: None }).await?;
+        match recv(&mut rx).await? {
+            ServerMsg::Welcome { .. } => return Ok((tx, rx)),
+            ServerMsg::Error { code: ErrorCode::UnsupportedProtocol, message, .. } if protocol == PROTOCOL_VERSION => {
+                protocol = server_protocol(&message).ok_or_else(|| anyhow::anyhow!("no welcome: {message}"))?;
+            }
+            other => anyhow::bail!("no welcome: {other:?}"),
+        }
+    }
+}
+
+/// The version in "this server speaks protocol N; ...".
+fn server_protocol(message: &str) -> Option<u32> {
+    let rest = message.split("speaks protocol ").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 /// Connect, hello, join `r`; returns the halves after the history has arrived.

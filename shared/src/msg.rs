@@ -201,7 +201,9 @@ pub enum ServerMsg {
         last_seq: u64,
         /// Who else is here.
         peers: Vec<PeerInfo>,
-        /// What you may do here: the app shows only the controls that will work.
+        /// What you may do here: the app shows only the controls that will work. (Absent from
+        /// protocol 1 servers, which had no rights: read as none.)
+        #[serde(default)]
         rights: Rights,
     },
     /// A batch of history, oldest first. `done` on the last batch of a join.

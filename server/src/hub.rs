@@ -11,7 +11,7 @@ use relaycast_shared::{ClientMsg, DecodeError, ErrorCode};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -105,10 +105,7 @@ pub struct Hub {
     pub counters: HubCounters,
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn now_millis() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+use crate::clock::now_millis;
 
 impl Hub {
     pub fn new(engine: Engine, store: Arc<dyn Store>, queue_limits: QueueLimits) -> Arc<Self> {
@@ -380,18 +377,7 @@ impl crate::blobs::CacheEvents for Hub {
     }
 }
 
-/// Who is in a room now and with which rights, for the HTTP side: grants and stream keys hold
-/// only while their holder is a member, and only for what its rights allow now.
-pub trait Members: Send + Sync + std::fmt::Debug {
-    /// `peer`'s rights in `room`, or `None` when it is not a member.
-    fn rights(
-        &self,
-        room: &relaycast_shared::RoomName,
-        peer: &relaycast_shared::PeerId,
-    ) -> Option<relaycast_shared::Rights>;
-}
-
-impl Members for Hub {
+impl crate::auth::Members for Hub {
     fn rights(
         &self,
         room: &relaycast_shared::RoomName,

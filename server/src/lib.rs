@@ -28,6 +28,7 @@
 
 pub mod auth;
 pub mod blobs;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod hub;
@@ -37,8 +38,9 @@ pub mod store;
 pub mod tls;
 pub mod transport;
 
+use crate::clock::now_millis;
 use crate::core::Engine;
-use crate::hub::{now_millis, Hub};
+use crate::hub::Hub;
 use crate::store::{MemoryStore, RedbStore, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
@@ -186,7 +188,7 @@ pub async fn run_with_ready(
     };
     let relay = media_api.as_ref().map(|api| api.relay.clone());
     let blob_api = grants.map(|grants| {
-        let members: Arc<dyn hub::Members> = hub.clone();
+        let members: Arc<dyn auth::Members> = hub.clone();
         Arc::new(transport::BlobApi { cache: cache.clone(), grants, members, body_timeout: config.blob_body_timeout })
     });
     tracing::info!(

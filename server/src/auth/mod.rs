@@ -230,5 +230,16 @@ impl Verifier {
     }
 }
 
+/// Who is in a room now and with which rights, for the HTTP side: grants and stream keys hold
+/// only while their holder is a member, and only for what its rights allow now.
+pub trait Members: Send + Sync + std::fmt::Debug {
+    /// `peer`'s rights in `room`, or `None` when it is not a member.
+    fn rights(
+        &self,
+        room: &relaycast_shared::RoomName,
+        peer: &relaycast_shared::PeerId,
+    ) -> Option<relaycast_shared::Rights>;
+}
+
 #[cfg(test)]
 mod tests;

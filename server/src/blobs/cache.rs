@@ -276,7 +276,7 @@ pub struct BlobCache {
 }
 
 fn now_ms() -> u64 {
-    crate::hub::now_millis()
+    crate::clock::now_millis()
 }
 
 impl BlobCache {

@@ -29,8 +29,8 @@ pub mod tracks;
 
 use crate::auth::api_keys::constant_time_eq;
 use crate::blobs::BlobCache;
+use crate::clock::now_millis;
 use crate::core::{GrantConfig, Purpose};
-use crate::hub::now_millis;
 use relaycast_shared::media::{BroadcastState, MediaErrorCode, RecordingInfo, SessionId};
 use relaycast_shared::Right;
 use relaycast_shared::{Body, RoomName};
@@ -143,7 +143,7 @@ impl MediaError {
 }
 
 /// What the rest of the server hears from the relay.
-pub trait MediaEvents: crate::hub::Members {
+pub trait MediaEvents: crate::auth::Members {
     /// A room's broadcast state changed.
     fn broadcast(&self, room: &RoomName, state: BroadcastState);
     /// A message from the server into a room's history (a saved recording).

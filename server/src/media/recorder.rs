@@ -9,7 +9,7 @@
 
 use super::rooms::{Forward, FrameQueue};
 use super::{MediaError, Relay};
-use crate::hub::now_millis;
+use crate::clock::now_millis;
 use relaycast_shared::blobs::NewUpload;
 use relaycast_shared::media::RecordingInfo;
 use relaycast_shared::{BlobHash, Body, FileName, MediaType, RoomName};

@@ -10,7 +10,7 @@ use super::rooms::{Forward, FrameQueue, SessionLink, Signal};
 use super::routes::Datagram;
 use super::tracks::{index_of, mid_of, Track};
 use super::{MediaError, Relay, Role, TaskGauge};
-use crate::hub::now_millis;
+use crate::clock::now_millis;
 use relaycast_shared::media::SessionId;
 use relaycast_shared::RoomName;
 use std::collections::HashMap;

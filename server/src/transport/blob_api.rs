@@ -8,8 +8,8 @@
 
 use crate::blobs::range::{self, RangeReply};
 use crate::blobs::{BlobCache, BlobWriter, CacheError, Started, Written};
+use crate::clock::now_millis;
 use crate::core::GrantConfig;
-use crate::hub::now_millis;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -35,7 +35,7 @@ pub struct BlobApi {
     pub cache: Arc<BlobCache>,
     pub grants: GrantConfig,
     /// Grants hold only while their holder is in the room.
-    pub members: Arc<dyn crate::hub::Members>,
+    pub members: Arc<dyn crate::auth::Members>,
     /// How long a request body may stall before the request ends with `timeout`.
     pub body_timeout: Duration,
 }

@@ -19,7 +19,8 @@ pub mod route;
 pub mod ws;
 
 use crate::blobs::BlobCache;
-use crate::hub::{now_millis, Hub};
+use crate::clock::now_millis;
+use crate::hub::Hub;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -29,6 +29,7 @@
 pub mod auth;
 pub mod blobs;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod hub;

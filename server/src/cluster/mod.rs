@@ -1,0 +1,9 @@
+//! Cluster mode, in the making: several nodes serving the same rooms through Redis.
+//!
+//! The room engine stays the same pure state machine in both modes; what differs is who
+//! sequences, stores and fans out a room's messages: the engine with the embedded store
+//! (redb) on one machine, or Redis for many. This module holds the Redis side, piece by piece;
+//! so far the room log ([`room_log`]): sequence numbers, history and publication in one
+//! atomic step, shared by every node.
+
+pub mod room_log;

@@ -1,0 +1,202 @@
+//! A room's message log in Redis: the one place several nodes agree on a room's sequence
+//! numbers, its history and its epoch.
+//!
+//! Per room `R`, every key carries the hash tag `{R}` (Redis Cluster and sharded pub/sub then
+//! stay a configuration change):
+//! - `rc:{R}:meta`, a hash: `e` the epoch, `s` the top sequence number;
+//! - `rc:{R}:log`, a stream whose entry ids are the sequence numbers (`<seq>-0`), each with the
+//!   message's JSON in field `m`, trimmed to the history's length;
+//! - `rc:{R}:pub`, the channel every node with members in `R` listens on: `<epoch>\n<json>`.
+//!
+//! Appending is one Lua script, so numbering, history and fan-out never disagree: it takes
+//! the room's epoch (or makes the one passed in, when the meta is gone: a Redis that lost the
+//! room starts a new history, and its old stream must not mix in), increments the top
+//! sequence number, writes the message with that number into the log and publishes it. Reads
+//! are one script too, so the epoch, the top and the entries come from one moment.
+
+use redis::aio::ConnectionLike;
+use redis::Script;
+use relaycast_shared::codec::encode_room_message;
+use relaycast_shared::{Epoch, RoomMessage, RoomName};
+
+/// How long an idle room's keys live in Redis (refreshed by every append).
+pub const ROOM_TTL_SECS: u64 = 30 * 24 * 3600;
+
+const APPEND: &str = r#"
+local meta, log = KEYS[1], KEYS[2]
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', meta, 'e', epoch)
+  redis.call('DEL', log)
+end
+local seq = redis.call('HINCRBY', meta, 's', 1)
+local json = '{"seq":' .. seq .. ARGV[2]
+redis.call('XADD', log, 'MAXLEN', ARGV[3], seq .. '-0', 'm', json)
+redis.call('EXPIRE', meta, ARGV[4])
+redis.call('EXPIRE', log, ARGV[4])
+redis.call('PUBLISH', ARGV[5], epoch .. '\n' .. json)
+return {epoch, seq}
+"#;
+
+const READ: &str = r#"
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  return {}
+end
+local top = redis.call('HGET', KEYS[1], 's')
+local entries = redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
+local out = {epoch, top}
+for _, entry in ipairs(entries) do
+  table.insert(out, entry[2][2])
+end
+return out
+"#;
+
+/// Why Redis could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis answered something this server does not understand: {0}")]
+    Unexpected(String),
+}
+
+/// The keys of one room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomKeys {
+    pub meta: String,
+    pub log: String,
+    pub channel: String,
+}
+
+impl RoomKeys {
+    pub fn of(room: &RoomName) -> Self {
+        RoomKeys {
+            meta: format!("rc:{{{room}}}:meta"),
+            log: format!("rc:{{{room}}}:log"),
+            channel: format!("rc:{{{room}}}:pub"),
+        }
+    }
+}
+
+/// A message as stored: its JSON with the sequence number left for the script to put first.
+/// Serde writes `seq` first, so `{"seq":<n>` + this tail is exactly what serde would write for
+/// the message numbered `n` (tested).
+pub fn tail_of(message: &RoomMessage) -> String {
+    let json = encode_room_message(&RoomMessage { seq: 0, ..message.clone() });
+    json.strip_prefix(r#"{"seq":0"#).map(str::to_owned).unwrap_or(json)
+}
+
+/// What an append was given: the room's epoch and the message's sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub epoch: Epoch,
+    pub seq: u64,
+    /// The message's JSON as stored (with its sequence number).
+    pub json: String,
+}
+
+/// A slice of a room's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRead {
+    pub epoch: Epoch,
+    /// The top sequence number (the newest message's).
+    pub top: u64,
+    /// The messages from the one asked for on (or the oldest kept, when that one is gone),
+    /// each a [`RoomMessage`] as JSON.
+    pub messages: Vec<String>,
+}
+
+/// The scripts, loaded once (redis-rs sends `EVALSHA` and falls back to `EVAL` when a Redis
+/// restart forgot them).
+#[derive(Debug, Clone)]
+pub struct RoomLog {
+    append: Script,
+    read: Script,
+    /// Messages each room's log keeps.
+    max_messages: u64,
+}
+
+impl RoomLog {
+    pub fn new(max_messages: u64) -> Self {
+        RoomLog { append: Script::new(APPEND), read: Script::new(READ), max_messages: max_messages.max(1) }
+    }
+
+    /// Append `message` to `room`'s log (its `seq` is ignored: the log numbers it) and publish
+    /// it. `new_epoch` is used only when the room has none in Redis (first message, or lost).
+    pub async fn append<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        room: &RoomName,
+        message: &RoomMessage,
+        new_epoch: &Epoch,
+    ) -> Result<Appended, LogError> {
+        let keys = RoomKeys::of(room);
+        let tail = tail_of(message);
+        let (epoch, seq): (String, u64) = self
+            .append
+            .key(&keys.meta)
+            .key(&keys.log)
+            .arg(new_epoch.as_str())
+            .arg(&tail)
+            .arg(self.max_messages)
+            .arg(ROOM_TTL_SECS)
+            .arg(&keys.channel)
+            .invoke_async(conn)
+            .await?;
+        let epoch = Epoch::try_from(epoch).map_err(|e| LogError::Unexpected(format!("epoch: {e}")))?;
+        Ok(Appended { epoch, seq, json: format!(r#"{{"seq":{seq}{tail}"#) })
+    }
+
+    /// Up to `limit` messages of `room` from sequence number `from` on; `None` when Redis has
+    /// no such room (never written, expired, or lost).
+    pub async fn read<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        room: &RoomName,
+        from: u64,
+        limit: usize,
+    ) -> Result<Option<LogRead>, LogError> {
+        let keys = RoomKeys::of(room);
+        let reply: Vec<String> =
+            self.read.key(&keys.meta).key(&keys.log).arg(from.max(1)).arg(limit.max(1)).invoke_async(conn).await?;
+        let mut parts = reply.into_iter();
+        let (Some(epoch), Some(top)) = (parts.next(), parts.next()) else {
+            return Ok(None);
+        };
+        let epoch = Epoch::try_from(epoch).map_err(|e| LogError::Unexpected(format!("epoch: {e}")))?;
+        let top = top.parse().map_err(|_| LogError::Unexpected(format!("top sequence {top:?}")))?;
+        Ok(Some(LogRead { epoch, top, messages: parts.collect() }))
+    }
+}
+
+/// A publication on a room's channel: its epoch and the message JSON.
+pub fn parse_publication(payload: &str) -> Option<(Epoch, &str)> {
+    let (epoch, json) = payload.split_once('\n')?;
+    Some((Epoch::try_from(epoch).ok()?, json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relaycast_shared::{Body, ChatText, ClientMsgId, DisplayName, PeerId};
+
+    #[test]
+    fn the_stored_tail_and_a_sequence_number_make_exactly_serdes_json() {
+        let message = RoomMessage {
+            seq: 77,
+            from: PeerId::try_from("p1").unwrap(),
+            name: DisplayName::try_from("Ada \"the\" first").unwrap(),
+            id: ClientMsgId::try_from("c-1").unwrap(),
+            user: None,
+            at: 5,
+            body: Body::Chat { text: ChatText::try_from("hi {\"seq\":0}").unwrap() },
+        };
+        let spliced = format!(r#"{{"seq":77{}"#, tail_of(&message));
+        assert_eq!(spliced, encode_room_message(&message));
+        assert_eq!(RoomKeys::of(&RoomName::try_from("team-1").unwrap()).log, "rc:{team-1}:log");
+        assert_eq!(parse_publication("e1\n{}").map(|(e, j)| (e.to_string(), j)), Some(("e1".into(), "{}")));
+        assert!(parse_publication("no newline").is_none());
+    }
+}

@@ -2,8 +2,10 @@
 //!
 //! The room engine stays the same pure state machine in both modes; what differs is who
 //! sequences, stores and fans out a room's messages: the engine with the embedded store
-//! (redb) on one machine, or Redis for many. This module holds the Redis side, piece by piece;
-//! so far the room log ([`room_log`]): sequence numbers, history and publication in one
-//! atomic step, shared by every node.
+//! (redb) on one machine, or Redis for many. This module holds the Redis side, piece by
+//! piece: the room log ([`room_log`]: sequence numbers, history and publication in one atomic
+//! step, shared by every node) and the node's subscription ([`subscriber`]: the rooms it has
+//! members in, rebuilt when it drops or goes deaf).
 
 pub mod room_log;
+pub mod subscriber;

@@ -4,8 +4,10 @@
 //! sequences, stores and fans out a room's messages: the engine with the embedded store
 //! (redb) on one machine, or Redis for many. This module holds the Redis side, piece by
 //! piece: the room log ([`room_log`]: sequence numbers, history and publication in one atomic
-//! step, shared by every node) and the node's subscription ([`subscriber`]: the rooms it has
-//! members in, rebuilt when it drops or goes deaf).
+//! step, shared by every node), presence across nodes ([`presence`]: members, node heartbeats,
+//! members of a dead node reaped and announced) and the node's subscription ([`subscriber`]:
+//! the rooms it has members in, rebuilt when it drops or goes deaf).
 
+pub mod presence;
 pub mod room_log;
 pub mod subscriber;

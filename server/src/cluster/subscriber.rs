@@ -9,6 +9,7 @@
 //! is rebuilt. Whatever was published while it was down or deaf is gone from pub/sub: each
 //! rebuild is reported as [`Event::Resync`], for the rooms to be checked against their logs.
 
+use super::presence::Change;
 use super::room_log::{parse_publication, RoomKeys};
 use futures_util::StreamExt;
 use relaycast_shared::{Epoch, RoomName};
@@ -22,6 +23,8 @@ use tokio::time::Instant;
 pub enum Event {
     /// A message published to a room this node listens to.
     Publication { room: RoomName, epoch: Epoch, json: String },
+    /// Someone joined or left a room this node listens to (on any node).
+    Presence { room: RoomName, change: Change },
     /// The subscription was rebuilt (Redis restarted, the connection dropped or went deaf):
     /// publications may have been missed; check every room's log for gaps.
     Resync,
@@ -168,11 +171,16 @@ async fn listen(
                     }
                     continue;
                 }
-                let (Some(room), Some((epoch, json))) = (room_of(channel), parse_publication(&payload)) else {
-                    tracing::warn!(channel, "a publication that is not a room message; ignored");
-                    continue;
+                let Some(room) = room_of(channel) else { continue };
+                let event = match (Change::parse(&payload), parse_publication(&payload)) {
+                    (Some(change), _) => Event::Presence { room, change },
+                    (None, Some((epoch, json))) => Event::Publication { room, epoch, json: json.to_owned() },
+                    (None, None) => {
+                        tracing::warn!(channel, "a publication that is neither a message nor presence; ignored");
+                        continue;
+                    }
                 };
-                if events.send(Event::Publication { room, epoch, json: json.to_owned() }).is_err() {
+                if events.send(event).is_err() {
                     return Ok(Ended::Stop);
                 }
             }

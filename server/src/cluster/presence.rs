@@ -1,0 +1,224 @@
+//! Who is in a room across nodes, in Redis, and how members of a node that died leave.
+//!
+//! Per room `R`: `rc:{R}:members`, a hash of peer id → the member as JSON (peer, name, user,
+//! node, since). Nodes say they are alive in `rc:nodes`, a sorted set of node id → the time
+//! (ms) their heartbeat expires; a node renews it every third of the TTL. A member whose node's
+//! heartbeat has expired is not listed, and [`Presence::reap`] (run by every node with members
+//! in the room, every so often) removes it and announces it as left, so members of a node
+//! that died are announced within the TTL plus one reap interval.
+//!
+//! Joins and leaves are announced on the room's channel (`rc:{R}:pub`) next to its messages,
+//! in order with them: `!+<member json>` and `!-<peer id>` (a message's payload starts with
+//! its epoch, which never contains `!`).
+
+use super::room_log::RoomKeys;
+use crate::core::Millis;
+use redis::aio::ConnectionLike;
+use redis::Script;
+use relaycast_shared::{DisplayName, PeerId, RoomName, UserId};
+use serde::{Deserialize, Serialize};
+
+/// The sorted set of live nodes.
+pub const NODES_KEY: &str = "rc:nodes";
+
+/// A member as every node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub peer_id: PeerId,
+    pub name: DisplayName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserId>,
+    /// The node its connection is on.
+    pub node: String,
+    /// When it joined (ms).
+    pub since: Millis,
+}
+
+/// A presence change, as announced on the room's channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Joined(Member),
+    Left(PeerId),
+}
+
+impl Change {
+    /// The announcement's payload.
+    pub fn payload(&self) -> String {
+        match self {
+            Change::Joined(member) => format!("!+{}", serde_json::to_string(member).unwrap_or_default()),
+            Change::Left(peer) => format!("!-{peer}"),
+        }
+    }
+
+    /// A payload that is an announcement (a message's starts with its epoch instead).
+    pub fn parse(payload: &str) -> Option<Change> {
+        if let Some(json) = payload.strip_prefix("!+") {
+            return serde_json::from_str(json).ok().map(Change::Joined);
+        }
+        PeerId::try_from(payload.strip_prefix("!-")?).ok().map(Change::Left)
+    }
+}
+
+fn members_key(room: &RoomName) -> String {
+    format!("rc:{{{room}}}:members")
+}
+
+const JOIN: &str = r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"#;
+
+const LEAVE: &str = r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+"#;
+
+/// Remove the members whose node's heartbeat expired before `now`, announcing each.
+const REAP: &str = r#"
+local all = redis.call('HGETALL', KEYS[1])
+local gone = {}
+for i = 1, #all, 2 do
+  local member = cjson.decode(all[i + 1])
+  local alive = redis.call('ZSCORE', KEYS[2], member['node'])
+  if not alive or tonumber(alive) < tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[1], all[i])
+    redis.call('PUBLISH', ARGV[2], '!-' .. all[i])
+    table.insert(gone, all[i])
+  end
+end
+return gone
+"#;
+
+/// The presence scripts.
+#[derive(Debug, Clone)]
+pub struct Presence {
+    join: Script,
+    leave: Script,
+    reap: Script,
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Presence { join: Script::new(JOIN), leave: Script::new(LEAVE), reap: Script::new(REAP) }
+    }
+}
+
+impl Presence {
+    /// `member` is in `room` now; the room is told.
+    pub async fn join<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        room: &RoomName,
+        member: &Member,
+    ) -> redis::RedisResult<()> {
+        let json = serde_json::to_string(member).unwrap_or_default();
+        let _: i64 = self
+            .join
+            .key(members_key(room))
+            .arg(member.peer_id.as_str())
+            .arg(json)
+            .arg(RoomKeys::of(room).channel)
+            .arg(Change::Joined(member.clone()).payload())
+            .invoke_async(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// `peer` left `room`; the room is told (once, whoever removes it).
+    pub async fn leave<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        room: &RoomName,
+        peer: &PeerId,
+    ) -> redis::RedisResult<bool> {
+        let removed: i64 = self
+            .leave
+            .key(members_key(room))
+            .arg(peer.as_str())
+            .arg(RoomKeys::of(room).channel)
+            .arg(Change::Left(peer.clone()).payload())
+            .invoke_async(conn)
+            .await?;
+        Ok(removed == 1)
+    }
+
+    /// This node is alive until `now + ttl`.
+    pub async fn heartbeat<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        node: &str,
+        now: Millis,
+        ttl: Millis,
+    ) -> redis::RedisResult<()> {
+        redis::cmd("ZADD").arg(NODES_KEY).arg(now + ttl).arg(node).query_async(conn).await
+    }
+
+    /// A node that stops: its heartbeat goes at once (its members are reaped at the next pass).
+    pub async fn node_gone<C: ConnectionLike>(&self, conn: &mut C, node: &str) -> redis::RedisResult<()> {
+        redis::cmd("ZREM").arg(NODES_KEY).arg(node).query_async(conn).await
+    }
+
+    /// The room's members on live nodes, oldest first.
+    pub async fn members<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        room: &RoomName,
+        now: Millis,
+    ) -> redis::RedisResult<Vec<Member>> {
+        let all: Vec<String> = redis::cmd("HVALS").arg(members_key(room)).query_async(conn).await?;
+        let mut members: Vec<Member> = all.iter().filter_map(|json| serde_json::from_str(json).ok()).collect();
+        let mut alive = Vec::with_capacity(members.len());
+        for member in members.drain(..) {
+            let expires: Option<f64> = redis::cmd("ZSCORE").arg(NODES_KEY).arg(&member.node).query_async(conn).await?;
+            if expires.is_some_and(|e| e >= now as f64) {
+                alive.push(member);
+            }
+        }
+        alive.sort_by(|a, b| (a.since, a.peer_id.as_str()).cmp(&(b.since, b.peer_id.as_str())));
+        Ok(alive)
+    }
+
+    /// Remove and announce the members of nodes whose heartbeat expired; their peer ids.
+    pub async fn reap<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        room: &RoomName,
+        now: Millis,
+    ) -> redis::RedisResult<Vec<PeerId>> {
+        let gone: Vec<String> = self
+            .reap
+            .key(members_key(room))
+            .key(NODES_KEY)
+            .arg(now)
+            .arg(RoomKeys::of(room).channel)
+            .invoke_async(conn)
+            .await?;
+        Ok(gone.into_iter().filter_map(|p| PeerId::try_from(p).ok()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcements_are_told_from_messages() {
+        let member = Member {
+            peer_id: PeerId::try_from("p1").unwrap(),
+            name: DisplayName::try_from("Ada").unwrap(),
+            user: None,
+            node: "n1".into(),
+            since: 5,
+        };
+        let joined = Change::Joined(member.clone());
+        assert_eq!(Change::parse(&joined.payload()), Some(joined));
+        assert_eq!(Change::parse("!-p1"), Some(Change::Left(member.peer_id)));
+        // A message's payload starts with its epoch: never an announcement.
+        assert_eq!(Change::parse("e-1\n{\"seq\":1}"), None);
+        assert_eq!(Change::parse("!-bad peer"), None);
+    }
+}

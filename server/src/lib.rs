@@ -154,6 +154,11 @@ pub async fn run_with_ready(
     }
     let mut engine = Engine::new(engine_config, rand::random());
     engine.restore(restored, now_millis());
+    let removals = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.load_removals()).await??
+    };
+    engine.restore_removals(removals, now_millis());
     let queue_limits = hub::QueueLimits {
         max_frames: config.queue_depth as usize,
         max_bytes: config.queue_bytes.max(2 * config.max_frame_bytes as usize),

@@ -172,3 +172,26 @@ async fn removals_and_closing_reach_members_with_the_reason() {
     drop(again.close(None).await);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_removal_holds_across_a_restart() {
+    let keys = Keys::new();
+    let dir = tempfile::tempdir().unwrap();
+    let durable = |c: &mut relaycast::Config| {
+        c.memory = false;
+        c.data_dir = dir.path().to_owned();
+    };
+    let server = start(token_config(&keys, durable)).await;
+    let old = mint_token_issued(&keys, "eve", "r", "join", now_secs() - 60);
+    let (mut eve, _) = hello(&server, &old).await.unwrap();
+    join_on(&mut eve, "r").await;
+    let (status, _) = api(&server, "DELETE", "/api/users/eve?reason=Banned", Some(API_KEY), None).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+
+    let server = start(token_config(&keys, durable)).await;
+    assert_eq!(hello(&server, &old).await.err(), Some((ErrorCode::Removed, 1008)), "the restart forgot nothing");
+    let after = mint_token_issued(&keys, "eve", "r", "join", now_secs() + 1);
+    assert!(hello(&server, &after).await.is_ok(), "a token issued since is a new start");
+    server.stop().await;
+}

@@ -151,6 +151,10 @@ pub enum StoreOp {
     Append { room: RoomName, seq: u64, json: Arc<str> },
     /// Message `seq` is now `json` (a deletion's tombstone).
     Replace { room: RoomName, seq: u64, json: Arc<str> },
+    /// A removal that must hold across restarts (see [`Removal`]).
+    Bar(Removal),
+    /// A removal that no longer holds (every token it kept out has expired).
+    Unbar { room: Option<RoomName>, user: UserId },
     /// History up to and including `through_seq` was evicted.
     Trim { room: RoomName, through_seq: u64 },
     /// The room is gone (empty and no history left).
@@ -384,10 +388,20 @@ pub struct Engine {
 
 /// A removal that holds: tokens issued before `at` are refused for the room (or server) until
 /// `until`, the expiry of the newest token the user had then (older ones expire sooner).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Bar {
     at: Millis,
     until: Millis,
+}
+
+/// A removal as the store keeps it, so that it holds across a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The room, or none: the whole server.
+    pub room: Option<RoomName>,
+    pub user: UserId,
+    pub at: Millis,
+    pub until: Millis,
 }
 
 impl Bar {
@@ -507,6 +521,13 @@ impl Engine {
             } else {
                 self.rooms.insert(restored.room, room);
             }
+        }
+    }
+
+    /// Removals from the store that still hold at `now` (before any connection).
+    pub fn restore_removals(&mut self, removals: Vec<Removal>, now: Millis) {
+        for r in removals.into_iter().filter(|r| r.until > now) {
+            self.bars.insert((r.room, r.user), Bar { at: r.at, until: r.until });
         }
     }
 
@@ -915,6 +936,7 @@ impl Engine {
         conns.sort_unstable();
         let until = conns.iter().map(|(_, e)| *e).max().unwrap_or(now).max(now) + self.token_leeway();
         self.bars.insert((room.cloned(), user.clone()), Bar { at: now, until });
+        self.staged_ops.push(StoreOp::Bar(Removal { room: room.cloned(), user: user.clone(), at: now, until }));
         for (conn, _) in &conns {
             match room {
                 Some(room) => self.expel(*conn, room, code, reason.clone()),
@@ -1295,7 +1317,12 @@ impl Engine {
             self.error(conn, ErrorCode::TokenExpired, message, None, None);
             self.close(conn, ErrorCode::TokenExpired);
         }
-        self.bars.retain(|_, bar| bar.until > now);
+        let lapsed: Vec<(Option<RoomName>, UserId)> =
+            self.bars.iter().filter(|(_, bar)| bar.until <= now).map(|(key, _)| key.clone()).collect();
+        for (room, user) in lapsed {
+            self.bars.remove(&(room.clone(), user.clone()));
+            self.staged_ops.push(StoreOp::Unbar { room, user });
+        }
     }
 
     /// Open mode: the owner left, and the member who has been in the room longest owns it

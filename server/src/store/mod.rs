@@ -11,7 +11,7 @@ mod redb_store;
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
 
-use crate::core::{RestoredRoom, StoreOp};
+use crate::core::{Removal, RestoredRoom, StoreOp};
 
 /// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,10 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// Every room with its epoch and its messages in sequence order. Records that fail
     /// validation are skipped (and logged), never trusted.
     fn load(&self) -> Result<Vec<RestoredRoom>, StoreError>;
+    /// Every removal it keeps (a store that keeps nothing has none).
+    fn load_removals(&self) -> Result<Vec<Removal>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Make the batch durable, all or nothing.
     fn apply(&self, ops: &[StoreOp]) -> Result<(), StoreError>;
     /// A short name for logs.

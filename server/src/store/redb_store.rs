@@ -3,9 +3,9 @@
 //! power loss; a torn write is rolled back by redb on open.
 
 use super::{Store, StoreError};
-use crate::core::{Entry, RestoredRoom, StoreOp};
+use crate::core::{Entry, Removal, RestoredRoom, StoreOp};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use relaycast_shared::{Epoch, RoomMessage, RoomName};
+use relaycast_shared::{Epoch, RoomMessage, RoomName, UserId};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +14,8 @@ use std::sync::Arc;
 const ROOMS: TableDefinition<&str, &str> = TableDefinition::new("rooms");
 /// (room, seq) → RoomMessage JSON.
 const MESSAGES: TableDefinition<(&str, u64), &str> = TableDefinition::new("messages");
+/// (room, or "" for the whole server; user) → (removed at, holds until), in ms.
+const REMOVALS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("removals");
 
 #[derive(Debug)]
 pub struct RedbStore {
@@ -29,6 +31,7 @@ impl RedbStore {
         let txn = db.begin_write().map_err(redb::Error::from)?;
         txn.open_table(ROOMS).map_err(redb::Error::from)?;
         txn.open_table(MESSAGES).map_err(redb::Error::from)?;
+        txn.open_table(REMOVALS).map_err(redb::Error::from)?;
         txn.commit().map_err(redb::Error::from)?;
         Ok(Self { db })
     }
@@ -38,6 +41,7 @@ impl RedbStore {
         {
             let mut rooms = txn.open_table(ROOMS)?;
             let mut messages = txn.open_table(MESSAGES)?;
+            let mut removals = txn.open_table(REMOVALS)?;
             for op in ops {
                 match op {
                     StoreOp::CreateRoom { room, epoch } => {
@@ -45,6 +49,13 @@ impl RedbStore {
                     }
                     StoreOp::Append { room, seq, json } | StoreOp::Replace { room, seq, json } => {
                         messages.insert((room.as_str(), *seq), &**json)?;
+                    }
+                    StoreOp::Bar(r) => {
+                        let room = r.room.as_ref().map_or("", |room| room.as_str());
+                        removals.insert((room, r.user.as_str()), (r.at, r.until))?;
+                    }
+                    StoreOp::Unbar { room, user } => {
+                        removals.remove((room.as_ref().map_or("", |r| r.as_str()), user.as_str()))?;
                     }
                     StoreOp::Trim { room, through_seq } => {
                         let r = room.as_str();
@@ -112,6 +123,25 @@ impl Store for RedbStore {
         Ok(self.apply_inner(ops)?)
     }
 
+    fn load_removals(&self) -> Result<Vec<Removal>, StoreError> {
+        let load = || -> Result<Vec<Removal>, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(REMOVALS)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (key, value) = row?;
+                let ((room, user), (at, until)) = (key.value(), value.value());
+                let parsed_room = if room.is_empty() { Ok(None) } else { RoomName::try_from(room).map(Some) };
+                match (parsed_room, UserId::try_from(user)) {
+                    (Ok(parsed_room), Ok(user)) => out.push(Removal { room: parsed_room, user, at, until }),
+                    _ => tracing::warn!(room, user, "skipping a removal record that does not validate"),
+                }
+            }
+            Ok(out)
+        };
+        Ok(load()?)
+    }
+
     fn kind(&self) -> &'static str {
         "redb"
     }
@@ -170,6 +200,27 @@ mod tests {
         assert_eq!(rooms[0].epoch.as_str(), "ea");
         assert_eq!(rooms[0].messages.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
         assert_eq!(rooms[0].messages[1].json, deleted(4), "a replaced message (a deletion) stays replaced");
+    }
+
+    #[test]
+    fn removals_are_kept_and_lifted() {
+        let dir = tempfile::tempdir().unwrap();
+        let user = |s: &str| UserId::try_from(s).unwrap();
+        let bar = |of: Option<&str>, who: &str| Removal { room: of.map(room), user: user(who), at: 1, until: 9 };
+        {
+            let store = RedbStore::open(dir.path()).unwrap();
+            store
+                .apply(&[
+                    StoreOp::Bar(bar(Some("a"), "eve")),
+                    StoreOp::Bar(bar(None, "eve")),
+                    StoreOp::Bar(bar(Some("b"), "bo")),
+                    StoreOp::Unbar { room: Some(room("b")), user: user("bo") },
+                ])
+                .unwrap();
+        }
+        let mut kept = RedbStore::open(dir.path()).unwrap().load_removals().unwrap();
+        kept.sort_by_key(|r| r.room.as_ref().map(|r| r.to_string()));
+        assert_eq!(kept, vec![bar(None, "eve"), bar(Some("a"), "eve")]);
     }
 
     #[test]

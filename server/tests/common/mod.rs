@@ -441,14 +441,19 @@ pub fn now_secs() -> u64 {
 
 /// A token-mode server that knows `keys` (and takes their API key).
 pub async fn token_server(keys: &Keys) -> TestServer {
+    start(token_config(keys, |_| {})).await
+}
+
+/// The config of [`token_server`]; `edit` changes the rest (a durable store, say).
+pub fn token_config(keys: &Keys, edit: impl FnOnce(&mut Config)) -> Config {
     let (ed, secret) = (format!("ed-1={}", keys.path("ed.pub.pem")), format!("hs-1={}", keys.path("secret")));
-    start(test_config(|c| {
+    test_config(|c| {
         c.auth = relaycast::config::AuthMode::Token;
         c.auth_public_keys = vec![ed];
         c.auth_secret_files = vec![secret];
         c.api_key_files = vec![format!("backend={}", keys.path("api"))];
-    }))
-    .await
+        edit(c);
+    })
 }
 
 /// Hello with `token`: the welcome, or the error code and the close that follow a refusal.

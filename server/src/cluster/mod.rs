@@ -5,9 +5,12 @@
 //! (redb) on one machine, or Redis for many. This module holds the Redis side, piece by
 //! piece: the room log ([`room_log`]: sequence numbers, history and publication in one atomic
 //! step, shared by every node), presence across nodes ([`presence`]: members, node heartbeats,
-//! members of a dead node reaped and announced) and the node's subscription ([`subscriber`]:
-//! the rooms it has members in, rebuilt when it drops or goes deaf).
+//! members of a dead node reaped and announced), where each peer is ([`peers`]: a registry and
+//! a channel per node, for signaling across nodes) and the node's subscription
+//! ([`subscriber`]: the rooms it has members in and its inbox, rebuilt when it drops or goes
+//! deaf).
 
+pub mod peers;
 pub mod presence;
 pub mod room_log;
 pub mod subscriber;

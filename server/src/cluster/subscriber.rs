@@ -25,6 +25,8 @@ pub enum Event {
     Publication { room: RoomName, epoch: Epoch, json: String },
     /// Someone joined or left a room this node listens to (on any node).
     Presence { room: RoomName, change: Change },
+    /// Something another node sent to this one (signaling for a peer here).
+    Direct { payload: String },
     /// The subscription was rebuilt (Redis restarted, the connection dropped or went deaf):
     /// publications may have been missed; check every room's log for gaps.
     Resync,
@@ -79,7 +81,7 @@ impl Subscriber {
         let (commands, rx) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();
         let probe_channel = format!("rc:node:{{{node_id}}}:probe");
-        tokio::spawn(run(client, probe_channel, config, rx, events));
+        tokio::spawn(run(client, probe_channel, super::peers::inbox(node_id), config, rx, events));
         (Subscriber { commands }, events_rx)
     }
 
@@ -108,6 +110,7 @@ enum Ended {
 async fn run(
     client: redis::Client,
     probe_channel: String,
+    inbox: String,
     config: SubscriberConfig,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
@@ -116,7 +119,8 @@ async fn run(
     let mut backoff = Duration::from_millis(50);
     let mut first = true;
     loop {
-        match listen(&client, &probe_channel, &config, &mut rooms, &mut commands, &events, first).await {
+        let channels = Channels { probe: &probe_channel, inbox: &inbox };
+        match listen(&client, channels, &config, &mut rooms, &mut commands, &events, first).await {
             Ok(Ended::Stop) => return,
             Ok(Ended::Rebuild(why)) => {
                 tracing::warn!(why, "redis subscription lost; rebuilding it");
@@ -135,10 +139,17 @@ async fn run(
     }
 }
 
+/// The node's own channels.
+#[derive(Clone, Copy)]
+struct Channels<'a> {
+    probe: &'a str,
+    inbox: &'a str,
+}
+
 /// One pub/sub connection's life.
 async fn listen(
     client: &redis::Client,
-    probe_channel: &str,
+    Channels { probe: probe_channel, inbox }: Channels<'_>,
     config: &SubscriberConfig,
     rooms: &mut BTreeSet<RoomName>,
     commands: &mut mpsc::UnboundedReceiver<Command>,
@@ -149,6 +160,7 @@ async fn listen(
     let (mut sink, mut stream) = pubsub.split();
     let mut prober = client.get_multiplexed_async_connection().await?;
     sink.subscribe(probe_channel).await?;
+    sink.subscribe(inbox).await?;
     for room in rooms.iter() {
         sink.subscribe(RoomKeys::of(room).channel).await?;
     }
@@ -168,6 +180,12 @@ async fn listen(
                 if channel == probe_channel {
                     if awaiting.is_some_and(|(id, _)| payload == id.to_string()) {
                         awaiting = None;
+                    }
+                    continue;
+                }
+                if channel == inbox {
+                    if events.send(Event::Direct { payload }).is_err() {
+                        return Ok(Ended::Stop);
                     }
                     continue;
                 }

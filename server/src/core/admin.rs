@@ -36,8 +36,8 @@ pub struct HistoryPage {
     pub oldest_seq: Option<u64>,
     /// Each a [`RoomMessage`] as JSON, as stored.
     pub messages: Vec<Arc<str>>,
-    /// More follow this page.
-    pub more: bool,
+    /// Where the next page starts (the last message's number), when more follow.
+    pub next_after: Option<u64>,
 }
 
 /// Who the app's posts are from.
@@ -92,13 +92,14 @@ impl Engine {
     pub fn history_page(&self, room_name: &RoomName, after: u64, limit: usize) -> Option<HistoryPage> {
         let room = self.rooms.get(room_name)?;
         let mut entries = room.history.after(after);
-        let messages: Vec<Arc<str>> = entries.by_ref().take(limit).map(|e| e.json.clone()).collect();
+        let page: Vec<&Entry> = entries.by_ref().take(limit).collect();
+        let more = entries.next().is_some();
         Some(HistoryPage {
             epoch: room.epoch.clone(),
             last_seq: room.last_committed,
             oldest_seq: room.history.first_seq(),
-            messages,
-            more: entries.next().is_some(),
+            next_after: page.last().filter(|_| more).map(|e| e.seq),
+            messages: page.into_iter().map(|e| e.json.clone()).collect(),
         })
     }
 
@@ -126,16 +127,12 @@ impl Engine {
         if self.unpersisted >= self.config.max_unpersisted {
             return Err((ErrorCode::Overloaded, "storage is behind; retry later".into()));
         }
-        if !self.rooms.contains_key(&room_name) {
-            if self.rooms.len() >= self.config.max_rooms {
-                return Err((ErrorCode::ServerFull, "the server holds as many rooms as it may".into()));
-            }
-            let epoch = self.new_epoch();
-            self.rooms.insert(room_name.clone(), Room::new(epoch, None));
+        if !self.ensure_room(&room_name) {
+            return Err((ErrorCode::ServerFull, "the server holds as many rooms as it may".into()));
         }
         let id = match id {
             Some(id) => id,
-            None => ClientMsgId::try_from(self.random_token(16)).unwrap_or_else(|_| unreachable!()),
+            None => self.new_message_id(),
         };
         let Ok(from) = PeerId::try_from(APP_PEER) else { unreachable!("a valid constant") };
         self.stage_message(room_name.clone(), (from, name, None), id, body, Origin::App(ticket), now);

@@ -1101,14 +1101,10 @@ impl Engine {
         if let Body::File { hash, .. } = &body {
             self.known_blobs.insert(hash.clone());
         }
-        if !self.rooms.contains_key(&room_name) {
-            if self.rooms.len() >= self.config.max_rooms {
-                return;
-            }
-            let epoch = self.new_epoch();
-            self.rooms.insert(room_name.clone(), Room::new(epoch, None));
+        if !self.ensure_room(&room_name) {
+            return;
         }
-        let id = ClientMsgId::try_from(self.random_token(16)).unwrap_or_else(|_| unreachable!());
+        let id = self.new_message_id();
         let (Ok(from), Ok(name)) = (PeerId::try_from(SERVER_PEER), DisplayName::try_from("Relaycast")) else {
             unreachable!("valid constants")
         };
@@ -1173,6 +1169,25 @@ impl Engine {
             return Some((ErrorCode::RateLimited, message));
         }
         None
+    }
+
+    /// The room a message from the server or the app goes into, made when missing (no
+    /// address made it); false when the server holds as many rooms as it may.
+    fn ensure_room(&mut self, room_name: &RoomName) -> bool {
+        if self.rooms.contains_key(room_name) {
+            return true;
+        }
+        if self.rooms.len() >= self.config.max_rooms {
+            return false;
+        }
+        let epoch = self.new_epoch();
+        self.rooms.insert(room_name.clone(), Room::new(epoch, None));
+        true
+    }
+
+    /// An id for a message no client named.
+    fn new_message_id(&mut self) -> ClientMsgId {
+        ClientMsgId::try_from(self.random_token(16)).unwrap_or_else(|_| unreachable!())
     }
 
     fn new_epoch(&mut self) -> Epoch {

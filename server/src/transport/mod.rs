@@ -146,11 +146,30 @@ pub async fn serve(
             Ok(slot) => Client { addr: peer.ip(), _slot: Arc::new(slot) },
             Err(refusal) => {
                 tracing::debug!(peer = %peer, code = refusal.code(), "connection refused");
-                if let Ok(permit) = refusals.clone().try_acquire_owned() {
-                    tokio::spawn(async move {
-                        refuse(tcp, refusal).await;
-                        drop(permit);
-                    });
+                // A fresh socket's send buffer is empty, so the short answer is written here,
+                // without waiting and without a task per refusal: every refused client learns
+                // why, however many arrive at once. Only if that fails is a task spawned (and
+                // past MAX_REFUSALS_IN_FLIGHT of those, the socket is just closed).
+                let answer = refusal_answer(&refusal);
+                match tcp.try_write(answer.as_bytes()) {
+                    Ok(written) if written == answer.len() => {}
+                    Ok(written) => {
+                        if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                            tokio::spawn(async move {
+                                finish_refusal(tcp, answer, written).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                        if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                            tokio::spawn(async move {
+                                finish_refusal(tcp, answer, 0).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(_) => {}
                 }
                 continue;
             }
@@ -256,17 +275,22 @@ where
 
 /// Turn a connection away with a plain HTTP answer saying why (the request is not read:
 /// browsers and HTTP clients read a response sent early), then close it.
-async fn refuse(mut tcp: TcpStream, refusal: Refusal) {
+/// The HTTP answer to a refused connection: its status, a stable code and when to retry.
+fn refusal_answer(refusal: &Refusal) -> String {
     let body = serde_json::json!({ "code": refusal.code(), "message": refusal.to_string() }).to_string();
     let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    let answer = format!(
+    format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n{body}",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len()
-    );
+    )
+}
+
+/// Writes the rest of a refusal that did not fit at once, within two seconds, then closes.
+async fn finish_refusal(mut tcp: TcpStream, answer: String, written: usize) {
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        tcp.write_all(answer.as_bytes()).await?;
+        tcp.write_all(&answer.as_bytes()[written..]).await?;
         tcp.shutdown().await
     })
     .await;

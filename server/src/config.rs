@@ -11,6 +11,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A gap in a room's sequence (a publication ahead of one still missing) waits this long for
+/// the missing one before the node reads the log: publications and the answers to appends
+/// travel on different connections, so a short wait saves a read in the common race.
+const CLUSTER_GAP_GRACE: Duration = Duration::from_millis(100);
+
+/// A node id: letters, digits, `-`, `_` and `.`, up to 64.
+fn parse_node_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("a node id is 1 to 64 letters, digits, '-', '_' or '.'".into())
+    }
+}
+
 #[derive(Debug, Clone, Parser)]
 // A flag given twice takes its last value (scripts append overrides to a base command line).
 #[command(
@@ -31,6 +46,30 @@ pub struct Config {
     /// Keep history in memory only: nothing survives a restart.
     #[arg(long, env = "RELAYCAST_MEMORY")]
     pub memory: bool,
+
+    /// Cluster mode: the Redis (7+, or Valkey) that several nodes share, e.g.
+    /// redis://10.0.0.5:6379/0. Rooms are then sequenced, stored and fanned out through it,
+    /// and any node serves any room. Without it the server runs alone on its embedded store.
+    #[arg(long, env = "RELAYCAST_REDIS")]
+    pub redis: Option<String>,
+
+    /// Cluster mode: this node's id, unique in the cluster (default: random at each start).
+    #[arg(long, env = "RELAYCAST_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+
+    /// Cluster mode: a node whose heartbeat is older than this counts as dead, and its
+    /// members are announced as left (within this plus a third of it). It beats every third.
+    #[arg(long, env = "RELAYCAST_NODE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub node_ttl: Duration,
+
+    /// Cluster mode: Redis answers within this, or the operation fails (`store_unavailable`).
+    #[arg(long, env = "RELAYCAST_REDIS_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// Cluster mode: how often the node checks that its subscription still hears Redis (a
+    /// probe it publishes to itself); one not back within half of this rebuilds it.
+    #[arg(long, env = "RELAYCAST_REDIS_PROBE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub redis_probe_interval: Duration,
 
     /// Directory of the built web app, served at `/`.
     #[arg(long, env = "RELAYCAST_STATIC_DIR", default_value = "dist")]
@@ -554,7 +593,40 @@ impl Config {
                 _ => None,
             },
             auth: self.auth()?,
+            cluster: self.redis.as_ref().map(|_| crate::core::ClusterConfig {
+                node: self.node_id(),
+                gap_grace_ms: CLUSTER_GAP_GRACE.as_millis() as u64,
+            }),
         })
+    }
+
+    /// This node's id: the one configured, or one made up at start (remembered for the run).
+    pub fn node_id(&self) -> String {
+        static RANDOM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        self.node_id.clone().unwrap_or_else(|| {
+            RANDOM.get_or_init(|| format!("node-{:016x}", rand::random::<u64>())).clone()
+        })
+    }
+
+    /// Cluster mode's settings, when `--redis` is given.
+    pub fn cluster(&self) -> Option<(String, crate::cluster::node::NodeSettings)> {
+        let url = self.redis.clone()?;
+        let probe = self.redis_probe_interval.max(Duration::from_millis(100));
+        Some((
+            url,
+            crate::cluster::node::NodeSettings {
+                node_id: self.node_id(),
+                heartbeat_ttl: self.node_ttl.max(Duration::from_millis(300)),
+                gap_grace: CLUSTER_GAP_GRACE,
+                response_timeout: self.redis_timeout.max(Duration::from_millis(100)),
+                subscriber: crate::cluster::subscriber::SubscriberConfig {
+                    probe_interval: probe,
+                    probe_timeout: probe / 2,
+                    max_backoff: Duration::from_secs(2),
+                },
+                history_max_messages: self.history_max_messages as u64,
+            },
+        ))
     }
 }
 

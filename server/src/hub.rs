@@ -103,6 +103,8 @@ pub struct Hub {
     store_healthy: AtomicBool,
     shutting_down: AtomicBool,
     pub counters: HubCounters,
+    /// Cluster mode: the node that carries the engine's ops to the shared log.
+    cluster: std::sync::OnceLock<crate::cluster::node::Node>,
 }
 
 use crate::clock::now_millis;
@@ -118,10 +120,25 @@ impl Hub {
             store_healthy: AtomicBool::new(true),
             shutting_down: AtomicBool::new(false),
             counters: HubCounters::default(),
+            cluster: std::sync::OnceLock::new(),
         });
         // Work staged by `Engine::restore` (trims of history that outlived its limits).
         hub.store_work.notify_one();
         hub
+    }
+
+    /// Cluster mode: hand the engine's ops to `node` from now on (set once, before serving).
+    pub fn attach_cluster(&self, node: crate::cluster::node::Node) {
+        let _ = self.cluster.set(node);
+    }
+
+    pub fn cluster(&self) -> Option<&crate::cluster::node::Node> {
+        self.cluster.get()
+    }
+
+    /// Cluster mode: what the shared log reports.
+    pub fn cluster_input(&self, input: crate::core::ClusterInput) {
+        self.input(Input::Cluster(input));
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -265,6 +282,10 @@ impl Hub {
                             let _ = waiter.send(seq);
                         }
                     }
+                    Output::Cluster(op) => match self.cluster.get() {
+                        Some(node) => node.send(op),
+                        None => tracing::error!(?op, "the engine asked the shared log without a cluster node"),
+                    },
                 }
             }
             if too_slow.is_empty() {
@@ -307,7 +328,9 @@ impl Hub {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.store_healthy.load(Ordering::Relaxed) && !self.shutting_down.load(Ordering::Relaxed)
+        self.store_healthy.load(Ordering::Relaxed)
+            && !self.shutting_down.load(Ordering::Relaxed)
+            && self.cluster.get().is_none_or(|node| node.is_healthy())
     }
 
     pub fn connection_count(&self) -> usize {

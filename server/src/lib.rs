@@ -165,6 +165,23 @@ pub async fn run_with_ready(
     };
     let grants = engine.config().grant.clone();
     let hub = Hub::new(engine, store.clone(), queue_limits);
+    let node = match config.cluster() {
+        Some((url, settings)) => {
+            let feed: cluster::node::Feed = {
+                let hub = Arc::downgrade(&hub);
+                Arc::new(move |input| {
+                    if let Some(hub) = hub.upgrade() {
+                        hub.cluster_input(input)
+                    }
+                })
+            };
+            tracing::info!(node = %settings.node_id, "cluster mode: rooms are shared through redis");
+            let node = cluster::node::Node::start(&url, settings, feed).map_err(|e| RunError::Config(e.to_string()))?;
+            hub.attach_cluster(node.clone());
+            Some(node)
+        }
+        None => None,
+    };
 
     // The blob cache lives beside the history; with --memory, in a temporary directory removed
     // at exit (nothing survives a restart, as with the history).
@@ -314,6 +331,9 @@ pub async fn run_with_ready(
     }
     // The writer returns once everything accepted is durable.
     writer.await?;
+    if let Some(node) = node {
+        node.leave().await;
+    }
     tracing::info!("store flushed; bye");
     Ok(())
 }

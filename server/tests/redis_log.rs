@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use futures_util::StreamExt;
-use relaycast::cluster::room_log::{parse_publication, RoomKeys, RoomLog};
+use relaycast::cluster::room_log::{parse_publication, NewMessage, RoomKeys, RoomLog};
 use relaycast_shared::*;
 
 fn message(from: &str, text: &str) -> RoomMessage {
@@ -56,15 +56,19 @@ async fn concurrent_appenders_get_gapless_numbers_and_one_history() {
 
     // The history holds them in order, each numbered as its stream id says.
     let mut conn = redis.connection().await;
-    let read = log.read(&mut conn, &r, 1, 1000).await.unwrap().expect("the room is in redis");
+    let read = log.read(&mut conn, &r, 1, 1000, &epoch("unused")).await.unwrap();
     assert_eq!((read.top, read.messages.len()), (600, 600));
     for (i, json) in read.messages.iter().enumerate() {
         let m: RoomMessage = serde_json::from_str(json).unwrap();
         assert_eq!(m.seq, i as u64 + 1);
     }
-    let page = log.read(&mut conn, &r, 598, 10).await.unwrap().unwrap();
+    let page = log.read(&mut conn, &r, 598, 10, &epoch("unused")).await.unwrap();
     assert_eq!(page.messages.len(), 3);
-    assert!(log.read(&mut conn, &room("nowhere"), 1, 10).await.unwrap().is_none());
+    // A room Redis does not know gets the epoch offered, and is empty.
+    let nowhere = log.read(&mut conn, &room("nowhere"), 1, 10, &epoch("fresh")).await.unwrap();
+    assert_eq!((nowhere.epoch.as_str(), nowhere.top, nowhere.messages.len()), ("fresh", 0, 0));
+    let first = log.append(&mut conn, &room("nowhere"), &message("a", "hi"), &epoch("other")).await.unwrap();
+    assert_eq!((first.epoch.as_str(), first.seq), ("fresh", 1), "the read's epoch holds");
 }
 
 #[tokio::test]
@@ -87,7 +91,7 @@ async fn the_log_is_trimmed_and_publishes_each_message_with_its_epoch() {
         assert_eq!((e.as_str(), m.seq), ("e1", i), "in order, each once");
     }
     // Only the newest five are kept: a read from 1 starts at the oldest kept.
-    let read = log.read(&mut conn, &r, 1, 100).await.unwrap().unwrap();
+    let read = log.read(&mut conn, &r, 1, 100, &epoch("unused")).await.unwrap();
     let seqs: Vec<u64> = read.messages.iter().map(|j| serde_json::from_str::<RoomMessage>(j).unwrap().seq).collect();
     assert_eq!((read.top, seqs), (8, vec![4, 5, 6, 7, 8]));
 }
@@ -107,7 +111,7 @@ async fn a_killed_redis_keeps_what_it_acked_and_a_flushed_one_starts_a_new_epoch
     redis.kill();
     redis.restart();
     let mut conn = redis.connection().await;
-    let read = log.read(&mut conn, &r, 1, 100).await.unwrap().unwrap();
+    let read = log.read(&mut conn, &r, 1, 100, &epoch("unused")).await.unwrap();
     assert_eq!((read.epoch.as_str(), read.top, read.messages.len()), ("e1", 20, 20));
     let next = log.append(&mut conn, &r, &message("a", "after"), &epoch("e2")).await.unwrap();
     assert_eq!((next.epoch.as_str(), next.seq), ("e1", 21), "the same history goes on");
@@ -115,9 +119,20 @@ async fn a_killed_redis_keeps_what_it_acked_and_a_flushed_one_starts_a_new_epoch
     // Redis loses the room (a flush stands for a restart without persistence, an eviction):
     // the next append makes a new epoch and starts at 1; the old stream does not mix in.
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
-    assert!(log.read(&mut conn, &r, 1, 10).await.unwrap().is_none());
     let fresh = log.append(&mut conn, &r, &message("a", "fresh"), &epoch("e2")).await.unwrap();
     assert_eq!((fresh.epoch.as_str(), fresh.seq), ("e2", 1));
-    let read = log.read(&mut conn, &r, 1, 10).await.unwrap().unwrap();
-    assert_eq!(read.messages.len(), 1);
+    let read = log.read(&mut conn, &r, 1, 10, &epoch("e3")).await.unwrap();
+    assert_eq!((read.epoch.as_str(), read.messages.len()), ("e2", 1));
+    // A pipeline of appends: numbered in the order sent, one answer each.
+    let (m1, m2, e) = (message("a", "p1"), message("b", "p2"), epoch("e9"));
+    let batch = [NewMessage { room: &r, message: &m1, new_epoch: &e }, NewMessage { room: &r, message: &m2, new_epoch: &e }];
+    // After a restart Redis has forgotten the script: the first try says so, the reload works.
+    redis.kill();
+    redis.restart();
+    let mut conn = redis.connection().await;
+    let answers = log.append_all(&mut conn, &batch, false).await.unwrap();
+    assert!(answers.iter().all(|a| a.as_ref().is_err_and(|e| e.is_no_script())), "{answers:?}");
+    let answers = log.append_all(&mut conn, &batch, true).await.unwrap();
+    let seqs: Vec<u64> = answers.into_iter().map(|a| a.unwrap().seq).collect();
+    assert_eq!(seqs, [2, 3]);
 }

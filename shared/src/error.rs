@@ -55,6 +55,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The server cannot take more messages right now (storage is behind); retry later.
     Overloaded,
+    /// The shared message store of a multi-node deployment (Redis) cannot be reached; the
+    /// message was not taken (or, when the connection broke mid-write, may have been). Retry.
+    StoreUnavailable,
     /// The connection did not read its messages fast enough and was closed.
     SlowConsumer,
     /// No sign of life (pong) within the idle timeout.
@@ -94,6 +97,7 @@ impl ErrorCode {
             ErrorCode::UnknownMessage => "unknown_message",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::IdleTimeout => "idle_timeout",
             ErrorCode::HelloTimeout => "hello_timeout",

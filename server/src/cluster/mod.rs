@@ -1,17 +1,19 @@
-//! Cluster mode, in the making: several nodes serving the same rooms through Redis.
+//! Cluster mode: several nodes serving the same rooms through Redis (`--redis`).
 //!
-//! The room engine stays the same pure state machine in both modes; what differs is who
-//! sequences, stores and fans out a room's messages: the engine with the embedded store
-//! (redb) on one machine, or Redis for many. This module holds the Redis side, piece by
-//! piece: the room log ([`room_log`]: sequence numbers, history and publication in one atomic
-//! step, shared by every node), what a node does with each publication ([`feed`]: commit,
-//! drop a duplicate, refill a gap, reset on a new epoch), presence across nodes ([`presence`]: members, node heartbeats,
-//! members of a dead node reaped and announced), where each peer is ([`peers`]: a registry and
-//! a channel per node, for signaling across nodes) and the node's subscription
-//! ([`subscriber`]: the rooms it has members in and its inbox, rebuilt when it drops or goes
-//! deaf).
+//! The room engine stays the same pure state machine in both modes (its cluster side is
+//! `core::cluster`: commit in order, refill gaps, reset on a new epoch, members elsewhere);
+//! what differs is who sequences, stores and fans out a room's messages: the engine with the
+//! embedded store (redb) on one machine, or Redis for many. This module is the Redis side:
+//! - [`node`]: carries out the engine's ops against Redis and feeds back what happens there;
+//!   keeps the node's heartbeat and reaps members of dead nodes;
+//! - [`room_log`]: a room's sequence numbers, history and publication in one atomic step;
+//! - [`presence`]: members across nodes, node heartbeats, members of a dead node announced
+//!   as left;
+//! - [`peers`]: a channel per node, for signaling to a peer on another node;
+//! - [`subscriber`]: the node's one subscription (the rooms it has members in, its inbox),
+//!   probed and rebuilt when it drops or goes deaf.
 
-pub mod feed;
+pub mod node;
 pub mod peers;
 pub mod presence;
 pub mod room_log;

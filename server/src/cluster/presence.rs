@@ -15,48 +15,28 @@ use super::room_log::RoomKeys;
 use crate::core::Millis;
 use redis::aio::ConnectionLike;
 use redis::Script;
-use relaycast_shared::{DisplayName, PeerId, RoomName, UserId};
-use serde::{Deserialize, Serialize};
+use relaycast_shared::{PeerId, RoomName};
 
 /// The sorted set of live nodes.
 pub const NODES_KEY: &str = "rc:nodes";
 
-/// A member as every node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    pub peer_id: PeerId,
-    pub name: DisplayName,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<UserId>,
-    /// The node its connection is on.
-    pub node: String,
-    /// When it joined (ms).
-    pub since: Millis,
+pub use crate::core::{ClusterMember as Member, PresenceChange as Change};
+
+/// A presence change as announced on the room's channel.
+pub fn announcement(change: &Change) -> String {
+    match change {
+        Change::Joined(member) => format!("!+{}", serde_json::to_string(member).unwrap_or_default()),
+        Change::Left(peer) => format!("!-{peer}"),
+    }
 }
 
-/// A presence change, as announced on the room's channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    Joined(Member),
-    Left(PeerId),
-}
-
-impl Change {
-    /// The announcement's payload.
-    pub fn payload(&self) -> String {
-        match self {
-            Change::Joined(member) => format!("!+{}", serde_json::to_string(member).unwrap_or_default()),
-            Change::Left(peer) => format!("!-{peer}"),
-        }
+/// The change a payload announces, if it is an announcement (a message's payload starts with
+/// its epoch instead).
+pub fn parse_announcement(payload: &str) -> Option<Change> {
+    if let Some(json) = payload.strip_prefix("!+") {
+        return serde_json::from_str(json).ok().map(Change::Joined);
     }
-
-    /// A payload that is an announcement (a message's starts with its epoch instead).
-    pub fn parse(payload: &str) -> Option<Change> {
-        if let Some(json) = payload.strip_prefix("!+") {
-            return serde_json::from_str(json).ok().map(Change::Joined);
-        }
-        PeerId::try_from(payload.strip_prefix("!-")?).ok().map(Change::Left)
-    }
+    PeerId::try_from(payload.strip_prefix("!-")?).ok().map(Change::Left)
 }
 
 fn members_key(room: &RoomName) -> String {
@@ -122,7 +102,7 @@ impl Presence {
             .arg(member.peer_id.as_str())
             .arg(json)
             .arg(RoomKeys::of(room).channel)
-            .arg(Change::Joined(member.clone()).payload())
+            .arg(announcement(&Change::Joined(member.clone())))
             .invoke_async(conn)
             .await?;
         Ok(())
@@ -140,7 +120,7 @@ impl Presence {
             .key(members_key(room))
             .arg(peer.as_str())
             .arg(RoomKeys::of(room).channel)
-            .arg(Change::Left(peer.clone()).payload())
+            .arg(announcement(&Change::Left(peer.clone())))
             .invoke_async(conn)
             .await?;
         Ok(removed == 1)
@@ -204,6 +184,7 @@ impl Presence {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use relaycast_shared::DisplayName;
 
     #[test]
     fn announcements_are_told_from_messages() {
@@ -215,10 +196,10 @@ mod tests {
             since: 5,
         };
         let joined = Change::Joined(member.clone());
-        assert_eq!(Change::parse(&joined.payload()), Some(joined));
-        assert_eq!(Change::parse("!-p1"), Some(Change::Left(member.peer_id)));
+        assert_eq!(parse_announcement(&announcement(&joined)), Some(joined));
+        assert_eq!(parse_announcement("!-p1"), Some(Change::Left(member.peer_id)));
         // A message's payload starts with its epoch: never an announcement.
-        assert_eq!(Change::parse("e-1\n{\"seq\":1}"), None);
-        assert_eq!(Change::parse("!-bad peer"), None);
+        assert_eq!(parse_announcement("e-1\n{\"seq\":1}"), None);
+        assert_eq!(parse_announcement("!-bad peer"), None);
     }
 }

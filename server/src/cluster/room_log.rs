@@ -12,10 +12,16 @@
 //! the room's epoch (or makes the one passed in, when the meta is gone: a Redis that lost the
 //! room starts a new history, and its old stream must not mix in), increments the top
 //! sequence number, writes the message with that number into the log and publishes it. Reads
-//! are one script too, so the epoch, the top and the entries come from one moment.
+//! are one script too, so the epoch, the top and the entries come from one moment; a read of
+//! a room Redis does not know gives it its epoch, so a room that lost its data is noticed by
+//! the first node to look (its epoch changes) rather than by the first to write.
+//!
+//! Appends are sent in pipelines ([`RoomLog::append_all`]): one round trip for every message
+//! that waited while the previous one was out, in the order they were handed over.
 
 use redis::aio::ConnectionLike;
 use redis::Script;
+use crate::core::LogSlice;
 use relaycast_shared::codec::encode_room_message;
 use relaycast_shared::{Epoch, RoomMessage, RoomName};
 
@@ -42,7 +48,10 @@ return {epoch, seq}
 const READ: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
-  return {}
+  epoch = ARGV[3]
+  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+  redis.call('DEL', KEYS[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
 end
 local top = redis.call('HGET', KEYS[1], 's')
 local entries = redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
@@ -60,6 +69,13 @@ pub enum LogError {
     Redis(#[from] redis::RedisError),
     #[error("redis answered something this server does not understand: {0}")]
     Unexpected(String),
+}
+
+impl LogError {
+    /// Redis did not know the script (it restarted, or its scripts were flushed).
+    pub fn is_no_script(&self) -> bool {
+        matches!(self, LogError::Redis(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+    }
 }
 
 /// The keys of one room.
@@ -97,15 +113,13 @@ pub struct Appended {
     pub json: String,
 }
 
-/// A slice of a room's log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogRead {
-    pub epoch: Epoch,
-    /// The top sequence number (the newest message's).
-    pub top: u64,
-    /// The messages from the one asked for on (or the oldest kept, when that one is gone),
-    /// each a [`RoomMessage`] as JSON.
-    pub messages: Vec<String>,
+/// A message to append: its room, the message (its `seq` is the log's to set) and the epoch
+/// to start the room with if Redis has none.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    pub room: &'a RoomName,
+    pub message: &'a RoomMessage,
+    pub new_epoch: &'a Epoch,
 }
 
 /// The scripts, loaded once (redis-rs sends `EVALSHA` and falls back to `EVAL` when a Redis
@@ -121,6 +135,48 @@ pub struct RoomLog {
 impl RoomLog {
     pub fn new(max_messages: u64) -> Self {
         RoomLog { append: Script::new(APPEND), read: Script::new(READ), max_messages: max_messages.max(1) }
+    }
+
+    /// Append each message to its room's log and publish it, in one pipeline, in order; the
+    /// answer for each. `load_script` sends the script first (after a reconnect, Redis may
+    /// have restarted and forgotten it).
+    pub async fn append_all<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        batch: &[NewMessage<'_>],
+        load_script: bool,
+    ) -> Result<Vec<Result<Appended, LogError>>, LogError> {
+        let mut pipe = redis::pipe();
+        if load_script {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(APPEND).ignore();
+        }
+        let tails: Vec<String> = batch.iter().map(|m| tail_of(m.message)).collect();
+        for (m, tail) in batch.iter().zip(&tails) {
+            let keys = RoomKeys::of(m.room);
+            pipe.cmd("EVALSHA")
+                .arg(self.append.get_hash())
+                .arg(2)
+                .arg(&keys.meta)
+                .arg(&keys.log)
+                .arg(m.new_epoch.as_str())
+                .arg(tail)
+                .arg(self.max_messages)
+                .arg(ROOM_TTL_SECS)
+                .arg(&keys.channel);
+        }
+        let answers: Vec<redis::RedisResult<(String, u64)>> = pipe.ignore_errors().query_async(conn).await?;
+        if answers.len() != batch.len() {
+            return Err(LogError::Unexpected(format!("{} answers to {} appends", answers.len(), batch.len())));
+        }
+        Ok(answers
+            .into_iter()
+            .zip(tails)
+            .map(|(answer, tail)| {
+                let (epoch, seq) = answer?;
+                let epoch = Epoch::try_from(epoch).map_err(|e| LogError::Unexpected(format!("epoch: {e}")))?;
+                Ok(Appended { epoch, seq, json: format!(r#"{{"seq":{seq}{tail}"#) })
+            })
+            .collect())
     }
 
     /// Append `message` to `room`'s log (its `seq` is ignored: the log numbers it) and publish
@@ -149,25 +205,35 @@ impl RoomLog {
         Ok(Appended { epoch, seq, json: format!(r#"{{"seq":{seq}{tail}"#) })
     }
 
-    /// Up to `limit` messages of `room` from sequence number `from` on; `None` when Redis has
-    /// no such room (never written, expired, or lost).
+    /// Up to `limit` messages of `room` from sequence number `from` on (or from the oldest
+    /// kept, when that one is gone), with the room's epoch and top. A room Redis does not know
+    /// (never written, expired, or lost) gets `new_epoch` and no messages.
     pub async fn read<C: ConnectionLike>(
         &self,
         conn: &mut C,
         room: &RoomName,
         from: u64,
         limit: usize,
-    ) -> Result<Option<LogRead>, LogError> {
+        new_epoch: &Epoch,
+    ) -> Result<LogSlice, LogError> {
         let keys = RoomKeys::of(room);
-        let reply: Vec<String> =
-            self.read.key(&keys.meta).key(&keys.log).arg(from.max(1)).arg(limit.max(1)).invoke_async(conn).await?;
+        let reply: Vec<String> = self
+            .read
+            .key(&keys.meta)
+            .key(&keys.log)
+            .arg(from.max(1))
+            .arg(limit.max(1))
+            .arg(new_epoch.as_str())
+            .arg(ROOM_TTL_SECS)
+            .invoke_async(conn)
+            .await?;
         let mut parts = reply.into_iter();
         let (Some(epoch), Some(top)) = (parts.next(), parts.next()) else {
-            return Ok(None);
+            return Err(LogError::Unexpected("a read without epoch and top".into()));
         };
         let epoch = Epoch::try_from(epoch).map_err(|e| LogError::Unexpected(format!("epoch: {e}")))?;
         let top = top.parse().map_err(|_| LogError::Unexpected(format!("top sequence {top:?}")))?;
-        Ok(Some(LogRead { epoch, top, messages: parts.collect() }))
+        Ok(LogSlice { epoch, top, messages: parts.collect() })
     }
 }
 

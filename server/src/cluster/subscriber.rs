@@ -9,13 +9,13 @@
 //! is rebuilt. Whatever was published while it was down or deaf is gone from pub/sub: each
 //! rebuild is reported as [`Event::Resync`], for the rooms to be checked against their logs.
 
-use super::presence::Change;
+use super::presence::{parse_announcement, Change};
 use super::room_log::{parse_publication, RoomKeys};
 use futures_util::StreamExt;
 use relaycast_shared::{Epoch, RoomName};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 /// What the subscriber tells its node.
@@ -52,7 +52,8 @@ impl Default for SubscriberConfig {
 }
 
 enum Command {
-    Subscribe(RoomName),
+    /// Subscribe; the sender hears once Redis confirmed it.
+    Subscribe(RoomName, Option<oneshot::Sender<()>>),
     Unsubscribe(RoomName),
 }
 
@@ -65,7 +66,7 @@ pub struct Subscriber {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Subscribe(r) => write!(f, "subscribe {r}"),
+            Command::Subscribe(r, _) => write!(f, "subscribe {r}"),
             Command::Unsubscribe(r) => write!(f, "unsubscribe {r}"),
         }
     }
@@ -86,7 +87,16 @@ impl Subscriber {
     }
 
     pub fn subscribe(&self, room: &RoomName) {
-        let _ = self.commands.send(Command::Subscribe(room.clone()));
+        let _ = self.commands.send(Command::Subscribe(room.clone(), None));
+    }
+
+    /// Subscribe to `room`; resolves once Redis confirmed it (from then on, every publication
+    /// to the room reaches this node), or with an error when the subscriber is gone. While the
+    /// connection is being rebuilt, it waits for the rebuild.
+    pub async fn subscribed(&self, room: &RoomName) -> Result<(), oneshot::error::RecvError> {
+        let (done, confirmed) = oneshot::channel();
+        let _ = self.commands.send(Command::Subscribe(room.clone(), Some(done)));
+        confirmed.await
     }
 
     pub fn unsubscribe(&self, room: &RoomName) {
@@ -190,7 +200,7 @@ async fn listen(
                     continue;
                 }
                 let Some(room) = room_of(channel) else { continue };
-                let event = match (Change::parse(&payload), parse_publication(&payload)) {
+                let event = match (parse_announcement(&payload), parse_publication(&payload)) {
                     (Some(change), _) => Event::Presence { room, change },
                     (None, Some((epoch, json))) => Event::Publication { room, epoch, json: json.to_owned() },
                     (None, None) => {
@@ -204,9 +214,17 @@ async fn listen(
             }
             command = commands.recv() => match command {
                 None => return Ok(Ended::Stop),
-                Some(Command::Subscribe(room)) => {
+                Some(Command::Subscribe(room, done)) => {
                     if rooms.insert(room.clone()) {
-                        sink.subscribe(RoomKeys::of(&room).channel).await?;
+                        if let Err(err) = sink.subscribe(RoomKeys::of(&room).channel).await {
+                            // Kept in `rooms`: the rebuild subscribes it, and its confirmation
+                            // waits (the command is not lost with the connection).
+                            drop(done);
+                            return Err(err);
+                        }
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
                     }
                 }
                 Some(Command::Unsubscribe(room)) => {

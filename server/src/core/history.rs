@@ -52,6 +52,11 @@ impl History {
         self.entries.is_empty()
     }
 
+    /// The blobs its entries refer to (one per entry), as it goes.
+    pub fn into_blobs(self) -> Vec<BlobHash> {
+        self.entries.into_iter().filter_map(|e| e.blob).collect()
+    }
+
     pub fn first_seq(&self) -> Option<u64> {
         self.entries.front().map(|e| e.seq)
     }

@@ -13,6 +13,7 @@
 
 mod access;
 mod admin;
+mod cluster;
 mod grant;
 mod history;
 mod rate;
@@ -21,6 +22,7 @@ mod turn;
 use access::Bar;
 pub use access::Removal;
 pub use admin::{HistoryPage, MemberInfo, RoomSummary};
+pub use cluster::{ClusterConfig, ClusterInput, ClusterMember, ClusterOp, LogSlice, PresenceChange, RelayedSignal};
 pub use grant::{GrantConfig, GrantError, Purpose};
 pub use history::{Entry, Evicted, History, HistoryLimits};
 pub use rate::{Rate, TokenBucket};
@@ -113,6 +115,8 @@ pub enum Input {
     Persisted(u64),
     /// Time passes: expire history by age, drop empty rooms.
     Tick,
+    /// Cluster mode: what the shared log reports.
+    Cluster(ClusterInput),
     /// The server is stopping.
     Shutdown,
 }
@@ -134,7 +138,7 @@ impl Recipients {
 }
 
 /// What the transport must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Queue `frame` for each recipient. A full queue is reported back as [`Input::QueueFull`].
     Deliver { to: Recipients, frame: Frame },
@@ -143,6 +147,8 @@ pub enum Output {
     /// A message the app's backend posted ([`Engine::post_as_app`]) is durable as `seq`
     /// (`None`: its room was deleted before it was).
     Posted { ticket: u64, room: RoomName, seq: Option<u64> },
+    /// Cluster mode: something for the shared log to do.
+    Cluster(ClusterOp),
 }
 
 /// A change the store must make durable, in order.
@@ -203,6 +209,9 @@ pub struct EngineConfig {
     pub grant: Option<GrantConfig>,
     /// Who may connect, and where their rights come from.
     pub auth: Auth,
+    /// Cluster mode: rooms are sequenced by a log shared with other nodes (`None`: this
+    /// engine numbers messages itself, for the embedded store).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Who may connect and what they may do.
@@ -251,6 +260,7 @@ impl Default for EngineConfig {
             turn: None,
             grant: None,
             auth: Auth::Open,
+            cluster: None,
         }
     }
 }
@@ -314,6 +324,8 @@ struct Room {
     stored: bool,
     /// The address key of the connection that made the room (not known after a restart).
     creator: Option<IpAddr>,
+    /// Cluster mode: the room as a copy of the shared log, and its members elsewhere.
+    shared: Option<cluster::SharedRoom>,
 }
 
 impl Room {
@@ -326,6 +338,7 @@ impl Room {
             last_committed: 0,
             stored: false,
             creator,
+            shared: None,
         }
     }
 
@@ -387,6 +400,9 @@ pub struct Engine {
     /// Users removed from a room (or, with no room, the server): tokens issued before the
     /// removal do not let them back in (see [`Bar`]).
     bars: HashMap<(Option<RoomName>, UserId), Bar>,
+    /// Cluster mode: messages handed to the shared log and not yet answered, by token.
+    appending: HashMap<u64, cluster::Appending>,
+    next_append: u64,
 }
 
 #[derive(Debug)]
@@ -427,6 +443,8 @@ impl Engine {
             last_now: 0,
             addrs: HashMap::new(),
             bars: HashMap::new(),
+            appending: HashMap::new(),
+            next_append: 1,
         }
     }
 
@@ -441,8 +459,7 @@ impl Engine {
     /// the member there longest.
     fn rights(&self, conn: ConnId, room_name: &RoomName) -> Option<Rights> {
         let membership = self.peers.get(&conn)?.membership(room_name)?;
-        let owner = matches!(self.config.auth, Auth::Open)
-            && self.rooms.get(room_name).and_then(|r| r.members.first()) == Some(&conn);
+        let owner = matches!(self.config.auth, Auth::Open) && self.owner(room_name) == Some(conn);
         Some(if owner { membership.rights.union(owner_rights()) } else { membership.rights })
     }
 
@@ -550,6 +567,7 @@ impl Engine {
             }
             Input::Persisted(batch) => self.persisted(batch, now),
             Input::Tick => self.tick(now),
+            Input::Cluster(input) => self.cluster_input(input, now),
             Input::Shutdown => {
                 let mut conns: Vec<ConnId> = self.peers.keys().copied().collect();
                 conns.sort_unstable();
@@ -774,7 +792,10 @@ impl Engine {
             room_err(ErrorCode::TooManyRooms, "this connection is in as many rooms as it may be")
         } else {
             match self.rooms.get(&room_name) {
-                Some(room) if room.members.len() >= self.config.max_peers_per_room => {
+                Some(room)
+                    if room.members.len() + room.shared.as_ref().map_or(0, |s| s.remote.len())
+                        >= self.config.max_peers_per_room =>
+                {
                     room_err(ErrorCode::RoomFull, "the room is full")
                 }
                 Some(_) => None,
@@ -792,11 +813,20 @@ impl Engine {
         }
 
         if !self.rooms.contains_key(&room_name) {
-            let epoch = self.new_epoch();
+            let room = if self.is_clustered() {
+                self.new_shared_room(&room_name, Some(addr))
+            } else {
+                Room::new(self.new_epoch(), Some(addr))
+            };
             let config = &self.config;
             self.addrs.entry(addr).or_insert_with(|| AddrUsage::new(config, now)).rooms += 1;
-            self.rooms.insert(room_name.clone(), Room::new(epoch, Some(addr)));
+            self.rooms.insert(room_name.clone(), room);
         }
+        // Cluster mode: a room is joined once its history and members are here.
+        if self.defer_join(conn, &room_name, &name, &resume) {
+            return;
+        }
+        let node = self.config.cluster.as_ref().map(|c| c.node.clone());
         let Some(room) = self.rooms.get_mut(&room_name) else {
             return;
         };
@@ -804,10 +834,11 @@ impl Engine {
             return;
         };
         let me = PeerInfo { id: peer.id.clone(), name: name.clone(), user };
-        peer.rooms.push(Membership { room: room_name.clone(), name, rights, since: now });
+        peer.rooms.push(Membership { room: room_name.clone(), name: name.clone(), rights, since: now });
 
         let others = room.members.clone();
         room.members.push(conn);
+        let remote = room.shared.as_ref().map_or(&[][..], |s| s.remote.as_slice());
         let present: Vec<PeerInfo> = others
             .iter()
             .filter_map(|c| {
@@ -818,13 +849,17 @@ impl Engine {
                     user: p.identity.as_ref().map(|i| i.user.clone()),
                 })
             })
+            .chain(remote.iter().map(|m| PeerInfo { id: m.peer_id.clone(), name: m.name.clone(), user: m.user.clone() }))
             .collect();
-        // In open mode the first one in owns the room.
-        let rights = if others.is_empty() && matches!(self.config.auth, Auth::Open) {
-            rights.union(owner_rights())
-        } else {
-            rights
+        if let Some(node) = node {
+            let member = ClusterMember { peer_id: me.id.clone(), name, user: me.user.clone(), node, since: now };
+            self.outputs.push(Output::Cluster(ClusterOp::Join { room: room_name.clone(), member }));
+        }
+        let Some(room) = self.rooms.get(&room_name) else {
+            return;
         };
+        // In open mode the member there longest owns the room.
+        let rights = self.rights(conn, &room_name).unwrap_or(rights);
 
         // The joiner: who is here, then where its history starts, then the history.
         let mut frames = vec![Frame::of(&ServerMsg::Joined {
@@ -873,13 +908,13 @@ impl Engine {
         }
 
         if !others.is_empty() {
-            let frame = Frame::of(&ServerMsg::PeerJoined { room: room_name, peer: me });
+            let frame = Frame::of(&ServerMsg::PeerJoined { room: room_name.clone(), peer: me });
             self.deliver(Recipients::Many(others), frame);
         }
     }
 
     fn leave(&mut self, conn: ConnId, room: RoomName) {
-        if !self.remove_member(conn, &room) {
+        if !self.remove_member(conn, &room) && !self.cancel_waiting_join(conn, &room) {
             return self.not_joined(conn, room, None);
         }
         self.send(conn, &ServerMsg::Left { room });
@@ -903,11 +938,16 @@ impl Engine {
             .get(&to)
             .copied()
             .filter(|t| *t != conn && self.peers.get(t).is_some_and(|p| p.membership(&room).is_some()));
+        let from = peer.id.clone();
         let Some(target) = target else {
+            // Cluster mode: a member on another node gets it through that node.
+            if let Some(node) = self.remote_members(&room).iter().find(|m| m.peer_id == to).map(|m| m.node.clone()) {
+                let signal = RelayedSignal { room, from, to, signal };
+                return self.outputs.push(Output::Cluster(ClusterOp::Signal { node, signal }));
+            }
             let message = format!("no peer {to} in this room");
             return self.error(conn, ErrorCode::UnknownPeer, message, Some(room), None);
         };
-        let from = peer.id.clone();
         self.send(target, &ServerMsg::Signal { room, from, signal });
     }
 
@@ -951,6 +991,11 @@ impl Engine {
         sender: Origin,
         now: Millis,
     ) {
+        if self.is_clustered() {
+            let (seq, at) = (0, now);
+            let message = RoomMessage { seq, from, name, id, user, at, body };
+            return self.append_to_log(room_name, message, sender);
+        }
         let Some(room) = self.rooms.get_mut(&room_name) else {
             return;
         };
@@ -997,7 +1042,7 @@ impl Engine {
         }
         let entry = Entry { seq: p.seq, at: p.at, json: p.json.clone(), blob: p.blob.clone() };
         let evicted = room.history.push(entry, &self.config.history, now);
-        if let Some(through_seq) = evicted.through {
+        if let Some(through_seq) = evicted.through.filter(|_| room.shared.is_none()) {
             self.staged_ops.push(StoreOp::Trim { room: p.room.clone(), through_seq });
         }
         let unpinned = evicted.blobs;
@@ -1051,11 +1096,13 @@ impl Engine {
         let mut unpinned = Vec::new();
         for (name, room) in &mut self.rooms {
             let evicted = room.history.evict(&limits, now);
-            if let Some(through_seq) = evicted.through {
+            // Cluster mode: the log is trimmed by length; here only this node's copy is.
+            if let Some(through_seq) = evicted.through.filter(|_| room.shared.is_none()) {
                 self.staged_ops.push(StoreOp::Trim { room: name.clone(), through_seq });
             }
             unpinned.extend(evicted.blobs);
-            if room.is_expired() {
+            // Cluster mode: a room goes with its last member here (`unload_if_unused`).
+            if room.shared.is_none() && room.is_expired() {
                 expired.push(name.clone());
             }
         }
@@ -1065,10 +1112,28 @@ impl Engine {
         self.unref_blobs(unpinned);
     }
 
-    /// Open mode: the owner left, and the member who has been in the room longest owns it
+    /// Open mode: the member in the room longest, when it is on this node. Every node
+    /// agrees on it: members are ordered by when they joined, then by peer id.
+    fn owner(&self, room_name: &RoomName) -> Option<ConnId> {
+        let room = self.rooms.get(room_name)?;
+        let &first = room.members.first()?;
+        if let Some(remote) = room.shared.as_ref().and_then(|s| s.remote.first()) {
+            let peer = self.peers.get(&first)?;
+            let since = peer.membership(room_name)?.since;
+            if (remote.since, &remote.peer_id) < (since, &peer.id) {
+                return None;
+            }
+        }
+        Some(first)
+    }
+
+    /// Open mode: when the owner left, the member who has been in the room longest owns it
     /// now, with the owner's rights and a stream key.
-    fn hand_over_ownership(&mut self, room_name: &RoomName) {
-        let Some(&owner) = self.rooms.get(room_name).and_then(|r| r.members.first()) else {
+    fn ownership_moved(&mut self, room_name: &RoomName, before: Option<ConnId>) {
+        if !matches!(self.config.auth, Auth::Open) {
+            return;
+        }
+        let Some(owner) = self.owner(room_name).filter(|o| Some(*o) != before) else {
             return;
         };
         let Some(rights) = self.rights(owner, room_name) else {
@@ -1121,20 +1186,29 @@ impl Engine {
         let Some(index) = peer.rooms.iter().position(|m| &m.room == room_name) else {
             return false;
         };
-        peer.rooms.swap_remove(index);
         let peer_id = peer.id.clone();
+        let owner_before = self.owner(room_name);
+        if let Some(peer) = self.peers.get_mut(&conn) {
+            peer.rooms.swap_remove(index);
+        }
         let Some(room) = self.rooms.get_mut(room_name) else {
             return true;
         };
-        let was_owner = room.members.first() == Some(&conn);
         room.members.retain(|c| *c != conn);
+        if room.shared.is_some() {
+            let leave = ClusterOp::Leave { room: room_name.clone(), peer: peer_id.clone() };
+            self.outputs.push(Output::Cluster(leave));
+        }
+        let Some(room) = self.rooms.get(room_name) else {
+            return true;
+        };
         if !room.members.is_empty() {
             let frame = Frame::of(&ServerMsg::PeerLeft { room: room_name.clone(), peer_id });
             let others = room.members.clone();
             self.deliver(Recipients::Many(others), frame);
-            if was_owner && matches!(self.config.auth, Auth::Open) {
-                self.hand_over_ownership(room_name);
-            }
+            self.ownership_moved(room_name, owner_before);
+        } else if room.shared.is_some() {
+            self.unload_if_unused(room_name);
         } else if room.is_expired() {
             self.drop_room(room_name);
         }
@@ -1147,7 +1221,11 @@ impl Engine {
         let Some(room) = self.rooms.remove(room_name) else {
             return;
         };
-        if room.stored {
+        if room.shared.is_some() {
+            self.outputs.push(Output::Cluster(ClusterOp::Unload { room: room_name.clone() }));
+            let released = room.history.into_blobs();
+            self.unref_blobs(released);
+        } else if room.stored {
             self.staged_ops.push(StoreOp::DropRoom { room: room_name.clone() });
         }
         if let Some(usage) = room.creator.and_then(|addr| self.addrs.get_mut(&addr)) {
@@ -1174,7 +1252,8 @@ impl Engine {
     /// The room a message from the server or the app goes into, made when missing (no
     /// address made it); false when the server holds as many rooms as it may.
     fn ensure_room(&mut self, room_name: &RoomName) -> bool {
-        if self.rooms.contains_key(room_name) {
+        // Cluster mode: the shared log holds every room; nothing to make here.
+        if self.rooms.contains_key(room_name) || self.is_clustered() {
             return true;
         }
         if self.rooms.len() >= self.config.max_rooms {

@@ -50,6 +50,7 @@ impl Sim {
                 }
                 Output::Close { conn, reason } => self.closed.push((conn, reason)),
                 Output::Posted { ticket, seq, .. } => self.posted.push((ticket, seq)),
+                Output::Cluster(op) => panic!("one machine asks no shared log: {op:?}"),
             }
         }
     }
@@ -601,3 +602,4 @@ fn one_address_cannot_fill_the_servers_rooms() {
 }
 
 mod auth;
+mod cluster;

@@ -1,0 +1,377 @@
+//! A node of the cluster: carries out what the engine asks of the shared log
+//! ([`ClusterOp`]s) against Redis, in order, and feeds back what happens there
+//! ([`ClusterInput`]s): appends and reads answered, publications and presence heard on the
+//! node's subscription, signaling from other nodes, and resyncs when the subscription was
+//! rebuilt. It also keeps the node's heartbeat and reaps the members of nodes that died.
+//!
+//! Ops are taken in batches (whatever queued while the previous batch was out); consecutive
+//! appends in a batch go to Redis as one pipeline, so a busy node pays one round trip for
+//! many messages and order is kept.
+
+use super::peers;
+use super::presence::Presence;
+use super::room_log::{LogError, NewMessage, RoomLog};
+use super::subscriber::{Event, Subscriber, SubscriberConfig};
+use crate::clock::now_millis;
+use crate::core::{ClusterInput, ClusterOp, Millis, RelayedSignal};
+use redis::aio::ConnectionManager;
+use relaycast_shared::RoomName;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Ops carried out in one batch at most.
+const MAX_BATCH: usize = 512;
+/// How long a load waits for its room's subscription to be confirmed before reading anyway
+/// (a subscriber being rebuilt resyncs every room when it is back).
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
+
+/// Where the node's inputs go (the hub, in a live server).
+pub type Feed = Arc<dyn Fn(ClusterInput) + Send + Sync>;
+
+/// How a node takes part in the cluster.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub node_id: String,
+    /// A node whose heartbeat is older than this is dead: its members are announced as left.
+    pub heartbeat_ttl: Duration,
+    /// A gap in a room's sequence waits this long before the log is read.
+    pub gap_grace: Duration,
+    /// Redis answers within this, or the operation fails (`store_unavailable`).
+    pub response_timeout: Duration,
+    pub subscriber: SubscriberConfig,
+    /// Messages each room's log keeps.
+    pub history_max_messages: u64,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    pub appends: AtomicU64,
+    pub append_failures: AtomicU64,
+    pub pipelines: AtomicU64,
+    pub reads: AtomicU64,
+    pub redis_errors: AtomicU64,
+}
+
+/// A running node: where the engine's ops go.
+#[derive(Debug, Clone)]
+pub struct Node {
+    ops: mpsc::UnboundedSender<ClusterOp>,
+    healthy: Arc<AtomicBool>,
+    pub counters: Arc<NodeCounters>,
+    node_id: String,
+    command: ConnectionManager,
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("bad Redis address: {0}")]
+    Url(redis::RedisError),
+    #[error("cannot set up the Redis connection: {0}")]
+    Connection(redis::RedisError),
+}
+
+/// What the tasks share.
+struct Shared {
+    settings: NodeSettings,
+    feed: Feed,
+    log: RoomLog,
+    presence: Presence,
+    subscriber: Subscriber,
+    healthy: Arc<AtomicBool>,
+    counters: Arc<NodeCounters>,
+    /// The rooms this node holds (for reaping).
+    rooms: Mutex<BTreeSet<RoomName>>,
+}
+
+impl Node {
+    /// Join the cluster on `redis_url` as `settings.node_id`; inputs go to `feed`. Redis need
+    /// not be up yet: until it is, the node is not ready and publishes fail.
+    pub fn start(redis_url: &str, settings: NodeSettings, feed: Feed) -> Result<Node, NodeError> {
+        let client = redis::Client::open(redis_url).map_err(NodeError::Url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(settings.response_timeout))
+            .set_connection_timeout(Some(settings.response_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let command = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(NodeError::Connection)?;
+        let (subscriber, events) = Subscriber::start(client, &settings.node_id, settings.subscriber);
+        let (ops, ops_rx) = mpsc::unbounded_channel();
+        let healthy = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(NodeCounters::default());
+        let shared = Arc::new(Shared {
+            settings: settings.clone(),
+            feed,
+            log: RoomLog::new(settings.history_max_messages),
+            presence: Presence::default(),
+            subscriber,
+            healthy: healthy.clone(),
+            counters: counters.clone(),
+            rooms: Mutex::new(BTreeSet::new()),
+        });
+        tokio::spawn(carry_out(shared.clone(), command.clone(), ops_rx));
+        tokio::spawn(listen(shared.clone(), events));
+        tokio::spawn(keep_alive(shared, command.clone()));
+        Ok(Node { ops, healthy, counters, node_id: settings.node_id, command })
+    }
+
+    /// Hand the node an op from the engine.
+    pub fn send(&self, op: ClusterOp) {
+        let _ = self.ops.send(op);
+    }
+
+    /// Whether Redis answered the latest heartbeat.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Leaving on purpose: the node's heartbeat ends now, so others reap whatever members
+    /// it did not get to announce as left.
+    pub async fn leave(&self) {
+        let mut conn = self.command.clone();
+        let _: redis::RedisResult<()> =
+            redis::cmd("ZADD").arg(super::presence::NODES_KEY).arg(0).arg(&self.node_id).query_async(&mut conn).await;
+    }
+}
+
+fn ms(d: Duration) -> Millis {
+    d.as_millis() as Millis
+}
+
+/// The ops loop: batches, in order.
+async fn carry_out(shared: Arc<Shared>, mut conn: ConnectionManager, mut ops: mpsc::UnboundedReceiver<ClusterOp>) {
+    while let Some(first) = ops.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut batch = batch.into_iter().peekable();
+        while let Some(op) = batch.next() {
+            if let ClusterOp::Append { .. } = op {
+                let mut appends = vec![op];
+                while let Some(next) = batch.next_if(|op| matches!(op, ClusterOp::Append { .. })) {
+                    appends.push(next);
+                }
+                append(&shared, &mut conn, appends).await;
+            } else {
+                one(&shared, &mut conn, op).await;
+            }
+        }
+    }
+}
+
+/// Consecutive appends, as one pipeline (retried once for messages Redis had no script for:
+/// a restarted Redis forgets scripts).
+async fn append(shared: &Shared, conn: &mut ConnectionManager, appends: Vec<ClusterOp>) {
+    let items: Vec<_> = appends
+        .iter()
+        .filter_map(|op| match op {
+            ClusterOp::Append { token, room, message, new_epoch } => {
+                Some((*token, NewMessage { room, message, new_epoch }))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut todo: Vec<usize> = (0..items.len()).collect();
+    let mut load_script = false;
+    for _attempt in 0..2 {
+        let batch: Vec<NewMessage> = todo.iter().map(|&i| items[i].1.clone()).collect();
+        shared.counters.pipelines.fetch_add(1, Ordering::Relaxed);
+        let answers = shared.log.append_all(conn, &batch, load_script).await;
+        let answers = match answers {
+            Ok(answers) => answers,
+            Err(err) => {
+                shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                for &i in &todo {
+                    failed(shared, items[i].0, &err);
+                }
+                return;
+            }
+        };
+        let mut retry = Vec::new();
+        for (&i, answer) in todo.iter().zip(answers) {
+            match answer {
+                Ok(appended) => {
+                    shared.counters.appends.fetch_add(1, Ordering::Relaxed);
+                    (shared.feed)(ClusterInput::Appended {
+                        token: items[i].0,
+                        epoch: appended.epoch,
+                        seq: appended.seq,
+                        json: appended.json,
+                    });
+                }
+                Err(err) if err.is_no_script() && !load_script => retry.push(i),
+                Err(err) => failed(shared, items[i].0, &err),
+            }
+        }
+        if retry.is_empty() {
+            return;
+        }
+        todo = retry;
+        load_script = true;
+    }
+}
+
+fn failed(shared: &Shared, token: u64, err: &LogError) {
+    shared.counters.append_failures.fetch_add(1, Ordering::Relaxed);
+    (shared.feed)(ClusterInput::AppendFailed { token, reason: err.to_string() });
+}
+
+async fn one(shared: &Arc<Shared>, conn: &mut ConnectionManager, op: ClusterOp) {
+    let max = shared.settings.history_max_messages as usize;
+    match op {
+        ClusterOp::Load { room, new_epoch } => {
+            shared.rooms.lock().unwrap_or_else(|p| p.into_inner()).insert(room.clone());
+            // Listening first: whatever is published from here on reaches this node, so the
+            // read and the live channel together miss nothing.
+            let _ = tokio::time::timeout(SUBSCRIBE_WAIT, shared.subscriber.subscribed(&room)).await;
+            shared.counters.reads.fetch_add(1, Ordering::Relaxed);
+            let now = now_millis();
+            let loaded = async {
+                let log = shared.log.read(conn, &room, 1, max, &new_epoch).await?;
+                shared.presence.reap(conn, &room, now).await?;
+                let members = shared.presence.members(conn, &room, now).await?;
+                Ok::<_, LogError>((log, members))
+            }
+            .await;
+            match loaded {
+                Ok((log, members)) => (shared.feed)(ClusterInput::Loaded { room, log, members }),
+                Err(err) => {
+                    shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(room = %room, error = %err, "cannot load a room from redis");
+                    (shared.feed)(ClusterInput::LoadFailed { room, reason: err.to_string() })
+                }
+            }
+        }
+        ClusterOp::Unload { room } => {
+            shared.rooms.lock().unwrap_or_else(|p| p.into_inner()).remove(&room);
+            shared.subscriber.unsubscribe(&room);
+        }
+        ClusterOp::Refill { room, from, new_epoch } => {
+            shared.counters.reads.fetch_add(1, Ordering::Relaxed);
+            match shared.log.read(conn, &room, from, max, &new_epoch).await {
+                Ok(log) => (shared.feed)(ClusterInput::Refilled { room, log }),
+                Err(err) => {
+                    shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(room = %room, error = %err, "cannot refill a room from redis");
+                    (shared.feed)(ClusterInput::RefillFailed { room })
+                }
+            }
+        }
+        ClusterOp::WatchGap { room, from } => {
+            let feed = shared.feed.clone();
+            let grace = shared.settings.gap_grace;
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                feed(ClusterInput::GapCheck { room, from });
+            });
+        }
+        ClusterOp::Join { room, member } => {
+            if let Err(err) = shared.presence.join(conn, &room, &member).await {
+                shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(room = %room, error = %err, "cannot announce a member");
+            }
+        }
+        ClusterOp::Leave { room, peer } => {
+            if let Err(err) = shared.presence.leave(conn, &room, &peer).await {
+                shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(room = %room, error = %err, "cannot announce a member's leave");
+            }
+        }
+        ClusterOp::Signal { node, signal } => {
+            let payload = serde_json::to_string(&signal).unwrap_or_default();
+            if let Err(err) = peers::send(conn, &node, &payload).await {
+                shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node, error = %err, "cannot relay signaling to another node");
+            }
+        }
+        ClusterOp::Append { .. } => {}
+    }
+}
+
+/// The subscription's events, as engine inputs.
+async fn listen(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Event>) {
+    while let Some(event) = events.recv().await {
+        let input = match event {
+            Event::Publication { room, epoch, json } => ClusterInput::Publication { room, epoch, json },
+            Event::Presence { room, change } => ClusterInput::Presence { room, change },
+            Event::Direct { payload } => match serde_json::from_str::<RelayedSignal>(&payload) {
+                Ok(signal) => ClusterInput::Signal(signal),
+                Err(err) => {
+                    tracing::warn!(error = %err, "a message from another node this one does not understand");
+                    continue;
+                }
+            },
+            Event::Resync => ClusterInput::Resync,
+        };
+        (shared.feed)(input);
+    }
+}
+
+/// The heartbeat (every third of its TTL), and reaping: when a node's heartbeat lapses, the
+/// members it had in the rooms this node holds are announced as left (by whichever node gets
+/// there first; the announcement reaches every node in the room).
+async fn keep_alive(shared: Arc<Shared>, mut conn: ConnectionManager) {
+    let ttl = shared.settings.heartbeat_ttl;
+    let mut every = tokio::time::interval((ttl / 3).max(Duration::from_millis(50)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reaped: BTreeSet<String> = BTreeSet::new();
+    loop {
+        every.tick().await;
+        let now = now_millis();
+        let beat = shared.presence.heartbeat(&mut conn, &shared.settings.node_id, now, ms(ttl)).await;
+        if let Err(err) = &beat {
+            if shared.healthy.swap(false, Ordering::Relaxed) {
+                tracing::error!(error = %err, "redis is unreachable: this node is not ready");
+            }
+            shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if !shared.healthy.swap(true, Ordering::Relaxed) {
+            tracing::info!(node = %shared.settings.node_id, "connected to redis: this node is ready");
+        }
+        // Nodes dead for a day are forgotten; the recently dead are reaped once each.
+        let _: redis::RedisResult<()> = redis::cmd("ZREMRANGEBYSCORE")
+            .arg(super::presence::NODES_KEY)
+            .arg("-inf")
+            .arg(now.saturating_sub(24 * 3600 * 1000))
+            .query_async(&mut conn)
+            .await;
+        let dead: Vec<String> = match redis::cmd("ZRANGEBYSCORE")
+            .arg(super::presence::NODES_KEY)
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(dead) => dead,
+            Err(_) => continue,
+        };
+        reaped.retain(|node| dead.contains(node));
+        if dead.iter().all(|node| reaped.contains(node)) {
+            continue;
+        }
+        let rooms: Vec<RoomName> = shared.rooms.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        let mut complete = true;
+        for room in rooms {
+            if let Err(err) = shared.presence.reap(&mut conn, &room, now).await {
+                tracing::warn!(room = %room, error = %err, "cannot reap the members of dead nodes");
+                complete = false;
+            }
+        }
+        if complete {
+            reaped.extend(dead);
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Several real `relaycast` nodes sharing rooms through a real `redis-server` (AOF fsynced on
+//! every write): one room across nodes, order under concurrent senders, resume elsewhere
+//! after `kill -9`, Redis restarted (nothing lost) and flushed (`history_reset`), a cut
+//! subscription refilled, Redis down (`store_unavailable`, not ready) and back.
+
+mod common;
+
+use common::*;
+use relaycast_shared::*;
+use std::time::Duration;
+
+/// A node on `redis`, its store in memory, without media; its heartbeat lapses after 2 s.
+fn node(redis: &RedisServer, id: &str, dir: &std::path::Path, extra: &[&str]) -> Binary {
+    let url = redis.url();
+    let mut args = vec!["--log", "warn", "--redis", &url, "--node-id", id, "--memory", "--no-media", "--node-ttl", "2s"];
+    args.extend_from_slice(extra);
+    spawn_binary_with(&dir.join(id), &args, None)
+}
+
+/// Wait until the node says it is ready (its heartbeat reached Redis).
+async fn ready(bin: &Binary) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while http_get(bin.server.addr, "/readyz").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "the node did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn dirs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for id in ["a", "b", "c"] {
+        std::fs::create_dir_all(dir.path().join(id)).unwrap();
+    }
+    dir
+}
+
+/// The sequence numbers a sender sees, acks and others' messages together, in arrival order.
+fn stream_seqs(msgs: &[ServerMsg]) -> Vec<u64> {
+    msgs.iter()
+        .flat_map(|m| match m {
+            ServerMsg::Ack { seq, .. } => vec![*seq],
+            ServerMsg::Message { message, .. } => vec![message.seq],
+            ServerMsg::History { messages, .. } => messages.iter().map(|m| m.seq).collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+/// Publish `count` messages as fast as the socket takes them, while reading; returns
+/// everything received until this sender has its acks and has seen `total` numbers.
+async fn chatter(mut client: Client, tag: &'static str, count: usize, total: u64) -> (Client, Vec<ServerMsg>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut got = Vec::new();
+    let mut sent = 0;
+    loop {
+        if sent < count {
+            let id = ClientMsgId::try_from(format!("{tag}-{sent}")).unwrap();
+            let msg = ClientMsg::Publish { room: room("r"), id, body: chat(&format!("{tag} {sent}")) };
+            client.ws.send(Message::Text(encode(&msg).into())).await.unwrap();
+            sent += 1;
+        }
+        // Read whatever is there (everything, once all is sent).
+        let wait = if sent < count { Duration::from_millis(1) } else { Duration::from_secs(10) };
+        while let Ok(frame) = tokio::time::timeout(wait, client.ws.next()).await {
+            let Some(Ok(Message::Text(text))) = frame else { continue };
+            got.push(decode_server(&text).unwrap());
+            if stream_seqs(&got).len() as u64 >= total {
+                return (client, got);
+            }
+        }
+        assert!(sent < count, "{tag}: only {} of {total} arrived", stream_seqs(&got).len());
+    }
+}
+
+#[tokio::test]
+async fn members_on_two_nodes_see_one_room_in_one_order() {
+    let redis = RedisServer::start();
+    let dir = dirs();
+    let (a, b) = (node(&redis, "a", dir.path(), &[]), node(&redis, "b", dir.path(), &[]));
+    ready(&a).await;
+    ready(&b).await;
+    let mut ann = Client::connect(&a.server).await;
+    let mut bob = Client::connect(&b.server).await;
+    ann.join("r", "Ann", None).await;
+    let joined = bob.join("r", "Bob", None).await;
+    // Presence: each sees the other, across nodes.
+    match &joined[0] {
+        ServerMsg::Joined { peers, .. } => assert_eq!(peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["Ann"]),
+        other => panic!("expected joined, got {other:?}"),
+    }
+    let heard = ann.recv_until(|m| matches!(m, ServerMsg::PeerJoined { .. })).await;
+    assert!(matches!(heard.last(), Some(ServerMsg::PeerJoined { peer, .. }) if peer.name.as_str() == "Bob"));
+
+    // Signaling across nodes arrives, in order.
+    for i in 0..3 {
+        let signal = Signal::Candidate { candidate: format!("c{i}"), sdp_mid: None, sdp_m_line_index: None };
+        ann.send(&ClientMsg::Signal { room: room("r"), to: bob.peer_id.clone(), signal }).await;
+    }
+    for i in 0..3 {
+        match bob.recv().await {
+            ServerMsg::Signal { from, signal: Signal::Candidate { candidate, .. }, .. } => {
+                assert_eq!((from, candidate), (ann.peer_id.clone(), format!("c{i}")))
+            }
+            other => panic!("expected signaling, got {other:?}"),
+        }
+    }
+
+    // Concurrent senders on both nodes: one sequence, gapless, the same order everywhere.
+    let (ann_peer, bob_peer) = (ann.peer_id.clone(), bob.peer_id.clone());
+    let (on_a, on_b) =
+        tokio::join!(tokio::spawn(chatter(ann, "ann", 150, 300)), tokio::spawn(chatter(bob, "bob", 150, 300)));
+    let ((_ann, on_a), (_bob, on_b)) = (on_a.unwrap(), on_b.unwrap());
+    for (got, me) in [(&on_a, &ann_peer), (&on_b, &bob_peer)] {
+        assert_eq!(stream_seqs(got), (1..=300).collect::<Vec<_>>(), "each number once, in order");
+        let acks = got.iter().filter(|m| matches!(m, ServerMsg::Ack { .. })).count();
+        assert_eq!(acks, 150, "one ack per message sent");
+        let echoed = got.iter().any(|m| matches!(m, ServerMsg::Message { message, .. } if message.from == *me));
+        assert!(!echoed, "nobody gets its own messages back");
+    }
+
+    // A latecomer on a third node gets the same history, in the same order, from the log.
+    let c = node(&redis, "c", dir.path(), &[]);
+    ready(&c).await;
+    let mut cy = Client::connect(&c.server).await;
+    let history = cy.join("r", "Cy", None).await;
+    assert_eq!(seqs(&history), (1..=300).collect::<Vec<_>>());
+    let texts_of = |msgs: &[ServerMsg]| -> Vec<String> {
+        msgs.iter()
+            .flat_map(|m| match m {
+                ServerMsg::History { messages, .. } => messages.clone(),
+                _ => vec![],
+            })
+            .map(|m| format!("{}:{}", m.seq, m.name))
+            .collect()
+    };
+    assert_eq!(texts_of(&history).len(), 300);
+    match &history[0] {
+        ServerMsg::Joined { peers, .. } => assert_eq!(peers.len(), 2, "Ann and Bob, on other nodes"),
+        other => panic!("expected joined, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_another_node_after_its_node_is_killed() {
+    let redis = RedisServer::start();
+    let dir = dirs();
+    let a = node(&redis, "a", dir.path(), &[]);
+    let b = node(&redis, "b", dir.path(), &[]);
+    ready(&a).await;
+    ready(&b).await;
+    let mut ann = Client::connect(&a.server).await;
+    let joined = ann.join("r", "Ann", None).await;
+    let epoch = epoch_of(&joined);
+    let mut bob = Client::connect(&b.server).await;
+    bob.join("r", "Bob", None).await;
+    for i in 1..=5 {
+        assert_eq!(ann.publish_acked("r", &format!("a{i}"), "hi").await, i);
+    }
+    // kill -9 mid-conversation.
+    let started = std::time::Instant::now();
+    drop(a);
+    for i in 6..=8 {
+        assert_eq!(bob.publish_acked("r", &format!("b{i}"), "still here").await, i);
+    }
+    // Ann's presence goes with her node's heartbeat (2 s, reaped within a third of it more).
+    let left = bob.recv_until(|m| matches!(m, ServerMsg::PeerLeft { .. })).await;
+    assert!(matches!(left.last(), Some(ServerMsg::PeerLeft { peer_id, .. }) if *peer_id == ann.peer_id));
+    assert!(started.elapsed() < Duration::from_secs(4), "announced after {:?}", started.elapsed());
+    // Ann reconnects through another node and gets exactly what she missed, once.
+    let mut ann = Client::connect(&b.server).await;
+    let resumed = ann.join("r", "Ann", Some(ResumeFrom { epoch: epoch.clone(), last_seq: 5 })).await;
+    assert_eq!(epoch_of(&resumed), epoch);
+    assert_eq!(seqs(&resumed), [6, 7, 8]);
+}
+
+#[tokio::test]
+async fn redis_restarted_keeps_every_ack_and_a_flushed_redis_resets_the_room() {
+    let mut redis = RedisServer::start();
+    let dir = dirs();
+    let a = node(&redis, "a", dir.path(), &[]);
+    let b = node(&redis, "b", dir.path(), &[]);
+    ready(&a).await;
+    ready(&b).await;
+    let mut ann = Client::connect(&a.server).await;
+    let epoch = epoch_of(&ann.join("r", "Ann", None).await);
+    let mut bob = Client::connect(&b.server).await;
+    bob.join("r", "Bob", None).await;
+    for i in 1..=5 {
+        assert_eq!(ann.publish_acked("r", &format!("a{i}"), "before").await, i);
+    }
+    assert_eq!(seqs(&bob.recv_until(|m| matches!(m, ServerMsg::Message { message, .. } if message.seq == 5)).await).last(), Some(&5));
+
+    // Redis goes down: publishing fails with a clear code, the nodes are not ready, and
+    // nothing crashes.
+    redis.kill();
+    ann.publish("r", "down", "while redis is down").await;
+    assert_eq!(ann.next_error().await, ErrorCode::StoreUnavailable);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while http_get(a.server.addr, "/readyz").await.0 == 200 {
+        assert!(tokio::time::Instant::now() < deadline, "node a still says it is ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(http_get(a.server.addr, "/healthz").await.0, 200, "alive, though not ready");
+
+    // Back with its AOF: the same history goes on, on both nodes.
+    redis.restart();
+    ready(&a).await;
+    ready(&b).await;
+    let seq = loop {
+        ann.publish("r", "again", "after the restart").await;
+        let answer = ann.recv_until(|m| matches!(m, ServerMsg::Ack { .. } | ServerMsg::Error { .. })).await;
+        match answer.last() {
+            Some(ServerMsg::Ack { seq, .. }) => break *seq,
+            // The node's connection may still be coming back.
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(seq, 6, "nothing acked was lost");
+    let got = bob.recv_until(|m| matches!(m, ServerMsg::Message { message, .. } if message.seq == 6)).await;
+    assert!(!got.iter().any(|m| matches!(m, ServerMsg::HistoryReset { .. })));
+
+    // Redis loses everything (a flush stands for a restart without persistence): the room
+    // starts over under a new epoch, and members on both nodes are told.
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    assert_eq!(ann.publish_acked("r", "fresh", "a new start").await, 1);
+    let told = bob.recv_until(|m| matches!(m, ServerMsg::Message { .. })).await;
+    let reset = told.iter().find_map(|m| match m {
+        ServerMsg::HistoryReset { epoch, .. } => Some(epoch.clone()),
+        _ => None,
+    });
+    assert!(reset.is_some_and(|e| e != epoch), "bob was told the history started over: {told:?}");
+    assert_eq!(seqs(&told), [1]);
+}
+
+#[tokio::test]
+async fn a_cut_subscription_is_rebuilt_and_what_it_missed_is_refilled() {
+    let redis = RedisServer::start();
+    let dir = dirs();
+    let a = node(&redis, "a", dir.path(), &[]);
+    let b = node(&redis, "b", dir.path(), &[]);
+    ready(&a).await;
+    ready(&b).await;
+    let mut ann = Client::connect(&a.server).await;
+    ann.join("r", "Ann", None).await;
+    let mut bob = Client::connect(&b.server).await;
+    bob.join("r", "Bob", None).await;
+    let mut conn = redis.connection().await;
+    for i in 1..=40u64 {
+        if i % 10 == 5 {
+            // Cut every node's subscription; command connections stay up.
+            let _: redis::Value = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut conn).await.unwrap();
+        }
+        assert_eq!(ann.publish_acked("r", &format!("m{i}"), "through the cuts").await, i);
+    }
+    let got = bob.recv_until(|m| matches!(m, ServerMsg::Message { message, .. } if message.seq == 40)).await;
+    assert_eq!(seqs(&got), (1..=40).collect::<Vec<_>>(), "every message once, in order");
+    assert!(b.output_lines("redis subscription lost") >= 1, "the node noticed the cut");
+}

@@ -603,9 +603,9 @@ impl Config {
     /// This node's id: the one configured, or one made up at start (remembered for the run).
     pub fn node_id(&self) -> String {
         static RANDOM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        self.node_id.clone().unwrap_or_else(|| {
-            RANDOM.get_or_init(|| format!("node-{:016x}", rand::random::<u64>())).clone()
-        })
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| RANDOM.get_or_init(|| format!("node-{:016x}", rand::random::<u64>())).clone())
     }
 
     /// Cluster mode's settings, when `--redis` is given.

@@ -320,6 +320,17 @@ impl Hub {
         true
     }
 
+    /// The first step of a drain: not ready any more (a load balancer stops sending new
+    /// clients), while connections stay open for their messages in flight to be answered.
+    pub fn begin_drain(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Messages accepted and not yet answered (durable, or refused by the shared log).
+    pub fn in_flight(&self) -> usize {
+        self.lock().engine.unpersisted()
+    }
+
     /// Tell every connection the server is going away.
     pub fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);

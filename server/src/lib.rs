@@ -302,9 +302,17 @@ pub async fn run_with_ready(
     });
 
     shutdown.await;
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+    // Drain: not ready from now on; messages already taken get their acks (in cluster mode
+    // they are in Redis within a round trip) before the clients are told to reconnect, so a
+    // client that resumes elsewhere neither misses nor resends anything.
+    hub.begin_drain();
+    let acks_by = tokio::time::Instant::now() + (config.shutdown_grace / 2);
+    while hub.in_flight() > 0 && tokio::time::Instant::now() < acks_by {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     tracing::info!("shutting down: closing connections");
     hub.shutdown();
-    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
     while hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

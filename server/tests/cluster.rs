@@ -12,7 +12,8 @@ use std::time::Duration;
 /// A node on `redis`, its store in memory, without media; its heartbeat lapses after 2 s.
 fn node(redis: &RedisServer, id: &str, dir: &std::path::Path, extra: &[&str]) -> Binary {
     let url = redis.url();
-    let mut args = vec!["--log", "warn", "--redis", &url, "--node-id", id, "--memory", "--no-media", "--node-ttl", "2s"];
+    let mut args =
+        vec!["--log", "warn", "--redis", &url, "--node-id", id, "--memory", "--no-media", "--node-ttl", "2s"];
     args.extend_from_slice(extra);
     spawn_binary_with(&dir.join(id), &args, None)
 }
@@ -86,7 +87,9 @@ async fn members_on_two_nodes_see_one_room_in_one_order() {
     let joined = bob.join("r", "Bob", None).await;
     // Presence: each sees the other, across nodes.
     match &joined[0] {
-        ServerMsg::Joined { peers, .. } => assert_eq!(peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["Ann"]),
+        ServerMsg::Joined { peers, .. } => {
+            assert_eq!(peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["Ann"])
+        }
         other => panic!("expected joined, got {other:?}"),
     }
     let heard = ann.recv_until(|m| matches!(m, ServerMsg::PeerJoined { .. })).await;
@@ -189,7 +192,10 @@ async fn redis_restarted_keeps_every_ack_and_a_flushed_redis_resets_the_room() {
     for i in 1..=5 {
         assert_eq!(ann.publish_acked("r", &format!("a{i}"), "before").await, i);
     }
-    assert_eq!(seqs(&bob.recv_until(|m| matches!(m, ServerMsg::Message { message, .. } if message.seq == 5)).await).last(), Some(&5));
+    assert_eq!(
+        seqs(&bob.recv_until(|m| matches!(m, ServerMsg::Message { message, .. } if message.seq == 5)).await).last(),
+        Some(&5)
+    );
 
     // Redis goes down: publishing fails with a clear code, the nodes are not ready, and
     // nothing crashes.
@@ -250,11 +256,59 @@ async fn a_cut_subscription_is_rebuilt_and_what_it_missed_is_refilled() {
     for i in 1..=40u64 {
         if i % 10 == 5 {
             // Cut every node's subscription; command connections stay up.
-            let _: redis::Value = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut conn).await.unwrap();
+            let _: redis::Value =
+                redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut conn).await.unwrap();
         }
         assert_eq!(ann.publish_acked("r", &format!("m{i}"), "through the cuts").await, i);
     }
     let got = bob.recv_until(|m| matches!(m, ServerMsg::Message { message, .. } if message.seq == 40)).await;
     assert_eq!(seqs(&got), (1..=40).collect::<Vec<_>>(), "every message once, in order");
     assert!(b.output_lines("redis subscription lost") >= 1, "the node noticed the cut");
+    assert!(b.server.metric("relaycast_cluster_reads_total").await >= 2, "the load and at least one refill");
+    assert_eq!(a.server.metric("relaycast_cluster_appends_total").await, 40);
+}
+
+#[tokio::test]
+async fn a_draining_node_answers_what_it_took_and_its_clients_resume_elsewhere() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let redis = RedisServer::start();
+    let dir = dirs();
+    let a = node(&redis, "a", dir.path(), &[]);
+    let b = node(&redis, "b", dir.path(), &[]);
+    ready(&a).await;
+    ready(&b).await;
+    let mut ann = Client::connect(&a.server).await;
+    let epoch = epoch_of(&ann.join("r", "Ann", None).await);
+    // Messages in flight when SIGTERM comes.
+    for i in 1..=30 {
+        let msg = ClientMsg::Publish {
+            room: room("r"),
+            id: ClientMsgId::try_from(format!("m{i}")).unwrap(),
+            body: chat("hi"),
+        };
+        ann.ws.send(Message::Text(encode(&msg).into())).await.unwrap();
+    }
+    let term = std::process::Command::new("kill").args(["-TERM", &a.child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let mut acked = Vec::new();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ann.ws.next()).await.expect("closed in time") {
+            Some(Ok(Message::Text(text))) => {
+                if let Ok(ServerMsg::Ack { seq, .. }) = decode_server(&text) {
+                    acked.push(seq);
+                }
+            }
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+            Some(Ok(_)) => {}
+            other => panic!("expected a close, got {other:?}"),
+        }
+    };
+    assert_eq!(close, Some((1001, "shutting_down".to_owned())), "told to reconnect");
+    assert_eq!(acked, (1..=acked.len() as u64).collect::<Vec<_>>());
+    // Through another node: the room holds exactly what Ann was told is stored.
+    let mut ann = Client::connect(&b.server).await;
+    let resumed = ann.join("r", "Ann", Some(ResumeFrom { epoch, last_seq: 0 })).await;
+    assert_eq!(seqs(&resumed), acked, "nothing stored unacked, nothing acked lost");
+    assert!(!acked.is_empty());
 }

@@ -125,7 +125,8 @@ async fn a_killed_redis_keeps_what_it_acked_and_a_flushed_one_starts_a_new_epoch
     assert_eq!((read.epoch.as_str(), read.messages.len()), ("e2", 1));
     // A pipeline of appends: numbered in the order sent, one answer each.
     let (m1, m2, e) = (message("a", "p1"), message("b", "p2"), epoch("e9"));
-    let batch = [NewMessage { room: &r, message: &m1, new_epoch: &e }, NewMessage { room: &r, message: &m2, new_epoch: &e }];
+    let batch =
+        [NewMessage { room: &r, message: &m1, new_epoch: &e }, NewMessage { room: &r, message: &m2, new_epoch: &e }];
     // After a restart Redis has forgotten the script: the first try says so, the reload works.
     redis.kill();
     redis.restart();

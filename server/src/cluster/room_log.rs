@@ -19,9 +19,9 @@
 //! Appends are sent in pipelines ([`RoomLog::append_all`]): one round trip for every message
 //! that waited while the previous one was out, in the order they were handed over.
 
+use crate::core::LogSlice;
 use redis::aio::ConnectionLike;
 use redis::Script;
-use crate::core::LogSlice;
 use relaycast_shared::codec::encode_room_message;
 use relaycast_shared::{Epoch, RoomMessage, RoomName};
 

@@ -166,7 +166,15 @@ impl Arrival {
             Body::File { hash, .. } => Some(hash.clone()),
             _ => None,
         };
-        Some(Arrival { epoch, seq: message.seq, at: message.at, from: message.from, id: message.id, json: json.into(), blob })
+        Some(Arrival {
+            epoch,
+            seq: message.seq,
+            at: message.at,
+            from: message.from,
+            id: message.id,
+            json: json.into(),
+            blob,
+        })
     }
 }
 
@@ -213,7 +221,13 @@ impl Engine {
             return false;
         }
         if shared.joins.iter().any(|j| j.conn == conn) {
-            self.error(conn, ErrorCode::AlreadyJoined, "already joining this room".into(), Some(room_name.clone()), None);
+            self.error(
+                conn,
+                ErrorCode::AlreadyJoined,
+                "already joining this room".into(),
+                Some(room_name.clone()),
+                None,
+            );
             return true;
         }
         shared.joins.push(WaitingJoin { conn, name: name.clone(), resume: resume.clone() });
@@ -236,9 +250,10 @@ impl Engine {
 
     /// Forget a room nobody here is in or waiting for.
     pub(super) fn unload_if_unused(&mut self, room_name: &RoomName) {
-        let unused = self.rooms.get(room_name).is_some_and(|r| {
-            r.members.is_empty() && r.shared.as_ref().is_some_and(|s| s.joins.is_empty())
-        });
+        let unused = self
+            .rooms
+            .get(room_name)
+            .is_some_and(|r| r.members.is_empty() && r.shared.as_ref().is_some_and(|s| s.joins.is_empty()));
         if unused {
             self.drop_room(room_name);
         }
@@ -562,7 +577,8 @@ impl Engine {
                 if member.node == node || shared.remote.iter().any(|m| m.peer_id == member.peer_id) {
                     return;
                 }
-                let peer = PeerInfo { id: member.peer_id.clone(), name: member.name.clone(), user: member.user.clone() };
+                let peer =
+                    PeerInfo { id: member.peer_id.clone(), name: member.name.clone(), user: member.user.clone() };
                 let key = (member.since, member.peer_id.clone());
                 let at = shared.remote.partition_point(|m| (m.since, m.peer_id.clone()) <= key);
                 shared.remote.insert(at, member);

@@ -849,7 +849,11 @@ impl Engine {
                     user: p.identity.as_ref().map(|i| i.user.clone()),
                 })
             })
-            .chain(remote.iter().map(|m| PeerInfo { id: m.peer_id.clone(), name: m.name.clone(), user: m.user.clone() }))
+            .chain(remote.iter().map(|m| PeerInfo {
+                id: m.peer_id.clone(),
+                name: m.name.clone(),
+                user: m.user.clone(),
+            }))
             .collect();
         if let Some(node) = node {
             let member = ClusterMember { peer_id: me.id.clone(), name, user: me.user.clone(), node, since: now };

@@ -168,8 +168,48 @@ pub fn render(
             ]
         }
     };
+    let cluster_rows: Vec<(&str, &str, &str, u64)> = match hub.cluster() {
+        None => Vec::new(),
+        Some(node) => {
+            let n = &node.counters;
+            let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            vec![
+                (
+                    "relaycast_cluster_redis_up",
+                    "gauge",
+                    "1 when Redis answered the node's latest heartbeat.",
+                    u64::from(node.is_healthy()),
+                ),
+                ("relaycast_cluster_appends_total", "counter", "Messages appended to the shared log.", get(&n.appends)),
+                (
+                    "relaycast_cluster_append_failures_total",
+                    "counter",
+                    "Appends Redis refused or did not answer (store_unavailable).",
+                    get(&n.append_failures),
+                ),
+                (
+                    "relaycast_cluster_pipelines_total",
+                    "counter",
+                    "Round trips that carried appends.",
+                    get(&n.pipelines),
+                ),
+                (
+                    "relaycast_cluster_reads_total",
+                    "counter",
+                    "Room loads and gap refills read from the log.",
+                    get(&n.reads),
+                ),
+                (
+                    "relaycast_cluster_redis_errors_total",
+                    "counter",
+                    "Redis operations that failed.",
+                    get(&n.redis_errors),
+                ),
+            ]
+        }
+    };
     let mut out = String::with_capacity(4096);
-    for (name, kind, help, value) in rows.into_iter().chain(blob_rows).chain(media_rows) {
+    for (name, kind, help, value) in rows.into_iter().chain(blob_rows).chain(media_rows).chain(cluster_rows) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
     }
     out

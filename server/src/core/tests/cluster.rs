@@ -121,14 +121,21 @@ impl Cluster {
                 let json = encode_room_message(&RoomMessage { seq: entry.1, ..message });
                 entry.2.push(json.clone());
                 let (epoch, seq) = (entry.0.clone(), entry.1);
-                self.nodes[n].incoming.push_back(ClusterInput::Appended { token, epoch: epoch.clone(), seq, json: json.clone() });
+                self.nodes[n].incoming.push_back(ClusterInput::Appended {
+                    token,
+                    epoch: epoch.clone(),
+                    seq,
+                    json: json.clone(),
+                });
                 self.publish_to_subscribers(&room, ClusterInput::Publication { room: room.clone(), epoch, json });
             }
             ClusterOp::Refill { room, from, new_epoch } => {
                 let log = self.read(&room, from, &new_epoch);
                 self.nodes[n].incoming.push_back(ClusterInput::Refilled { room, log });
             }
-            ClusterOp::WatchGap { room, from } => self.nodes[n].incoming.push_back(ClusterInput::GapCheck { room, from }),
+            ClusterOp::WatchGap { room, from } => {
+                self.nodes[n].incoming.push_back(ClusterInput::GapCheck { room, from })
+            }
             ClusterOp::Join { room, member } => {
                 self.log.members.entry(room.clone()).or_default().insert(member.peer_id.to_string(), member.clone());
                 let change = PresenceChange::Joined(member);
@@ -149,7 +156,8 @@ impl Cluster {
     }
 
     fn read(&mut self, room: &RoomName, from: u64, new_epoch: &Epoch) -> LogSlice {
-        let (epoch, top, messages) = self.log.rooms.entry(room.clone()).or_insert_with(|| (new_epoch.clone(), 0, vec![]));
+        let (epoch, top, messages) =
+            self.log.rooms.entry(room.clone()).or_insert_with(|| (new_epoch.clone(), 0, vec![]));
         let messages = messages.iter().skip(from.saturating_sub(1) as usize).cloned().collect();
         LogSlice { epoch: epoch.clone(), top: *top, messages }
     }

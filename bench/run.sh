@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Relaycast benchmark on this machine and prints one JSON line per result.
 #   bash bench/run.sh            # all scenarios; results also in bench/results.jsonl
-#   bash bench/run.sh blobs      # one group: fanout, pairs, idle, history, blobs or media
+#   bash bench/run.sh blobs      # one group: fanout, pairs, idle, history, cluster, blobs or media
 # Servers bind to 127.0.0.1 only; every load loop is bounded in count and time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +55,52 @@ if want history; then
   start_relaycast
   run history --url "ws://127.0.0.1:$RC_PORT/ws"
   stop_relaycast
+fi
+
+# Cluster mode: the same fan-out and pairs on one node with its embedded store (redb), one
+# node on Redis, and two nodes on Redis with the subscribers (or each pair's answering side)
+# on the other node; then paced cross-node latency, Redis's own work per message, and the CPU
+# each process used (they all share the 2 cores). Redis runs as the tests run it: AOF fsynced
+# on every write.
+if want cluster; then
+  REDIS_PORT=$(free_port); mkdir -p "$DATA/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync always \
+    --dir "$DATA/redis" > "$DATA/redis.log" 2>&1 &
+  REDIS_PID=$!; PIDS+=("$REDIS_PID"); wait_port "$REDIS_PORT"
+  start_relaycast; EMB=$RC_PORT
+  start_relaycast --memory --redis "redis://127.0.0.1:$REDIS_PORT/" --node-id bench-a; NODE_A=$RC_PORT; PID_A=$RC_PID
+  start_relaycast --memory --redis "redis://127.0.0.1:$REDIS_PORT/" --node-id bench-b; NODE_B=$RC_PORT; PID_B=$RC_PID
+  ws() { echo "ws://127.0.0.1:$1/ws"; }
+  for i in 1 2; do
+    run fanout --label embedded --url "$(ws $EMB)"
+    run fanout --label redis-1-node --url "$(ws $NODE_A)"
+    run fanout --label redis-2-nodes --url "$(ws $NODE_A)" --sub-url "$(ws $NODE_A)" --sub-url "$(ws $NODE_B)"
+  done
+  # Redis's work and every process's CPU during one two-node fan-out (20,000 messages).
+  cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  redis_stat() { redis-cli -p "$REDIS_PORT" INFO stats | tr -d '\r' | awk -F: -v k="$1" '$1 == k {print $2}'; }
+  C0=$(redis_stat total_commands_processed); I0=$(redis_stat total_net_input_bytes); O0=$(redis_stat total_net_output_bytes)
+  R0=$(cpu "$REDIS_PID"); A0=$(cpu "$PID_A"); B0=$(cpu "$PID_B"); T0=$(date +%s.%N)
+  run fanout --label redis-2-nodes --url "$(ws $NODE_A)" --sub-url "$(ws $NODE_A)" --sub-url "$(ws $NODE_B)"
+  T1=$(date +%s.%N); R1=$(cpu "$REDIS_PID"); A1=$(cpu "$PID_A"); B1=$(cpu "$PID_B")
+  C1=$(redis_stat total_commands_processed); I1=$(redis_stat total_net_input_bytes); O1=$(redis_stat total_net_output_bytes)
+  python3 -c "
+import json, os
+hz = os.sysconf('SC_CLK_TCK'); n = 20000; wall = $T1 - $T0
+line = {'scenario': 'redis_per_message', 'messages': n,
+        'commands_per_message': round(($C1 - $C0) / n, 2),
+        'bytes_in_per_message': round(($I1 - $I0) / n), 'bytes_out_per_message': round(($O1 - $O0) / n),
+        'cpu_share_of_wall': {'redis': round(($R1 - $R0) / hz / wall, 2), 'node_a': round(($A1 - $A0) / hz / wall, 2),
+                              'node_b': round(($B1 - $B0) / hz / wall, 2)}, 'wall_seconds': round(wall, 2)}
+print(json.dumps(line))" | tee -a "$OUT"
+  # Cross-node latency: publisher on one node, every subscriber on the other, 2,000 msg/s.
+  for i in 1 2; do
+    run fanout --label redis-2-nodes --url "$(ws $NODE_A)" --sub-url "$(ws $NODE_B)" --rate 2000 --messages 20000
+  done
+  run fanout --label embedded --url "$(ws $EMB)" --rate 2000 --messages 20000
+  run pairs --label embedded --url "$(ws $EMB)" --pairs 500 --rounds 100
+  run pairs --label redis-1-node --url "$(ws $NODE_A)" --pairs 500 --rounds 100
+  run pairs --label redis-2-nodes --url "$(ws $NODE_A)" --pong-url "$(ws $NODE_B)" --pairs 500 --rounds 100
 fi
 
 # Blob cache: uploads, then downloads next to nginx (Debian's package) serving the same file

@@ -147,17 +147,26 @@ pub struct FanoutArgs {
     /// Messages in flight (sent, not yet acked or echoed) at most.
     #[arg(long, default_value_t = 1000)]
     window: u64,
+    /// Where subscribers connect (repeat: spread round-robin, as over several cluster nodes);
+    /// default: `--url`, where the publisher connects.
+    #[arg(long = "sub-url")]
+    sub_urls: Vec<String>,
+    /// A name for the setup measured, in the result's `target` (default: relaycast or reference).
+    #[arg(long)]
+    label: Option<String>,
 }
 
 pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     let room_name = format!("fanout-{}", std::process::id());
     let r = room(&room_name);
     let mut subscribers = Vec::new();
+    let sub_urls = if a.sub_urls.is_empty() { vec![a.url.clone()] } else { a.sub_urls.clone() };
     for i in 0..a.subscribers {
+        let url = &sub_urls[i % sub_urls.len()];
         let rx = if a.reference {
-            connect(&a.url).await?.split().1
+            connect(url).await?.split().1
         } else {
-            join(&a.url, &room_name, &format!("sub{i}")).await?.1
+            join(url, &room_name, &format!("sub{i}")).await?.1
         };
         subscribers.push(rx);
     }
@@ -257,7 +266,7 @@ pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     let seconds = (end - start) as f64 / 1e6;
     let line = json!({
         "scenario": "fanout",
-        "target": if a.reference { "reference" } else { "relaycast" },
+        "target": a.label.clone().unwrap_or_else(|| if a.reference { "reference" } else { "relaycast" }.into()),
         "subscribers": a.subscribers,
         "messages": n,
         "payload_bytes": a.size,
@@ -284,6 +293,13 @@ pub struct PairsArgs {
     pairs: usize,
     #[arg(long, default_value_t = 200)]
     rounds: u64,
+    /// Where the answering side of each pair connects (default: `--url`; another cluster
+    /// node makes every round trip cross nodes).
+    #[arg(long)]
+    pong_url: Option<String>,
+    /// A name for the setup measured, in the result's `target`.
+    #[arg(long)]
+    label: Option<String>,
 }
 
 pub async fn pairs(a: PairsArgs) -> anyhow::Result<()> {
@@ -291,7 +307,7 @@ pub async fn pairs(a: PairsArgs) -> anyhow::Result<()> {
     for p in 0..a.pairs {
         let r = format!("pair-{}-{p}", std::process::id());
         let ping = join(&a.url, &r, "ping").await?;
-        let pong = join(&a.url, &r, "pong").await?;
+        let pong = join(a.pong_url.as_deref().unwrap_or(&a.url), &r, "pong").await?;
         sides.push((r, ping, pong));
     }
     let start = now_us();
@@ -338,6 +354,7 @@ pub async fn pairs(a: PairsArgs) -> anyhow::Result<()> {
         "{}",
         json!({
             "scenario": "pairs",
+            "target": a.label.as_deref().unwrap_or("relaycast"),
             "pairs": a.pairs,
             "rounds": rounds,
             "round_trips": rtts.len(),

@@ -50,6 +50,25 @@ export async function startServer({ port, dataDir, args = [], host = '127.0.0.1'
   };
 }
 
+/** A real redis-server on a free loopback port, its AOF fsynced on every write (cluster mode). */
+export async function startRedis() {
+  const port = await freePort();
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+    '--appendonly', 'yes', '--appendfsync', 'always', '--dir', tempDir()], { stdio: 'ignore' });
+  const exited = new Promise((resolve) => proc.on('exit', resolve));
+  const { connect } = await import('node:net');
+  for (let i = 0; ; i++) {
+    const up = await new Promise((resolve) => {
+      const s = connect(port, '127.0.0.1', () => { s.end(); resolve(true); });
+      s.on('error', () => resolve(false));
+    });
+    if (up) break;
+    if (i > 200) throw new Error('redis-server did not start');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return { url: `redis://127.0.0.1:${port}/`, async stop() { proc.kill('SIGKILL'); await exited; } };
+}
+
 export async function launchBrowser(extraArgs = []) {
   return chromium.launch({
     executablePath: CHROMIUM,

@@ -80,7 +80,7 @@ struct State {
     engine: Engine,
     conns: HashMap<ConnId, ConnHandle>,
     /// The app's posts waiting to be durable, by ticket.
-    posts: HashMap<u64, oneshot::Sender<Option<u64>>>,
+    posts: HashMap<u64, oneshot::Sender<Result<u64, ErrorCode>>>,
     next_ticket: u64,
 }
 
@@ -240,7 +240,10 @@ impl Hub {
             self.carry_out(&mut state, now);
         }
         match rx.await {
-            Ok(Some(seq)) => Ok(seq),
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(ErrorCode::StoreUnavailable)) => {
+                Err((ErrorCode::StoreUnavailable, "the shared message store (Redis) cannot be reached".into()))
+            }
             // The room was deleted before the post was durable (or the server is stopping).
             _ => Err((ErrorCode::RoomClosed, "the room was deleted before the message was stored".into())),
         }

@@ -176,7 +176,19 @@ pub async fn run_with_ready(
                 })
             };
             tracing::info!(node = %settings.node_id, "cluster mode: rooms are shared through redis");
-            let node = cluster::node::Node::start(&url, settings, feed).map_err(|e| RunError::Config(e.to_string()))?;
+            let load: cluster::node::Load = {
+                let hub = Arc::downgrade(&hub);
+                Arc::new(move || {
+                    hub.upgrade().map_or_else(Default::default, |hub| {
+                        hub.with_engine(|e| cluster::node::NodeLoad {
+                            connections: e.connection_count() as u64,
+                            rooms: e.room_count() as u64,
+                        })
+                    })
+                })
+            };
+            let node =
+                cluster::node::Node::start(&url, settings, feed, load).map_err(|e| RunError::Config(e.to_string()))?;
             hub.attach_cluster(node.clone());
             Some(node)
         }

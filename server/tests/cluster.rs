@@ -312,3 +312,62 @@ async fn a_draining_node_answers_what_it_took_and_its_clients_resume_elsewhere()
     assert_eq!(seqs(&resumed), acked, "nothing stored unacked, nothing acked lost");
     assert!(!acked.is_empty());
 }
+
+#[tokio::test]
+async fn the_backend_api_of_any_node_sees_the_cluster_its_rooms_and_posts_into_them() {
+    let redis = RedisServer::start();
+    let dir = dirs();
+    const KEY: &str = "cluster-backend-key-0123456789";
+    std::fs::write(dir.path().join("api.key"), KEY).unwrap();
+    let key_file = dir.path().join("api.key").to_string_lossy().into_owned();
+    let extra = ["--api-key-file", key_file.as_str()];
+    let (a, b) = (node(&redis, "a", dir.path(), &extra), node(&redis, "b", dir.path(), &extra));
+    ready(&a).await;
+    ready(&b).await;
+    let mut ann = Client::connect(&a.server).await;
+    ann.join("r", "Ann", None).await;
+    for i in 1..=3 {
+        ann.publish_acked("r", &format!("m{i}"), "hello").await;
+    }
+    let auth = format!("Bearer {KEY}");
+    let headers = [("authorization", auth.as_str())];
+    // Node b holds nobody in the room: its answers come from the shared log and presence.
+    let page = request(b.server.addr, "GET", "/api/rooms/r/messages?after=1&limit=1", &headers, b"").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let page: serde_json::Value = page.json();
+    assert_eq!(
+        (page["last_seq"].as_u64(), page["oldest_seq"].as_u64(), page["next_after"].as_u64()),
+        (Some(3), Some(1), Some(2))
+    );
+    assert_eq!(page["messages"][0]["seq"], 2);
+    let members: serde_json::Value = request(b.server.addr, "GET", "/api/rooms/r/members", &headers, b"").await.json();
+    assert_eq!(members["members"][0]["name"], "Ann");
+    // A post through node b reaches Ann on node a, numbered after hers.
+    let post = br#"{"body":{"kind":"chat","text":"from the backend"},"name":"Bot"}"#;
+    let post_headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let posted = request(b.server.addr, "POST", "/api/rooms/r/messages", &post_headers, post).await;
+    assert_eq!(posted.status, 201, "{}", posted.text());
+    assert_eq!(posted.json::<serde_json::Value>()["seq"], 4);
+    let got = ann.recv_until(|m| matches!(m, ServerMsg::Message { .. })).await;
+    assert_eq!(seqs(&got), [4]);
+    // The cluster: both nodes alive, with their connections.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let view: serde_json::Value = request(a.server.addr, "GET", "/api/cluster", &headers, b"").await.json();
+        let nodes = view["nodes"].as_array().unwrap().clone();
+        let ids: Vec<&str> = nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
+        assert_eq!(
+            (view["mode"].as_str(), view["this_node"].as_str(), ids),
+            (Some("redis"), Some("a"), vec!["a", "b"])
+        );
+        assert!(nodes.iter().all(|n| n["alive"] == true));
+        // Heartbeats carry the load every third of the TTL.
+        if nodes[0]["connections"] == 1 && nodes[0]["rooms"] == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node a's load never showed: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Without the key: refused.
+    assert_eq!(request(a.server.addr, "GET", "/api/cluster", &[], b"").await.status, 401);
+}

@@ -13,7 +13,7 @@ use super::presence::Presence;
 use super::room_log::{LogError, NewMessage, RoomLog};
 use super::subscriber::{Event, Subscriber, SubscriberConfig};
 use crate::clock::now_millis;
-use crate::core::{ClusterInput, ClusterOp, Millis, RelayedSignal};
+use crate::core::{ClusterInput, ClusterOp, HistoryPage, MemberInfo, Millis, RelayedSignal};
 use redis::aio::ConnectionManager;
 use relaycast_shared::RoomName;
 use std::collections::BTreeSet;
@@ -30,6 +30,34 @@ const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 
 /// Where the node's inputs go (the hub, in a live server).
 pub type Feed = Arc<dyn Fn(ClusterInput) + Send + Sync>;
+
+/// What the node reports of itself with each heartbeat: its connections and rooms now.
+pub type Load = Arc<dyn Fn() -> NodeLoad + Send + Sync>;
+
+/// A node's load, as its heartbeat publishes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeLoad {
+    pub connections: u64,
+    pub rooms: u64,
+}
+
+/// One node as the cluster sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeView {
+    pub id: String,
+    /// Whether its heartbeat holds.
+    pub alive: bool,
+    /// When its heartbeat lapses (or lapsed), ms since the Unix epoch.
+    pub heartbeat_until: Millis,
+    #[serde(flatten)]
+    pub load: NodeLoad,
+}
+
+/// A stream entry as `XRANGE` gives it: its id and its fields.
+type StreamEntry = (String, Vec<(String, String)>);
+
+/// Each node's latest [`NodeLoad`], by node id.
+const NODES_INFO_KEY: &str = "rc:nodes:info";
 
 /// How a node takes part in the cluster.
 #[derive(Debug, Clone)]
@@ -84,6 +112,7 @@ struct Shared {
     subscriber: Subscriber,
     healthy: Arc<AtomicBool>,
     counters: Arc<NodeCounters>,
+    load: Load,
     /// The rooms this node holds (for reaping).
     rooms: Mutex<BTreeSet<RoomName>>,
 }
@@ -91,7 +120,7 @@ struct Shared {
 impl Node {
     /// Join the cluster on `redis_url` as `settings.node_id`; inputs go to `feed`. Redis need
     /// not be up yet: until it is, the node is not ready and publishes fail.
-    pub fn start(redis_url: &str, settings: NodeSettings, feed: Feed) -> Result<Node, NodeError> {
+    pub fn start(redis_url: &str, settings: NodeSettings, feed: Feed, load: Load) -> Result<Node, NodeError> {
         let client = redis::Client::open(redis_url).map_err(NodeError::Url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(settings.response_timeout))
@@ -111,6 +140,7 @@ impl Node {
             subscriber,
             healthy: healthy.clone(),
             counters: counters.clone(),
+            load,
             rooms: Mutex::new(BTreeSet::new()),
         });
         tokio::spawn(carry_out(shared.clone(), command.clone(), ops_rx));
@@ -131,6 +161,91 @@ impl Node {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// Every node the cluster knows (alive, or dead within the last day), by id.
+    pub async fn cluster_view(&self) -> redis::RedisResult<Vec<NodeView>> {
+        let mut conn = self.command.clone();
+        let beats: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(super::presence::NODES_KEY)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let loads: std::collections::HashMap<String, String> =
+            redis::cmd("HGETALL").arg(NODES_INFO_KEY).query_async(&mut conn).await?;
+        let now = now_millis();
+        let mut nodes: Vec<NodeView> = beats
+            .into_iter()
+            .map(|(id, until)| NodeView {
+                alive: until >= now as f64,
+                heartbeat_until: until as Millis,
+                load: loads.get(&id).and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default(),
+                id,
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    /// A page of `room`'s history from the shared log, for the backend API (any node answers
+    /// for any room); `None` when Redis has no such room.
+    pub async fn history_page(
+        &self,
+        room: &RoomName,
+        after: u64,
+        limit: usize,
+    ) -> redis::RedisResult<Option<HistoryPage>> {
+        let keys = super::room_log::RoomKeys::of(room);
+        let mut conn = self.command.clone();
+        let (epoch, top, entries, oldest): (Option<String>, Option<u64>, Vec<StreamEntry>, Vec<StreamEntry>) =
+            redis::pipe()
+                .atomic()
+                .cmd("HGET")
+                .arg(&keys.meta)
+                .arg("e")
+                .cmd("HGET")
+                .arg(&keys.meta)
+                .arg("s")
+                .cmd("XRANGE")
+                .arg(&keys.log)
+                .arg(format!("{}-0", after + 1))
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit + 1)
+                .cmd("XRANGE")
+                .arg(&keys.log)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut conn)
+                .await?;
+        let Some(epoch) = epoch.and_then(|e| relaycast_shared::Epoch::try_from(e).ok()) else {
+            return Ok(None);
+        };
+        let seq_of = |id: &str| id.split('-').next().and_then(|s| s.parse::<u64>().ok());
+        let more = entries.len() > limit;
+        let page: Vec<(String, String)> =
+            entries.into_iter().take(limit).filter_map(|(id, mut fields)| Some((id, fields.pop()?.1))).collect();
+        Ok(Some(HistoryPage {
+            epoch,
+            last_seq: top.unwrap_or(0),
+            oldest_seq: oldest.first().and_then(|(id, _)| seq_of(id)),
+            next_after: page.last().filter(|_| more).and_then(|(id, _)| seq_of(id)),
+            messages: page.into_iter().map(|(_, json)| json.into()).collect(),
+        }))
+    }
+
+    /// Who is in `room` on every live node, oldest first, for the backend API.
+    pub async fn members(&self, room: &RoomName) -> redis::RedisResult<Vec<MemberInfo>> {
+        let mut conn = self.command.clone();
+        let members = Presence::default().members(&mut conn, room, now_millis()).await?;
+        Ok(members
+            .into_iter()
+            .map(|m| MemberInfo { peer_id: m.peer_id, user: m.user, name: m.name, since: m.since })
+            .collect())
     }
 
     /// Leaving on purpose: the node's heartbeat ends now, so others reap whatever members
@@ -331,6 +446,18 @@ async fn keep_alive(shared: Arc<Shared>, mut conn: ConnectionManager) {
         every.tick().await;
         let now = now_millis();
         let beat = shared.presence.heartbeat(&mut conn, &shared.settings.node_id, now, ms(ttl)).await;
+        let load = serde_json::to_string(&(shared.load)()).unwrap_or_default();
+        let beat = match beat {
+            Ok(()) => {
+                redis::cmd("HSET")
+                    .arg(NODES_INFO_KEY)
+                    .arg(&shared.settings.node_id)
+                    .arg(load)
+                    .query_async::<()>(&mut conn)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
         if let Err(err) = &beat {
             if shared.healthy.swap(false, Ordering::Relaxed) {
                 tracing::error!(error = %err, "redis is unreachable: this node is not ready");
@@ -342,12 +469,19 @@ async fn keep_alive(shared: Arc<Shared>, mut conn: ConnectionManager) {
             tracing::info!(node = %shared.settings.node_id, "connected to redis: this node is ready");
         }
         // Nodes dead for a day are forgotten; the recently dead are reaped once each.
-        let _: redis::RedisResult<()> = redis::cmd("ZREMRANGEBYSCORE")
+        let forgotten: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(super::presence::NODES_KEY)
             .arg("-inf")
             .arg(now.saturating_sub(24 * 3600 * 1000))
             .query_async(&mut conn)
-            .await;
+            .await
+            .unwrap_or_default();
+        if !forgotten.is_empty() {
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZREM").arg(super::presence::NODES_KEY).arg(&forgotten).ignore();
+            pipe.cmd("HDEL").arg(NODES_INFO_KEY).arg(&forgotten).ignore();
+            let _: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
+        }
         let dead: Vec<String> = match redis::cmd("ZRANGEBYSCORE")
             .arg(super::presence::NODES_KEY)
             .arg("-inf")

@@ -385,7 +385,7 @@ impl Engine {
         };
         self.unpersisted = self.unpersisted.saturating_sub(1);
         if let Origin::App(ticket) = appending.sender {
-            self.outputs.push(Output::Posted { ticket, room: appending.room.clone(), seq: Some(seq) });
+            self.outputs.push(Output::Posted { ticket, room: appending.room.clone(), seq: Ok(seq) });
         }
         // Durable: commit it here in order (the publication may still be on its way).
         match Arrival::parse(epoch, &json) {
@@ -405,7 +405,11 @@ impl Engine {
                 let message = format!("the message store cannot be reached ({reason}); the message was not sent");
                 self.error(conn, ErrorCode::StoreUnavailable, message, Some(appending.room), Some(appending.id));
             }
-            Origin::App(ticket) => self.outputs.push(Output::Posted { ticket, room: appending.room, seq: None }),
+            Origin::App(ticket) => self.outputs.push(Output::Posted {
+                ticket,
+                room: appending.room,
+                seq: Err(ErrorCode::StoreUnavailable),
+            }),
             Origin::Member(_) | Origin::Server => {
                 tracing::warn!(room = %appending.room, reason, "a server message could not be stored")
             }

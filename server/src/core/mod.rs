@@ -144,9 +144,10 @@ pub enum Output {
     Deliver { to: Recipients, frame: Frame },
     /// Close the connection with this reason (after sending what is queued, where possible).
     Close { conn: ConnId, reason: ErrorCode },
-    /// A message the app's backend posted ([`Engine::post_as_app`]) is durable as `seq`
-    /// (`None`: its room was deleted before it was).
-    Posted { ticket: u64, room: RoomName, seq: Option<u64> },
+    /// A message the app's backend posted ([`Engine::post_as_app`]) is durable as `seq`, or
+    /// was not stored: its room was deleted before it was (`room_closed`), or the shared log
+    /// could not be reached (`store_unavailable`).
+    Posted { ticket: u64, room: RoomName, seq: Result<u64, ErrorCode> },
     /// Cluster mode: something for the shared log to do.
     Cluster(ClusterOp),
 }
@@ -1036,7 +1037,7 @@ impl Engine {
     fn commit(&mut self, p: Pending, now: Millis) {
         let Some(room) = self.rooms.get_mut(&p.room) else {
             if let Origin::App(ticket) = p.sender {
-                self.outputs.push(Output::Posted { ticket, room: p.room, seq: None });
+                self.outputs.push(Output::Posted { ticket, room: p.room, seq: Err(ErrorCode::RoomClosed) });
             }
             return;
         };
@@ -1059,7 +1060,7 @@ impl Engine {
             Origin::Member(conn) if self.peers.contains_key(&conn) => {
                 self.send(conn, &ServerMsg::Ack { room: p.room, id: p.id, seq: p.seq })
             }
-            Origin::App(ticket) => self.outputs.push(Output::Posted { ticket, room: p.room, seq: Some(p.seq) }),
+            Origin::App(ticket) => self.outputs.push(Output::Posted { ticket, room: p.room, seq: Ok(p.seq) }),
             Origin::Member(_) | Origin::Server => {}
         }
         self.unref_blobs(unpinned);

@@ -10,6 +10,8 @@
 //! - `GET /api/rooms/<room>/members`: presence.
 //! - `DELETE /api/rooms/<room>/members/<user>?reason=`: remove a user from a room.
 //! - `DELETE /api/users/<user>?reason=`: remove a user from the server.
+//! - `GET /api/cluster`: the nodes (cluster mode: every node on the shared Redis, alive or
+//!   recently dead, with its connections and rooms; alone: this one).
 
 use super::reply::{json_response, param, query, BoxError, Credentials, HttpError, ResBody, StableCode};
 use crate::auth::api_keys::ApiKeys;
@@ -38,6 +40,7 @@ pub enum Route {
     Members(RoomName),
     Member(RoomName, UserId),
     User(UserId),
+    Cluster,
 }
 
 /// The backend API's error codes.
@@ -58,6 +61,8 @@ pub enum BackendCode {
     Overloaded,
     /// The message was not stored in time (504); it may still be.
     Timeout,
+    /// Cluster mode: Redis cannot be reached (503).
+    StoreUnavailable,
 }
 
 impl StableCode for BackendCode {
@@ -72,6 +77,7 @@ impl StableCode for BackendCode {
             BackendCode::RoomClosed => "room_closed",
             BackendCode::Overloaded => "overloaded",
             BackendCode::Timeout => "timeout",
+            BackendCode::StoreUnavailable => "store_unavailable",
         }
     }
     fn status(self) -> u16 {
@@ -82,7 +88,7 @@ impl StableCode for BackendCode {
             BackendCode::MethodNotAllowed => 405,
             BackendCode::RoomClosed => 409,
             BackendCode::UnknownBlob => 422,
-            BackendCode::Overloaded => 503,
+            BackendCode::Overloaded | BackendCode::StoreUnavailable => 503,
             BackendCode::Timeout => 504,
         }
     }
@@ -108,6 +114,7 @@ pub fn route(path: &str) -> Result<Route, HttpError> {
         ["api", "rooms", r, "members"] => Ok(Route::Members(room(r)?)),
         ["api", "rooms", r, "members", u] => Ok(Route::Member(room(r)?, user(u)?)),
         ["api", "users", u] => Ok(Route::User(user(u)?)),
+        ["api", "cluster"] => Ok(Route::Cluster),
         _ => Err(HttpError::new(BackendCode::NotFound, format!("no such path: {path}"))),
     }
 }
@@ -188,7 +195,11 @@ impl BackendApi {
                     None => 0,
                 };
                 let limit = page_size(&query)?;
-                let page = self.hub.backend(|engine, _| engine.history_page(&room, after, limit));
+                let page = match self.hub.cluster() {
+                    // Cluster mode: the shared log has every room, whichever node holds it.
+                    Some(node) => node.history_page(&room, after, limit).await.map_err(redis_down)?,
+                    None => self.hub.backend(|engine, _| engine.history_page(&room, after, limit)),
+                };
                 let Some(page) = page else {
                     return Err(HttpError::new(BackendCode::UnknownRoom, format!("no room {room}")));
                 };
@@ -219,6 +230,11 @@ impl BackendApi {
                     .map_err(|(code, message)| HttpError::new(engine_code(code), message))?;
                 Ok(json_response(StatusCode::CREATED, &json!({ "room": room, "seq": seq })))
             }
+            (Route::Members(room), Method::GET) if self.hub.cluster().is_some() => {
+                let node = self.hub.cluster().ok_or_else(|| bad("no cluster"))?;
+                let members = node.members(&room).await.map_err(redis_down)?;
+                Ok(json_response(StatusCode::OK, &json!({ "room": room, "members": members })))
+            }
             (Route::Members(room), Method::GET) => match self.hub.backend(|engine, _| engine.room_members(&room)) {
                 Some(members) => Ok(json_response(StatusCode::OK, &json!({ "room": room, "members": members }))),
                 None => Err(HttpError::new(BackendCode::UnknownRoom, format!("no room {room}"))),
@@ -236,6 +252,20 @@ impl BackendApi {
                 let removed =
                     self.hub.backend(|engine, now| engine.remove_user(None, &user, ErrorCode::Removed, reason, now));
                 Ok(json_response(StatusCode::OK, &json!({ "user": user, "connections_removed": removed })))
+            }
+            (Route::Cluster, Method::GET) => {
+                let Some(node) = self.hub.cluster() else {
+                    let (connections, rooms) = self.hub.with_engine(|e| (e.connection_count(), e.room_count()));
+                    let me = json!({ "id": "local", "alive": true, "connections": connections, "rooms": rooms });
+                    return Ok(json_response(StatusCode::OK, &json!({ "mode": "embedded", "nodes": [me] })));
+                };
+                match node.cluster_view().await {
+                    Ok(nodes) => Ok(json_response(
+                        StatusCode::OK,
+                        &json!({ "mode": "redis", "this_node": node.node_id(), "nodes": nodes }),
+                    )),
+                    Err(err) => Err(HttpError::new(BackendCode::StoreUnavailable, format!("redis: {err}"))),
+                }
             }
             (_, method) => Err(HttpError::new(BackendCode::MethodNotAllowed, format!("{method} is not allowed here"))),
         }
@@ -255,6 +285,11 @@ pub fn check_key(keys: &ApiKeys, credentials: &Credentials) -> Result<(), HttpEr
         )),
         None => Err(HttpError::new(BackendCode::Unauthorized, "that is not one of this server's API keys")),
     }
+}
+
+/// Cluster mode: Redis did not answer.
+fn redis_down(err: redis::RedisError) -> HttpError {
+    HttpError::new(BackendCode::StoreUnavailable, format!("the shared store (Redis) cannot be reached: {err}"))
 }
 
 fn page_size(query: &[(String, String)]) -> Result<usize, HttpError> {
@@ -280,6 +315,7 @@ fn engine_code(code: ErrorCode) -> BackendCode {
     match code {
         ErrorCode::UnknownBlob => BackendCode::UnknownBlob,
         ErrorCode::RoomClosed => BackendCode::RoomClosed,
+        ErrorCode::StoreUnavailable => BackendCode::StoreUnavailable,
         ErrorCode::InvalidField => BackendCode::BadRequest,
         _ => BackendCode::Overloaded,
     }

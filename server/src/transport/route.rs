@@ -46,7 +46,8 @@ impl Route {
             | ["api", "rooms", _]
             | ["api", "rooms", _, "messages" | "members"]
             | ["api", "rooms", _, "members", _]
-            | ["api", "users", _] => backend_api::route(path).map(Route::Backend),
+            | ["api", "users", _]
+            | ["api", "cluster"] => backend_api::route(path).map(Route::Backend),
             ["api", ..] => Err(HttpError::new(DoorCode::NotFound, format!("no such path: {path}"))),
             _ => Ok(Route::App),
         }
@@ -75,6 +76,7 @@ mod tests {
         assert!(matches!(Route::parse("/api/rooms").unwrap(), Route::Backend(_)));
         assert!(matches!(Route::parse("/api/rooms/r/messages").unwrap(), Route::Backend(_)));
         assert!(matches!(Route::parse("/api/users/u1").unwrap(), Route::Backend(_)));
+        assert!(matches!(Route::parse("/api/cluster").unwrap(), Route::Backend(_)));
         let id = SessionId::from_bits(9);
         assert!(matches!(Route::parse(&format!("/whep/stage/{id}")).unwrap(), Route::Media(_)));
         assert_eq!(Route::parse("/r/standup").unwrap(), Route::App);

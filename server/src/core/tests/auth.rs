@@ -272,7 +272,7 @@ fn the_apps_posts_are_sequenced_like_members_and_a_deleted_room_drops_them() {
     assert_eq!(seq, 2, "after the member's message");
     assert!(sim.posted.is_empty(), "not before it is durable");
     sim.persist();
-    assert_eq!(sim.posted, vec![(7, Some(2))]);
+    assert_eq!(sim.posted, vec![(7, Ok(2))]);
     let got = sim.take(1);
     assert_eq!(texts(&got), vec!["2:from the app"]);
     // Posted, then the room is closed with its history before the store wrote it.
@@ -280,7 +280,7 @@ fn the_apps_posts_are_sequenced_like_members_and_a_deleted_room_drops_them() {
     assert_eq!(sim.engine.close_room(&room("r"), None, true), Some(1));
     sim.collect();
     sim.persist();
-    assert_eq!(sim.posted.last(), Some(&(8, None)));
+    assert_eq!(sim.posted.last(), Some(&(8, Err(ErrorCode::RoomClosed))));
     assert!(sim.take(1).iter().any(|m| matches!(m, ServerMsg::Removed { code: ErrorCode::RoomClosed, .. })));
     assert!(sim.engine.history_page(&room("r"), 0, 10).is_none());
 }

@@ -11,7 +11,7 @@ struct Sim {
     closed: Vec<(ConnId, ErrorCode)>,
     store: Vec<StoreOp>,
     /// The app's posts reported durable: (ticket, seq).
-    posted: Vec<(u64, Option<u64>)>,
+    posted: Vec<(u64, Result<u64, ErrorCode>)>,
 }
 
 /// The address every simulated connection comes from, unless a test says otherwise.

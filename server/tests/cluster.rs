@@ -371,3 +371,60 @@ async fn the_backend_api_of_any_node_sees_the_cluster_its_rooms_and_posts_into_t
     // Without the key: refused.
     assert_eq!(request(a.server.addr, "GET", "/api/cluster", &[], b"").await.status, 401);
 }
+
+#[tokio::test]
+async fn deletions_and_removals_hold_on_every_node() {
+    let redis = RedisServer::start();
+    let dir = dirs();
+    let keys = Keys::new();
+    let (ed, api) = (format!("ed-1={}", keys.path("ed.pub.pem")), format!("backend={}", keys.path("api")));
+    let token_mode = ["--auth", "token", "--auth-public-key", ed.as_str(), "--api-key-file", api.as_str()];
+    let (a, b) = (node(&redis, "a", dir.path(), &token_mode), node(&redis, "b", dir.path(), &token_mode));
+    ready(&a).await;
+    ready(&b).await;
+    let member = "join,history,publish";
+    let (mut moderator, _, _) = common::member(&a.server, &keys, "mod", "r", "join,history,publish,moderate").await;
+    // The same user on both nodes, and a bystander on b.
+    let (mut troll_a, _, _) = common::member(&a.server, &keys, "troll", "r", member).await;
+    let (mut troll_b, _, _) = common::member(&b.server, &keys, "troll", "r", member).await;
+    let (mut bystander, _, _) = common::member(&b.server, &keys, "ok", "r", member).await;
+    let publish = ClientMsg::Publish { room: room("r"), id: ClientMsgId::try_from("t1").unwrap(), body: chat("spam") };
+    send_on(&mut troll_b, &publish).await;
+    loop {
+        if let ServerMsg::Ack { seq, .. } = recv_on(&mut troll_b).await {
+            assert_eq!(seq, 1);
+            break;
+        }
+    }
+    // The moderator on node a deletes it: members on both nodes are told.
+    send_on(&mut moderator, &ClientMsg::Delete { room: room("r"), seq: 1 }).await;
+    for ws in [&mut bystander, &mut troll_a] {
+        loop {
+            match recv_on(ws).await {
+                ServerMsg::Deleted { seq, .. } => break assert_eq!(seq, 1),
+                ServerMsg::Error { code, message, .. } => panic!("{code}: {message}"),
+                _ => {}
+            }
+        }
+    }
+    // The history, through any node, holds the tombstone.
+    let auth = format!("Bearer {API_KEY}");
+    let page: serde_json::Value =
+        request(b.server.addr, "GET", "/api/rooms/r/messages", &[("authorization", auth.as_str())], b"").await.json();
+    assert_eq!(page["messages"][0]["body"]["kind"], "deleted", "{page}");
+    // The backend removes the user through node b: both of their connections go.
+    let removed =
+        request(b.server.addr, "DELETE", "/api/rooms/r/members/troll", &[("authorization", auth.as_str())], b"").await;
+    assert_eq!(removed.status, 200, "{}", removed.text());
+    for ws in [&mut troll_a, &mut troll_b] {
+        loop {
+            if let ServerMsg::Removed { code, .. } = recv_on(ws).await {
+                break assert_eq!(code, ErrorCode::Removed);
+            }
+        }
+    }
+    // And the removal holds on the other node: the old token does not get back in.
+    let (mut again, _) =
+        hello(&a.server, &mint_token_issued(&keys, "troll", "r", member, now_secs() - 5)).await.unwrap();
+    assert_eq!(error_codes(&join_on(&mut again, "r").await), [ErrorCode::Removed]);
+}

@@ -13,7 +13,7 @@ use super::presence::Presence;
 use super::room_log::{LogError, NewMessage, RoomLog};
 use super::subscriber::{Event, Subscriber, SubscriberConfig};
 use crate::clock::now_millis;
-use crate::core::{ClusterInput, ClusterOp, HistoryPage, MemberInfo, Millis, RelayedSignal};
+use crate::core::{ClusterInput, ClusterOp, ClusterRemoval, HistoryPage, MemberInfo, Millis, RelayedSignal};
 use redis::aio::ConnectionManager;
 use relaycast_shared::RoomName;
 use std::collections::BTreeSet;
@@ -229,6 +229,18 @@ impl Node {
         let more = entries.len() > limit;
         let page: Vec<(String, String)> =
             entries.into_iter().take(limit).filter_map(|(id, mut fields)| Some((id, fields.pop()?.1))).collect();
+        // Deleted messages: their tombstones in their place.
+        let mut page = page;
+        if !page.is_empty() {
+            let seqs: Vec<&str> = page.iter().map(|(id, _)| id.split('-').next().unwrap_or("0")).collect();
+            let tombstones: Vec<Option<String>> =
+                redis::cmd("HMGET").arg(&keys.deleted).arg(&seqs).query_async(&mut conn).await?;
+            for ((_, json), tombstone) in page.iter_mut().zip(tombstones) {
+                if let Some(tombstone) = tombstone {
+                    *json = tombstone;
+                }
+            }
+        }
         Ok(Some(HistoryPage {
             epoch,
             last_seq: top.unwrap_or(0),
@@ -411,6 +423,19 @@ async fn one(shared: &Arc<Shared>, conn: &mut ConnectionManager, op: ClusterOp) 
                 tracing::warn!(node, error = %err, "cannot relay signaling to another node");
             }
         }
+        ClusterOp::Delete { room, epoch, seq, tombstone } => {
+            if let Err(err) = shared.log.delete(conn, &room, &epoch, seq, &tombstone).await {
+                shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(room = %room, seq, error = %err, "cannot delete a message in redis");
+            }
+        }
+        ClusterOp::Remove(removal) => {
+            let payload = serde_json::to_string(&removal).unwrap_or_default();
+            if let Err(err) = peers::tell_all(conn, &payload).await {
+                shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %err, "cannot tell the other nodes of a removal");
+            }
+        }
         ClusterOp::Append { .. } => {}
     }
 }
@@ -425,6 +450,14 @@ async fn listen(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Event>)
                 Ok(signal) => ClusterInput::Signal(signal),
                 Err(err) => {
                     tracing::warn!(error = %err, "a message from another node this one does not understand");
+                    continue;
+                }
+            },
+            Event::Deleted { room, json } => ClusterInput::Deleted { room, json },
+            Event::Control { payload } => match serde_json::from_str::<ClusterRemoval>(&payload) {
+                Ok(removal) => ClusterInput::Remove(removal),
+                Err(err) => {
+                    tracing::warn!(error = %err, "a cluster message this node does not understand");
                     continue;
                 }
             },

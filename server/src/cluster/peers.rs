@@ -1,5 +1,6 @@
 //! A channel per node, so that signaling for a peer on another node gets there in order and
-//! once.
+//! once; and one channel every node listens on ([`CONTROL`]), for what all of them must apply
+//! (removals).
 //!
 //! Which node a peer is on is known from presence (every member is announced with its node).
 //! Each node listens on `rc:node:{<node>}:inbox`; what one node publishes there over its one
@@ -7,6 +8,14 @@
 //! once (pub/sub: a node that is down misses it, and its peers are gone with it).
 
 use redis::aio::ConnectionLike;
+
+/// The channel every node listens on.
+pub const CONTROL: &str = "rc:control";
+
+/// Tell every node (this one included) `payload`.
+pub async fn tell_all<C: ConnectionLike>(conn: &mut C, payload: &str) -> redis::RedisResult<()> {
+    redis::cmd("PUBLISH").arg(CONTROL).arg(payload).query_async(conn).await
+}
 
 /// A node's inbox channel.
 pub fn inbox(node: &str) -> String {

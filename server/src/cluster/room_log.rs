@@ -6,7 +6,10 @@
 //! - `rc:{R}:meta`, a hash: `e` the epoch, `s` the top sequence number;
 //! - `rc:{R}:log`, a stream whose entry ids are the sequence numbers (`<seq>-0`), each with the
 //!   message's JSON in field `m`, trimmed to the history's length;
-//! - `rc:{R}:pub`, the channel every node with members in `R` listens on: `<epoch>\n<json>`.
+//! - `rc:{R}:pub`, the channel every node with members in `R` listens on: `<epoch>\n<json>`
+//!   for a message, `!x<json>` for a deletion (presence has `!+` and `!-`);
+//! - `rc:{R}:deleted`, a hash of sequence number → the tombstone that replaces that message
+//!   (a stream's entries cannot be rewritten; reads put the tombstones in their place).
 //!
 //! Appending is one Lua script, so numbering, history and fan-out never disagree: it takes
 //! the room's epoch (or makes the one passed in, when the meta is gone: a Redis that lost the
@@ -56,10 +59,25 @@ end
 local top = redis.call('HGET', KEYS[1], 's')
 local entries = redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
 local out = {epoch, top}
+local tombstones = redis.call('EXISTS', KEYS[3]) == 1
 for _, entry in ipairs(entries) do
-  table.insert(out, entry[2][2])
+  local json = entry[2][2]
+  if tombstones then
+    json = redis.call('HGET', KEYS[3], string.match(entry[1], '^%d+')) or json
+  end
+  table.insert(out, json)
 end
 return out
+"#;
+
+const DELETE: &str = r#"
+if redis.call('HGET', KEYS[1], 'e') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], '!x' .. ARGV[3])
+return 1
 "#;
 
 /// Why Redis could not do what was asked.
@@ -84,6 +102,7 @@ pub struct RoomKeys {
     pub meta: String,
     pub log: String,
     pub channel: String,
+    pub deleted: String,
 }
 
 impl RoomKeys {
@@ -92,6 +111,7 @@ impl RoomKeys {
             meta: format!("rc:{{{room}}}:meta"),
             log: format!("rc:{{{room}}}:log"),
             channel: format!("rc:{{{room}}}:pub"),
+            deleted: format!("rc:{{{room}}}:deleted"),
         }
     }
 }
@@ -128,13 +148,19 @@ pub struct NewMessage<'a> {
 pub struct RoomLog {
     append: Script,
     read: Script,
+    delete: Script,
     /// Messages each room's log keeps.
     max_messages: u64,
 }
 
 impl RoomLog {
     pub fn new(max_messages: u64) -> Self {
-        RoomLog { append: Script::new(APPEND), read: Script::new(READ), max_messages: max_messages.max(1) }
+        RoomLog {
+            append: Script::new(APPEND),
+            read: Script::new(READ),
+            delete: Script::new(DELETE),
+            max_messages: max_messages.max(1),
+        }
     }
 
     /// Append each message to its room's log and publish it, in one pipeline, in order; the
@@ -221,6 +247,7 @@ impl RoomLog {
             .read
             .key(&keys.meta)
             .key(&keys.log)
+            .key(&keys.deleted)
             .arg(from.max(1))
             .arg(limit.max(1))
             .arg(new_epoch.as_str())
@@ -235,6 +262,39 @@ impl RoomLog {
         let top = top.parse().map_err(|_| LogError::Unexpected(format!("top sequence {top:?}")))?;
         Ok(LogSlice { epoch, top, messages: parts.collect() })
     }
+}
+
+impl RoomLog {
+    /// Put `tombstone` (a [`RoomMessage`] with [`relaycast_shared::Body::Deleted`]) in place of
+    /// message `seq` of `room` under `epoch`, and tell the nodes; false when the room's epoch
+    /// is another (the message is gone with its history).
+    pub async fn delete<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        room: &RoomName,
+        epoch: &Epoch,
+        seq: u64,
+        tombstone: &str,
+    ) -> Result<bool, LogError> {
+        let keys = RoomKeys::of(room);
+        let done: i64 = self
+            .delete
+            .key(&keys.meta)
+            .key(&keys.deleted)
+            .arg(epoch.as_str())
+            .arg(seq)
+            .arg(tombstone)
+            .arg(ROOM_TTL_SECS)
+            .arg(&keys.channel)
+            .invoke_async(conn)
+            .await?;
+        Ok(done == 1)
+    }
+}
+
+/// A deletion on a room's channel: the tombstone's JSON.
+pub fn parse_deletion(payload: &str) -> Option<&str> {
+    payload.strip_prefix("!x")
 }
 
 /// A publication on a room's channel: its epoch and the message JSON.

@@ -10,7 +10,7 @@
 //! rebuild is reported as [`Event::Resync`], for the rooms to be checked against their logs.
 
 use super::presence::{parse_announcement, Change};
-use super::room_log::{parse_publication, RoomKeys};
+use super::room_log::{parse_deletion, parse_publication, RoomKeys};
 use futures_util::StreamExt;
 use relaycast_shared::{Epoch, RoomName};
 use std::collections::BTreeSet;
@@ -23,10 +23,14 @@ use tokio::time::Instant;
 pub enum Event {
     /// A message published to a room this node listens to.
     Publication { room: RoomName, epoch: Epoch, json: String },
+    /// A message of a room this node listens to was deleted: its tombstone.
+    Deleted { room: RoomName, json: String },
     /// Someone joined or left a room this node listens to (on any node).
     Presence { room: RoomName, change: Change },
     /// Something another node sent to this one (signaling for a peer here).
     Direct { payload: String },
+    /// Something a node said to every node (a removal).
+    Control { payload: String },
     /// The subscription was rebuilt (Redis restarted, the connection dropped or went deaf):
     /// publications may have been missed; check every room's log for gaps.
     Resync,
@@ -171,6 +175,7 @@ async fn listen(
     let mut prober = client.get_multiplexed_async_connection().await?;
     sink.subscribe(probe_channel).await?;
     sink.subscribe(inbox).await?;
+    sink.subscribe(super::peers::CONTROL).await?;
     for room in rooms.iter() {
         sink.subscribe(RoomKeys::of(room).channel).await?;
     }
@@ -193,14 +198,18 @@ async fn listen(
                     }
                     continue;
                 }
-                if channel == inbox {
-                    if events.send(Event::Direct { payload }).is_err() {
+                if channel == inbox || channel == super::peers::CONTROL {
+                    let event = if channel == inbox { Event::Direct { payload } } else { Event::Control { payload } };
+                    if events.send(event).is_err() {
                         return Ok(Ended::Stop);
                     }
                     continue;
                 }
                 let Some(room) = room_of(channel) else { continue };
                 let event = match (parse_announcement(&payload), parse_publication(&payload)) {
+                    _ if parse_deletion(&payload).is_some() => {
+                        Event::Deleted { room, json: parse_deletion(&payload).unwrap_or_default().to_owned() }
+                    }
                     (Some(change), _) => Event::Presence { room, change },
                     (None, Some((epoch, json))) => Event::Publication { room, epoch, json: json.to_owned() },
                     (None, None) => {

@@ -152,6 +152,15 @@ impl Engine {
         if !own && !rights.has(Right::Moderate) {
             return self.forbidden(conn, room_name, None, "you may delete only your own messages here");
         }
+        // Cluster mode: the shared log keeps the tombstone and tells every node, this one too.
+        if let Some(room) = self.rooms.get(&room_name).filter(|r| r.shared.is_some()) {
+            if message.body != Body::Deleted {
+                let tombstone = encode_room_message(&RoomMessage { body: Body::Deleted, ..message });
+                let epoch = room.epoch.clone();
+                self.cluster_op(ClusterOp::Delete { room: room_name, epoch, seq, tombstone });
+            }
+            return;
+        }
         if message.body != Body::Deleted {
             let json: Arc<str> = encode_room_message(&RoomMessage { body: Body::Deleted, ..message }).into();
             let Some(room) = self.rooms.get_mut(&room_name) else {
@@ -175,6 +184,23 @@ impl Engine {
         }
         let target_conn = self.by_peer_id.get(&target).copied().filter(|t| self.rights(*t, &room).is_some());
         let Some(target_conn) = target_conn else {
+            // Cluster mode: a member on another node is removed there.
+            if let Some(member) = self.remote_members(&room).iter().find(|m| m.peer_id == target).cloned() {
+                match member.user {
+                    Some(user) => {
+                        self.remove_user(Some(&room), &user, ErrorCode::Removed, reason, now);
+                    }
+                    None => self.cluster_op(ClusterOp::Remove(ClusterRemoval {
+                        node: self.node().to_owned(),
+                        room: Some(room),
+                        who: Removed::Peer(target),
+                        code: ErrorCode::Removed,
+                        reason,
+                        at: now,
+                    })),
+                }
+                return;
+            }
             let message = format!("no peer {target} in this room");
             return self.error(conn, ErrorCode::UnknownPeer, message, Some(room), None);
         };
@@ -188,8 +214,32 @@ impl Engine {
 
     /// Remove `user` from `room` (or, with none, from the server): every connection of theirs
     /// is told why and leaves (or is closed); tokens issued before now do not let them back.
-    /// Returns how many connections it touched.
+    /// In cluster mode every other node does the same. Returns how many connections it
+    /// touched here.
     pub fn remove_user(
+        &mut self,
+        room: Option<&RoomName>,
+        user: &UserId,
+        code: ErrorCode,
+        reason: Option<Reason>,
+        now: Millis,
+    ) -> usize {
+        if self.is_clustered() {
+            let removal = ClusterRemoval {
+                node: self.node().to_owned(),
+                room: room.cloned(),
+                who: Removed::User(user.clone()),
+                code,
+                reason: reason.clone(),
+                at: now,
+            };
+            self.cluster_op(ClusterOp::Remove(removal));
+        }
+        self.remove_user_here(room, user, code, reason, now)
+    }
+
+    /// [`Engine::remove_user`] on this node only.
+    pub(super) fn remove_user_here(
         &mut self,
         room: Option<&RoomName>,
         user: &UserId,

@@ -71,6 +71,29 @@ pub struct RelayedSignal {
     pub signal: Signal,
 }
 
+/// A removal every node applies to its own connections.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterRemoval {
+    /// The node it was decided on (which applied it already).
+    pub node: String,
+    /// The room, or none: the whole server.
+    pub room: Option<RoomName>,
+    pub who: Removed,
+    pub code: ErrorCode,
+    pub reason: Option<Reason>,
+    pub at: Millis,
+}
+
+/// Who a [`ClusterRemoval`] removes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Removed {
+    /// Every connection of this user (token mode).
+    User(UserId),
+    /// This one peer (open mode, where there are no users).
+    Peer(PeerId),
+}
+
 /// What the engine asks of the shared log, in order (see [`Output::Cluster`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClusterOp {
@@ -92,6 +115,11 @@ pub enum ClusterOp {
     Leave { room: RoomName, peer: PeerId },
     /// Send signaling to the node its recipient is on.
     Signal { node: String, signal: RelayedSignal },
+    /// Put `tombstone` in place of message `seq` of `room` (if the room is still of `epoch`),
+    /// and tell every node holding the room ([`ClusterInput::Deleted`]).
+    Delete { room: RoomName, epoch: Epoch, seq: u64, tombstone: String },
+    /// Tell every node to apply a removal.
+    Remove(ClusterRemoval),
 }
 
 /// What the shared log reports back.
@@ -117,6 +145,10 @@ pub enum ClusterInput {
     Presence { room: RoomName, change: PresenceChange },
     /// Signaling from another node.
     Signal(RelayedSignal),
+    /// A message of a room was deleted: its tombstone.
+    Deleted { room: RoomName, json: String },
+    /// A removal decided on some node.
+    Remove(ClusterRemoval),
     /// The node's subscription was rebuilt: publications may have been missed in any room.
     Resync,
 }
@@ -191,7 +223,7 @@ impl Engine {
         self.config.cluster.is_some()
     }
 
-    fn node(&self) -> &str {
+    pub(super) fn node(&self) -> &str {
         self.config.cluster.as_ref().map_or("", |c| c.node.as_str())
     }
 
@@ -308,6 +340,25 @@ impl Engine {
             }
             ClusterInput::Presence { room, change } => self.remote_presence(room, change),
             ClusterInput::Signal(relayed) => self.relayed_signal(relayed),
+            ClusterInput::Deleted { room, json } => self.deleted(room, json),
+            ClusterInput::Remove(removal) => {
+                if removal.node == self.node() {
+                    return;
+                }
+                let ClusterRemoval { room, who, code, reason, at, .. } = removal;
+                match who {
+                    Removed::User(user) => {
+                        self.remove_user_here(room.as_ref(), &user, code, reason, at);
+                    }
+                    Removed::Peer(peer) => {
+                        let Some(&conn) = self.by_peer_id.get(&peer) else { return };
+                        match room {
+                            Some(room) => self.expel(conn, &room, code, reason),
+                            None => self.close(conn, code),
+                        }
+                    }
+                }
+            }
             ClusterInput::Resync => {
                 let mut rooms: Vec<(RoomName, u64)> = self
                     .rooms
@@ -601,6 +652,25 @@ impl Engine {
             self.deliver(Recipients::Many(members), frame);
         }
         self.ownership_moved(&room_name, owner_before);
+    }
+
+    /// A deletion from the log: the tombstone takes the message's place here, and the members
+    /// here are told.
+    fn deleted(&mut self, room_name: RoomName, json: String) {
+        let Ok(tombstone) = serde_json::from_str::<RoomMessage>(&json) else {
+            return tracing::warn!(room = %room_name, "a deletion that is not a room message; ignored");
+        };
+        let seq = tombstone.seq;
+        let Some(room) = self.rooms.get_mut(&room_name).filter(|r| r.shared.as_ref().is_some_and(|s| s.loaded)) else {
+            return;
+        };
+        if seq > room.last_committed {
+            return;
+        }
+        let old = room.history.replace(seq, json.into(), None);
+        let members = room.members.clone();
+        self.unref_blobs(old.and_then(|e| e.blob).into_iter().collect());
+        self.deliver(Recipients::Many(members), Frame::of(&ServerMsg::Deleted { room: room_name, seq }));
     }
 
     fn relayed_signal(&mut self, relayed: RelayedSignal) {

@@ -22,7 +22,10 @@ mod turn;
 use access::Bar;
 pub use access::Removal;
 pub use admin::{HistoryPage, MemberInfo, RoomSummary};
-pub use cluster::{ClusterConfig, ClusterInput, ClusterMember, ClusterOp, LogSlice, PresenceChange, RelayedSignal};
+pub use cluster::{
+    ClusterConfig, ClusterInput, ClusterMember, ClusterOp, ClusterRemoval, LogSlice, PresenceChange, RelayedSignal,
+    Removed,
+};
 pub use grant::{GrantConfig, GrantError, Purpose};
 pub use history::{Entry, Evicted, History, HistoryLimits};
 pub use rate::{Rate, TokenBucket};

@@ -147,6 +147,16 @@ impl Cluster {
                     self.publish_to_subscribers(&room, ClusterInput::Presence { room: room.clone(), change });
                 }
             }
+            ClusterOp::Delete { room, epoch, seq, tombstone } => {
+                let Some(entry) = self.log.rooms.get_mut(&room).filter(|e| e.0 == epoch) else { return true };
+                entry.2[seq as usize - 1] = tombstone.clone();
+                self.publish_to_subscribers(&room, ClusterInput::Deleted { room: room.clone(), json: tombstone });
+            }
+            ClusterOp::Remove(removal) => {
+                for node in &mut self.nodes {
+                    node.incoming.push_back(ClusterInput::Remove(removal.clone()));
+                }
+            }
             ClusterOp::Signal { node, signal } => {
                 let to = if node == "n0" { 0 } else { 1 };
                 self.nodes[to].incoming.push_back(ClusterInput::Signal(signal));
@@ -414,4 +424,43 @@ proptest! {
             prop_assert_eq!(acks.len(), sent[n], "node {}'s sender got one ack per message", n);
         }
     }
+}
+
+#[test]
+fn deletions_and_removals_reach_every_node() {
+    let mut c = Cluster::new();
+    c.connect(0, 1);
+    let b = c.connect(1, 2);
+    c.join(0, 1, "r", None);
+    c.settle();
+    c.join(1, 2, "r", None);
+    c.settle();
+    c.publish(1, 2, "r", "oops");
+    c.settle();
+    c.take(0, 1);
+    c.take(1, 2);
+    // b deletes its own message: both nodes' members are told, and the log keeps the tombstone.
+    c.input(1, Input::Message(2, ClientMsg::Delete { room: room("r"), seq: 1 }));
+    c.settle();
+    for (n, conn) in [(0, 1), (1, 2)] {
+        assert_eq!(c.take(n, conn), [ServerMsg::Deleted { room: room("r"), seq: 1 }], "node {n}");
+    }
+    c.connect(0, 3);
+    c.join(0, 3, "r", None);
+    c.settle();
+    let history = c.take(0, 3);
+    let bodies: Vec<Body> = history
+        .iter()
+        .flat_map(|m| match m {
+            ServerMsg::History { messages, .. } => messages.iter().map(|m| m.body.clone()).collect(),
+            _ => vec![],
+        })
+        .collect();
+    assert_eq!(bodies, [Body::Deleted], "node 0 holds the tombstone");
+    // The owner (open mode: a, in longest) removes b, who is on the other node.
+    c.input(0, Input::Message(1, ClientMsg::Remove { room: room("r"), peer: b.clone(), reason: None }));
+    c.settle();
+    let told = c.take(1, 2);
+    assert!(told.iter().any(|m| matches!(m, ServerMsg::Removed { code: ErrorCode::Removed, .. })), "{told:?}");
+    assert!(c.take(0, 1).iter().any(|m| matches!(m, ServerMsg::PeerLeft { peer_id, .. } if *peer_id == b)));
 }

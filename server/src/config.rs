@@ -71,6 +71,22 @@ pub struct Config {
     #[arg(long, env = "RELAYCAST_REDIS_PROBE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub redis_probe_interval: Duration,
 
+    /// Cluster mode: the URL other nodes reach this one at, for fetching a room's files from
+    /// it (default: http:// and the address the server listens on, which must then not be
+    /// 0.0.0.0 or ::).
+    #[arg(long, env = "RELAYCAST_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+
+    /// Cluster mode: a file holding the secret every node signs grants and stream keys with
+    /// (at least 32 bytes), so that a grant from one node works on every node. Without it (or
+    /// --cluster-secret-env) the first node makes one and keeps it in Redis.
+    #[arg(long, env = "RELAYCAST_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+
+    /// Cluster mode: an environment variable holding that secret.
+    #[arg(long, env = "RELAYCAST_CLUSTER_SECRET_ENV")]
+    pub cluster_secret_env: Option<String>,
+
     /// Directory of the built web app, served at `/`.
     #[arg(long, env = "RELAYCAST_STATIC_DIR", default_value = "dist")]
     pub static_dir: PathBuf,
@@ -606,6 +622,24 @@ impl Config {
         self.node_id
             .clone()
             .unwrap_or_else(|| RANDOM.get_or_init(|| format!("node-{:016x}", rand::random::<u64>())).clone())
+    }
+
+    /// The cluster secret given in the configuration, if any.
+    pub fn cluster_secret(&self) -> Result<Option<Vec<u8>>, String> {
+        let secret = match (&self.cluster_secret_file, &self.cluster_secret_env) {
+            (Some(file), _) => std::fs::read(file)
+                .map_err(|e| format!("--cluster-secret-file {}: {e}", file.display()))?
+                .trim_ascii()
+                .to_vec(),
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| format!("--cluster-secret-env {var}: no such environment variable"))?
+                .into_bytes(),
+            (None, None) => return Ok(None),
+        };
+        if secret.len() < 32 {
+            return Err(format!("the cluster secret has {} bytes; it needs at least 32", secret.len()));
+        }
+        Ok(Some(secret))
     }
 
     /// Cluster mode's settings, when `--redis` is given.

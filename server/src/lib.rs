@@ -137,7 +137,28 @@ pub async fn run_with_ready(
         tokio::task::spawn_blocking(move || store.load()).await??
     };
     let restored_rooms = restored.len();
-    let engine_config = config.engine().map_err(RunError::Config)?;
+    let mut engine_config = config.engine().map_err(RunError::Config)?;
+    // Cluster mode: every node signs grants and stream keys with one secret, so that what one
+    // node hands out works on all of them.
+    if let Some((url, _)) = config.cluster() {
+        let secret = match config.cluster_secret().map_err(RunError::Config)? {
+            Some(secret) => secret,
+            None => cluster::node::shared_secret(&url, Duration::from_secs(30)).await.map_err(RunError::Config)?,
+        };
+        if let Some(grant) = engine_config.grant.as_mut() {
+            grant.secret = secret;
+        }
+    }
+    let advertise_url = match (&config.advertise_url, listener.local_addr()) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Ok(addr)) if !addr.ip().is_unspecified() => Some(format!("http://{addr}")),
+        _ => None,
+    };
+    if config.redis.is_some() && advertise_url.is_none() {
+        return Err(RunError::Config(
+            "with --redis and a wildcard --bind, give --advertise-url: the URL other nodes reach this one at".into(),
+        ));
+    }
     let api_keys = Arc::new(config.api_keys().map_err(RunError::Config)?);
     match &engine_config.auth {
         core::Auth::Open if config.bind.ip().is_loopback() => tracing::warn!(
@@ -222,10 +243,31 @@ pub async fn run_with_ready(
         Some(Arc::new(transport::MediaApi { relay }))
     };
     let relay = media_api.as_ref().map(|api| api.relay.clone());
-    let blob_api = grants.map(|grants| {
-        let members: Arc<dyn auth::Members> = hub.clone();
-        Arc::new(transport::BlobApi { cache: cache.clone(), grants, members, body_timeout: config.blob_body_timeout })
-    });
+    let blob_api = grants
+        .map(|grants| {
+            let members: Arc<dyn auth::Members> = hub.clone();
+            let cluster = match (&node, &advertise_url) {
+                (Some(node), Some(url)) => {
+                    let files = cluster::files::ClusterFiles::new(
+                        node.node_id(),
+                        url.clone(),
+                        node.connection(),
+                        grants.clone(),
+                        cache.clone(),
+                    );
+                    Some(Arc::new(files.map_err(RunError::Config)?))
+                }
+                _ => None,
+            };
+            Ok::<_, RunError>(Arc::new(transport::BlobApi {
+                cache: cache.clone(),
+                grants,
+                members,
+                body_timeout: config.blob_body_timeout,
+                cluster,
+            }))
+        })
+        .transpose()?;
     tracing::info!(
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         store = store.kind(),

@@ -428,3 +428,119 @@ async fn deletions_and_removals_hold_on_every_node() {
         hello(&a.server, &mint_token_issued(&keys, "troll", "r", member, now_secs() - 5)).await.unwrap();
     assert_eq!(error_codes(&join_on(&mut again, "r").await), [ErrorCode::Removed]);
 }
+
+#[tokio::test]
+async fn a_file_uploaded_through_one_node_is_listed_shared_and_downloaded_through_another() {
+    let redis = RedisServer::start();
+    let dir = dirs();
+    let (a, b) = (node(&redis, "a", dir.path(), &[]), node(&redis, "b", dir.path(), &[]));
+    ready(&a).await;
+    ready(&b).await;
+    let (_ann, grant_a) = join_with_grant(&a.server, "r").await;
+    let (mut bob, grant_b) = join_with_grant(&b.server, "r").await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let hash = sha256_hex(&data);
+    let bearer = |grant: &str| format!("Bearer {grant}");
+    let (auth_a, auth_b) = (bearer(&grant_a), bearer(&grant_b));
+    let put = request(
+        a.server.addr,
+        "PUT",
+        &format!("/api/rooms/r/blobs/{hash}?name=notes.bin"),
+        &[("authorization", &auth_a)],
+        &data,
+    )
+    .await;
+    assert_eq!(put.status, 201, "{}", put.text());
+
+    // Node b lists it, and a member there may share it in a message at once.
+    let listed: serde_json::Value =
+        request(b.server.addr, "GET", "/api/rooms/r/blobs", &[("authorization", &auth_b)], b"").await.json();
+    assert_eq!(listed[0]["hash"], hash.as_str(), "{listed}");
+    let file = Body::File {
+        hash: BlobHash::try_from(hash.as_str()).unwrap(),
+        name: FileName::try_from("notes.bin").unwrap(),
+        size: data.len() as u64,
+        mime: MediaType::try_from("application/octet-stream").unwrap(),
+    };
+    bob.send(&ClientMsg::Publish { room: room("r"), id: ClientMsgId::try_from("f1").unwrap(), body: file }).await;
+    assert!(matches!(
+        bob.recv_until(|m| matches!(m, ServerMsg::Ack { .. } | ServerMsg::Error { .. })).await.pop(),
+        Some(ServerMsg::Ack { .. })
+    ));
+    // A file no node has is refused, with the code a single server gives.
+    let unknown = Body::File {
+        hash: BlobHash::try_from(sha256_hex(b"nothing").as_str()).unwrap(),
+        name: FileName::try_from("x").unwrap(),
+        size: 7,
+        mime: MediaType::try_from("text/plain").unwrap(),
+    };
+    bob.send(&ClientMsg::Publish { room: room("r"), id: ClientMsgId::try_from("f2").unwrap(), body: unknown }).await;
+    assert_eq!(bob.next_error().await, ErrorCode::UnknownBlob);
+
+    // Node b fetches the bytes once from node a, then serves them itself, ranges included.
+    let path = format!("/api/rooms/r/blobs/{hash}");
+    let got = request(b.server.addr, "GET", &path, &[("authorization", &auth_b)], b"").await;
+    assert_eq!(got.status, 200);
+    assert!(got.body == data, "the same bytes");
+    let range =
+        request(b.server.addr, "GET", &path, &[("authorization", &auth_b), ("range", "bytes=1000-1999")], b"").await;
+    assert_eq!((range.status, range.body.len()), (206, 1000));
+    assert!(range.body[..] == data[1000..2000]);
+    let mut conn = redis.connection().await;
+    let mut holders: Vec<String> =
+        redis::cmd("SMEMBERS").arg(format!("rc:{{r}}:file:{hash}")).query_async(&mut conn).await.unwrap();
+    holders.sort();
+    assert_eq!(holders, ["a", "b"], "node b holds it now too");
+
+    // Only nodes may use the node-to-node path: a member's grant does not open it.
+    let internal = format!("/internal/rooms/r/blobs/{hash}");
+    assert_eq!(request(a.server.addr, "GET", &internal, &[("authorization", &auth_a)], b"").await.status, 403);
+    assert_eq!(request(a.server.addr, "GET", &internal, &[], b"").await.status, 403);
+}
+
+#[tokio::test]
+async fn a_resumable_upload_whose_chunks_alternate_between_nodes_completes() {
+    let redis = RedisServer::start();
+    let dir = dirs();
+    let (a, b) = (node(&redis, "a", dir.path(), &[]), node(&redis, "b", dir.path(), &[]));
+    ready(&a).await;
+    ready(&b).await;
+    let (_ann, grant_a) = join_with_grant(&a.server, "r").await;
+    let (_bob, grant_b) = join_with_grant(&b.server, "r").await;
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 % 253) as u8).collect();
+    let hash = sha256_hex(&data);
+    let auth = |grant: &str| format!("Bearer {grant}");
+    let new =
+        format!(r#"{{"hash":"{hash}","size":{},"name":"big.bin","mime":"application/octet-stream"}}"#, data.len());
+    let headers = [("authorization", auth(&grant_a)), ("content-type", "application/json".to_owned())];
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let created = request(a.server.addr, "POST", "/api/rooms/r/uploads", &headers, new.as_bytes()).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let location = created.header("location").to_owned();
+    // Three chunks: through b, a, b (each node with its own member's grant).
+    let chunk = 1_000_000;
+    for (i, (server, grant)) in [(&b, &grant_b), (&a, &grant_a), (&b, &grant_b)].into_iter().enumerate() {
+        let offset = (i * chunk).to_string();
+        let auth = auth(grant);
+        let headers = [("authorization", auth.as_str()), ("upload-offset", offset.as_str())];
+        let sent = request(server.server.addr, "PATCH", &location, &headers, &data[i * chunk..(i + 1) * chunk]).await;
+        let expected = if i == 2 { 201 } else { 204 };
+        assert_eq!(sent.status, expected, "chunk {i}: {}", sent.text());
+        if i < 2 {
+            assert_eq!(sent.header("upload-offset"), ((i + 1) * chunk).to_string());
+        }
+    }
+    // Asking about it through either node gives the same answer; the file is whole.
+    let state = request(b.server.addr, "HEAD", &location, &[("authorization", auth(&grant_b).as_str())], b"").await;
+    assert_eq!(state.status, 404, "a finished upload is gone, whichever node is asked");
+    let got = request(
+        b.server.addr,
+        "GET",
+        &format!("/api/rooms/r/blobs/{hash}"),
+        &[("authorization", auth(&grant_b).as_str())],
+        b"",
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    assert!(got.body == data);
+}

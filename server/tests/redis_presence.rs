@@ -18,6 +18,7 @@ fn member(peer: &str, node: &str, since: u64) -> Member {
         user: Some(UserId::try_from(format!("user-{peer}")).unwrap()),
         node: node.into(),
         since,
+        rights: Rights::member(),
     }
 }
 

@@ -9,10 +9,13 @@
 //! - [`room_log`]: a room's sequence numbers, history and publication in one atomic step;
 //! - [`presence`]: members across nodes, node heartbeats, members of a dead node announced
 //!   as left;
-//! - [`peers`]: a channel per node, for signaling to a peer on another node;
+//! - [`files`]: which room holds which file and which nodes have its bytes; fetching a
+//!   room's file from another node;
+//! - [`peers`]: a channel per node, for signaling to a peer on another node, and one for all;
 //! - [`subscriber`]: the node's one subscription (the rooms it has members in, its inbox),
 //!   probed and rebuilt when it drops or goes deaf.
 
+pub mod files;
 pub mod node;
 pub mod peers;
 pub mod presence;

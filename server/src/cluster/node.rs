@@ -15,7 +15,7 @@ use super::subscriber::{Event, Subscriber, SubscriberConfig};
 use crate::clock::now_millis;
 use crate::core::{ClusterInput, ClusterOp, ClusterRemoval, HistoryPage, MemberInfo, Millis, RelayedSignal};
 use redis::aio::ConnectionManager;
-use relaycast_shared::RoomName;
+use relaycast_shared::{ErrorCode, RoomName};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -163,6 +163,11 @@ impl Node {
         &self.node_id
     }
 
+    /// The node's command connection (shared; it reconnects by itself).
+    pub fn connection(&self) -> ConnectionManager {
+        self.command.clone()
+    }
+
     /// Every node the cluster knows (alive, or dead within the last day), by id.
     pub async fn cluster_view(&self) -> redis::RedisResult<Vec<NodeView>> {
         let mut conn = self.command.clone();
@@ -269,6 +274,30 @@ impl Node {
     }
 }
 
+/// The secret every node signs grants and stream keys with, when none is configured: made by
+/// the first node (`SET NX`) and kept in Redis. Waits for Redis up to `wait`.
+pub async fn shared_secret(redis_url: &str, wait: Duration) -> Result<Vec<u8>, String> {
+    const KEY: &str = "rc:cluster:secret";
+    let client = redis::Client::open(redis_url).map_err(|e| format!("bad Redis address: {e}"))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let attempt = async {
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            let mine: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
+            let _: Option<String> = redis::cmd("SET").arg(KEY).arg(&mine).arg("NX").query_async(&mut conn).await?;
+            redis::cmd("GET").arg(KEY).query_async::<String>(&mut conn).await
+        };
+        match attempt.await {
+            Ok(secret) => return Ok(secret.into_bytes()),
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %err, "waiting for redis to agree on the cluster secret");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(format!("cannot reach redis for the cluster secret: {err}")),
+        }
+    }
+}
+
 fn ms(d: Duration) -> Millis {
     d.as_millis() as Millis
 }
@@ -351,8 +380,11 @@ async fn append(shared: &Shared, conn: &mut ConnectionManager, appends: Vec<Clus
 }
 
 fn failed(shared: &Shared, token: u64, err: &LogError) {
-    shared.counters.append_failures.fetch_add(1, Ordering::Relaxed);
-    (shared.feed)(ClusterInput::AppendFailed { token, reason: err.to_string() });
+    let code = if err.is_unknown_blob() { ErrorCode::UnknownBlob } else { ErrorCode::StoreUnavailable };
+    if code == ErrorCode::StoreUnavailable {
+        shared.counters.append_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    (shared.feed)(ClusterInput::AppendFailed { token, code, reason: err.to_string() });
 }
 
 async fn one(shared: &Arc<Shared>, conn: &mut ConnectionManager, op: ClusterOp) {

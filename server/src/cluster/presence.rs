@@ -39,7 +39,8 @@ pub fn parse_announcement(payload: &str) -> Option<Change> {
     PeerId::try_from(payload.strip_prefix("!-")?).ok().map(Change::Left)
 }
 
-fn members_key(room: &RoomName) -> String {
+/// The hash of a room's members.
+pub fn members_key(room: &RoomName) -> String {
     format!("rc:{{{room}}}:members")
 }
 
@@ -194,6 +195,7 @@ mod tests {
             user: None,
             node: "n1".into(),
             since: 5,
+            rights: relaycast_shared::Rights::member(),
         };
         let joined = Change::Joined(member.clone());
         assert_eq!(parse_announcement(&announcement(&joined)), Some(joined));

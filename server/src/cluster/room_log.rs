@@ -33,6 +33,9 @@ pub const ROOM_TTL_SECS: u64 = 30 * 24 * 3600;
 
 const APPEND: &str = r#"
 local meta, log = KEYS[1], KEYS[2]
+if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[3], ARGV[6]) == 0 then
+  return redis.error_reply('UNKNOWN_BLOB the room has no such file on any node')
+end
 local epoch = redis.call('HGET', meta, 'e')
 if not epoch then
   epoch = ARGV[1]
@@ -89,7 +92,20 @@ pub enum LogError {
     Unexpected(String),
 }
 
+/// The file a message names (`""`: none), which the room must hold for the append to be taken.
+fn file_of(message: &RoomMessage) -> &str {
+    match &message.body {
+        relaycast_shared::Body::File { hash, .. } => hash.as_str(),
+        _ => "",
+    }
+}
+
 impl LogError {
+    /// The message names a file the room does not hold on any node.
+    pub fn is_unknown_blob(&self) -> bool {
+        matches!(self, LogError::Redis(err) if err.code() == Some("UNKNOWN_BLOB"))
+    }
+
     /// Redis did not know the script (it restarted, or its scripts were flushed).
     pub fn is_no_script(&self) -> bool {
         matches!(self, LogError::Redis(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
@@ -103,6 +119,8 @@ pub struct RoomKeys {
     pub log: String,
     pub channel: String,
     pub deleted: String,
+    /// The room's files (see `super::files`): a file message must name one of them.
+    pub files: String,
 }
 
 impl RoomKeys {
@@ -112,6 +130,7 @@ impl RoomKeys {
             log: format!("rc:{{{room}}}:log"),
             channel: format!("rc:{{{room}}}:pub"),
             deleted: format!("rc:{{{room}}}:deleted"),
+            files: format!("rc:{{{room}}}:files"),
         }
     }
 }
@@ -181,14 +200,16 @@ impl RoomLog {
             let keys = RoomKeys::of(m.room);
             pipe.cmd("EVALSHA")
                 .arg(self.append.get_hash())
-                .arg(2)
+                .arg(3)
                 .arg(&keys.meta)
                 .arg(&keys.log)
+                .arg(&keys.files)
                 .arg(m.new_epoch.as_str())
                 .arg(tail)
                 .arg(self.max_messages)
                 .arg(ROOM_TTL_SECS)
-                .arg(&keys.channel);
+                .arg(&keys.channel)
+                .arg(file_of(m.message));
         }
         let answers: Vec<redis::RedisResult<(String, u64)>> = pipe.ignore_errors().query_async(conn).await?;
         if answers.len() != batch.len() {
@@ -220,11 +241,13 @@ impl RoomLog {
             .append
             .key(&keys.meta)
             .key(&keys.log)
+            .key(&keys.files)
             .arg(new_epoch.as_str())
             .arg(&tail)
             .arg(self.max_messages)
             .arg(ROOM_TTL_SECS)
             .arg(&keys.channel)
+            .arg(file_of(message))
             .invoke_async(conn)
             .await?;
         let epoch = Epoch::try_from(epoch).map_err(|e| LogError::Unexpected(format!("epoch: {e}")))?;

@@ -43,6 +43,10 @@ pub struct ClusterMember {
     pub node: String,
     /// When it joined (ms).
     pub since: Millis,
+    /// What its token grants in the room (open mode: a member's rights); other nodes check
+    /// grants it presents against them.
+    #[serde(default)]
+    pub rights: Rights,
 }
 
 /// A presence change of a room, on any node.
@@ -131,8 +135,9 @@ pub enum ClusterInput {
     LoadFailed { room: RoomName, reason: String },
     /// A message is in the log as `seq` of `epoch`.
     Appended { token: u64, epoch: Epoch, seq: u64, json: String },
-    /// A message could not be appended.
-    AppendFailed { token: u64, reason: String },
+    /// A message could not be appended: `store_unavailable`, or `unknown_blob` for a file
+    /// message naming a file the room does not hold on any node.
+    AppendFailed { token: u64, code: ErrorCode, reason: String },
     /// A message published on a room's channel.
     Publication { room: RoomName, epoch: Epoch, json: String },
     /// What a refill read.
@@ -313,7 +318,7 @@ impl Engine {
             ClusterInput::Loaded { room, log, members } => self.loaded(room, log, members, now),
             ClusterInput::LoadFailed { room, reason } => self.load_failed(room, reason),
             ClusterInput::Appended { token, epoch, seq, json } => self.appended(token, epoch, seq, json, now),
-            ClusterInput::AppendFailed { token, reason } => self.append_failed(token, reason),
+            ClusterInput::AppendFailed { token, code, reason } => self.append_failed(token, code, reason),
             ClusterInput::Publication { room, epoch, json } => {
                 match Arrival::parse(epoch, &json) {
                     Some(arrival) => self.arrive(&room, arrival),
@@ -446,21 +451,20 @@ impl Engine {
         self.settle(&appending.room, now);
     }
 
-    fn append_failed(&mut self, token: u64, reason: String) {
+    fn append_failed(&mut self, token: u64, code: ErrorCode, reason: String) {
         let Some(appending) = self.appending.remove(&token) else {
             return;
         };
         self.unpersisted = self.unpersisted.saturating_sub(1);
         match appending.sender {
             Origin::Member(conn) if self.peers.contains_key(&conn) => {
-                let message = format!("the message store cannot be reached ({reason}); the message was not sent");
-                self.error(conn, ErrorCode::StoreUnavailable, message, Some(appending.room), Some(appending.id));
+                let message = match code {
+                    ErrorCode::UnknownBlob => "no such file in this room: upload it before sharing it".into(),
+                    _ => format!("the message store cannot be reached ({reason}); the message was not sent"),
+                };
+                self.error(conn, code, message, Some(appending.room), Some(appending.id));
             }
-            Origin::App(ticket) => self.outputs.push(Output::Posted {
-                ticket,
-                room: appending.room,
-                seq: Err(ErrorCode::StoreUnavailable),
-            }),
+            Origin::App(ticket) => self.outputs.push(Output::Posted { ticket, room: appending.room, seq: Err(code) }),
             Origin::Member(_) | Origin::Server => {
                 tracing::warn!(room = %appending.room, reason, "a server message could not be stored")
             }

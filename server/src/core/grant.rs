@@ -36,6 +36,8 @@ pub enum Purpose {
     Member,
     /// The room owner's stream key: going live, recording.
     Stream,
+    /// Cluster mode: one node fetching a room's file from another (the peer is the node).
+    Node,
 }
 
 fn mac(secret: &[u8], purpose: Purpose, room: &RoomName, peer: &str, expires: u64) -> HmacSha256 {
@@ -46,6 +48,7 @@ fn mac(secret: &[u8], purpose: Purpose, room: &RoomName, peer: &str, expires: u6
     let tag = match purpose {
         Purpose::Member => "relaycast-grant",
         Purpose::Stream => "relaycast-stream-key",
+        Purpose::Node => "relaycast-node",
     };
     mac.update(format!("{tag}\n{room}\n{peer}\n{expires}").as_bytes());
     mac

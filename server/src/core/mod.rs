@@ -860,7 +860,8 @@ impl Engine {
             }))
             .collect();
         if let Some(node) = node {
-            let member = ClusterMember { peer_id: me.id.clone(), name, user: me.user.clone(), node, since: now };
+            let member =
+                ClusterMember { peer_id: me.id.clone(), name, user: me.user.clone(), node, since: now, rights };
             self.outputs.push(Output::Cluster(ClusterOp::Join { room: room_name.clone(), member }));
         }
         let Some(room) = self.rooms.get(&room_name) else {
@@ -969,8 +970,9 @@ impl Engine {
         if !self.rights(conn, &room_name).unwrap_or_default().has(Right::Publish) {
             return self.forbidden(conn, room_name, Some(id), "you may not post in this room");
         }
+        // Cluster mode: the shared log checks that the room holds the file, on any node.
         if let Body::File { hash, .. } = &body {
-            if !self.known_blobs.contains(hash) {
+            if !self.known_blobs.contains(hash) && !self.is_clustered() {
                 let message = "no such file on the server: upload it before sharing it".into();
                 return self.error(conn, ErrorCode::UnknownBlob, message, Some(room_name), Some(id));
             }

@@ -38,6 +38,8 @@ pub struct BlobApi {
     pub members: Arc<dyn crate::auth::Members>,
     /// How long a request body may stall before the request ends with `timeout`.
     pub body_timeout: Duration,
+    /// Cluster mode: the shared file index (a room's files through any node).
+    pub cluster: Option<Arc<crate::cluster::files::ClusterFiles>>,
 }
 
 impl From<CacheError> for HttpError {
@@ -71,10 +73,18 @@ pub enum Route {
     Blob(RoomName, BlobHash),
     Uploads(RoomName),
     Upload(RoomName, UploadId),
+    /// Cluster mode: another node fetching a room's file (`/internal/rooms/<room>/blobs/<hash>`).
+    NodeBlob(RoomName, BlobHash),
 }
 
 pub fn route(path: &str) -> Result<Route, HttpError> {
     let not_found = || HttpError::new(BlobErrorCode::NotFound, format!("no such path: {path}"));
+    if let Some(rest) = path.strip_prefix("/internal/rooms/") {
+        return match route(&format!("/api/rooms/{rest}"))? {
+            Route::Blob(room, hash) => Ok(Route::NodeBlob(room, hash)),
+            _ => Err(not_found()),
+        };
+    }
     let rest = path.strip_prefix("/api/rooms/").ok_or_else(not_found)?;
     let parts: Vec<&str> = rest.split('/').collect();
     let room = |s: &str| {
@@ -120,8 +130,15 @@ impl BlobApi {
         req: Request<Incoming>,
     ) -> Result<Response<ResBody>, HttpError> {
         let query = query(req.uri());
+        if let Route::NodeBlob(room, hash) = &route {
+            return self.node_download(room, hash, credentials, &req, &query).await;
+        }
         let room = match &route {
-            Route::Blobs(room) | Route::Blob(room, _) | Route::Uploads(room) | Route::Upload(room, _) => room.clone(),
+            Route::Blobs(room)
+            | Route::Blob(room, _)
+            | Route::Uploads(room)
+            | Route::Upload(room, _)
+            | Route::NodeBlob(room, _) => room.clone(),
         };
         let method = req.method().clone();
         // Reading the room's files is downloading; everything else (uploads) is uploading.
@@ -129,9 +146,32 @@ impl BlobApi {
             (Route::Blobs(_) | Route::Blob(..), &Method::GET | &Method::HEAD) => Right::Download,
             _ => Right::Upload,
         };
-        let member = self.authorize(&room, credentials, need)?;
+        let member = self.authorize(&room, credentials, need).await?;
+        // Cluster mode: an upload whose partial file is on another node is answered there.
+        if let (Route::Upload(room, id), Some(files)) = (&route, &self.cluster) {
+            if let Err(CacheError::UnknownUpload) = self.cache.upload_state(room, id) {
+                let node = files.upload_node(id).await.map_err(|err| {
+                    HttpError::new(BlobErrorCode::StorageFailed, format!("the shared upload index (Redis): {err}"))
+                })?;
+                if let Some(url) = node {
+                    let answer = files.forward(&url, req).await.map_err(|err| {
+                        HttpError::new(BlobErrorCode::StorageFailed, format!("the node holding this upload: {err}"))
+                    })?;
+                    return Ok(answer.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()));
+                }
+            }
+        }
         match (route, method) {
-            (Route::Blobs(room), Method::GET) => Ok(json_response(StatusCode::OK, &self.cache.room_blobs(&room))),
+            (Route::Blobs(room), Method::GET) => match &self.cluster {
+                // Cluster mode: the room's files on every node.
+                Some(files) => {
+                    let listing = files.listing(&room).await.map_err(|err| {
+                        HttpError::new(BlobErrorCode::StorageFailed, format!("the shared file index (Redis): {err}"))
+                    })?;
+                    Ok(json_response(StatusCode::OK, &listing))
+                }
+                None => Ok(json_response(StatusCode::OK, &self.cache.room_blobs(&room))),
+            },
             (Route::Blob(room, hash), Method::GET) => self.download(&room, &hash, &req, &query, true).await,
             (Route::Blob(room, hash), Method::HEAD) => self.download(&room, &hash, &req, &query, false).await,
             (Route::Blob(room, hash), Method::PUT) => self.put(&room, &member, hash, req, &query).await,
@@ -155,8 +195,9 @@ impl BlobApi {
     }
 
     /// The room's grant, from `Authorization: Bearer` or `?grant=`, for `need` (upload or
-    /// download): the member it was issued to, while it is in the room with that right.
-    pub(super) fn authorize(
+    /// download): the member it was issued to, while it is in the room with that right (in
+    /// cluster mode, on any node).
+    pub(super) async fn authorize(
         &self,
         room: &RoomName,
         credentials: &Credentials,
@@ -172,7 +213,13 @@ impl BlobApi {
             .grants
             .verify(room, token, now_millis())
             .map_err(|err| HttpError::new(BlobErrorCode::AccessDenied, err.to_string()))?;
-        match self.members.rights(room, &peer) {
+        let mut rights = self.members.rights(room, &peer);
+        if let (None, Some(files)) = (rights, &self.cluster) {
+            rights = files.member_rights(room, &peer).await.map_err(|err| {
+                HttpError::new(BlobErrorCode::StorageFailed, format!("the shared presence (Redis): {err}"))
+            })?;
+        }
+        match rights {
             None => Err(HttpError::new(
                 BlobErrorCode::AccessDenied,
                 "this grant's holder is no longer in the room; rejoin for a new grant",
@@ -217,6 +264,15 @@ impl BlobApi {
     ) -> Result<PreparedDownload, HttpError> {
         let etag = format!("\"{hash}\"");
         let mut h = HeaderMap::new();
+        // Cluster mode: a file of the room this node lacks comes from a node that has it.
+        if let (Err(CacheError::UnknownBlob), Some(files)) = (self.cache.stat(room, hash), &self.cluster) {
+            match files.fetch(room, hash).await {
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(room = %room, hash = %hash, error = %err, "cannot fetch a file from another node")
+                }
+            }
+        }
         let (info, file) = if with_body {
             let (info, file) = self.cache.open_read(room, hash).await?;
             (info, Some(file))
@@ -283,11 +339,17 @@ impl BlobApi {
         let new = NewUpload { hash, size, name, mime };
         match self.cache.put(room, Some(member), new).await? {
             // The body is not read: hyper closes the connection rather than drain it.
-            Err(info) => Ok(json_response(StatusCode::OK, &info)),
+            Err(info) => {
+                self.announce(room, &info).await?;
+                Ok(json_response(StatusCode::OK, &info))
+            }
             Ok(mut writer) => {
                 self.pump(req.into_body(), &mut writer).await?;
                 match writer.finish().await? {
-                    Written::Complete(info) => Ok(created(room, &info)),
+                    Written::Complete(info) => {
+                        self.announce(room, &info).await?;
+                        Ok(created(room, &info))
+                    }
                     Written::Progress(_) => {
                         Err(HttpError::new(BlobErrorCode::StorageFailed, "upload did not complete"))
                     }
@@ -314,8 +376,18 @@ impl BlobApi {
             HttpError::new(BlobErrorCode::BadRequest, format!("expected {{hash, size, name, mime}}: {err}"))
         })?;
         match self.cache.start_upload(room, Some(member), new).await? {
-            Started::Existing(info) => Ok(json_response(StatusCode::OK, &info)),
-            Started::New(state) => Ok(upload_created(room, &state)),
+            Started::Existing(info) => {
+                self.announce(room, &info).await?;
+                Ok(json_response(StatusCode::OK, &info))
+            }
+            Started::New(state) => {
+                if let Some(files) = &self.cluster {
+                    files.record_upload(&state.id).await.map_err(|err| {
+                        HttpError::new(BlobErrorCode::StorageFailed, format!("the shared upload index (Redis): {err}"))
+                    })?;
+                }
+                Ok(upload_created(room, &state))
+            }
         }
     }
 
@@ -345,8 +417,43 @@ impl BlobApi {
                 response.headers_mut().insert(UPLOAD_OFFSET, HeaderValue::from(offset));
                 Ok(response)
             }
-            Written::Complete(info) => Ok(created(room, &info)),
+            Written::Complete(info) => {
+                self.announce(room, &info).await?;
+                Ok(created(room, &info))
+            }
         }
+    }
+
+    /// Cluster mode: the room holds `info` now, and this node has its bytes; tell every node
+    /// (the upload is answered once the index has it, so a file message may name it at once).
+    async fn announce(&self, room: &RoomName, info: &BlobInfo) -> Result<(), HttpError> {
+        let Some(files) = &self.cluster else { return Ok(()) };
+        files.announce(room, info).await.map_err(|err| {
+            HttpError::new(
+                BlobErrorCode::StorageFailed,
+                format!("the file is stored, but the shared index (Redis) did not take it: {err}"),
+            )
+        })
+    }
+
+    /// Cluster mode: another node fetches a room's file, with a token only nodes can mint.
+    async fn node_download(
+        &self,
+        room: &RoomName,
+        hash: &BlobHash,
+        credentials: &Credentials,
+        req: &Request<Incoming>,
+        query: &[(String, String)],
+    ) -> Result<Response<ResBody>, HttpError> {
+        let denied = || HttpError::new(BlobErrorCode::AccessDenied, "only the cluster's nodes may fetch files here");
+        if self.cluster.is_none() {
+            return Err(HttpError::new(BlobErrorCode::NotFound, "this server is not part of a cluster"));
+        }
+        let token = credentials.grant().ok_or_else(denied)?;
+        self.grants.verify_for(crate::core::Purpose::Node, room, token, now_millis()).map_err(|_| denied())?;
+        // Only what this node has: never a fetch on behalf of another node.
+        self.cache.stat(room, hash)?;
+        self.download(room, hash, req, query, true).await
     }
 
     /// Stream a request body into `writer`. On any error the writer is dropped by the caller:

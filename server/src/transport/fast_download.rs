@@ -133,7 +133,7 @@ async fn answer(tcp: &mut TcpStream, api: &BlobApi, req: &Download, idle: Durati
     };
     let query = super::reply::query(&req.uri);
     let credentials = super::reply::Credentials::of(&req.headers, &req.uri);
-    let prepared = match api.authorize(&room, &credentials, relaycast_shared::Right::Download) {
+    let prepared = match api.authorize(&room, &credentials, relaycast_shared::Right::Download).await {
         Ok(_) => api.prepare_download(&room, &hash, &req.headers, &query, !req.head).await,
         Err(fail) => Err(fail),
     };

@@ -41,7 +41,9 @@ impl Route {
             ["whip" | "whep", ..] | ["api", "rooms", _, "recording" | "broadcast"] => {
                 media_api::route(path).map(Route::Media)
             }
-            ["api", "rooms", _, "blobs" | "uploads", ..] => blob_api::route(path).map(Route::Blob),
+            ["api", "rooms", _, "blobs" | "uploads", ..] | ["internal", "rooms", _, "blobs", _] => {
+                blob_api::route(path).map(Route::Blob)
+            }
             ["api", "rooms"]
             | ["api", "rooms", _]
             | ["api", "rooms", _, "messages" | "members"]

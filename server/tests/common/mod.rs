@@ -577,9 +577,14 @@ impl RedisServer {
         let client = redis::Client::open(self.url()).unwrap();
         let deadline = std::time::Instant::now() + WAIT;
         loop {
-            match client.get_multiplexed_async_connection().await {
+            // Loading its AOF, Redis takes connections but refuses commands for a moment.
+            let ready = async {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                let _: Option<String> = redis::cmd("GET").arg("rc:test:ready").query_async(&mut conn).await?;
+                Ok::<_, redis::RedisError>(conn)
+            };
+            match ready.await {
                 Ok(conn) => return conn,
-                // Loading its AOF, Redis refuses commands for a moment.
                 Err(_) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await
                 }

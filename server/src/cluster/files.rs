@@ -1,0 +1,314 @@
+//! Files across nodes: which room holds which file, and which nodes have its bytes, kept in
+//! Redis; a node asked for a room's file it lacks fetches it once from a node that has it
+//! (node to node, with a token only nodes can mint, verified against its hash by the cache as
+//! any upload is) and then serves it from its own cache, Range and sendfile included.
+//!
+//! Per room `R` (hash-tagged like the room's log):
+//! - `rc:{R}:files`, a hash: file hash → the file's [`BlobInfo`] as JSON (what `GET blobs`
+//!   lists through any node);
+//! - `rc:{R}:file:<hash>`, a set of the nodes holding the bytes for the room.
+//!
+//! And `rc:nodes:url`, a hash: node id → the URL other nodes reach it at (`--advertise-url`);
+//! `rc:upload:{<id>}`, the node a resumable upload's partial file is on. A chunk that reaches
+//! another node is forwarded there (streamed through, not stored): clients behind a load
+//! balancer need not reach nodes directly, as a redirect would require, and their protocol
+//! does not change.
+//! A holder that no longer has the bytes (evicted) answers 404 and is dropped from the set.
+
+use super::room_log::ROOM_TTL_SECS;
+use crate::blobs::{BlobCache, Written};
+use crate::clock::now_millis;
+use crate::core::{ClusterMember, GrantConfig, Purpose};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use redis::aio::ConnectionManager;
+use relaycast_shared::blobs::{BlobInfo, NewUpload, UploadId};
+use relaycast_shared::{BlobHash, PeerId, Rights, RoomName};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Node id → the URL other nodes reach it at.
+const NODE_URLS: &str = "rc:nodes:url";
+/// A node-to-node fetch that sends nothing for this long is given up (the next holder is tried).
+const FETCH_IDLE: Duration = Duration::from_secs(30);
+
+fn files_key(room: &RoomName) -> String {
+    super::room_log::RoomKeys::of(room).files
+}
+
+/// The node a resumable upload's partial file is on.
+fn upload_key(id: &UploadId) -> String {
+    format!("rc:upload:{{{id}}}")
+}
+
+/// How long an upload's node is remembered (an upload idle longer is dropped anyway).
+const UPLOAD_TTL_SECS: u64 = 24 * 3600;
+
+fn holders_key(room: &RoomName, hash: &BlobHash) -> String {
+    format!("rc:{{{room}}}:file:{hash}")
+}
+
+/// Held while one fetch of a file runs.
+type Gate = Arc<tokio::sync::Mutex<()>>;
+
+/// Why a file could not be fetched from another node.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("no node has this room's file any more")]
+    NoHolder,
+    #[error("the blob cache refused it: {0}")]
+    Cache(#[from] crate::blobs::CacheError),
+}
+
+/// This node's side of the shared file index.
+#[derive(Debug)]
+pub struct ClusterFiles {
+    node_id: String,
+    /// The node as the peer of its node tokens.
+    node_peer: PeerId,
+    /// Where other nodes reach this one.
+    url: String,
+    conn: ConnectionManager,
+    grants: GrantConfig,
+    cache: Arc<BlobCache>,
+    /// One fetch per (room, file) at a time; others wait for it.
+    fetching: tokio::sync::Mutex<HashMap<(RoomName, BlobHash), Gate>>,
+    /// Files fetched from other nodes.
+    pub fetches: AtomicU64,
+}
+
+impl ClusterFiles {
+    pub fn new(
+        node_id: &str,
+        url: String,
+        conn: ConnectionManager,
+        grants: GrantConfig,
+        cache: Arc<BlobCache>,
+    ) -> Result<Self, String> {
+        let node_peer = PeerId::try_from(node_id).map_err(|e| format!("node id {node_id:?}: {e}"))?;
+        Ok(ClusterFiles {
+            node_id: node_id.to_owned(),
+            node_peer,
+            url: url.trim_end_matches('/').to_owned(),
+            conn,
+            grants,
+            cache,
+            fetching: tokio::sync::Mutex::new(HashMap::new()),
+            fetches: AtomicU64::new(0),
+        })
+    }
+
+    /// `room` holds `info`, and this node has its bytes: every node can list and fetch it.
+    pub async fn announce(&self, room: &RoomName, info: &BlobInfo) -> redis::RedisResult<()> {
+        let json = serde_json::to_string(info).unwrap_or_default();
+        let (files, holders) = (files_key(room), holders_key(room, &info.hash));
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .cmd("HSET")
+            .arg(&files)
+            .arg(info.hash.as_str())
+            .arg(json)
+            .ignore()
+            .cmd("SADD")
+            .arg(&holders)
+            .arg(&self.node_id)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&files)
+            .arg(ROOM_TTL_SECS)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&holders)
+            .arg(ROOM_TTL_SECS)
+            .ignore()
+            .cmd("HSET")
+            .arg(NODE_URLS)
+            .arg(&self.node_id)
+            .arg(&self.url)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// A resumable upload's partial file is on this node: chunks reaching other nodes are
+    /// forwarded here.
+    pub async fn record_upload(&self, id: &UploadId) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .cmd("SET")
+            .arg(upload_key(id))
+            .arg(&self.node_id)
+            .arg("EX")
+            .arg(UPLOAD_TTL_SECS)
+            .ignore()
+            .cmd("HSET")
+            .arg(NODE_URLS)
+            .arg(&self.node_id)
+            .arg(&self.url)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// The URL of the node holding upload `id`, when it is another node.
+    pub async fn upload_node(&self, id: &UploadId) -> redis::RedisResult<Option<String>> {
+        let mut conn = self.conn.clone();
+        let node: Option<String> = redis::cmd("GET").arg(upload_key(id)).query_async(&mut conn).await?;
+        match node.filter(|n| *n != self.node_id) {
+            Some(node) => redis::cmd("HGET").arg(NODE_URLS).arg(node).query_async(&mut conn).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Forward `req` (a chunk, or a question about an upload) to the node at `url` and give
+    /// back its answer: the client's request and answer are the same whichever node it
+    /// reached. The body streams through, not stored here.
+    pub async fn forward(
+        &self,
+        url: &str,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        let authority = url.strip_prefix("http://").ok_or_else(|| format!("not an http:// node URL: {url}"))?;
+        let tcp = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let (mut parts, body) = req.into_parts();
+        // Hop-by-hop headers stay on this hop.
+        for name in ["connection", "keep-alive", "te", "trailer", "upgrade", "proxy-authorization"] {
+            parts.headers.remove(name);
+        }
+        parts.headers.insert(http::header::HOST, http::HeaderValue::from_str(authority).map_err(|e| e.to_string())?);
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        parts.uri = path.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
+        sender.send_request(http::Request::from_parts(parts, body)).await.map_err(|e| e.to_string())
+    }
+
+    /// The room's files on every node, oldest first.
+    pub async fn listing(&self, room: &RoomName) -> redis::RedisResult<Vec<BlobInfo>> {
+        let mut conn = self.conn.clone();
+        let all: Vec<String> = redis::cmd("HVALS").arg(files_key(room)).query_async(&mut conn).await?;
+        let mut files: Vec<BlobInfo> = all.iter().filter_map(|json| serde_json::from_str(json).ok()).collect();
+        files.sort_by(|a, b| a.hash.as_str().cmp(b.hash.as_str()));
+        Ok(files)
+    }
+
+    /// Whether the room holds `hash` on some node.
+    pub async fn lookup(&self, room: &RoomName, hash: &BlobHash) -> redis::RedisResult<Option<BlobInfo>> {
+        let mut conn = self.conn.clone();
+        let json: Option<String> =
+            redis::cmd("HGET").arg(files_key(room)).arg(hash.as_str()).query_async(&mut conn).await?;
+        Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
+    }
+
+    /// A member's rights in `room` as presence in Redis has them (a member of another node
+    /// presenting its grant here); `None` when it is not a member on a live node.
+    pub async fn member_rights(&self, room: &RoomName, peer: &PeerId) -> redis::RedisResult<Option<Rights>> {
+        let mut conn = self.conn.clone();
+        let member: Option<String> = redis::cmd("HGET")
+            .arg(super::presence::members_key(room))
+            .arg(peer.as_str())
+            .query_async(&mut conn)
+            .await?;
+        let Some(member) = member.and_then(|json| serde_json::from_str::<ClusterMember>(&json).ok()) else {
+            return Ok(None);
+        };
+        let alive: Option<f64> =
+            redis::cmd("ZSCORE").arg(super::presence::NODES_KEY).arg(&member.node).query_async(&mut conn).await?;
+        Ok(alive.filter(|until| *until >= now_millis() as f64).map(|_| member.rights))
+    }
+
+    /// Make the room's file `hash` local, fetching it from a node that has it; false when no
+    /// room on any node holds it.
+    pub async fn fetch(&self, room: &RoomName, hash: &BlobHash) -> Result<bool, FetchError> {
+        let gate = {
+            let mut fetching = self.fetching.lock().await;
+            fetching.entry((room.clone(), hash.clone())).or_default().clone()
+        };
+        let _one_at_a_time = gate.lock().await;
+        let result = self.fetch_now(room, hash).await;
+        self.fetching.lock().await.remove(&(room.clone(), hash.clone()));
+        result
+    }
+
+    async fn fetch_now(&self, room: &RoomName, hash: &BlobHash) -> Result<bool, FetchError> {
+        if self.cache.stat(room, hash).is_ok() {
+            return Ok(true);
+        }
+        let Some(info) = self.lookup(room, hash).await? else {
+            return Ok(false);
+        };
+        let mut conn = self.conn.clone();
+        let holders: Vec<String> = redis::cmd("SMEMBERS").arg(holders_key(room, hash)).query_async(&mut conn).await?;
+        for holder in holders.iter().filter(|h| **h != self.node_id) {
+            let url: Option<String> = redis::cmd("HGET").arg(NODE_URLS).arg(holder).query_async(&mut conn).await?;
+            let Some(url) = url else { continue };
+            match self.fetch_from(&url, room, &info).await {
+                Ok(true) => {
+                    self.fetches.fetch_add(1, Ordering::Relaxed);
+                    self.announce(room, &info).await?;
+                    return Ok(true);
+                }
+                Ok(false) => {
+                    // It no longer has the bytes.
+                    let _: redis::RedisResult<()> =
+                        redis::cmd("SREM").arg(holders_key(room, hash)).arg(holder).query_async(&mut conn).await;
+                }
+                Err(err) => tracing::warn!(holder, room = %room, error = %err, "cannot fetch a file from another node"),
+            }
+        }
+        Err(FetchError::NoHolder)
+    }
+
+    /// One fetch from the node at `url`; false when it does not have the file.
+    async fn fetch_from(&self, url: &str, room: &RoomName, info: &BlobInfo) -> Result<bool, String> {
+        let authority = url.strip_prefix("http://").ok_or_else(|| format!("not an http:// node URL: {url}"))?;
+        let tcp = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
+        let driver = tokio::spawn(connection);
+        let (token, _) = self.grants.mint_for(Purpose::Node, room, &self.node_peer, now_millis());
+        let request = http::Request::get(format!("/internal/rooms/{room}/blobs/{}", info.hash))
+            .header("host", authority)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        if response.status() == http::StatusCode::NOT_FOUND {
+            driver.abort();
+            return Ok(false);
+        }
+        if !response.status().is_success() {
+            driver.abort();
+            return Err(format!("the node answered {}", response.status()));
+        }
+        let new =
+            NewUpload { hash: info.hash.clone(), size: info.size, name: info.name.clone(), mime: info.mime.clone() };
+        let mut writer = match self.cache.put(room, None, new).await.map_err(|e| e.to_string())? {
+            Ok(writer) => writer,
+            // The bytes came meanwhile (another room's upload, say).
+            Err(_) => return Ok(true),
+        };
+        let mut body = response.into_body();
+        loop {
+            let frame =
+                tokio::time::timeout(FETCH_IDLE, body.frame()).await.map_err(|_| "the node stalled".to_owned())?;
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|e| e.to_string())?;
+            if let Some(data) = frame.data_ref() {
+                writer.write(data).await.map_err(|e| e.to_string())?;
+            }
+        }
+        driver.abort();
+        // The cache checks the length and the hash: a node cannot pass off other bytes.
+        match writer.finish().await.map_err(|e| e.to_string())? {
+            Written::Complete(_) => Ok(true),
+            Written::Progress(_) => Err("the node sent less than the whole file".into()),
+        }
+    }
+}

@@ -105,6 +105,8 @@ pub struct Hub {
     pub counters: HubCounters,
     /// Cluster mode: the node that carries the engine's ops to the shared log.
     cluster: std::sync::OnceLock<crate::cluster::node::Node>,
+    /// Cluster mode: the shared file index (which files this node must keep).
+    files: std::sync::OnceLock<Arc<crate::cluster::files::ClusterFiles>>,
 }
 
 use crate::clock::now_millis;
@@ -121,6 +123,7 @@ impl Hub {
             shutting_down: AtomicBool::new(false),
             counters: HubCounters::default(),
             cluster: std::sync::OnceLock::new(),
+            files: std::sync::OnceLock::new(),
         });
         // Work staged by `Engine::restore` (trims of history that outlived its limits).
         hub.store_work.notify_one();
@@ -130,6 +133,11 @@ impl Hub {
     /// Cluster mode: hand the engine's ops to `node` from now on (set once, before serving).
     pub fn attach_cluster(&self, node: crate::cluster::node::Node) {
         let _ = self.cluster.set(node);
+    }
+
+    /// Cluster mode: keep the files `files` says this node holds the only copy of.
+    pub fn attach_files(&self, files: Arc<crate::cluster::files::ClusterFiles>) {
+        let _ = self.files.set(files);
     }
 
     pub fn cluster(&self) -> Option<&crate::cluster::node::Node> {
@@ -402,7 +410,8 @@ impl Hub {
 impl crate::blobs::CacheEvents for Hub {
     fn pinned(&self, hashes: &[&relaycast_shared::BlobHash]) -> Vec<bool> {
         let state = self.lock();
-        hashes.iter().map(|h| state.engine.is_pinned(h)).collect()
+        let files = self.files.get();
+        hashes.iter().map(|h| state.engine.is_pinned(h) || files.is_some_and(|f| f.keeps(h))).collect()
     }
 
     fn stored(&self, hash: &relaycast_shared::BlobHash) {

@@ -255,7 +255,9 @@ pub async fn run_with_ready(
                         grants.clone(),
                         cache.clone(),
                     );
-                    Some(Arc::new(files.map_err(RunError::Config)?))
+                    let files = Arc::new(files.map_err(RunError::Config)?);
+                    hub.attach_files(files.clone());
+                    Some(files)
                 }
                 _ => None,
             };
@@ -291,13 +293,25 @@ pub async fn run_with_ready(
     let sweep_every = BLOB_SWEEP_INTERVAL.min(config.blob_upload_idle / 2).max(Duration::from_millis(100));
     let sweeper = tokio::spawn({
         let cache = cache.clone();
+        let files = blob_api.as_ref().and_then(|api| api.cluster.clone());
         async move {
             let mut every = tokio::time::interval(sweep_every);
             loop {
                 every.tick().await;
+                // Cluster mode: what this node alone has is kept; what it no longer has is
+                // withdrawn from the index at once.
+                let refresh = || async {
+                    if let Some(files) = &files {
+                        if let Err(err) = files.refresh().await {
+                            tracing::warn!(error = %err, "cannot check the shared file index");
+                        }
+                    }
+                };
+                refresh().await;
                 if let Err(err) = cache.sweep().await {
                     tracing::error!(error = %err, "blob cache upkeep failed");
                 }
+                refresh().await;
             }
         }
     });

@@ -544,3 +544,45 @@ async fn a_resumable_upload_whose_chunks_alternate_between_nodes_completes() {
     assert_eq!(got.status, 200);
     assert!(got.body == data);
 }
+
+#[tokio::test]
+async fn a_node_keeps_the_only_copy_of_a_rooms_file_and_lets_a_shared_one_go() {
+    let redis = RedisServer::start();
+    let dir = dirs();
+    // Files expire after a second, and the caches are swept every half second.
+    let short = ["--blob-ttl", "1s", "--blob-upload-idle", "1s"];
+    let (a, b) = (node(&redis, "a", dir.path(), &short), node(&redis, "b", dir.path(), &[]));
+    ready(&a).await;
+    ready(&b).await;
+    let (_ann, grant_a) = join_with_grant(&a.server, "r").await;
+    let (_bob, grant_b) = join_with_grant(&b.server, "r").await;
+    let data = b"the only copy, for now".to_vec();
+    let hash = sha256_hex(&data);
+    let (auth_a, auth_b) = (format!("Bearer {grant_a}"), format!("Bearer {grant_b}"));
+    let path = format!("/api/rooms/r/blobs/{hash}");
+    assert_eq!(request(a.server.addr, "PUT", &path, &[("authorization", &auth_a)], &data).await.status, 201);
+    let mut conn = redis.connection().await;
+    let holders = |mut conn: redis::aio::MultiplexedConnection| {
+        let key = format!("rc:{{r}}:file:{hash}");
+        async move {
+            let mut h: Vec<String> = redis::cmd("SMEMBERS").arg(key).query_async(&mut conn).await.unwrap();
+            h.sort();
+            h
+        }
+    };
+    // Past its TTL, node a keeps it: nobody else has it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(holders(conn.clone()).await, ["a"]);
+    assert_eq!(request(a.server.addr, "HEAD", &path, &[("authorization", &auth_a)], b"").await.status, 200);
+    // Once node b has it too, node a's copy goes by its TTL, and the index says so.
+    assert_eq!(request(b.server.addr, "GET", &path, &[("authorization", &auth_b)], b"").await.status, 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while holders(conn.clone()).await != ["b"] {
+        assert!(tokio::time::Instant::now() < deadline, "node a never let its shared copy go");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And node a gets it back from node b when asked.
+    let again = request(a.server.addr, "GET", &path, &[("authorization", &auth_a)], b"").await;
+    assert_eq!((again.status, again.body.to_vec()), (200, data));
+    let _: () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+}

@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use redis::aio::ConnectionManager;
 use relaycast_shared::blobs::{BlobInfo, NewUpload, UploadId};
 use relaycast_shared::{BlobHash, PeerId, Rights, RoomName};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +80,12 @@ pub struct ClusterFiles {
     fetching: tokio::sync::Mutex<HashMap<(RoomName, BlobHash), Gate>>,
     /// Files fetched from other nodes.
     pub fetches: AtomicU64,
+    /// Files this node holds the only copy of for some room: kept whatever the cache's own
+    /// eviction rules say (see [`ClusterFiles::refresh`]).
+    sole_copies: std::sync::Mutex<HashSet<BlobHash>>,
+    /// Whether the last look at the index succeeded; until one does (Redis down), every file
+    /// is kept.
+    index_known: std::sync::atomic::AtomicBool,
 }
 
 impl ClusterFiles {
@@ -100,6 +106,8 @@ impl ClusterFiles {
             cache,
             fetching: tokio::sync::Mutex::new(HashMap::new()),
             fetches: AtomicU64::new(0),
+            sole_copies: std::sync::Mutex::new(HashSet::new()),
+            index_known: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -108,7 +116,11 @@ impl ClusterFiles {
         let json = serde_json::to_string(info).unwrap_or_default();
         let (files, holders) = (files_key(room), holders_key(room, &info.hash));
         let mut conn = self.conn.clone();
-        redis::pipe()
+        let (count,): (u64,) = redis::pipe()
+            .cmd("SADD")
+            .arg(self.my_files_key())
+            .arg(format!("{room}\n{}", info.hash))
+            .ignore()
             .cmd("HSET")
             .arg(&files)
             .arg(info.hash.as_str())
@@ -131,8 +143,70 @@ impl ClusterFiles {
             .arg(&self.node_id)
             .arg(&self.url)
             .ignore()
+            .cmd("SCARD")
+            .arg(&holders)
             .query_async(&mut conn)
-            .await
+            .await?;
+        if count <= 1 {
+            self.lock_sole().insert(info.hash.clone());
+        }
+        Ok(())
+    }
+
+    /// The set of `room\nhash` this node announced holding.
+    fn my_files_key(&self) -> String {
+        format!("rc:node:{{{}}}:files", self.node_id)
+    }
+
+    fn lock_sole(&self) -> std::sync::MutexGuard<'_, HashSet<BlobHash>> {
+        self.sole_copies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this node holds the only copy of `hash` for some room (the cache must keep it).
+    pub fn keeps(&self, hash: &BlobHash) -> bool {
+        !self.index_known.load(Ordering::Relaxed) || self.lock_sole().contains(hash)
+    }
+
+    /// Bring the index in line with the cache: copies the cache no longer has are withdrawn
+    /// (so no node counts on them), and the files this node holds the only copy of are kept
+    /// from eviction; a copy another node also has goes by the cache's own rules. Run around
+    /// every sweep of the cache. (Two nodes sweeping the same shared file in the same moment
+    /// could each count on the other's copy; the window is one sweep.)
+    pub async fn refresh(&self) -> redis::RedisResult<()> {
+        let result = self.refresh_now().await;
+        self.index_known.store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+
+    async fn refresh_now(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let mine: Vec<String> = redis::cmd("SMEMBERS").arg(self.my_files_key()).query_async(&mut conn).await?;
+        let mut sole = HashSet::new();
+        for entry in mine {
+            let Some((room, hash)) = entry.split_once('\n') else { continue };
+            let (Ok(room), Ok(hash)) = (RoomName::try_from(room), BlobHash::try_from(hash)) else { continue };
+            let holders = holders_key(&room, &hash);
+            if self.cache.stat(&room, &hash).is_err() {
+                redis::pipe()
+                    .cmd("SREM")
+                    .arg(&holders)
+                    .arg(&self.node_id)
+                    .ignore()
+                    .cmd("SREM")
+                    .arg(self.my_files_key())
+                    .arg(&entry)
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                continue;
+            }
+            let count: u64 = redis::cmd("SCARD").arg(&holders).query_async(&mut conn).await?;
+            if count <= 1 {
+                sole.insert(hash);
+            }
+        }
+        *self.lock_sole() = sole;
+        Ok(())
     }
 
     /// A resumable upload's partial file is on this node: chunks reaching other nodes are

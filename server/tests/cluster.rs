@@ -208,6 +208,11 @@ async fn redis_restarted_keeps_every_ack_and_a_flushed_redis_resets_the_room() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(http_get(a.server.addr, "/healthz").await.0, 200, "alive, though not ready");
+    // A room the node does not hold cannot be loaded: the joiner is told why.
+    let mut late = Client::connect(&a.server).await;
+    assert_eq!(error_codes(&late.join("elsewhere", "Late", None).await), [ErrorCode::StoreUnavailable]);
+    // The room it holds still serves what it has: a member joining there gets its history.
+    assert_eq!(seqs(&late.join("r", "Late", None).await), [1, 2, 3, 4, 5]);
 
     // Back with its AOF: the same history goes on, on both nodes.
     redis.restart();
@@ -223,12 +228,32 @@ async fn redis_restarted_keeps_every_ack_and_a_flushed_redis_resets_the_room() {
         }
     };
     assert_eq!(seq, 6, "nothing acked was lost");
+    // Presence a node wrote while Redis was away, or that was reaped meanwhile, is made good
+    // when its subscription comes back: here the entry is dropped, and the subscription cut.
+    let mut conn = redis.connection().await;
+    let _: i64 =
+        redis::cmd("HDEL").arg("rc:{r}:members").arg(late.peer_id.as_str()).query_async(&mut conn).await.unwrap();
+    let _: redis::Value =
+        redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut conn).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let here: bool = redis::cmd("HEXISTS")
+            .arg("rc:{r}:members")
+            .arg(late.peer_id.as_str())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if here {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the member was never announced again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let got = bob.recv_until(|m| matches!(m, ServerMsg::Message { message, .. } if message.seq == 6)).await;
     assert!(!got.iter().any(|m| matches!(m, ServerMsg::HistoryReset { .. })));
 
     // Redis loses everything (a flush stands for a restart without persistence): the room
     // starts over under a new epoch, and members on both nodes are told.
-    let mut conn = redis.connection().await;
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
     assert_eq!(ann.publish_acked("r", "fresh", "a new start").await, 1);
     let told = bob.recv_until(|m| matches!(m, ServerMsg::Message { .. })).await;

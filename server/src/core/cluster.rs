@@ -296,6 +296,27 @@ impl Engine {
         }
     }
 
+    /// This node's members of `room`, as every node sees them.
+    fn local_members(&self, room_name: &RoomName) -> Vec<ClusterMember> {
+        let node = self.node().to_owned();
+        let Some(room) = self.rooms.get(room_name) else { return Vec::new() };
+        room.members
+            .iter()
+            .filter_map(|conn| {
+                let peer = self.peers.get(conn)?;
+                let m = peer.membership(room_name)?;
+                Some(ClusterMember {
+                    peer_id: peer.id.clone(),
+                    name: m.name.clone(),
+                    user: peer.identity.as_ref().map(|i| i.user.clone()),
+                    node: node.clone(),
+                    since: m.since,
+                    rights: m.rights,
+                })
+            })
+            .collect()
+    }
+
     /// Members of `room` on other nodes, oldest first.
     pub(super) fn remote_members(&self, room_name: &RoomName) -> &[ClusterMember] {
         self.rooms.get(room_name).and_then(|r| r.shared.as_ref()).map_or(&[], |s| s.remote.as_slice())
@@ -377,7 +398,11 @@ impl Engine {
                 rooms.sort();
                 for (room, from) in rooms {
                     let new_epoch = self.new_epoch();
-                    self.cluster_op(ClusterOp::Refill { room, from, new_epoch });
+                    self.cluster_op(ClusterOp::Refill { room: room.clone(), from, new_epoch });
+                    // Presence written while Redis was away (or reaped meanwhile) is made good.
+                    for member in self.local_members(&room) {
+                        self.cluster_op(ClusterOp::Join { room: room.clone(), member });
+                    }
                 }
             }
         }

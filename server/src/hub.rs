@@ -107,13 +107,16 @@ pub struct Hub {
     cluster: std::sync::OnceLock<crate::cluster::node::Node>,
     /// Cluster mode: the shared file index (which files this node must keep).
     files: std::sync::OnceLock<Arc<crate::cluster::files::ClusterFiles>>,
+    /// The hub itself, for work it hands to a task.
+    me: std::sync::Weak<Hub>,
 }
 
 use crate::clock::now_millis;
 
 impl Hub {
     pub fn new(engine: Engine, store: Arc<dyn Store>, queue_limits: QueueLimits) -> Arc<Self> {
-        let hub = Arc::new(Hub {
+        let hub = Arc::new_cyclic(|me| Hub {
+            me: me.clone(),
             state: Mutex::new(State { engine, conns: HashMap::new(), posts: HashMap::new(), next_ticket: 1 }),
             store,
             store_work: Notify::new(),
@@ -439,6 +442,26 @@ impl crate::media::MediaEvents for Hub {
     }
 
     fn announce(&self, room: &relaycast_shared::RoomName, body: relaycast_shared::Body) {
+        // Cluster mode: a file (a recording) goes into the shared index first, so that the
+        // message naming it is taken and the file can be fetched through any node.
+        if let (Some(files), relaycast_shared::Body::File { hash, name, size, mime }) = (self.files.get(), &body) {
+            let info = relaycast_shared::blobs::BlobInfo {
+                hash: hash.clone(),
+                size: *size,
+                name: name.clone(),
+                mime: mime.clone(),
+            };
+            let (files, hub, room) = (files.clone(), self.me.clone(), room.clone());
+            tokio::spawn(async move {
+                if let Err(err) = files.announce(&room, &info).await {
+                    tracing::warn!(room = %room, error = %err, "a recording could not be added to the shared file index");
+                }
+                if let Some(hub) = hub.upgrade() {
+                    hub.input(Input::Announce { room, body });
+                }
+            });
+            return;
+        }
         self.input(Input::Announce { room: room.clone(), body });
         // Server messages are stored like any other: wake the writer.
         self.store_work.notify_one();

@@ -240,7 +240,29 @@ pub async fn run_with_ready(
         let scratch = blob_dir_for_recordings(&cache);
         let relay = media::Relay::start(media, grants.clone(), events, Some(cache.clone()), scratch).await?;
         tracing::info!(udp = %relay.local_addr(), candidates = ?relay.candidate_addrs(), "media relay listening");
-        Some(Arc::new(transport::MediaApi { relay }))
+        // Cluster mode: each room's media on one node at a time, leases renewed while busy.
+        let cluster = match (&node, &advertise_url) {
+            (Some(node), Some(url)) => {
+                let open_mode = config.auth == config::AuthMode::Open;
+                let media = Arc::new(cluster::media::ClusterMedia::new(
+                    node.node_id(),
+                    url.clone(),
+                    node.connection(),
+                    open_mode,
+                ));
+                let (leases, relay) = (media.clone(), relay.clone());
+                tokio::spawn(async move {
+                    let mut every = tokio::time::interval(cluster::media::LEASE / 3);
+                    loop {
+                        every.tick().await;
+                        leases.renew(|room| relay.broadcast_state(room) != Default::default()).await;
+                    }
+                });
+                Some(media)
+            }
+            _ => None,
+        };
+        Some(Arc::new(transport::MediaApi { relay, cluster }))
     };
     let relay = media_api.as_ref().map(|api| api.relay.clone());
     let blob_api = grants

@@ -611,3 +611,111 @@ async fn a_node_keeps_the_only_copy_of_a_rooms_file_and_lets_a_shared_one_go() {
     assert_eq!((again.status, again.body.to_vec()), (200, data));
     let _: () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
 }
+
+/// The next broadcast state a member is told of that `pred` accepts.
+async fn state_where(
+    member: &mut Client,
+    pred: impl Fn(&relaycast_shared::media::BroadcastState) -> bool,
+) -> relaycast_shared::media::BroadcastState {
+    loop {
+        if let ServerMsg::Broadcast { state, .. } = member.recv().await {
+            if pred(&state) {
+                return state;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_lives_on_one_node_and_is_watched_through_any() {
+    use relaycast::media::client::MediaClient;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use str0m::media::MediaKind;
+    const KEY: &str = "stage-secret-key-for-the-cluster";
+    let redis = RedisServer::start();
+    let dir = dirs();
+    let media = ["--stream-key", "stage=stage-secret-key-for-the-cluster", "--media-keyframe-interval", "300ms"];
+    let url = redis.url();
+    let args = |id: &'static str| {
+        let mut args = vec!["--log", "warn", "--redis", url.as_str(), "--node-id", id, "--memory", "--node-ttl", "2s"];
+        args.extend_from_slice(&media);
+        args
+    };
+    let a = spawn_binary_with(&dir.path().join("a"), &args("a"), None);
+    let b = spawn_binary_with(&dir.path().join("b"), &args("b"), None);
+    ready(&a).await;
+    ready(&b).await;
+    let (base_a, base_b) = (format!("http://{}", a.server.addr), format!("http://{}", b.server.addr));
+    // A member on node b follows the broadcast's state.
+    let mut watcher = Client::connect(&b.server).await;
+    let joined = watcher.join("stage", "watcher", None).await;
+    let grant = joined
+        .iter()
+        .find_map(|m| match m {
+            ServerMsg::Grant { token, .. } => Some(format!("Bearer {token}")),
+            _ => None,
+        })
+        .expect("a grant");
+
+    // Live through node a; viewers through a and through b (forwarded to a).
+    let kinds = [MediaKind::Audio, MediaKind::Video];
+    let publisher = MediaClient::start(&format!("{base_a}/whip/stage"), Some(KEY), true, &kinds).await.expect("WHIP");
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishing = spawn_publisher(publisher, stop.clone());
+    assert!(state_where(&mut watcher, |s| s.live).await.since.is_some(), "node b's member sees it live");
+    let mut seens = Vec::new();
+    let mut viewers = Vec::new();
+    for base in [&base_a, &base_b] {
+        let viewer = MediaClient::start(&format!("{base}/whep/stage"), Some(KEY), false, &kinds).await.expect("WHEP");
+        let seen = Arc::new(Seen::default());
+        viewers.push(spawn_viewer(viewer, stop.clone(), seen.clone()));
+        seens.push(seen);
+    }
+    state_where(&mut watcher, |s| s.viewers == 2).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !seens.iter().all(|s| s.video.load(Ordering::Relaxed) >= 20) {
+        assert!(std::time::Instant::now() < deadline, "every viewer decodes video");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Recorded through node b: the recording runs where the broadcast is, and becomes a file
+    // of the room that node b lists and serves.
+    let key = format!("Bearer {KEY}");
+    let started = request(b.server.addr, "POST", "/api/rooms/stage/recording", &[("authorization", &key)], b"").await;
+    assert_eq!(started.status, 201, "{}", started.text());
+    state_where(&mut watcher, |s| s.recording).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stopped = request(b.server.addr, "DELETE", "/api/rooms/stage/recording", &[("authorization", &key)], b"").await;
+    assert_eq!(stopped.status, 200, "{}", stopped.text());
+    let recording: relaycast_shared::media::RecordingInfo = stopped.json();
+    assert!(recording.duration_ms >= 1000, "{recording:?}");
+    let saved = watcher.recv_until(|m| matches!(m, ServerMsg::Message { .. })).await;
+    assert!(saved.iter().any(|m| matches!(m, ServerMsg::Message { message, .. }
+        if matches!(&message.body, Body::File { hash, .. } if *hash == recording.hash))));
+    let file = request(b.server.addr, "GET", &format!("/api/rooms/stage/blobs/{}", recording.hash), &[("authorization", &grant)], b"").await;
+    assert_eq!((file.status, file.body.len() as u64), (200, recording.size));
+
+    // The viewer that came through node b ends through node b: its Location works anywhere.
+    stop.store(true, Ordering::Relaxed);
+    let mut clients = Vec::new();
+    for viewer in viewers {
+        clients.push(viewer.await.unwrap());
+    }
+    let through_b = clients.pop().unwrap();
+    let path = through_b.session.path.clone();
+    assert_eq!(request(b.server.addr, "DELETE", &path, &[], b"").await.status, 200, "closed through b");
+    state_where(&mut watcher, |s| s.viewers == 1).await;
+
+    // Node a dies with the broadcast: node b's member is told it ended, and a new publisher
+    // may go live through node b.
+    let (_, _publisher) = publishing.await.unwrap();
+    drop(a);
+    let killed = std::time::Instant::now();
+    let over = state_where(&mut watcher, |s| !s.live).await;
+    assert_eq!(over, Default::default(), "nothing left of it");
+    // Within the node TTL (2 s) and a third of it, with room for a loaded machine.
+    assert!(killed.elapsed() < Duration::from_secs(5), "told after {:?}", killed.elapsed());
+    let again = MediaClient::start(&format!("{base_b}/whip/stage"), Some(KEY), true, &kinds).await.expect("WHIP on b");
+    assert!(again.session.path.starts_with("/whip/stage/"));
+    assert!(state_where(&mut watcher, |s| s.live).await.live);
+}

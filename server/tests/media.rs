@@ -5,10 +5,10 @@
 mod common;
 
 use common::*;
-use relaycast::media::client::{ClientEvent, MediaClient, Synthetic, SyntheticStats};
+use relaycast::media::client::{ClientEvent, MediaClient};
 use relaycast_shared::media::BroadcastState;
 use relaycast_shared::ServerMsg;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::media::MediaKind;
@@ -21,63 +21,6 @@ async fn media_server() -> TestServer {
         c.media_keyframe_interval = Duration::from_millis(300);
     }))
     .await
-}
-
-/// Publishes synthetic video (30 fps) and audio (50 fps) until `stop`; answers keyframe
-/// requests with a keyframe. Returns how many keyframe requests it got.
-fn spawn_publisher(mut client: MediaClient, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, MediaClient)> {
-    tokio::spawn(async move {
-        let spec = Synthetic {
-            video_frame_bytes: 1200,
-            audio_packet_bytes: 80,
-            keyframe_every: None,
-            width: 320,
-            height: 240,
-        };
-        let stats = SyntheticStats::default();
-        client.publish_synthetic(spec, &stop, &stats).await.expect("publishing");
-        (stats.keyframe_requests.load(Ordering::Relaxed), client)
-    })
-}
-
-#[derive(Debug, Default)]
-struct Seen {
-    video: AtomicU64,
-    audio: AtomicU64,
-    /// Whether the first video frame was a keyframe (1) or not (2).
-    first_video_keyframe: AtomicU64,
-    first_video_ms: AtomicU64,
-}
-
-fn spawn_viewer(
-    mut client: MediaClient,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Seen>,
-) -> tokio::task::JoinHandle<MediaClient> {
-    tokio::spawn(async move {
-        let start = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            let until = Instant::now() + Duration::from_millis(20);
-            let result = client
-                .pump(until, |e| {
-                    if let ClientEvent::Media { kind, keyframe, .. } = e {
-                        if kind == MediaKind::Video {
-                            if seen.video.fetch_add(1, Ordering::Relaxed) == 0 {
-                                seen.first_video_keyframe.store(if keyframe { 1 } else { 2 }, Ordering::Relaxed);
-                                seen.first_video_ms.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-                            }
-                        } else {
-                            seen.audio.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-                .await;
-            if result.is_err() {
-                break;
-            }
-        }
-        client
-    })
 }
 
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {

@@ -30,8 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Node id → the URL other nodes reach it at.
-const NODE_URLS: &str = "rc:nodes:url";
+use super::media::NODE_URLS;
 /// A node-to-node fetch that sends nothing for this long is given up (the next holder is tried).
 const FETCH_IDLE: Duration = Duration::from_secs(30);
 
@@ -237,30 +236,6 @@ impl ClusterFiles {
             Some(node) => redis::cmd("HGET").arg(NODE_URLS).arg(node).query_async(&mut conn).await,
             None => Ok(None),
         }
-    }
-
-    /// Forward `req` (a chunk, or a question about an upload) to the node at `url` and give
-    /// back its answer: the client's request and answer are the same whichever node it
-    /// reached. The body streams through, not stored here.
-    pub async fn forward(
-        &self,
-        url: &str,
-        req: http::Request<hyper::body::Incoming>,
-    ) -> Result<http::Response<hyper::body::Incoming>, String> {
-        let authority = url.strip_prefix("http://").ok_or_else(|| format!("not an http:// node URL: {url}"))?;
-        let tcp = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let (mut parts, body) = req.into_parts();
-        // Hop-by-hop headers stay on this hop.
-        for name in ["connection", "keep-alive", "te", "trailer", "upgrade", "proxy-authorization"] {
-            parts.headers.remove(name);
-        }
-        parts.headers.insert(http::header::HOST, http::HeaderValue::from_str(authority).map_err(|e| e.to_string())?);
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        parts.uri = path.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
-        sender.send_request(http::Request::from_parts(parts, body)).await.map_err(|e| e.to_string())
     }
 
     /// The room's files on every node, oldest first.

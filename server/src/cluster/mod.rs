@@ -11,12 +11,17 @@
 //!   as left;
 //! - [`files`]: which room holds which file and which nodes have its bytes; fetching a
 //!   room's file from another node;
+//! - [`media`]: which node a room's live media is on (a lease), so WHIP and WHEP work through
+//!   any node;
+//! - [`node_http`]: forwarding a request to another node;
 //! - [`peers`]: a channel per node, for signaling to a peer on another node, and one for all;
 //! - [`subscriber`]: the node's one subscription (the rooms it has members in, its inbox),
 //!   probed and rebuilt when it drops or goes deaf.
 
 pub mod files;
+pub mod media;
 pub mod node;
+pub mod node_http;
 pub mod peers;
 pub mod presence;
 pub mod room_log;

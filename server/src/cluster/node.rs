@@ -10,11 +10,13 @@
 
 use super::peers;
 use super::presence::Presence;
-use super::room_log::{LogError, NewMessage, RoomLog};
+use super::room_log::{LogError, NewMessage, RoomKeys, RoomLog, ROOM_TTL_SECS};
 use super::subscriber::{Event, Subscriber, SubscriberConfig};
 use crate::clock::now_millis;
 use crate::core::{ClusterInput, ClusterOp, ClusterRemoval, HistoryPage, MemberInfo, Millis, RelayedSignal};
 use redis::aio::ConnectionManager;
+use redis::Script;
+use relaycast_shared::media::BroadcastState;
 use relaycast_shared::{ErrorCode, RoomName};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -401,11 +403,13 @@ async fn one(shared: &Arc<Shared>, conn: &mut ConnectionManager, op: ClusterOp) 
                 let log = shared.log.read(conn, &room, 1, max, &new_epoch).await?;
                 shared.presence.reap(conn, &room, now).await?;
                 let members = shared.presence.members(conn, &room, now).await?;
-                Ok::<_, LogError>((log, members))
+                let broadcast: Option<String> =
+                    redis::cmd("GET").arg(super::media::state_key(&room)).query_async(conn).await?;
+                Ok::<_, LogError>((log, members, broadcast.and_then(|json| serde_json::from_str(&json).ok())))
             }
             .await;
             match loaded {
-                Ok((log, members)) => (shared.feed)(ClusterInput::Loaded { room, log, members }),
+                Ok((log, members, broadcast)) => (shared.feed)(ClusterInput::Loaded { room, log, members, broadcast }),
                 Err(err) => {
                     shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(room = %room, error = %err, "cannot load a room from redis");
@@ -468,6 +472,20 @@ async fn one(shared: &Arc<Shared>, conn: &mut ConnectionManager, op: ClusterOp) 
                 tracing::warn!(error = %err, "cannot tell the other nodes of a removal");
             }
         }
+        ClusterOp::BroadcastState { room, state } => {
+            let json = serde_json::to_string(&state).unwrap_or_default();
+            let mut pipe = redis::pipe();
+            if state == BroadcastState::default() {
+                pipe.cmd("DEL").arg(super::media::state_key(&room)).ignore();
+            } else {
+                pipe.cmd("SET").arg(super::media::state_key(&room)).arg(&json).arg("EX").arg(ROOM_TTL_SECS).ignore();
+            }
+            pipe.cmd("PUBLISH").arg(RoomKeys::of(&room).channel).arg(format!("!b{json}")).ignore();
+            if let Err(err) = pipe.query_async::<()>(conn).await {
+                shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(room = %room, error = %err, "cannot announce a broadcast's state");
+            }
+        }
         ClusterOp::Append { .. } => {}
     }
 }
@@ -486,6 +504,13 @@ async fn listen(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Event>)
                 }
             },
             Event::Deleted { room, json } => ClusterInput::Deleted { room, json },
+            Event::Broadcast { room, json } => match serde_json::from_str::<BroadcastState>(&json) {
+                Ok(state) => ClusterInput::Broadcast { room, state },
+                Err(err) => {
+                    tracing::warn!(error = %err, "a broadcast state this node does not understand");
+                    continue;
+                }
+            },
             Event::Control { payload } => match serde_json::from_str::<ClusterRemoval>(&payload) {
                 Ok(removal) => ClusterInput::Remove(removal),
                 Err(err) => {
@@ -498,6 +523,24 @@ async fn listen(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Event>)
         (shared.feed)(input);
     }
 }
+
+/// The room's broadcast state is dropped and announced ended when no live node holds its
+/// media lease.
+const END_ORPHANED_BROADCAST: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+local holder = redis.call('GET', KEYS[2])
+if holder then
+  local alive = redis.call('ZSCORE', KEYS[3], holder)
+  if alive and tonumber(alive) >= tonumber(ARGV[1]) then
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"#;
 
 /// The heartbeat (every third of its TTL), and reaping: when a node's heartbeat lapses, the
 /// members it had in the rooms this node holds are announced as left (by whichever node gets
@@ -563,9 +606,24 @@ async fn keep_alive(shared: Arc<Shared>, mut conn: ConnectionManager) {
         }
         let rooms: Vec<RoomName> = shared.rooms.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
         let mut complete = true;
+        let ended = format!("!b{}", serde_json::to_string(&BroadcastState::default()).unwrap_or_default());
         for room in rooms {
             if let Err(err) = shared.presence.reap(&mut conn, &room, now).await {
                 tracing::warn!(room = %room, error = %err, "cannot reap the members of dead nodes");
+                complete = false;
+            }
+            // A broadcast whose media node died is over: members are told.
+            let ends: redis::RedisResult<i64> = Script::new(END_ORPHANED_BROADCAST)
+                .key(super::media::state_key(&room))
+                .key(super::media::lease_key(&room))
+                .key(super::presence::NODES_KEY)
+                .arg(now)
+                .arg(RoomKeys::of(&room).channel)
+                .arg(&ended)
+                .invoke_async(&mut conn)
+                .await;
+            if let Err(err) = ends {
+                tracing::warn!(room = %room, error = %err, "cannot end the broadcast of a dead node");
                 complete = false;
             }
         }

@@ -23,6 +23,8 @@ use tokio::time::Instant;
 pub enum Event {
     /// A message published to a room this node listens to.
     Publication { room: RoomName, epoch: Epoch, json: String },
+    /// A room's broadcast state changed (its media node said so): the state as JSON.
+    Broadcast { room: RoomName, json: String },
     /// A message of a room this node listens to was deleted: its tombstone.
     Deleted { room: RoomName, json: String },
     /// Someone joined or left a room this node listens to (on any node).
@@ -207,6 +209,7 @@ async fn listen(
                 }
                 let Some(room) = room_of(channel) else { continue };
                 let event = match (parse_announcement(&payload), parse_publication(&payload)) {
+                    _ if payload.starts_with("!b") => Event::Broadcast { room, json: payload[2..].to_owned() },
                     _ if parse_deletion(&payload).is_some() => {
                         Event::Deleted { room, json: parse_deletion(&payload).unwrap_or_default().to_owned() }
                     }

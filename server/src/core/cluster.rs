@@ -17,6 +17,7 @@
 //! channel, so presence, ownership (open mode) and room limits count every node's members.
 
 use super::*;
+use relaycast_shared::media::BroadcastState;
 use std::collections::BTreeMap;
 
 /// Epochs a room remembers having left (their late publications are dropped).
@@ -124,13 +125,15 @@ pub enum ClusterOp {
     Delete { room: RoomName, epoch: Epoch, seq: u64, tombstone: String },
     /// Tell every node to apply a removal.
     Remove(ClusterRemoval),
+    /// This node's relay changed the room's broadcast state: keep it and tell every node.
+    BroadcastState { room: RoomName, state: BroadcastState },
 }
 
 /// What the shared log reports back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterInput {
-    /// A room's log and members, read after its channel was subscribed.
-    Loaded { room: RoomName, log: LogSlice, members: Vec<ClusterMember> },
+    /// A room's log, members and broadcast state, read after its channel was subscribed.
+    Loaded { room: RoomName, log: LogSlice, members: Vec<ClusterMember>, broadcast: Option<BroadcastState> },
     /// The room could not be loaded (the log is unreachable).
     LoadFailed { room: RoomName, reason: String },
     /// A message is in the log as `seq` of `epoch`.
@@ -154,6 +157,8 @@ pub enum ClusterInput {
     Deleted { room: RoomName, json: String },
     /// A removal decided on some node.
     Remove(ClusterRemoval),
+    /// The room's broadcast state, as its media node announced it.
+    Broadcast { room: RoomName, state: BroadcastState },
     /// The node's subscription was rebuilt: publications may have been missed in any room.
     Resync,
 }
@@ -182,6 +187,9 @@ pub(super) struct SharedRoom {
     pub(super) remote: Vec<ClusterMember>,
     /// Epochs the room was started over from: late publications of theirs are dropped.
     retired: Vec<Epoch>,
+    /// This node is the room's media node (a broadcast, viewers or a recording here): the room
+    /// is held without local members, so that its members elsewhere and their rights are known.
+    media_hold: bool,
 }
 
 /// A message from the log, parsed once.
@@ -285,12 +293,11 @@ impl Engine {
         cancelled
     }
 
-    /// Forget a room nobody here is in or waiting for.
+    /// Forget a room nobody here is in or waiting for, and whose media is not here.
     pub(super) fn unload_if_unused(&mut self, room_name: &RoomName) {
-        let unused = self
-            .rooms
-            .get(room_name)
-            .is_some_and(|r| r.members.is_empty() && r.shared.as_ref().is_some_and(|s| s.joins.is_empty()));
+        let unused = self.rooms.get(room_name).is_some_and(|r| {
+            r.members.is_empty() && r.shared.as_ref().is_some_and(|s| s.joins.is_empty() && !s.media_hold)
+        });
         if unused {
             self.drop_room(room_name);
         }
@@ -317,6 +324,39 @@ impl Engine {
             .collect()
     }
 
+    /// The relay here changed a room's broadcast state: every node hears of it through the log
+    /// (this one too: members here are told then), and the room is held here while its media is.
+    pub(super) fn broadcast_from_relay(&mut self, room_name: RoomName, state: BroadcastState) {
+        let busy = state != BroadcastState::default();
+        if busy && !self.rooms.contains_key(&room_name) && self.rooms.len() < self.config.max_rooms {
+            let room = self.new_shared_room(&room_name, None);
+            self.rooms.insert(room_name.clone(), room);
+        }
+        if let Some(shared) = self.rooms.get_mut(&room_name).and_then(|r| r.shared.as_mut()) {
+            shared.media_hold = busy;
+        }
+        self.cluster_op(ClusterOp::BroadcastState { room: room_name.clone(), state });
+        if !busy {
+            self.unload_if_unused(&room_name);
+        }
+    }
+
+    /// A member of another node's rights in `room`, as this node knows them (open mode: the
+    /// owner's on top for the member there longest).
+    pub(super) fn remote_rights(&self, room_name: &RoomName, peer: &PeerId) -> Option<Rights> {
+        let room = self.rooms.get(room_name)?;
+        let remote = &room.shared.as_ref()?.remote;
+        let member = remote.iter().find(|m| m.peer_id == *peer)?;
+        let oldest_here = room.members.first().and_then(|c| {
+            let p = self.peers.get(c)?;
+            Some((p.membership(room_name)?.since, p.id.clone()))
+        });
+        let oldest = remote.first().is_some_and(|first| first.peer_id == *peer)
+            && oldest_here.is_none_or(|(since, id)| (member.since, &member.peer_id) < (since, &id));
+        let owner = matches!(self.config.auth, Auth::Open) && oldest;
+        Some(if owner { member.rights.union(owner_rights()) } else { member.rights })
+    }
+
     /// Members of `room` on other nodes, oldest first.
     pub(super) fn remote_members(&self, room_name: &RoomName) -> &[ClusterMember] {
         self.rooms.get(room_name).and_then(|r| r.shared.as_ref()).map_or(&[], |s| s.remote.as_slice())
@@ -336,7 +376,13 @@ impl Engine {
 
     pub(super) fn cluster_input(&mut self, input: ClusterInput, now: Millis) {
         match input {
-            ClusterInput::Loaded { room, log, members } => self.loaded(room, log, members, now),
+            ClusterInput::Loaded { room, log, members, broadcast } => {
+                if let Some(state) = broadcast.filter(|s| *s != BroadcastState::default()) {
+                    self.broadcasts.insert(room.clone(), state);
+                }
+                self.loaded(room, log, members, now)
+            }
+            ClusterInput::Broadcast { room, state } => self.broadcast_changed(room, state),
             ClusterInput::LoadFailed { room, reason } => self.load_failed(room, reason),
             ClusterInput::Appended { token, epoch, seq, json } => self.appended(token, epoch, seq, json, now),
             ClusterInput::AppendFailed { token, code, reason } => self.append_failed(token, code, reason),

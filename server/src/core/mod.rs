@@ -456,7 +456,11 @@ impl Engine {
     /// keys hold only as far as this says: a leave, a removal or a disconnect ends them (a
     /// reconnecting client is a new peer with new grants), a refreshed token may change them.
     pub fn rights_of(&self, room: &RoomName, peer: &PeerId) -> Option<Rights> {
-        self.rights(*self.by_peer_id.get(peer)?, room)
+        match self.by_peer_id.get(peer) {
+            Some(conn) => self.rights(*conn, room),
+            // Cluster mode: a member of another node (a broadcast here, its publisher there).
+            None => self.remote_rights(room, peer),
+        }
     }
 
     /// A member's rights: its token's for the room, and in open mode the owner's on top for
@@ -555,6 +559,7 @@ impl Engine {
                     None,
                 );
             }
+            Input::Broadcast { room, state } if self.is_clustered() => self.broadcast_from_relay(room, state),
             Input::Broadcast { room, state } => self.broadcast_changed(room, state),
             Input::Announce { room, body } => self.announce(room, body, now),
             Input::Disconnected(conn) => self.disconnected(conn),
@@ -1233,6 +1238,7 @@ impl Engine {
         };
         if room.shared.is_some() {
             self.outputs.push(Output::Cluster(ClusterOp::Unload { room: room_name.clone() }));
+            self.broadcasts.remove(room_name);
             let released = room.history.into_blobs();
             self.unref_blobs(released);
         } else if room.stored {

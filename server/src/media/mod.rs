@@ -336,6 +336,21 @@ impl Relay {
         token: Option<&str>,
         need: Right,
     ) -> Result<Option<relaycast_shared::PeerId>, MediaError> {
+        let holder = self.verify_token(room, token, need)?;
+        match &holder {
+            Some(peer) => self.check_rights(need, self.events.rights(room, peer)).map(|_| holder),
+            None => Ok(None),
+        }
+    }
+
+    /// The token half of [`Relay::authorize`]: whose token it is (none for a configured key),
+    /// before their rights are looked up (in cluster mode, possibly on another node).
+    pub fn verify_token(
+        &self,
+        room: &RoomName,
+        token: Option<&str>,
+        need: Right,
+    ) -> Result<Option<relaycast_shared::PeerId>, MediaError> {
         let token = token.ok_or(MediaError::TokenRequired)?;
         if let Some(key) = self.config.stream_keys.get(room) {
             if constant_time_eq(key.as_bytes(), token.as_bytes()) {
@@ -363,10 +378,16 @@ impl Relay {
                 ))
             }
         };
-        match self.events.rights(room, &peer) {
+        Ok(Some(peer))
+    }
+
+    /// The rights half of [`Relay::authorize`]: a token's holder with `rights` in the room
+    /// (`None`: not a member) may do `need`, or why not.
+    pub fn check_rights(&self, need: Right, rights: Option<relaycast_shared::Rights>) -> Result<(), MediaError> {
+        match rights {
             None => Err(MediaError::AccessDenied("this token's holder is no longer in the room; rejoin for a new one")),
             Some(rights) if !rights.has(need) => Err(MediaError::Forbidden(need)),
-            Some(_) => Ok(Some(peer)),
+            Some(_) => Ok(()),
         }
     }
 
@@ -420,6 +441,11 @@ impl Relay {
     }
 
     /// End a session (`DELETE` on its `Location`).
+    /// Whether [`Relay::close_session`] would find the session here.
+    pub fn close_session_would_find(&self, room: &RoomName, role: Role, id: &SessionId) -> bool {
+        self.lock_rooms().closer(room, role, id).is_some()
+    }
+
     pub fn close_session(&self, room: &RoomName, role: Role, id: &SessionId) -> Result<(), MediaError> {
         let rooms = self.lock_rooms();
         let closer = rooms.closer(room, role, id).ok_or(MediaError::UnknownSession)?;

@@ -154,7 +154,7 @@ impl BlobApi {
                     HttpError::new(BlobErrorCode::StorageFailed, format!("the shared upload index (Redis): {err}"))
                 })?;
                 if let Some(url) = node {
-                    let answer = files.forward(&url, req).await.map_err(|err| {
+                    let answer = crate::cluster::node_http::forward(&url, req).await.map_err(|err| {
                         HttpError::new(BlobErrorCode::StorageFailed, format!("the node holding this upload: {err}"))
                     })?;
                     return Ok(answer.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()));

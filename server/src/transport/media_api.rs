@@ -72,6 +72,18 @@ fn cors(response: &mut Response<ResBody>, origin: Option<HeaderValue>) {
 #[derive(Debug)]
 pub struct MediaApi {
     pub relay: Arc<Relay>,
+    /// Cluster mode: which node each room's media is on.
+    pub cluster: Option<Arc<crate::cluster::media::ClusterMedia>>,
+}
+
+/// A Redis failure on the media path.
+fn redis_failed(err: redis::RedisError) -> HttpError {
+    HttpError::new(MediaErrorCode::Unavailable, format!("the shared media index (Redis): {err}"))
+}
+
+/// A forwarding failure.
+fn node_failed(err: String) -> HttpError {
+    HttpError::new(MediaErrorCode::Unavailable, format!("the room's media node: {err}"))
 }
 
 impl MediaApi {
@@ -104,6 +116,24 @@ impl MediaApi {
             response.headers_mut().insert("accept-post", HeaderValue::from_static("application/sdp"));
             return Ok(response);
         }
+        // Cluster mode: what concerns a room whose media is on another node is answered there.
+        if let Some(media) = &self.cluster {
+            let elsewhere = match &route {
+                Route::Endpoint(_, room) => match media.claim(room).await.map_err(redis_failed)? {
+                    crate::cluster::media::Holder::Here => None,
+                    crate::cluster::media::Holder::There(url) => Some(url),
+                },
+                Route::Session(role, room, id) if self.relay.close_session_would_find(room, *role, id) => None,
+                Route::Session(_, _, id) => media.session_node(id).await.map_err(redis_failed)?,
+                Route::Recording(room) | Route::Broadcast(room) => {
+                    media.holder_elsewhere(room).await.map_err(redis_failed)?
+                }
+            };
+            if let Some(url) = elsewhere {
+                let answer = crate::cluster::node_http::forward(&url, req).await.map_err(node_failed)?;
+                return Ok(answer.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()));
+            }
+        }
         match (route, method) {
             (Route::Endpoint(role, room), Method::POST) => self.offer(req, credentials, role, &room).await,
             (Route::Session(role, room, id), Method::DELETE) => {
@@ -115,7 +145,7 @@ impl MediaApi {
                 "trickle ICE is not supported: the answer carries the server's candidate; send yours in the offer",
             )),
             (Route::Recording(room), m @ (Method::POST | Method::DELETE)) => {
-                self.relay.authorize(&room, credentials.bearer.as_deref(), relaycast_shared::Right::Record)?;
+                self.authorize(&room, credentials, relaycast_shared::Right::Record).await?;
                 if m == Method::POST {
                     self.relay.start_recording(&room)?;
                     let mut response =
@@ -131,7 +161,7 @@ impl MediaApi {
                 }
             }
             (Route::Broadcast(room), Method::DELETE) => {
-                self.relay.authorize(&room, credentials.bearer.as_deref(), relaycast_shared::Right::Moderate)?;
+                self.authorize(&room, credentials, relaycast_shared::Right::Moderate).await?;
                 self.relay.end_broadcast(&room)?;
                 Ok(Response::new(full(Bytes::new())))
             }
@@ -148,7 +178,7 @@ impl MediaApi {
         role: Role,
         room: &RoomName,
     ) -> Result<Response<ResBody>, HttpError> {
-        let member = self.relay.authorize(room, credentials.bearer.as_deref(), role.right())?;
+        let member = self.authorize(room, credentials, role.right()).await?;
         let addr = req.extensions().get::<super::Client>().map(|c| c.addr).unwrap_or([127, 0, 0, 1].into());
         let caller = crate::media::Caller { addr, member };
         let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -169,6 +199,9 @@ impl MediaApi {
         let sdp = std::str::from_utf8(&body)
             .map_err(|_| HttpError::new(MediaErrorCode::MalformedSdp, "the offer is not UTF-8 text"))?;
         let (id, answer) = self.relay.open_session(room, role, sdp, &caller)?;
+        if let Some(media) = &self.cluster {
+            media.record_session(&id).await.map_err(redis_failed)?;
+        }
         let kind = if role == Role::Publisher { "whip" } else { "whep" };
         let mut response = Response::new(full(answer));
         *response.status_mut() = StatusCode::CREATED;
@@ -180,6 +213,26 @@ impl MediaApi {
             HeaderValue::from_str(&location).map_err(|e| HttpError::new(MediaErrorCode::Unavailable, e.to_string()))?,
         );
         Ok(response)
+    }
+}
+
+impl MediaApi {
+    /// [`Relay::authorize`], with the rights of a member of another node looked up in Redis
+    /// (cluster mode).
+    async fn authorize(
+        &self,
+        room: &RoomName,
+        credentials: &Credentials,
+        need: relaycast_shared::Right,
+    ) -> Result<Option<relaycast_shared::PeerId>, HttpError> {
+        let holder = self.relay.verify_token(room, credentials.bearer.as_deref(), need)?;
+        let Some(peer) = &holder else { return Ok(None) };
+        let mut rights = self.relay.events.rights(room, peer);
+        if let (None, Some(media)) = (rights, &self.cluster) {
+            rights = media.member_rights(room, peer).await.map_err(redis_failed)?;
+        }
+        self.relay.check_rights(need, rights)?;
+        Ok(holder)
     }
 }
 

@@ -110,7 +110,7 @@ impl Cluster {
                 self.nodes[n].subscribed.insert(room.clone());
                 let log = self.read(&room, 1, &new_epoch);
                 let members = self.log.members.get(&room).map(|m| m.values().cloned().collect()).unwrap_or_default();
-                self.nodes[n].incoming.push_back(ClusterInput::Loaded { room, log, members });
+                self.nodes[n].incoming.push_back(ClusterInput::Loaded { room, log, members, broadcast: None });
             }
             ClusterOp::Unload { room } => {
                 self.nodes[n].subscribed.remove(&room);
@@ -151,6 +151,9 @@ impl Cluster {
                 let Some(entry) = self.log.rooms.get_mut(&room).filter(|e| e.0 == epoch) else { return true };
                 entry.2[seq as usize - 1] = tombstone.clone();
                 self.publish_to_subscribers(&room, ClusterInput::Deleted { room: room.clone(), json: tombstone });
+            }
+            ClusterOp::BroadcastState { room, state } => {
+                self.publish_to_subscribers(&room, ClusterInput::Broadcast { room: room.clone(), state });
             }
             ClusterOp::Remove(removal) => {
                 for node in &mut self.nodes {

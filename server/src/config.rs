@@ -659,6 +659,7 @@ impl Config {
                     max_backoff: Duration::from_secs(2),
                 },
                 history_max_messages: self.history_max_messages as u64,
+                rooms_per_addr_per_minute: self.rooms_per_ip_per_minute,
             },
         ))
     }

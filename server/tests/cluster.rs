@@ -692,7 +692,14 @@ async fn a_broadcast_lives_on_one_node_and_is_watched_through_any() {
     let saved = watcher.recv_until(|m| matches!(m, ServerMsg::Message { .. })).await;
     assert!(saved.iter().any(|m| matches!(m, ServerMsg::Message { message, .. }
         if matches!(&message.body, Body::File { hash, .. } if *hash == recording.hash))));
-    let file = request(b.server.addr, "GET", &format!("/api/rooms/stage/blobs/{}", recording.hash), &[("authorization", &grant)], b"").await;
+    let file = request(
+        b.server.addr,
+        "GET",
+        &format!("/api/rooms/stage/blobs/{}", recording.hash),
+        &[("authorization", &grant)],
+        b"",
+    )
+    .await;
     assert_eq!((file.status, file.body.len() as u64), (200, recording.size));
 
     // The viewer that came through node b ends through node b: its Location works anywhere.
@@ -718,4 +725,29 @@ async fn a_broadcast_lives_on_one_node_and_is_watched_through_any() {
     let again = MediaClient::start(&format!("{base_b}/whip/stage"), Some(KEY), true, &kinds).await.expect("WHIP on b");
     assert!(again.session.path.starts_with("/whip/stage/"));
     assert!(state_where(&mut watcher, |s| s.live).await.live);
+}
+
+#[tokio::test]
+async fn an_address_makes_rooms_within_one_budget_across_nodes() {
+    let redis = RedisServer::start();
+    let dir = dirs();
+    let limit = ["--rooms-per-ip-per-minute", "3"];
+    let (a, b) = (node(&redis, "a", dir.path(), &limit), node(&redis, "b", dir.path(), &limit));
+    ready(&a).await;
+    ready(&b).await;
+    // The budget is counted per minute: keep the test inside one.
+    let into_minute = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 60_000;
+    if into_minute > 55_000 {
+        tokio::time::sleep(Duration::from_millis((60_000 - into_minute) as u64 + 100)).await;
+    }
+    let (mut on_a, mut on_b) = (Client::connect(&a.server).await, Client::connect(&b.server).await);
+    for r in ["r1", "r2"] {
+        assert!(error_codes(&on_a.join(r, "Ann", None).await).is_empty());
+    }
+    assert!(error_codes(&on_b.join("r3", "Ann", None).await).is_empty());
+    // A fourth new room in the same minute is refused, whichever node is asked...
+    let refused = on_b.join("r4", "Ann", None).await;
+    assert_eq!(error_codes(&refused), [ErrorCode::RateLimited]);
+    // ...but joining a room that exists is not making one.
+    assert!(error_codes(&on_b.join("r1", "Ann", None).await).is_empty());
 }

@@ -74,6 +74,8 @@ pub struct NodeSettings {
     pub subscriber: SubscriberConfig,
     /// Messages each room's log keeps.
     pub history_max_messages: u64,
+    /// New rooms one address may make per minute, across the cluster (0: unlimited).
+    pub rooms_per_addr_per_minute: u32,
 }
 
 /// Counters for `/metrics`.
@@ -392,7 +394,7 @@ fn failed(shared: &Shared, token: u64, err: &LogError) {
 async fn one(shared: &Arc<Shared>, conn: &mut ConnectionManager, op: ClusterOp) {
     let max = shared.settings.history_max_messages as usize;
     match op {
-        ClusterOp::Load { room, new_epoch } => {
+        ClusterOp::Load { room, new_epoch, creator } => {
             shared.rooms.lock().unwrap_or_else(|p| p.into_inner()).insert(room.clone());
             // Listening first: whatever is published from here on reaches this node, so the
             // read and the live channel together miss nothing.
@@ -400,20 +402,38 @@ async fn one(shared: &Arc<Shared>, conn: &mut ConnectionManager, op: ClusterOp) 
             shared.counters.reads.fetch_add(1, Ordering::Relaxed);
             let now = now_millis();
             let loaded = async {
-                let log = shared.log.read(conn, &room, 1, max, &new_epoch).await?;
+                let log = match shared.log.read_existing(conn, &room, 1, max, None).await? {
+                    Some(log) => log,
+                    None => {
+                        if let Some(addr) = creator.filter(|_| shared.settings.rooms_per_addr_per_minute > 0) {
+                            if !may_create_room(conn, addr, shared.settings.rooms_per_addr_per_minute, now).await? {
+                                return Ok(None);
+                            }
+                        }
+                        shared.log.read(conn, &room, 1, max, &new_epoch).await?
+                    }
+                };
                 shared.presence.reap(conn, &room, now).await?;
                 let members = shared.presence.members(conn, &room, now).await?;
                 let broadcast: Option<String> =
                     redis::cmd("GET").arg(super::media::state_key(&room)).query_async(conn).await?;
-                Ok::<_, LogError>((log, members, broadcast.and_then(|json| serde_json::from_str(&json).ok())))
+                Ok::<_, LogError>(Some((log, members, broadcast.and_then(|json| serde_json::from_str(&json).ok()))))
             }
             .await;
             match loaded {
-                Ok((log, members, broadcast)) => (shared.feed)(ClusterInput::Loaded { room, log, members, broadcast }),
+                Ok(Some((log, members, broadcast))) => {
+                    (shared.feed)(ClusterInput::Loaded { room, log, members, broadcast })
+                }
+                Ok(None) => {
+                    let per_minute = shared.settings.rooms_per_addr_per_minute;
+                    let reason = format!("more than {per_minute} new rooms per minute from your address");
+                    (shared.feed)(ClusterInput::LoadFailed { room, code: ErrorCode::RateLimited, reason })
+                }
                 Err(err) => {
                     shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(room = %room, error = %err, "cannot load a room from redis");
-                    (shared.feed)(ClusterInput::LoadFailed { room, reason: err.to_string() })
+                    let reason = err.to_string();
+                    (shared.feed)(ClusterInput::LoadFailed { room, code: ErrorCode::StoreUnavailable, reason })
                 }
             }
         }
@@ -522,6 +542,19 @@ async fn listen(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Event>)
         };
         (shared.feed)(input);
     }
+}
+
+/// Whether `addr` may make one more room this minute, across the cluster (counted if so).
+async fn may_create_room(
+    conn: &mut ConnectionManager,
+    addr: std::net::IpAddr,
+    per_minute: u32,
+    now: Millis,
+) -> redis::RedisResult<bool> {
+    let key = format!("rc:addr:{{{}}}:rooms:{}", crate::core::address_key(addr), now / 60_000);
+    let (made,): (u64,) =
+        redis::pipe().cmd("INCR").arg(&key).cmd("EXPIRE").arg(&key).arg(120).ignore().query_async(conn).await?;
+    Ok(made <= per_minute as u64)
 }
 
 /// The room's broadcast state is dropped and announced ended when no live node holds its

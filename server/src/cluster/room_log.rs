@@ -53,6 +53,9 @@ return {epoch, seq}
 
 const READ: &str = r#"
 local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch and ARGV[3] == '' then
+  return {}
+end
 if not epoch then
   epoch = ARGV[3]
   redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
@@ -265,6 +268,21 @@ impl RoomLog {
         limit: usize,
         new_epoch: &Epoch,
     ) -> Result<LogSlice, LogError> {
+        self.read_existing(conn, room, from, limit, Some(new_epoch))
+            .await?
+            .ok_or_else(|| LogError::Unexpected("a read that made no room".into()))
+    }
+
+    /// [`RoomLog::read`]; with no `new_epoch`, a room Redis does not know stays unknown
+    /// (`None`).
+    pub async fn read_existing<C: ConnectionLike>(
+        &self,
+        conn: &mut C,
+        room: &RoomName,
+        from: u64,
+        limit: usize,
+        new_epoch: Option<&Epoch>,
+    ) -> Result<Option<LogSlice>, LogError> {
         let keys = RoomKeys::of(room);
         let reply: Vec<String> = self
             .read
@@ -273,17 +291,17 @@ impl RoomLog {
             .key(&keys.deleted)
             .arg(from.max(1))
             .arg(limit.max(1))
-            .arg(new_epoch.as_str())
+            .arg(new_epoch.map_or("", |e| e.as_str()))
             .arg(ROOM_TTL_SECS)
             .invoke_async(conn)
             .await?;
         let mut parts = reply.into_iter();
         let (Some(epoch), Some(top)) = (parts.next(), parts.next()) else {
-            return Err(LogError::Unexpected("a read without epoch and top".into()));
+            return Ok(None);
         };
         let epoch = Epoch::try_from(epoch).map_err(|e| LogError::Unexpected(format!("epoch: {e}")))?;
         let top = top.parse().map_err(|_| LogError::Unexpected(format!("top sequence {top:?}")))?;
-        Ok(LogSlice { epoch, top, messages: parts.collect() })
+        Ok(Some(LogSlice { epoch, top, messages: parts.collect() }))
     }
 }
 

@@ -103,8 +103,9 @@ pub enum Removed {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClusterOp {
     /// Start listening to `room`, then read its history and members
-    /// ([`ClusterInput::Loaded`]). `new_epoch` is the room's epoch if the log has none.
-    Load { room: RoomName, new_epoch: Epoch },
+    /// ([`ClusterInput::Loaded`]). A room the log does not have is made with `new_epoch`, if
+    /// `creator` (the address of the member whose join makes it) may still make rooms.
+    Load { room: RoomName, new_epoch: Epoch, creator: Option<IpAddr> },
     /// Stop listening to `room`: no member here any more.
     Unload { room: RoomName },
     /// Number, store and publish `message` (its `seq` is the log's to set); answer with
@@ -134,8 +135,9 @@ pub enum ClusterOp {
 pub enum ClusterInput {
     /// A room's log, members and broadcast state, read after its channel was subscribed.
     Loaded { room: RoomName, log: LogSlice, members: Vec<ClusterMember>, broadcast: Option<BroadcastState> },
-    /// The room could not be loaded (the log is unreachable).
-    LoadFailed { room: RoomName, reason: String },
+    /// The room could not be loaded: the log is unreachable (`store_unavailable`), or the room
+    /// is new and its creator's address made as many rooms as it may (`rate_limited`).
+    LoadFailed { room: RoomName, code: ErrorCode, reason: String },
     /// A message is in the log as `seq` of `epoch`.
     Appended { token: u64, epoch: Epoch, seq: u64, json: String },
     /// A message could not be appended: `store_unavailable`, or `unknown_blob` for a file
@@ -247,7 +249,7 @@ impl Engine {
     /// A room this node holds as a copy of the log: created unloaded, with its load asked for.
     pub(super) fn new_shared_room(&mut self, room_name: &RoomName, creator: Option<IpAddr>) -> Room {
         let new_epoch = self.new_epoch();
-        self.cluster_op(ClusterOp::Load { room: room_name.clone(), new_epoch: new_epoch.clone() });
+        self.cluster_op(ClusterOp::Load { room: room_name.clone(), new_epoch: new_epoch.clone(), creator });
         Room { shared: Some(SharedRoom::default()), ..Room::new(new_epoch, creator) }
     }
 
@@ -383,7 +385,7 @@ impl Engine {
                 self.loaded(room, log, members, now)
             }
             ClusterInput::Broadcast { room, state } => self.broadcast_changed(room, state),
-            ClusterInput::LoadFailed { room, reason } => self.load_failed(room, reason),
+            ClusterInput::LoadFailed { room, code, reason } => self.load_failed(room, code, reason),
             ClusterInput::Appended { token, epoch, seq, json } => self.appended(token, epoch, seq, json, now),
             ClusterInput::AppendFailed { token, code, reason } => self.append_failed(token, code, reason),
             ClusterInput::Publication { room, epoch, json } => {
@@ -494,14 +496,22 @@ impl Engine {
         self.unload_if_unused(&room_name);
     }
 
-    fn load_failed(&mut self, room_name: RoomName, reason: String) {
+    fn load_failed(&mut self, room_name: RoomName, code: ErrorCode, reason: String) {
         let Some(shared) = self.rooms.get_mut(&room_name).and_then(|r| r.shared.as_mut()) else {
             return;
         };
         let joins = std::mem::take(&mut shared.joins);
+        if code == ErrorCode::RateLimited {
+            self.stats.rate_limited += joins.len() as u64;
+        }
         for join in joins {
-            let message = format!("the room's messages cannot be reached right now ({reason}); try again");
-            self.error(join.conn, ErrorCode::StoreUnavailable, message, Some(room_name.clone()), None);
+            let message = match code {
+                ErrorCode::StoreUnavailable => {
+                    format!("the room's messages cannot be reached right now ({reason}); try again")
+                }
+                _ => reason.clone(),
+            };
+            self.error(join.conn, code, message, Some(room_name.clone()), None);
         }
         self.unload_if_unused(&room_name);
     }

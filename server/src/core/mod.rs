@@ -811,6 +811,9 @@ impl Engine {
                 None if self.rooms.len() >= self.config.max_rooms => {
                     room_err(ErrorCode::ServerFull, "the server holds as many rooms as it may")
                 }
+                // Cluster mode: whether a room is new is for the shared log to say, and the
+                // creation budget of an address is kept there, for every node at once.
+                None if self.is_clustered() => None,
                 None => self.may_create_room(addr, now),
             }
         };
@@ -827,8 +830,10 @@ impl Engine {
             } else {
                 Room::new(self.new_epoch(), Some(addr))
             };
-            let config = &self.config;
-            self.addrs.entry(addr).or_insert_with(|| AddrUsage::new(config, now)).rooms += 1;
+            if !self.is_clustered() {
+                let config = &self.config;
+                self.addrs.entry(addr).or_insert_with(|| AddrUsage::new(config, now)).rooms += 1;
+            }
             self.rooms.insert(room_name.clone(), room);
         }
         // Cluster mode: a room is joined once its history and members are here.

@@ -106,7 +106,7 @@ impl Cluster {
     fn carry_out(&mut self, n: usize) -> bool {
         let Some(op) = self.nodes[n].ops.pop_front() else { return false };
         match op {
-            ClusterOp::Load { room, new_epoch } => {
+            ClusterOp::Load { room, new_epoch, .. } => {
                 self.nodes[n].subscribed.insert(room.clone());
                 let log = self.read(&room, 1, &new_epoch);
                 let members = self.log.members.get(&room).map(|m| m.values().cloned().collect()).unwrap_or_default();

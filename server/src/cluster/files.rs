@@ -46,7 +46,7 @@ fn upload_key(id: &UploadId) -> String {
 /// How long an upload's node is remembered (an upload idle longer is dropped anyway).
 const UPLOAD_TTL_SECS: u64 = 24 * 3600;
 
-fn holders_key(room: &RoomName, hash: &BlobHash) -> String {
+pub(crate) fn holders_key(room: &RoomName, hash: &BlobHash) -> String {
     format!("rc:{{{room}}}:file:{hash}")
 }
 

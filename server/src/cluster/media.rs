@@ -41,14 +41,13 @@ fn session_key(id: &SessionId) -> String {
     format!("rc:session:{{{id}}}")
 }
 
-/// Take the room's lease for this node, unless a live node holds it; the holder.
+/// Take the room's lease for this node unless another node holds it, or still holds the dead
+/// node seen holding it (ARGV[3]: the caller checked its heartbeat, so that the script touches
+/// only the room's key); the holder.
 const CLAIM: &str = r#"
 local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then
-  local alive = redis.call('ZSCORE', KEYS[2], holder)
-  if alive and tonumber(alive) >= tonumber(ARGV[3]) then
-    return holder
-  end
+if holder and holder ~= ARGV[1] and holder ~= ARGV[3] then
+  return holder
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]
@@ -107,13 +106,26 @@ impl ClusterMedia {
     /// node that holds it.
     pub async fn claim(&self, room: &RoomName) -> redis::RedisResult<Holder> {
         let mut conn = self.conn.clone();
+        // A holder whose heartbeat lapsed may be replaced (and only that one).
+        let seen: Option<String> = redis::cmd("GET").arg(lease_key(room)).query_async(&mut conn).await?;
+        let dead = match seen.filter(|h| *h != self.node_id) {
+            Some(holder) => {
+                let alive: Option<f64> =
+                    redis::cmd("ZSCORE").arg(NODES_KEY).arg(&holder).query_async(&mut conn).await?;
+                if alive.is_some_and(|until| until >= now_millis() as f64) {
+                    String::new()
+                } else {
+                    holder
+                }
+            }
+            None => String::new(),
+        };
         let holder: String = self
             .claim
             .key(lease_key(room))
-            .key(NODES_KEY)
             .arg(&self.node_id)
             .arg(LEASE.as_millis() as u64)
-            .arg(now_millis())
+            .arg(dead)
             .invoke_async(&mut conn)
             .await?;
         if holder == self.node_id {
@@ -223,4 +235,38 @@ impl ClusterMedia {
 /// Millis of the lease, for the renewal interval.
 pub fn lease_ms() -> Millis {
     LEASE.as_millis() as Millis
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::room_log::RoomKeys;
+
+    /// The hash tag Redis Cluster places a key by: the first `{...}` with something inside.
+    fn tag(key: &str) -> &str {
+        let open = key.find('{').expect("a hash tag");
+        let close = key[open..].find('}').expect("a closed hash tag") + open;
+        &key[open + 1..close]
+    }
+
+    #[test]
+    fn every_key_a_script_touches_for_a_room_is_in_the_rooms_slot() {
+        let room = RoomName::try_from("team-1").unwrap();
+        let keys = RoomKeys::of(&room);
+        let hash = relaycast_shared::BlobHash::try_from("a".repeat(64)).unwrap();
+        let all = [
+            keys.meta,
+            keys.log,
+            keys.channel,
+            keys.deleted,
+            keys.files,
+            members_key(&room),
+            lease_key(&room),
+            state_key(&room),
+            crate::cluster::files::holders_key(&room, &hash),
+        ];
+        for key in &all {
+            assert_eq!(tag(key), "team-1", "{key}");
+        }
+    }
 }

@@ -557,21 +557,20 @@ async fn may_create_room(
     Ok(made <= per_minute as u64)
 }
 
-/// The room's broadcast state is dropped and announced ended when no live node holds its
-/// media lease.
+/// The room's broadcast state is dropped and announced ended when no live node (ARGV[3..],
+/// passed in so that only the room's keys are touched) holds its media lease.
 const END_ORPHANED_BROADCAST: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 local holder = redis.call('GET', KEYS[2])
-if holder then
-  local alive = redis.call('ZSCORE', KEYS[3], holder)
-  if alive and tonumber(alive) >= tonumber(ARGV[1]) then
+for i = 3, #ARGV do
+  if holder == ARGV[i] then
     return 0
   end
 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
 "#;
 
@@ -640,6 +639,10 @@ async fn keep_alive(shared: Arc<Shared>, mut conn: ConnectionManager) {
         let rooms: Vec<RoomName> = shared.rooms.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
         let mut complete = true;
         let ended = format!("!b{}", serde_json::to_string(&BroadcastState::default()).unwrap_or_default());
+        let alive = match super::presence::live_nodes(&mut conn, now).await {
+            Ok(alive) => alive,
+            Err(_) => continue,
+        };
         for room in rooms {
             if let Err(err) = shared.presence.reap(&mut conn, &room, now).await {
                 tracing::warn!(room = %room, error = %err, "cannot reap the members of dead nodes");
@@ -649,10 +652,9 @@ async fn keep_alive(shared: Arc<Shared>, mut conn: ConnectionManager) {
             let ends: redis::RedisResult<i64> = Script::new(END_ORPHANED_BROADCAST)
                 .key(super::media::state_key(&room))
                 .key(super::media::lease_key(&room))
-                .key(super::presence::NODES_KEY)
-                .arg(now)
                 .arg(RoomKeys::of(&room).channel)
                 .arg(&ended)
+                .arg(&alive)
                 .invoke_async(&mut conn)
                 .await;
             if let Err(err) = ends {

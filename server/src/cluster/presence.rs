@@ -58,21 +58,31 @@ end
 return 0
 "#;
 
-/// Remove the members whose node's heartbeat expired before `now`, announcing each.
+/// Remove the members whose node is not among the live ones (ARGV[2..]), announcing each. The
+/// live nodes are passed in (read from `rc:nodes` first), so that the script touches only the
+/// room's keys: one hash slot, as Redis Cluster requires.
 const REAP: &str = r#"
+local alive = {}
+for i = 2, #ARGV do
+  alive[ARGV[i]] = true
+end
 local all = redis.call('HGETALL', KEYS[1])
 local gone = {}
 for i = 1, #all, 2 do
   local member = cjson.decode(all[i + 1])
-  local alive = redis.call('ZSCORE', KEYS[2], member['node'])
-  if not alive or tonumber(alive) < tonumber(ARGV[1]) then
+  if not alive[member['node']] then
     redis.call('HDEL', KEYS[1], all[i])
-    redis.call('PUBLISH', ARGV[2], '!-' .. all[i])
+    redis.call('PUBLISH', ARGV[1], '!-' .. all[i])
     table.insert(gone, all[i])
   end
 end
 return gone
 "#;
+
+/// The nodes whose heartbeat holds at `now`.
+pub async fn live_nodes<C: ConnectionLike>(conn: &mut C, now: Millis) -> redis::RedisResult<Vec<String>> {
+    redis::cmd("ZRANGEBYSCORE").arg(NODES_KEY).arg(now).arg("+inf").query_async(conn).await
+}
 
 /// The presence scripts.
 #[derive(Debug, Clone)]
@@ -170,14 +180,9 @@ impl Presence {
         room: &RoomName,
         now: Millis,
     ) -> redis::RedisResult<Vec<PeerId>> {
-        let gone: Vec<String> = self
-            .reap
-            .key(members_key(room))
-            .key(NODES_KEY)
-            .arg(now)
-            .arg(RoomKeys::of(room).channel)
-            .invoke_async(conn)
-            .await?;
+        let alive = live_nodes(conn, now).await?;
+        let gone: Vec<String> =
+            self.reap.key(members_key(room)).arg(RoomKeys::of(room).channel).arg(alive).invoke_async(conn).await?;
         Ok(gone.into_iter().filter_map(|p| PeerId::try_from(p).ok()).collect())
     }
 }

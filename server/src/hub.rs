@@ -296,6 +296,12 @@ impl Hub {
                             let _ = waiter.send(seq);
                         }
                     }
+                    Output::DeleteFiles { room } => {
+                        if let Some(files) = self.files.get() {
+                            let files = files.clone();
+                            tokio::spawn(async move { files.delete_room_here(&room).await });
+                        }
+                    }
                     Output::Cluster(op) => match self.cluster.get() {
                         Some(node) => node.send(op),
                         None => tracing::error!(?op, "the engine asked the shared log without a cluster node"),

@@ -751,3 +751,60 @@ async fn an_address_makes_rooms_within_one_budget_across_nodes() {
     // ...but joining a room that exists is not making one.
     assert!(error_codes(&on_b.join("r1", "Ann", None).await).is_empty());
 }
+
+#[tokio::test]
+async fn closing_a_room_through_one_node_closes_it_on_every_node() {
+    let redis = RedisServer::start();
+    let dir = dirs();
+    const KEY: &str = "cluster-backend-key-0123456789";
+    std::fs::write(dir.path().join("api.key"), KEY).unwrap();
+    let key_file = dir.path().join("api.key").to_string_lossy().into_owned();
+    let extra = ["--api-key-file", key_file.as_str()];
+    let (a, b) = (node(&redis, "a", dir.path(), &extra), node(&redis, "b", dir.path(), &extra));
+    ready(&a).await;
+    ready(&b).await;
+    let (mut ann, grant_a) = join_with_grant(&a.server, "r").await;
+    let (mut bob, grant_b) = join_with_grant(&b.server, "r").await;
+    let epoch = epoch_of(&Client::connect(&b.server).await.join("r", "peek", None).await);
+    assert_eq!(ann.publish_acked("r", "m1", "before").await, 1);
+    // A file both nodes have.
+    let data = b"meeting notes".to_vec();
+    let hash = sha256_hex(&data);
+    let path = format!("/api/rooms/r/blobs/{hash}");
+    let (auth_a, auth_b) = (format!("Bearer {grant_a}"), format!("Bearer {grant_b}"));
+    assert_eq!(request(a.server.addr, "PUT", &path, &[("authorization", &auth_a)], &data).await.status, 201);
+    assert_eq!(request(b.server.addr, "GET", &path, &[("authorization", &auth_b)], b"").await.status, 200);
+
+    let api = format!("Bearer {KEY}");
+    let closed = request(
+        a.server.addr,
+        "DELETE",
+        "/api/rooms/r?reason=over&history=delete&files=delete",
+        &[("authorization", &api)],
+        b"",
+    )
+    .await;
+    assert_eq!(closed.status, 200, "{}", closed.text());
+    for member in [&mut ann, &mut bob] {
+        let told = member.recv_until(|m| matches!(m, ServerMsg::Removed { .. })).await;
+        assert!(matches!(told.last(), Some(ServerMsg::Removed { code: ErrorCode::RoomClosed, .. })));
+    }
+    // Through node b: the history is gone (a new epoch), and so is the file.
+    let mut again = Client::connect(&b.server).await;
+    let fresh = again.join("r", "again", None).await;
+    assert!(seqs(&fresh).is_empty());
+    assert_ne!(epoch_of(&fresh), epoch);
+    let grant = fresh.iter().find_map(|m| match m {
+        ServerMsg::Grant { token, .. } => Some(format!("Bearer {token}")),
+        _ => None,
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = request(b.server.addr, "GET", &path, &[("authorization", grant.as_deref().unwrap())], b"").await;
+        if got.status == 404 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node b still serves the closed room's file");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -199,13 +199,29 @@ impl ClusterFiles {
                     .await?;
                 continue;
             }
-            let count: u64 = redis::cmd("SCARD").arg(&holders).query_async(&mut conn).await?;
-            if count <= 1 {
+            let (listed, count): (bool, u64) = redis::pipe()
+                .cmd("HEXISTS")
+                .arg(files_key(&room))
+                .arg(hash.as_str())
+                .cmd("SCARD")
+                .arg(&holders)
+                .query_async(&mut conn)
+                .await?;
+            // A file the room no longer lists (deleted with it) is not kept for it.
+            if listed && count <= 1 {
                 sole.insert(hash);
             }
         }
         *self.lock_sole() = sole;
         Ok(())
+    }
+
+    /// The app closed `room` with its files (through another node): this node's copies go.
+    pub async fn delete_room_here(&self, room: &RoomName) {
+        match self.cache.delete_room(room).await {
+            Ok(n) => tracing::info!(room = %room, files = n, "a closed room's files were deleted"),
+            Err(err) => tracing::warn!(room = %room, error = %err, "cannot delete a closed room's files"),
+        }
     }
 
     /// A resumable upload's partial file is on this node: chunks reaching other nodes are

@@ -506,6 +506,25 @@ async fn one(shared: &Arc<Shared>, conn: &mut ConnectionManager, op: ClusterOp) 
                 tracing::warn!(room = %room, error = %err, "cannot announce a broadcast's state");
             }
         }
+        ClusterOp::DeleteRoom { room, files } => {
+            let keys = RoomKeys::of(&room);
+            let deleted = async {
+                let mut pipe = redis::pipe();
+                pipe.cmd("DEL").arg(&keys.meta).arg(&keys.log).arg(&keys.deleted).arg(super::media::state_key(&room));
+                if files {
+                    let hashes: Vec<String> = redis::cmd("HKEYS").arg(&keys.files).query_async(conn).await?;
+                    pipe.cmd("DEL").arg(&keys.files);
+                    for hash in hashes.iter().filter_map(|h| relaycast_shared::BlobHash::try_from(h.as_str()).ok()) {
+                        pipe.arg(super::files::holders_key(&room, &hash));
+                    }
+                }
+                pipe.query_async::<()>(conn).await
+            };
+            if let Err(err) = deleted.await {
+                shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(room = %room, error = %err, "cannot delete a closed room's history in redis");
+            }
+        }
         ClusterOp::Append { .. } => {}
     }
 }

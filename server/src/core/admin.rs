@@ -142,7 +142,33 @@ impl Engine {
     /// Close `room`: every member leaves it, told `room_closed` and `reason`. With
     /// `delete_history`, its history goes too (from memory and the store) and the room is
     /// gone. Returns how many members were told, or `None` when there is no such room.
-    pub fn close_room(&mut self, room_name: &RoomName, reason: Option<Reason>, delete_history: bool) -> Option<usize> {
+    pub fn close_room(
+        &mut self,
+        room_name: &RoomName,
+        reason: Option<Reason>,
+        delete_history: bool,
+        delete_files: bool,
+    ) -> Option<usize> {
+        // Cluster mode: every node closes the room for its members; the log goes from Redis.
+        if self.is_clustered() {
+            let removal = ClusterRemoval {
+                node: self.node().to_owned(),
+                room: Some(room_name.clone()),
+                who: Removed::Everyone { files: delete_files },
+                code: ErrorCode::RoomClosed,
+                reason: reason.clone(),
+                at: self.last_now,
+            };
+            self.cluster_op(ClusterOp::Remove(removal));
+            if delete_history {
+                self.cluster_op(ClusterOp::DeleteRoom { room: room_name.clone(), files: delete_files });
+            }
+            let members = self.rooms.get(room_name).map(|r| r.members.clone()).unwrap_or_default();
+            for conn in &members {
+                self.expel(*conn, room_name, ErrorCode::RoomClosed, reason.clone());
+            }
+            return Some(members.len());
+        }
         let members = self.rooms.get(room_name)?.members.clone();
         for conn in &members {
             self.expel(*conn, room_name, ErrorCode::RoomClosed, reason.clone());

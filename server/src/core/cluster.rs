@@ -97,6 +97,9 @@ pub enum Removed {
     User(UserId),
     /// This one peer (open mode, where there are no users).
     Peer(PeerId),
+    /// Everyone: the room was closed (by the app's backend). With `files`, every node deletes
+    /// its copies of the room's files too.
+    Everyone { files: bool },
 }
 
 /// What the engine asks of the shared log, in order (see [`Output::Cluster`]).
@@ -128,6 +131,9 @@ pub enum ClusterOp {
     Remove(ClusterRemoval),
     /// This node's relay changed the room's broadcast state: keep it and tell every node.
     BroadcastState { room: RoomName, state: BroadcastState },
+    /// The room's history is deleted (the app closed it): its log goes, and its next message
+    /// starts a new epoch. With `files`, its file index goes too.
+    DeleteRoom { room: RoomName, files: bool },
 }
 
 /// What the shared log reports back.
@@ -429,6 +435,16 @@ impl Engine {
                         match room {
                             Some(room) => self.expel(conn, &room, code, reason),
                             None => self.close(conn, code),
+                        }
+                    }
+                    Removed::Everyone { files } => {
+                        let Some(room) = room else { return };
+                        let members = self.rooms.get(&room).map(|r| r.members.clone()).unwrap_or_default();
+                        for conn in members {
+                            self.expel(conn, &room, code, reason.clone());
+                        }
+                        if files {
+                            self.outputs.push(Output::DeleteFiles { room });
                         }
                     }
                 }

@@ -153,6 +153,9 @@ pub enum Output {
     Posted { ticket: u64, room: RoomName, seq: Result<u64, ErrorCode> },
     /// Cluster mode: something for the shared log to do.
     Cluster(ClusterOp),
+    /// Cluster mode: delete this node's copies of the room's files (the app closed the room
+    /// with its files, through another node).
+    DeleteFiles { room: RoomName },
 }
 
 /// A change the store must make durable, in order.

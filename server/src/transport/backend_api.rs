@@ -181,7 +181,7 @@ impl BackendApi {
             (Route::Room(room), Method::DELETE) => {
                 let delete_history = yes(&query, "history")?;
                 let delete_files = yes(&query, "files")?;
-                let told = self.hub.backend(|engine, _| engine.close_room(&room, reason, delete_history));
+                let told = self.hub.backend(|engine, _| engine.close_room(&room, reason, delete_history, delete_files));
                 let Some(told) = told else {
                     return Err(HttpError::new(BackendCode::UnknownRoom, format!("no room {room}")));
                 };

@@ -277,7 +277,7 @@ fn the_apps_posts_are_sequenced_like_members_and_a_deleted_room_drops_them() {
     assert_eq!(texts(&got), vec!["2:from the app"]);
     // Posted, then the room is closed with its history before the store wrote it.
     sim.engine.post_as_app(room("r"), name, None, body, 8, sim.now).unwrap();
-    assert_eq!(sim.engine.close_room(&room("r"), None, true), Some(1));
+    assert_eq!(sim.engine.close_room(&room("r"), None, true, false), Some(1));
     sim.collect();
     sim.persist();
     assert_eq!(sim.posted.last(), Some(&(8, Err(ErrorCode::RoomClosed))));

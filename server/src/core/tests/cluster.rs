@@ -64,7 +64,7 @@ impl Cluster {
                     }
                 }
                 Output::Cluster(op) => node.ops.push_back(op),
-                Output::Close { .. } | Output::Posted { .. } => {}
+                Output::Close { .. } | Output::Posted { .. } | Output::DeleteFiles { .. } => {}
             }
         }
     }
@@ -151,6 +151,9 @@ impl Cluster {
                 let Some(entry) = self.log.rooms.get_mut(&room).filter(|e| e.0 == epoch) else { return true };
                 entry.2[seq as usize - 1] = tombstone.clone();
                 self.publish_to_subscribers(&room, ClusterInput::Deleted { room: room.clone(), json: tombstone });
+            }
+            ClusterOp::DeleteRoom { room, .. } => {
+                self.log.rooms.remove(&room);
             }
             ClusterOp::BroadcastState { room, state } => {
                 self.publish_to_subscribers(&room, ClusterInput::Broadcast { room: room.clone(), state });

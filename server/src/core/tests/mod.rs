@@ -51,6 +51,7 @@ impl Sim {
                 Output::Close { conn, reason } => self.closed.push((conn, reason)),
                 Output::Posted { ticket, seq, .. } => self.posted.push((ticket, seq)),
                 Output::Cluster(op) => panic!("one machine asks no shared log: {op:?}"),
+                Output::DeleteFiles { room } => panic!("one machine deletes files itself: {room}"),
             }
         }
     }

@@ -367,6 +367,10 @@ async fn the_backend_api_of_any_node_sees_the_cluster_its_rooms_and_posts_into_t
     assert_eq!(page["messages"][0]["seq"], 2);
     let members: serde_json::Value = request(b.server.addr, "GET", "/api/rooms/r/members", &headers, b"").await.json();
     assert_eq!(members["members"][0]["name"], "Ann");
+    // The room list comes from Redis too, with every node's members.
+    let rooms: serde_json::Value = request(b.server.addr, "GET", "/api/rooms", &headers, b"").await.json();
+    assert_eq!(rooms["rooms"][0]["room"], "r", "{rooms}");
+    assert_eq!((rooms["rooms"][0]["members"].as_u64(), rooms["rooms"][0]["last_seq"].as_u64()), (Some(1), Some(3)));
     // A post through node b reaches Ann on node a, numbered after hers.
     let post = br#"{"body":{"kind":"chat","text":"from the backend"},"name":"Bot"}"#;
     let post_headers = [("authorization", auth.as_str()), ("content-type", "application/json")];

@@ -13,7 +13,9 @@ use super::presence::Presence;
 use super::room_log::{LogError, NewMessage, RoomKeys, RoomLog, ROOM_TTL_SECS};
 use super::subscriber::{Event, Subscriber, SubscriberConfig};
 use crate::clock::now_millis;
-use crate::core::{ClusterInput, ClusterOp, ClusterRemoval, HistoryPage, MemberInfo, Millis, RelayedSignal};
+use crate::core::{
+    ClusterInput, ClusterOp, ClusterRemoval, HistoryPage, MemberInfo, Millis, RelayedSignal, RoomSummary,
+};
 use redis::aio::ConnectionManager;
 use redis::Script;
 use relaycast_shared::media::BroadcastState;
@@ -57,6 +59,9 @@ pub struct NodeView {
 
 /// A stream entry as `XRANGE` gives it: its id and its fields.
 type StreamEntry = (String, Vec<(String, String)>);
+
+/// Every room's name (score 0: listed by name), for the backend API.
+const ROOMS_KEY: &str = "rc:rooms";
 
 /// Each node's latest [`NodeLoad`], by node id.
 const NODES_INFO_KEY: &str = "rc:nodes:info";
@@ -259,6 +264,70 @@ impl Node {
         }))
     }
 
+    /// Rooms in name order after `after`, at most `limit`, from Redis (any node's), for the
+    /// backend API; and whether more follow. Rooms Redis no longer has are dropped from the
+    /// list on the way.
+    pub async fn list_rooms(
+        &self,
+        after: Option<&RoomName>,
+        limit: usize,
+    ) -> redis::RedisResult<(Vec<RoomSummary>, bool)> {
+        let mut conn = self.command.clone();
+        let now = now_millis();
+        let alive: std::collections::HashSet<String> =
+            super::presence::live_nodes(&mut conn, now).await?.into_iter().collect();
+        let mut rooms = Vec::new();
+        let mut from = after.map_or("-".to_owned(), |a| format!("({a}"));
+        loop {
+            let names: Vec<String> = redis::cmd("ZRANGEBYLEX")
+                .arg(ROOMS_KEY)
+                .arg(&from)
+                .arg("+")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit + 1)
+                .query_async(&mut conn)
+                .await?;
+            if names.is_empty() {
+                return Ok((rooms, false));
+            }
+            for name in &names {
+                let Ok(room) = RoomName::try_from(name.as_str()) else { continue };
+                let keys = super::room_log::RoomKeys::of(&room);
+                let (top, len, members): (Option<u64>, u64, Vec<String>) = redis::pipe()
+                    .cmd("HGET")
+                    .arg(&keys.meta)
+                    .arg("s")
+                    .cmd("XLEN")
+                    .arg(&keys.log)
+                    .cmd("HVALS")
+                    .arg(super::presence::members_key(&room))
+                    .query_async(&mut conn)
+                    .await?;
+                let Some(top) = top else {
+                    let _: () = redis::cmd("ZREM").arg(ROOMS_KEY).arg(name).query_async(&mut conn).await?;
+                    continue;
+                };
+                if rooms.len() == limit {
+                    return Ok((rooms, true));
+                }
+                let members = members
+                    .iter()
+                    .filter_map(|json| serde_json::from_str::<crate::core::ClusterMember>(json).ok())
+                    .filter(|m| alive.contains(&m.node))
+                    .count();
+                rooms.push(RoomSummary {
+                    room,
+                    members,
+                    history_messages: len as usize,
+                    history_bytes: None,
+                    last_seq: top,
+                });
+            }
+            from = format!("({}", names.last().map_or("", |n| n.as_str()));
+        }
+    }
+
     /// Who is in `room` on every live node, oldest first, for the backend API.
     pub async fn members(&self, room: &RoomName) -> redis::RedisResult<Vec<MemberInfo>> {
         let mut conn = self.command.clone();
@@ -364,6 +433,12 @@ async fn append(shared: &Shared, conn: &mut ConnectionManager, appends: Vec<Clus
             match answer {
                 Ok(appended) => {
                     shared.counters.appends.fetch_add(1, Ordering::Relaxed);
+                    if appended.seq == 1 {
+                        // A room's first message (an app's post may make a room no node holds).
+                        let room = items[i].1.room.as_str();
+                        let _: redis::RedisResult<()> =
+                            redis::cmd("ZADD").arg(ROOMS_KEY).arg(0).arg(room).query_async(conn).await;
+                    }
                     (shared.feed)(ClusterInput::Appended {
                         token: items[i].0,
                         epoch: appended.epoch,
@@ -422,6 +497,10 @@ async fn one(shared: &Arc<Shared>, conn: &mut ConnectionManager, op: ClusterOp) 
             .await;
             match loaded {
                 Ok(Some((log, members, broadcast))) => {
+                    // Listed for the backend API's room list (entries of expired rooms are
+                    // pruned as the list is read).
+                    let _: redis::RedisResult<()> =
+                        redis::cmd("ZADD").arg(ROOMS_KEY).arg(0).arg(room.as_str()).query_async(conn).await;
                     (shared.feed)(ClusterInput::Loaded { room, log, members, broadcast })
                 }
                 Ok(None) => {

@@ -12,7 +12,9 @@ pub struct RoomSummary {
     pub room: RoomName,
     pub members: usize,
     pub history_messages: usize,
-    pub history_bytes: usize,
+    /// Bytes of the history kept (one machine; the shared log in Redis does not count them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_bytes: Option<usize>,
     pub last_seq: u64,
 }
 
@@ -59,7 +61,7 @@ impl Engine {
                     room: name.clone(),
                     members: room.members.len(),
                     history_messages: room.history.len(),
-                    history_bytes: room.history.bytes(),
+                    history_bytes: Some(room.history.bytes()),
                     last_seq: room.last_committed,
                 })
             })

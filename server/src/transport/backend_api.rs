@@ -174,7 +174,11 @@ impl BackendApi {
                     None => None,
                 };
                 let limit = page_size(&query)?;
-                let (rooms, more) = self.hub.backend(|engine, _| engine.list_rooms(after.as_ref(), limit));
+                let (rooms, more) = match self.hub.cluster() {
+                    // Cluster mode: every room in Redis, whichever node holds it.
+                    Some(node) => node.list_rooms(after.as_ref(), limit).await.map_err(redis_down)?,
+                    None => self.hub.backend(|engine, _| engine.list_rooms(after.as_ref(), limit)),
+                };
                 let next_after = more.then(|| rooms.last().map(|r| r.room.clone())).flatten();
                 Ok(json_response(StatusCode::OK, &json!({ "rooms": rooms, "next_after": next_after })))
             }

@@ -71,9 +71,9 @@ pub struct Config {
     #[arg(long, env = "RELAYCAST_REDIS_PROBE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub redis_probe_interval: Duration,
 
-    /// Cluster mode: the URL other nodes reach this one at, for fetching a room's files from
-    /// it (default: http:// and the address the server listens on, which must then not be
-    /// 0.0.0.0 or ::).
+    /// Cluster mode: the URL other nodes reach this one at, for a room's files, forwarded
+    /// upload chunks and media requests (default: http:// or, with TLS, https:// and the
+    /// address the server listens on, which must then not be 0.0.0.0 or ::).
     #[arg(long, env = "RELAYCAST_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
 

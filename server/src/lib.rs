@@ -149,9 +149,10 @@ pub async fn run_with_ready(
             grant.secret = secret;
         }
     }
+    let scheme = if certificates.is_some() { "https" } else { "http" };
     let advertise_url = match (&config.advertise_url, listener.local_addr()) {
         (Some(url), _) => Some(url.clone()),
-        (None, Ok(addr)) if !addr.ip().is_unspecified() => Some(format!("http://{addr}")),
+        (None, Ok(addr)) if !addr.ip().is_unspecified() => Some(format!("{scheme}://{addr}")),
         _ => None,
     };
     if config.redis.is_some() && advertise_url.is_none() {
@@ -215,6 +216,30 @@ pub async fn run_with_ready(
         }
         None => None,
     };
+    // Cluster mode: how nodes reach each other (said again now and then: a renewed
+    // certificate has a new fingerprint).
+    let link = match (&node, &advertise_url) {
+        (Some(node), Some(url)) => {
+            let link = Arc::new(cluster::node_http::NodeLink::new(
+                node.node_id(),
+                url,
+                certificates.clone(),
+                node.connection(),
+            ));
+            let registering = link.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    every.tick().await;
+                    if let Err(err) = registering.register().await {
+                        tracing::warn!(error = %err, "cannot tell the cluster where this node is");
+                    }
+                }
+            });
+            Some(link)
+        }
+        _ => None,
+    };
 
     // The blob cache lives beside the history; with --memory, in a temporary directory removed
     // at exit (nothing survives a restart, as with the history).
@@ -241,15 +266,10 @@ pub async fn run_with_ready(
         let relay = media::Relay::start(media, grants.clone(), events, Some(cache.clone()), scratch).await?;
         tracing::info!(udp = %relay.local_addr(), candidates = ?relay.candidate_addrs(), "media relay listening");
         // Cluster mode: each room's media on one node at a time, leases renewed while busy.
-        let cluster = match (&node, &advertise_url) {
-            (Some(node), Some(url)) => {
+        let cluster = match (&node, &link) {
+            (Some(node), Some(link)) => {
                 let open_mode = config.auth == config::AuthMode::Open;
-                let media = Arc::new(cluster::media::ClusterMedia::new(
-                    node.node_id(),
-                    url.clone(),
-                    node.connection(),
-                    open_mode,
-                ));
+                let media = Arc::new(cluster::media::ClusterMedia::new(link.clone(), node.connection(), open_mode));
                 let (leases, relay) = (media.clone(), relay.clone());
                 tokio::spawn(async move {
                     let mut every = tokio::time::interval(cluster::media::LEASE / 3);
@@ -268,11 +288,10 @@ pub async fn run_with_ready(
     let blob_api = grants
         .map(|grants| {
             let members: Arc<dyn auth::Members> = hub.clone();
-            let cluster = match (&node, &advertise_url) {
-                (Some(node), Some(url)) => {
+            let cluster = match (&node, &link) {
+                (Some(node), Some(link)) => {
                     let files = cluster::files::ClusterFiles::new(
-                        node.node_id(),
-                        url.clone(),
+                        link.clone(),
                         node.connection(),
                         grants.clone(),
                         cache.clone(),

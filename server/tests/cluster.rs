@@ -812,3 +812,82 @@ async fn closing_a_room_through_one_node_closes_it_on_every_node() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// One HTTPS request to `addr`, trusting exactly the certificate `fingerprint`: (status, body).
+async fn https(
+    addr: std::net::SocketAddr,
+    fingerprint: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let trust = relaycast::tls::ClientTrust::Fingerprint(fingerprint.to_owned());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(relaycast::tls::client_config(&trust).unwrap())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder().method(method).uri(path).header("host", "localhost");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let res = sender
+        .send_request(req.body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(body))).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes()).into_owned())
+}
+
+#[tokio::test]
+async fn nodes_serving_tls_themselves_reach_each_other_by_their_registered_certificates() {
+    use str0m::media::MediaKind;
+    let redis = RedisServer::start();
+    let dir = dirs();
+    let url = redis.url();
+    let args = |id: &'static str| {
+        vec!["--log", "warn", "--redis", url.as_str(), "--node-id", id, "--memory", "--tls-self-signed"]
+            .into_iter()
+            .chain(["--stream-key", "stage=stage-secret-key-over-tls"])
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (
+        spawn_binary_with(&dir.path().join("a"), &args("a"), None),
+        spawn_binary_with(&dir.path().join("b"), &args("b"), None),
+    );
+    // Each node registers its address and certificate; a client may pin them from there too.
+    let mut conn = redis.connection().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (fp_a, fp_b) = loop {
+        let certs: std::collections::HashMap<String, String> =
+            redis::cmd("HGETALL").arg("rc:nodes:cert").query_async(&mut conn).await.unwrap();
+        if let (Some(fa), Some(fb)) = (certs.get("a"), certs.get("b")) {
+            break (fa.clone(), fb.clone());
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the nodes never registered their certificates");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(fp_a, fp_b, "each node its own self-signed certificate");
+    let urls: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg("rc:nodes:url").query_async(&mut conn).await.unwrap();
+    assert!(urls["a"].starts_with("https://"), "{urls:?}");
+    // A viewer's session opened on node a, closed through node b: b forwards over https.
+    let auth = "Bearer stage-secret-key-over-tls";
+    let sdp = offer(false, &[MediaKind::Video]);
+    let headers = [("authorization", auth), ("content-type", "application/sdp")];
+    let (status, body) = https(a.server.addr, &fp_a, "POST", "/whep/stage", &headers, sdp.as_bytes()).await;
+    assert_eq!(status, 201, "{body}");
+    // The Location, through node b (the session lives on node a).
+    let mut conn2 = redis.connection().await;
+    let session: Vec<String> = redis::cmd("KEYS").arg("rc:session:*").query_async(&mut conn2).await.unwrap();
+    let id = session[0].trim_start_matches("rc:session:{").trim_end_matches('}').to_owned();
+    let (status, body) = https(b.server.addr, &fp_b, "DELETE", &format!("/whep/stage/{id}"), &[], b"").await;
+    assert_eq!(status, 200, "closed on node a through node b: {body}");
+    let (status, _) = https(a.server.addr, &fp_a, "DELETE", &format!("/whep/stage/{id}"), &[], b"").await;
+    assert_eq!(status, 404, "it is gone");
+}

@@ -153,18 +153,6 @@ async fn a_publisher_reaches_every_viewer_who_start_at_a_keyframe() {
     server.stop().await;
 }
 
-/// An offer from a str0m peer with `kinds`, sending or receiving.
-fn offer(publish: bool, kinds: &[MediaKind]) -> String {
-    let mut rtc = str0m::Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
-    let dir = if publish { str0m::media::Direction::SendOnly } else { str0m::media::Direction::RecvOnly };
-    let mut change = rtc.sdp_api();
-    for kind in kinds {
-        change.add_media(*kind, dir, None, None, None);
-    }
-    change.apply().unwrap().0.to_sdp_string()
-}
-
 async fn post(server: &TestServer, path: &str, token: Option<&str>, content_type: &str, body: &str) -> Reply {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("content-type", content_type)];

@@ -8,8 +8,7 @@
 //!   lists through any node);
 //! - `rc:{R}:file:<hash>`, a set of the nodes holding the bytes for the room.
 //!
-//! And `rc:nodes:url`, a hash: node id → the URL other nodes reach it at (`--advertise-url`);
-//! `rc:upload:{<id>}`, the node a resumable upload's partial file is on. A chunk that reaches
+//! And `rc:upload:{<id>}`, the node a resumable upload's partial file is on. A chunk that reaches
 //! another node is forwarded there (streamed through, not stored): clients behind a load
 //! balancer need not reach nodes directly, as a redirect would require, and their protocol
 //! does not change.
@@ -19,9 +18,7 @@ use super::room_log::ROOM_TTL_SECS;
 use crate::blobs::{BlobCache, Written};
 use crate::clock::now_millis;
 use crate::core::{ClusterMember, GrantConfig, Purpose};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use redis::aio::ConnectionManager;
 use relaycast_shared::blobs::{BlobInfo, NewUpload, UploadId};
 use relaycast_shared::{BlobHash, PeerId, Rights, RoomName};
@@ -30,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::media::NODE_URLS;
+use super::node_http::NodeLink;
 /// A node-to-node fetch that sends nothing for this long is given up (the next holder is tried).
 const FETCH_IDLE: Duration = Duration::from_secs(30);
 
@@ -70,8 +67,8 @@ pub struct ClusterFiles {
     node_id: String,
     /// The node as the peer of its node tokens.
     node_peer: PeerId,
-    /// Where other nodes reach this one.
-    url: String,
+    /// How nodes reach each other.
+    link: Arc<NodeLink>,
     conn: ConnectionManager,
     grants: GrantConfig,
     cache: Arc<BlobCache>,
@@ -89,17 +86,17 @@ pub struct ClusterFiles {
 
 impl ClusterFiles {
     pub fn new(
-        node_id: &str,
-        url: String,
+        link: Arc<NodeLink>,
         conn: ConnectionManager,
         grants: GrantConfig,
         cache: Arc<BlobCache>,
     ) -> Result<Self, String> {
-        let node_peer = PeerId::try_from(node_id).map_err(|e| format!("node id {node_id:?}: {e}"))?;
+        let node_id = link.node_id().to_owned();
+        let node_peer = PeerId::try_from(node_id.as_str()).map_err(|e| format!("node id {node_id:?}: {e}"))?;
         Ok(ClusterFiles {
-            node_id: node_id.to_owned(),
+            node_id,
             node_peer,
-            url: url.trim_end_matches('/').to_owned(),
+            link,
             conn,
             grants,
             cache,
@@ -136,11 +133,6 @@ impl ClusterFiles {
             .cmd("EXPIRE")
             .arg(&holders)
             .arg(ROOM_TTL_SECS)
-            .ignore()
-            .cmd("HSET")
-            .arg(NODE_URLS)
-            .arg(&self.node_id)
-            .arg(&self.url)
             .ignore()
             .cmd("SCARD")
             .arg(&holders)
@@ -235,23 +227,20 @@ impl ClusterFiles {
             .arg("EX")
             .arg(UPLOAD_TTL_SECS)
             .ignore()
-            .cmd("HSET")
-            .arg(NODE_URLS)
-            .arg(&self.node_id)
-            .arg(&self.url)
-            .ignore()
             .query_async(&mut conn)
             .await
     }
 
-    /// The URL of the node holding upload `id`, when it is another node.
+    /// How this node reaches the others.
+    pub fn link(&self) -> &NodeLink {
+        &self.link
+    }
+
+    /// The node holding upload `id`, when it is another node.
     pub async fn upload_node(&self, id: &UploadId) -> redis::RedisResult<Option<String>> {
         let mut conn = self.conn.clone();
         let node: Option<String> = redis::cmd("GET").arg(upload_key(id)).query_async(&mut conn).await?;
-        match node.filter(|n| *n != self.node_id) {
-            Some(node) => redis::cmd("HGET").arg(NODE_URLS).arg(node).query_async(&mut conn).await,
-            None => Ok(None),
-        }
+        Ok(node.filter(|n| *n != self.node_id))
     }
 
     /// The room's files on every node, oldest first.
@@ -311,9 +300,7 @@ impl ClusterFiles {
         let mut conn = self.conn.clone();
         let holders: Vec<String> = redis::cmd("SMEMBERS").arg(holders_key(room, hash)).query_async(&mut conn).await?;
         for holder in holders.iter().filter(|h| **h != self.node_id) {
-            let url: Option<String> = redis::cmd("HGET").arg(NODE_URLS).arg(holder).query_async(&mut conn).await?;
-            let Some(url) = url else { continue };
-            match self.fetch_from(&url, room, &info).await {
+            match self.fetch_from(holder, room, &info).await {
                 Ok(true) => {
                     self.fetches.fetch_add(1, Ordering::Relaxed);
                     self.announce(room, &info).await?;
@@ -330,26 +317,15 @@ impl ClusterFiles {
         Err(FetchError::NoHolder)
     }
 
-    /// One fetch from the node at `url`; false when it does not have the file.
-    async fn fetch_from(&self, url: &str, room: &RoomName, info: &BlobInfo) -> Result<bool, String> {
-        let authority = url.strip_prefix("http://").ok_or_else(|| format!("not an http:// node URL: {url}"))?;
-        let tcp = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("connect {authority}: {e}"))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
-        let driver = tokio::spawn(connection);
+    /// One fetch from `node`; false when it does not have the file.
+    async fn fetch_from(&self, node: &str, room: &RoomName, info: &BlobInfo) -> Result<bool, String> {
         let (token, _) = self.grants.mint_for(Purpose::Node, room, &self.node_peer, now_millis());
-        let request = http::Request::get(format!("/internal/rooms/{room}/blobs/{}", info.hash))
-            .header("host", authority)
-            .header("authorization", format!("Bearer {token}"))
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let path = format!("/internal/rooms/{room}/blobs/{}", info.hash);
+        let response = self.link.get(node, &path, &token).await?;
         if response.status() == http::StatusCode::NOT_FOUND {
-            driver.abort();
             return Ok(false);
         }
         if !response.status().is_success() {
-            driver.abort();
             return Err(format!("the node answered {}", response.status()));
         }
         let new =
@@ -369,7 +345,6 @@ impl ClusterFiles {
                 writer.write(data).await.map_err(|e| e.to_string())?;
             }
         }
-        driver.abort();
         // The cache checks the length and the hash: a node cannot pass off other bytes.
         match writer.finish().await.map_err(|e| e.to_string())? {
             Written::Complete(_) => Ok(true),

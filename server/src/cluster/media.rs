@@ -9,6 +9,7 @@
 //! publisher may go live on any node; the room's broadcast state, kept in Redis and announced
 //! on the room's channel, is ended by the nodes that reap the dead node's members.
 
+use super::node_http::NodeLink;
 use super::presence::{members_key, NODES_KEY};
 use crate::clock::now_millis;
 use crate::core::{ClusterMember, Millis};
@@ -17,13 +18,11 @@ use redis::Script;
 use relaycast_shared::media::SessionId;
 use relaycast_shared::{PeerId, Right, Rights, RoomName};
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A lease lasts this long unless renewed (every third of it).
 pub const LEASE: Duration = Duration::from_secs(10);
-/// Node id → the URL other nodes reach it at (shared with the file index).
-pub const NODE_URLS: &str = "rc:nodes:url";
 /// How long a session's node is remembered (sessions end long before, or are closed).
 const SESSION_TTL_SECS: u64 = 24 * 3600;
 
@@ -67,7 +66,7 @@ return 0
 pub enum Holder {
     /// This node: serve here.
     Here,
-    /// Another node, reached at this URL.
+    /// Another node (its id).
     There(String),
 }
 
@@ -75,7 +74,7 @@ pub enum Holder {
 #[derive(Debug)]
 pub struct ClusterMedia {
     node_id: String,
-    url: String,
+    link: Arc<NodeLink>,
     conn: ConnectionManager,
     claim: Script,
     renew: Script,
@@ -86,10 +85,10 @@ pub struct ClusterMedia {
 }
 
 impl ClusterMedia {
-    pub fn new(node_id: &str, url: String, conn: ConnectionManager, open_mode: bool) -> Self {
+    pub fn new(link: Arc<NodeLink>, conn: ConnectionManager, open_mode: bool) -> Self {
         ClusterMedia {
-            node_id: node_id.to_owned(),
-            url: url.trim_end_matches('/').to_owned(),
+            node_id: link.node_id().to_owned(),
+            link,
             conn,
             claim: Script::new(CLAIM),
             renew: Script::new(RENEW),
@@ -129,25 +128,24 @@ impl ClusterMedia {
             .invoke_async(&mut conn)
             .await?;
         if holder == self.node_id {
-            let _: () =
-                redis::cmd("HSET").arg(NODE_URLS).arg(&self.node_id).arg(&self.url).query_async(&mut conn).await?;
             self.lock_leased().insert(room.clone());
             return Ok(Holder::Here);
         }
-        let url: Option<String> = redis::cmd("HGET").arg(NODE_URLS).arg(&holder).query_async(&mut conn).await?;
-        url.map(Holder::There).ok_or_else(|| (redis::ErrorKind::Client, "the media node has no URL").into())
+        Ok(Holder::There(holder))
     }
 
-    /// The live node holding `room`'s lease, when it is another node.
+    /// How this node reaches the others.
+    pub fn link(&self) -> &NodeLink {
+        &self.link
+    }
+
+    /// The live node holding `room`'s lease (its id), when it is another node.
     pub async fn holder_elsewhere(&self, room: &RoomName) -> redis::RedisResult<Option<String>> {
         let mut conn = self.conn.clone();
         let holder: Option<String> = redis::cmd("GET").arg(lease_key(room)).query_async(&mut conn).await?;
         let Some(holder) = holder.filter(|h| *h != self.node_id) else { return Ok(None) };
         let alive: Option<f64> = redis::cmd("ZSCORE").arg(NODES_KEY).arg(&holder).query_async(&mut conn).await?;
-        if !alive.is_some_and(|until| until >= now_millis() as f64) {
-            return Ok(None);
-        }
-        redis::cmd("HGET").arg(NODE_URLS).arg(holder).query_async(&mut conn).await
+        Ok(alive.is_some_and(|until| until >= now_millis() as f64).then_some(holder))
     }
 
     /// Keep the leases of the rooms `busy` says still have media here; let the others go.
@@ -195,14 +193,11 @@ impl ClusterMedia {
             .await
     }
 
-    /// The URL of the node serving session `id`, when it is another node.
+    /// The node serving session `id`, when it is another node.
     pub async fn session_node(&self, id: &SessionId) -> redis::RedisResult<Option<String>> {
         let mut conn = self.conn.clone();
         let node: Option<String> = redis::cmd("GET").arg(session_key(id)).query_async(&mut conn).await?;
-        match node.filter(|n| *n != self.node_id) {
-            Some(node) => redis::cmd("HGET").arg(NODE_URLS).arg(node).query_async(&mut conn).await,
-            None => Ok(None),
-        }
+        Ok(node.filter(|n| *n != self.node_id))
     }
 
     /// A member's rights in `room` as presence in Redis has them (a member of another node,

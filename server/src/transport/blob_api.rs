@@ -153,8 +153,8 @@ impl BlobApi {
                 let node = files.upload_node(id).await.map_err(|err| {
                     HttpError::new(BlobErrorCode::StorageFailed, format!("the shared upload index (Redis): {err}"))
                 })?;
-                if let Some(url) = node {
-                    let answer = crate::cluster::node_http::forward(&url, req).await.map_err(|err| {
+                if let Some(node) = node {
+                    let answer = files.link().forward(&node, req).await.map_err(|err| {
                         HttpError::new(BlobErrorCode::StorageFailed, format!("the node holding this upload: {err}"))
                     })?;
                     return Ok(answer.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()));

@@ -129,8 +129,8 @@ impl MediaApi {
                     media.holder_elsewhere(room).await.map_err(redis_failed)?
                 }
             };
-            if let Some(url) = elsewhere {
-                let answer = crate::cluster::node_http::forward(&url, req).await.map_err(node_failed)?;
+            if let Some(node) = elsewhere {
+                let answer = media.link().forward(&node, req).await.map_err(node_failed)?;
                 return Ok(answer.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()));
             }
         }

@@ -155,7 +155,8 @@ pub fn spawn_binary_with(dir: &Path, args: &[&str], nofile: Option<u64>) -> Bina
             panic!("the binary exited before it was ready");
         }
     }
-    let url = line.trim().rsplit(' ').next().unwrap().trim_start_matches("http://").trim_end_matches('/');
+    let url = line.trim().rsplit(' ').next().unwrap();
+    let url = url.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
     let addr = url.parse().unwrap_or_else(|_| panic!("an address in {line:?}"));
     // Drain the rest, so that a chatty log never blocks the server on a full pipe.
     let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -663,4 +664,16 @@ pub fn spawn_viewer(
         }
         client
     })
+}
+
+/// An offer from a str0m peer with `kinds`, sending or receiving.
+pub fn offer(publish: bool, kinds: &[MediaKind]) -> String {
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(str0m::Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
+    let dir = if publish { str0m::media::Direction::SendOnly } else { str0m::media::Direction::RecvOnly };
+    let mut change = rtc.sdp_api();
+    for kind in kinds {
+        change.add_media(*kind, dir, None, None, None);
+    }
+    change.apply().unwrap().0.to_sdp_string()
 }

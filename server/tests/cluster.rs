@@ -27,6 +27,25 @@ async fn ready(bin: &Binary) {
     }
 }
 
+/// Nodes a and b on `redis` with `extra` flags, once both are ready.
+async fn two_nodes(redis: &RedisServer, dir: &std::path::Path, extra: &[&str]) -> (Binary, Binary) {
+    let (a, b) = (node(redis, "a", dir, extra), node(redis, "b", dir, extra));
+    ready(&a).await;
+    ready(&b).await;
+    (a, b)
+}
+
+/// The backend API's key on the nodes [`backend_nodes`] starts.
+const KEY: &str = "cluster-backend-key-0123456789";
+
+/// Nodes a and b on `redis`, ready, taking the backend API key [`KEY`].
+async fn backend_nodes(redis: &RedisServer, dir: &std::path::Path) -> (Binary, Binary) {
+    std::fs::write(dir.join("api.key"), KEY).unwrap();
+    let key_file = dir.join("api.key").to_string_lossy().into_owned();
+    let extra = ["--api-key-file", key_file.as_str()];
+    two_nodes(redis, dir, &extra).await
+}
+
 fn dirs() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for id in ["a", "b", "c"] {
@@ -78,9 +97,7 @@ async fn chatter(mut client: Client, tag: &'static str, count: usize, total: u64
 async fn members_on_two_nodes_see_one_room_in_one_order() {
     let redis = RedisServer::start();
     let dir = dirs();
-    let (a, b) = (node(&redis, "a", dir.path(), &[]), node(&redis, "b", dir.path(), &[]));
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_nodes(&redis, dir.path(), &[]).await;
     let mut ann = Client::connect(&a.server).await;
     let mut bob = Client::connect(&b.server).await;
     ann.join("r", "Ann", None).await;
@@ -148,10 +165,7 @@ async fn members_on_two_nodes_see_one_room_in_one_order() {
 async fn a_client_resumes_on_another_node_after_its_node_is_killed() {
     let redis = RedisServer::start();
     let dir = dirs();
-    let a = node(&redis, "a", dir.path(), &[]);
-    let b = node(&redis, "b", dir.path(), &[]);
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_nodes(&redis, dir.path(), &[]).await;
     let mut ann = Client::connect(&a.server).await;
     let joined = ann.join("r", "Ann", None).await;
     let epoch = epoch_of(&joined);
@@ -181,10 +195,7 @@ async fn a_client_resumes_on_another_node_after_its_node_is_killed() {
 async fn redis_restarted_keeps_every_ack_and_a_flushed_redis_resets_the_room() {
     let mut redis = RedisServer::start();
     let dir = dirs();
-    let a = node(&redis, "a", dir.path(), &[]);
-    let b = node(&redis, "b", dir.path(), &[]);
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_nodes(&redis, dir.path(), &[]).await;
     let mut ann = Client::connect(&a.server).await;
     let epoch = epoch_of(&ann.join("r", "Ann", None).await);
     let mut bob = Client::connect(&b.server).await;
@@ -269,10 +280,7 @@ async fn redis_restarted_keeps_every_ack_and_a_flushed_redis_resets_the_room() {
 async fn a_cut_subscription_is_rebuilt_and_what_it_missed_is_refilled() {
     let redis = RedisServer::start();
     let dir = dirs();
-    let a = node(&redis, "a", dir.path(), &[]);
-    let b = node(&redis, "b", dir.path(), &[]);
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_nodes(&redis, dir.path(), &[]).await;
     let mut ann = Client::connect(&a.server).await;
     ann.join("r", "Ann", None).await;
     let mut bob = Client::connect(&b.server).await;
@@ -299,10 +307,7 @@ async fn a_draining_node_answers_what_it_took_and_its_clients_resume_elsewhere()
     use tokio_tungstenite::tungstenite::Message;
     let redis = RedisServer::start();
     let dir = dirs();
-    let a = node(&redis, "a", dir.path(), &[]);
-    let b = node(&redis, "b", dir.path(), &[]);
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_nodes(&redis, dir.path(), &[]).await;
     let mut ann = Client::connect(&a.server).await;
     let epoch = epoch_of(&ann.join("r", "Ann", None).await);
     // Messages in flight when SIGTERM comes.
@@ -342,13 +347,7 @@ async fn a_draining_node_answers_what_it_took_and_its_clients_resume_elsewhere()
 async fn the_backend_api_of_any_node_sees_the_cluster_its_rooms_and_posts_into_them() {
     let redis = RedisServer::start();
     let dir = dirs();
-    const KEY: &str = "cluster-backend-key-0123456789";
-    std::fs::write(dir.path().join("api.key"), KEY).unwrap();
-    let key_file = dir.path().join("api.key").to_string_lossy().into_owned();
-    let extra = ["--api-key-file", key_file.as_str()];
-    let (a, b) = (node(&redis, "a", dir.path(), &extra), node(&redis, "b", dir.path(), &extra));
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = backend_nodes(&redis, dir.path()).await;
     let mut ann = Client::connect(&a.server).await;
     ann.join("r", "Ann", None).await;
     for i in 1..=3 {
@@ -408,9 +407,7 @@ async fn deletions_and_removals_hold_on_every_node() {
     let keys = Keys::new();
     let (ed, api) = (format!("ed-1={}", keys.path("ed.pub.pem")), format!("backend={}", keys.path("api")));
     let token_mode = ["--auth", "token", "--auth-public-key", ed.as_str(), "--api-key-file", api.as_str()];
-    let (a, b) = (node(&redis, "a", dir.path(), &token_mode), node(&redis, "b", dir.path(), &token_mode));
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_nodes(&redis, dir.path(), &token_mode).await;
     let member = "join,history,publish";
     let (mut moderator, _, _) = common::member(&a.server, &keys, "mod", "r", "join,history,publish,moderate").await;
     // The same user on both nodes, and a bystander on b.
@@ -462,9 +459,7 @@ async fn deletions_and_removals_hold_on_every_node() {
 async fn a_file_uploaded_through_one_node_is_listed_shared_and_downloaded_through_another() {
     let redis = RedisServer::start();
     let dir = dirs();
-    let (a, b) = (node(&redis, "a", dir.path(), &[]), node(&redis, "b", dir.path(), &[]));
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_nodes(&redis, dir.path(), &[]).await;
     let (_ann, grant_a) = join_with_grant(&a.server, "r").await;
     let (mut bob, grant_b) = join_with_grant(&b.server, "r").await;
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -531,9 +526,7 @@ async fn a_file_uploaded_through_one_node_is_listed_shared_and_downloaded_throug
 async fn a_resumable_upload_whose_chunks_alternate_between_nodes_completes() {
     let redis = RedisServer::start();
     let dir = dirs();
-    let (a, b) = (node(&redis, "a", dir.path(), &[]), node(&redis, "b", dir.path(), &[]));
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_nodes(&redis, dir.path(), &[]).await;
     let (_ann, grant_a) = join_with_grant(&a.server, "r").await;
     let (_bob, grant_b) = join_with_grant(&b.server, "r").await;
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 % 253) as u8).collect();
@@ -736,9 +729,7 @@ async fn an_address_makes_rooms_within_one_budget_across_nodes() {
     let redis = RedisServer::start();
     let dir = dirs();
     let limit = ["--rooms-per-ip-per-minute", "3"];
-    let (a, b) = (node(&redis, "a", dir.path(), &limit), node(&redis, "b", dir.path(), &limit));
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = two_nodes(&redis, dir.path(), &limit).await;
     // The budget is counted per minute: keep the test inside one.
     let into_minute = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 60_000;
     if into_minute > 55_000 {
@@ -760,13 +751,7 @@ async fn an_address_makes_rooms_within_one_budget_across_nodes() {
 async fn closing_a_room_through_one_node_closes_it_on_every_node() {
     let redis = RedisServer::start();
     let dir = dirs();
-    const KEY: &str = "cluster-backend-key-0123456789";
-    std::fs::write(dir.path().join("api.key"), KEY).unwrap();
-    let key_file = dir.path().join("api.key").to_string_lossy().into_owned();
-    let extra = ["--api-key-file", key_file.as_str()];
-    let (a, b) = (node(&redis, "a", dir.path(), &extra), node(&redis, "b", dir.path(), &extra));
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = backend_nodes(&redis, dir.path()).await;
     let (mut ann, grant_a) = join_with_grant(&a.server, "r").await;
     let (mut bob, grant_b) = join_with_grant(&b.server, "r").await;
     let epoch = epoch_of(&Client::connect(&b.server).await.join("r", "peek", None).await);

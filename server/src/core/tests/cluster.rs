@@ -191,6 +191,20 @@ impl Cluster {
     }
 }
 
+/// Connection 1 on node 0 and connection 2 on node 1, both in room `r`, their inboxes
+/// emptied; their peer ids.
+fn two_members(c: &mut Cluster) -> (PeerId, PeerId) {
+    let a = c.connect(0, 1);
+    let b = c.connect(1, 2);
+    c.join(0, 1, "r", None);
+    c.settle();
+    c.join(1, 2, "r", None);
+    c.settle();
+    c.take(0, 1);
+    c.take(1, 2);
+    (a, b)
+}
+
 /// Chat texts a connection saw, as `seq:text`, from history and live messages, and the seqs
 /// of its acks.
 fn seen(msgs: &[ServerMsg]) -> (Vec<String>, Vec<u64>) {
@@ -247,14 +261,7 @@ fn members_on_two_nodes_share_presence_history_and_order() {
 #[test]
 fn signaling_reaches_a_peer_on_the_other_node_and_nobody_else() {
     let mut c = Cluster::new();
-    let a = c.connect(0, 1);
-    let b = c.connect(1, 2);
-    c.join(0, 1, "r", None);
-    c.settle();
-    c.join(1, 2, "r", None);
-    c.settle();
-    c.take(0, 1);
-    c.take(1, 2);
+    let (a, b) = two_members(&mut c);
     let signal = Signal::EndOfCandidates;
     c.input(0, Input::Message(1, ClientMsg::Signal { room: room("r"), to: b.clone(), signal: signal.clone() }));
     c.settle();
@@ -362,14 +369,7 @@ proptest! {
         sends in prop::collection::vec(0usize..2, 1..30),
     ) {
         let mut c = Cluster::new();
-        c.connect(0, 1);
-        c.connect(1, 2);
-        c.join(0, 1, "r", None);
-        c.settle();
-        c.join(1, 2, "r", None);
-        c.settle();
-        c.take(0, 1);
-        c.take(1, 2);
+        two_members(&mut c);
         let mut sends = sends.into_iter().enumerate();
         let mut sent = [0usize; 2];
         let mut resync = [false; 2];
@@ -435,12 +435,7 @@ proptest! {
 #[test]
 fn deletions_and_removals_reach_every_node() {
     let mut c = Cluster::new();
-    c.connect(0, 1);
-    let b = c.connect(1, 2);
-    c.join(0, 1, "r", None);
-    c.settle();
-    c.join(1, 2, "r", None);
-    c.settle();
+    let (_, b) = two_members(&mut c);
     c.publish(1, 2, "r", "oops");
     c.settle();
     c.take(0, 1);

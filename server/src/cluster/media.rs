@@ -12,7 +12,7 @@
 use super::node_http::NodeLink;
 use super::presence::{members_key, NODES_KEY};
 use crate::clock::now_millis;
-use crate::core::{ClusterMember, Millis};
+use crate::core::ClusterMember;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use relaycast_shared::media::SessionId;
@@ -225,11 +225,6 @@ impl ClusterMedia {
             member.rights
         }))
     }
-}
-
-/// Millis of the lease, for the renewal interval.
-pub fn lease_ms() -> Millis {
-    LEASE.as_millis() as Millis
 }
 
 #[cfg(test)]

@@ -342,8 +342,7 @@ impl Node {
     /// it did not get to announce as left.
     pub async fn leave(&self) {
         let mut conn = self.command.clone();
-        let _: redis::RedisResult<()> =
-            redis::cmd("ZADD").arg(super::presence::NODES_KEY).arg(0).arg(&self.node_id).query_async(&mut conn).await;
+        let _ = Presence::default().node_gone(&mut conn, &self.node_id).await;
     }
 }
 

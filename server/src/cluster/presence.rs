@@ -148,9 +148,10 @@ impl Presence {
         redis::cmd("ZADD").arg(NODES_KEY).arg(now + ttl).arg(node).query_async(conn).await
     }
 
-    /// A node that stops: its heartbeat goes at once (its members are reaped at the next pass).
+    /// A node that stops: its heartbeat lapses at once, so the other nodes reap its members at
+    /// their next pass (it stays listed as dead, which is what starts a pass).
     pub async fn node_gone<C: ConnectionLike>(&self, conn: &mut C, node: &str) -> redis::RedisResult<()> {
-        redis::cmd("ZREM").arg(NODES_KEY).arg(node).query_async(conn).await
+        redis::cmd("ZADD").arg(NODES_KEY).arg(0).arg(node).query_async(conn).await
     }
 
     /// The room's members on live nodes, oldest first.

@@ -229,8 +229,8 @@ impl RoomLog {
             .collect())
     }
 
-    /// Append `message` to `room`'s log (its `seq` is ignored: the log numbers it) and publish
-    /// it. `new_epoch` is used only when the room has none in Redis (first message, or lost).
+    /// Append one message: [`RoomLog::append_all`] for one (the script sent along, so a
+    /// restarted Redis is no matter).
     pub async fn append<C: ConnectionLike>(
         &self,
         conn: &mut C,
@@ -238,23 +238,8 @@ impl RoomLog {
         message: &RoomMessage,
         new_epoch: &Epoch,
     ) -> Result<Appended, LogError> {
-        let keys = RoomKeys::of(room);
-        let tail = tail_of(message);
-        let (epoch, seq): (String, u64) = self
-            .append
-            .key(&keys.meta)
-            .key(&keys.log)
-            .key(&keys.files)
-            .arg(new_epoch.as_str())
-            .arg(&tail)
-            .arg(self.max_messages)
-            .arg(ROOM_TTL_SECS)
-            .arg(&keys.channel)
-            .arg(file_of(message))
-            .invoke_async(conn)
-            .await?;
-        let epoch = Epoch::try_from(epoch).map_err(|e| LogError::Unexpected(format!("epoch: {e}")))?;
-        Ok(Appended { epoch, seq, json: format!(r#"{{"seq":{seq}{tail}"#) })
+        let one = [NewMessage { room, message, new_epoch }];
+        self.append_all(conn, &one, true).await?.pop().unwrap_or_else(|| Err(LogError::Unexpected("no answer".into())))
     }
 
     /// Up to `limit` messages of `room` from sequence number `from` on (or from the oldest

@@ -96,3 +96,53 @@ test('the server is killed and restarted: pages reconnect and messages arrive ex
     await server.stop();
   }
 });
+
+test('links in chat open safely, a recent room joins in one click, a bad room name is told in red, and the app has an icon', async () => {
+  const server = await startServer({ port: await freePort(), dataDir: tempDir() });
+  try {
+    const ada = await newUser(browser);
+    await joinRoom(ada, server, 'links', 'Ada');
+    await say(ada, 'read https://example.org/docs. not javascript:alert(1) nor example.org');
+    const line = message(ada, 'read');
+    await line.waitFor();
+    const links = line.locator('a');
+    assert.equal(await links.count(), 1, 'one link: the https one');
+    assert.equal(await links.getAttribute('href'), 'https://example.org/docs');
+    assert.equal(await links.getAttribute('rel'), 'noopener noreferrer');
+    assert.equal(await links.getAttribute('target'), '_blank');
+    assert.match(await line.innerText(), /docs\. not javascript:alert\(1\) nor example\.org/, 'the rest stays text');
+
+    // Back in the lobby, the room is a recent one, and one click joins it again.
+    await ada.locator('#leave').click();
+    await ada.locator('#lobby').waitFor();
+    await ada.locator('.recent button', { hasText: 'links' }).click();
+    await ada.locator('#status', { hasText: 'online' }).waitFor();
+    await message(ada, 'read').waitFor();
+
+    // A room name the server would refuse is told at once, in the error colour.
+    await ada.locator('#leave').click();
+    await ada.locator('#room').fill('bad room!');
+    const problem = ada.locator('#lobby .problem');
+    await problem.waitFor();
+    const [shown, bad] = await problem.evaluate((el) => {
+      const probe = document.createElement('span');
+      probe.style.color = 'var(--bad)';
+      document.body.append(probe);
+      const expected = getComputedStyle(probe).color;
+      probe.remove();
+      return [getComputedStyle(el).color, expected];
+    });
+    assert.equal(shown, bad);
+    assert.equal(await ada.locator('#join').isDisabled(), true);
+
+    // The icon is an SVG the server serves; a missing file is a 404, not the page.
+    const [status, type, missing] = await ada.evaluate(async () => {
+      const icon = await fetch(document.querySelector('link[rel=icon]').href);
+      const ico = await fetch('/favicon.ico');
+      return [icon.status, icon.headers.get('content-type'), ico.status];
+    });
+    assert.deepEqual([status, type, missing], [200, 'image/svg+xml', 404]);
+  } finally {
+    await server.stop();
+  }
+});

@@ -136,6 +136,18 @@ test('a page that joins after the sender left gets the files (one sent by drag-a
     const image = await row(c, pngHash);
     assert.equal(await image.getAttribute('data-verified'), 'true');
     await until('the preview to decode', () => image.locator('img.preview').evaluate((img) => img.complete && img.naturalWidth === 2));
+    // In the chat the image is an attachment: shown small, and saved with one click.
+    const attachment = c.locator('#messages li.msg', { hasText: 'dot.png' });
+    await until('the chat to show the image', () =>
+      attachment.locator('img.attachment-preview').evaluate((img) => img.complete && img.naturalWidth === 2));
+    const save = attachment.locator('a.attachment-link');
+    assert.equal(await save.getAttribute('download'), 'dot.png');
+    const [status, disposition] = await c.evaluate(async (href) => {
+      const r = await fetch(href);
+      return [r.status, r.headers.get('content-disposition')];
+    }, await save.getAttribute('href'));
+    assert.equal(status, 200);
+    assert.match(disposition, /^attachment/);
     await c.screenshot({ path: join(artifacts, 'late-files.png') });
   } finally {
     await server.stop();

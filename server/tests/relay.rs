@@ -292,3 +292,24 @@ async fn memory_mode_restart_is_reported_as_a_reset() {
     assert!(got.iter().any(|m| matches!(m, ServerMsg::HistoryReset { .. })), "{got:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_app_is_served_on_its_paths_and_a_missing_file_is_not_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<!doctype html><title>Relaycast</title>").unwrap();
+    std::fs::write(dir.path().join("favicon.svg"), "<svg xmlns=\"http://www.w3.org/2000/svg\"/>").unwrap();
+    let static_dir = dir.path().to_owned();
+    let server = start(test_config(move |c| c.static_dir = static_dir)).await;
+    for path in ["/", "/r/standup", "/r/team.standup"] {
+        let page = request(server.addr, "GET", path, &[], b"").await;
+        assert_eq!(page.status, 200, "{path}");
+        assert!(page.text().contains("<title>Relaycast</title>"), "{path}");
+    }
+    let icon = request(server.addr, "GET", "/favicon.svg", &[], b"").await;
+    assert_eq!((icon.status, icon.header("content-type")), (200, "image/svg+xml"));
+    for path in ["/favicon.ico", "/missing.js", "/assets/app.css"] {
+        let missing = request(server.addr, "GET", path, &[], b"").await;
+        assert_eq!(missing.status, 404, "{path}");
+        assert!(!missing.text().contains("<title>"), "{path}: not the page");
+    }
+}

@@ -3,6 +3,7 @@
 
 use crate::browser;
 use crate::state::room::{Line, Notice, RoomState, Status};
+use crate::state::text::{file_url, linkify, Piece};
 use relaycast_shared::{Body, ChatText, Right};
 use std::rc::Rc;
 use yew::prelude::*;
@@ -22,6 +23,38 @@ fn body_text(body: &Body) -> String {
         Body::Data { data } => data.to_string(),
         Body::File { name, size, .. } => format!("📎 {name} ({})", crate::state::files::human_bytes(*size)),
         Body::Deleted => "message deleted".to_owned(),
+    }
+}
+
+/// A message's body: chat text with its web links clickable (opened apart from the room, with
+/// no way back to it), a file as an attachment to open or save (an image also shown small).
+fn body_html(body: &Body, state: &RoomState) -> Html {
+    match (body, &state.grant) {
+        (Body::Chat { text }, _) => html! {
+            <span class="text">
+                { for linkify(text.as_str()).into_iter().map(|piece| match piece {
+                    Piece::Text(t) => html! { { t } },
+                    Piece::Link(url) => html! {
+                        <a href={url.to_owned()} target="_blank" rel="noopener noreferrer">{ url }</a>
+                    },
+                }) }
+            </span>
+        },
+        (Body::File { hash, name, mime, .. }, Some(grant)) => {
+            let open = file_url(&state.room, hash, name.as_str(), grant, false);
+            let save = file_url(&state.room, hash, name.as_str(), grant, true);
+            html! {
+                <span class="text attachment">
+                    if mime.as_str().starts_with("image/") {
+                        <a href={open.clone()} target="_blank" rel="noopener noreferrer">
+                            <img class="attachment-preview" src={open} alt={name.to_string()} loading="lazy" />
+                        </a>
+                    }
+                    <a class="attachment-link" href={save} download={name.to_string()}>{ body_text(body) }</a>
+                </span>
+            }
+        }
+        _ => html! { <span class="text">{ body_text(body) }</span> },
     }
 }
 
@@ -66,7 +99,7 @@ pub fn chat(props: &ChatProps) -> Html {
                             <li class={classes!("msg", s.is_mine(m).then_some("mine"), deleted.then_some("deleted"))} data-seq={m.seq.to_string()}>
                                 <time>{ browser::clock(m.at) }</time>
                                 <b class="who">{ m.name.as_str() }</b>
-                                <span class="text">{ body_text(&m.body) }</span>
+                                { body_html(&m.body, s) }
                                 if may_delete {
                                     <button type="button" class="delete" aria-label="Delete this message"
                                             onclick={props.ondelete.reform(move |_: MouseEvent| seq)}>{ "×" }</button>

@@ -46,14 +46,22 @@ pub fn lobby(props: &LobbyProps) -> Html {
                 <input id="name" value={(*name).clone()} maxlength="32" placeholder="Ada"
                     oninput={ let name = name.clone(); Callback::from(move |e| name.set(value(&e))) } />
                 <button id="join" type="submit" disabled={room_check.is_err() || name_check.is_err()}>{ "Join" }</button>
-                if let Some(p) = problem { <p class="hint" role="alert">{ p }</p> }
+                if let Some(p) = problem { <p class="problem" role="alert">{ p }</p> }
             </form>
             if !props.recent.is_empty() {
                 <nav class="recent" aria-label="Recent rooms">
                     <h2>{ "Recent rooms" }</h2>
                     <ul>
                         { for props.recent.iter().map(|r| {
-                            let onclick = { let room = room.clone(); let r = r.clone(); Callback::from(move |_| room.set(r.clone())) };
+                            // With a name given, a recent room is one click away; without, it
+                            // fills the room field and the name is asked for.
+                            let onclick = {
+                                let (room, name, onjoin, r) = (room.clone(), name.clone(), props.onjoin.clone(), r.clone());
+                                Callback::from(move |_| match (RoomName::try_from(r.as_str()), DisplayName::try_from(name.as_str())) {
+                                    (Ok(rn), Ok(n)) => onjoin.emit((rn, n)),
+                                    _ => room.set(r.clone()),
+                                })
+                            };
                             html! { <li><button type="button" class="link" {onclick}>{ r }</button></li> }
                         }) }
                     </ul>

@@ -4,4 +4,5 @@ pub mod call;
 pub mod files;
 pub mod prefs;
 pub mod room;
+pub mod text;
 pub mod token;

@@ -391,12 +391,18 @@ fn metrics(
 }
 
 /// GET /*: the built web app; any other GET path gets `index.html`, so deep links such as
-/// `/r/<room>` load the app, which routes them.
+/// `/r/<room>` load the app, which routes them. A missing file (outside `/r/`, a last path
+/// segment with an extension, such as `/favicon.ico`) is a 404, not the page.
 fn static_files(dir: PathBuf) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let index = dir.join("index.html");
-    let missing = warp::get().and_then(move || {
+    let missing = warp::get().and(warp::path::full()).and_then(move |path: warp::path::FullPath| {
         let index = index.clone();
         async move {
+            // Rooms may have dots in their names: `/r/team.standup` is the app's.
+            let last = path.as_str().rsplit('/').next().unwrap_or("");
+            if last.contains('.') && !path.as_str().starts_with("/r/") {
+                return Err(warp::reject::not_found());
+            }
             match tokio::fs::read_to_string(&index).await {
                 Ok(html) => Ok(warp::reply::html(html)),
                 Err(_) => Err(warp::reject::not_found()),

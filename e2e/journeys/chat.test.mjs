@@ -35,6 +35,14 @@ test('two pages join a room, chat both ways, and see each other', async () => {
     // Leaving is seen by the other.
     await grace.locator('#leave').click();
     await ada.locator('#peers li', { hasText: 'Grace' }).waitFor({ state: 'detached' });
+
+    // After a reload (the room's page rejoins by itself) Ada's messages are still hers, and
+    // Grace's still not.
+    await ada.reload();
+    await ada.locator('#status', { hasText: 'online' }).waitFor();
+    await ada.locator('#messages li.mine', { hasText: 'Shipping' }).waitFor();
+    await message(ada, 'I will review it').waitFor();
+    assert.equal(await ada.locator('#messages li.mine', { hasText: 'review' }).count(), 0);
   } finally {
     await server.stop();
   }

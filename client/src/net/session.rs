@@ -67,6 +67,9 @@ fn text(msg: &ClientMsg) -> Message {
     Message::Text(encode(msg))
 }
 
+/// Where this browser keeps its lasting client id.
+const CLIENT_ID_KEY: &str = "relaycast.client-id";
+
 async fn run(
     url: String,
     mut state: RoomState,
@@ -74,8 +77,15 @@ async fn run(
     on_state: Callback<Rc<RoomState>>,
     on_signal: Callback<(PeerId, Signal)>,
 ) {
-    // Message ids unique beyond this session, so recovered history can be matched to ours.
-    let prefix = browser::random_token(10);
+    // Message ids unique beyond this session, so recovered history can be matched to ours:
+    // this browser's lasting id (ours after a reload too), then this session's.
+    let client_id = browser::load(CLIENT_ID_KEY).filter(|id| id.len() == 12).unwrap_or_else(|| {
+        let id = browser::random_token(12);
+        browser::save(CLIENT_ID_KEY, &id);
+        id
+    });
+    state.client_id = Some(client_id.clone());
+    let prefix = format!("{client_id}.{}", browser::random_token(8));
     let mut counter = 0u64;
     let mut attempt = 0u32;
     let emit = |s: &RoomState| on_state.emit(Rc::new(s.clone()));

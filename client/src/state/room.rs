@@ -116,6 +116,9 @@ pub struct RoomState {
     /// Ids of every message this session sent: our messages stay marked as ours after a
     /// reconnect, when the server has given us a new peer id.
     pub mine: HashSet<ClientMsgId>,
+    /// This browser's lasting id: every message id we make starts with it and a dot, so our
+    /// messages are known as ours after a reload too (open mode; token mode has the user).
+    pub client_id: Option<String>,
     /// The join's history is complete (live messages follow).
     pub synced: bool,
     pub problem: Option<Problem>,
@@ -161,6 +164,7 @@ impl RoomState {
             last_seq: 0,
             pending: Vec::new(),
             mine: HashSet::new(),
+            client_id: None,
             synced: false,
             problem: None,
             ice_servers: Vec::new(),
@@ -346,13 +350,43 @@ impl RoomState {
     }
 
     pub fn is_mine(&self, m: &RoomMessage) -> bool {
-        self.me.as_ref() == Some(&m.from) || self.mine.contains(&m.id)
+        let by_client = self
+            .client_id
+            .as_deref()
+            .is_some_and(|c| m.id.as_str().strip_prefix(c).is_some_and(|rest| rest.starts_with('.')));
+        let by_user = m.user.is_some() && self.user.as_ref().map(|u| &u.id) == m.user.as_ref();
+        self.me.as_ref() == Some(&m.from) || self.mine.contains(&m.id) || by_client || by_user
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_messages_are_ours_after_a_reload_by_client_id_or_user() {
+        let mut s = RoomState::new(room(), DisplayName::try_from("Ada").unwrap());
+        s.client_id = Some("abc123".into());
+        let msg = |id: &str, user: Option<&str>| RoomMessage {
+            seq: 1,
+            from: PeerId::try_from("old-peer").unwrap(),
+            name: DisplayName::try_from("Ada").unwrap(),
+            id: ClientMsgId::try_from(id).unwrap(),
+            user: user.map(|u| UserId::try_from(u).unwrap()),
+            at: 1,
+            body: Body::Chat { text: ChatText::try_from("hi").unwrap() },
+        };
+        assert!(s.is_mine(&msg("abc123.x9-1", None)), "an id made by this browser, in an earlier session");
+        assert!(!s.is_mine(&msg("abc1234.x9-1", None)), "another browser's id that merely starts alike");
+        assert!(!s.is_mine(&msg("zzz.x9-1", None)));
+        s.user = Some(UserInfo {
+            id: UserId::try_from("user-7").unwrap(),
+            name: DisplayName::try_from("Ada").unwrap(),
+            expires: 0,
+        });
+        assert!(s.is_mine(&msg("from-another-device", Some("user-7"))), "token mode: the same user");
+        assert!(!s.is_mine(&msg("zzz", Some("user-8"))));
+    }
 
     fn room() -> RoomName {
         RoomName::try_from("r").unwrap()

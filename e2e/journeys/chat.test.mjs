@@ -130,7 +130,7 @@ test('links in chat open safely, a recent room joins in one click, a bad room na
     // A room name the server would refuse is told at once, in the error colour.
     await ada.locator('#leave').click();
     await ada.locator('#room').fill('bad room!');
-    const problem = ada.locator('#lobby .problem');
+    const problem = ada.locator('#lobby .field-error');
     await problem.waitFor();
     const [shown, bad] = await problem.evaluate((el) => {
       const probe = document.createElement('span');

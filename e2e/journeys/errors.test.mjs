@@ -21,6 +21,15 @@ test('a full room says so and does not retry', async () => {
     await b.locator('#join').click();
     await b.locator('#problem', { hasText: 'This room is full' }).waitFor();
     await b.locator('#status', { hasText: 'offline' }).waitFor();
+    // Nothing in the room works, so nothing in it can be used: the controls are shut (and
+    // greyed); leaving still works.
+    assert.notEqual(await b.locator('.layout').getAttribute('inert'), null);
+    await b.locator('#draft').focus().catch(() => {});
+    assert.notEqual(await b.evaluate(() => document.activeElement?.id), 'draft');
+    await b.locator('#leave').click();
+    await b.locator('#lobby').waitFor();
+    // The one who got in has a room that works.
+    assert.equal(await a.locator('.layout').getAttribute('inert'), null);
   } finally {
     await server.stop();
   }

@@ -46,7 +46,7 @@ pub fn lobby(props: &LobbyProps) -> Html {
                 <input id="name" value={(*name).clone()} maxlength="32" placeholder="Ada"
                     oninput={ let name = name.clone(); Callback::from(move |e| name.set(value(&e))) } />
                 <button id="join" type="submit" disabled={room_check.is_err() || name_check.is_err()}>{ "Join" }</button>
-                if let Some(p) = problem { <p class="problem" role="alert">{ p }</p> }
+                if let Some(p) = problem { <p class="field-error" role="alert">{ p }</p> }
             </form>
             if !props.recent.is_empty() {
                 <nav class="recent" aria-label="Recent rooms">

@@ -202,7 +202,7 @@ pub fn room_page(props: &RoomProps) -> Html {
                     { format!("Your access to this room ends at {}: open it again from the app that invited you.", browser::clock(expires)) }
                 </p>
             }
-            <div class="layout">
+            <div class="layout" inert={s.locked_out()}>
                 <aside id="peers" aria-label="Participants">
                     <h2>{ format!("Here ({})", s.peers.len() + 1) }</h2>
                     <ul>

@@ -349,6 +349,17 @@ impl RoomState {
         })
     }
 
+    /// Joining failed and nothing in the room can work yet: a problem before the room was
+    /// ever joined (the server unreachable, the room full, no access), or one that ended our
+    /// membership (removed, the room closed). The room's controls are shut until it clears.
+    pub fn locked_out(&self) -> bool {
+        match &self.problem {
+            None => false,
+            Some(Problem::Removed { .. } | Problem::ProtocolMismatch(_)) => true,
+            Some(_) => self.epoch.is_none(),
+        }
+    }
+
     pub fn is_mine(&self, m: &RoomMessage) -> bool {
         let by_client = self
             .client_id
@@ -362,6 +373,20 @@ impl RoomState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_room_that_could_not_be_joined_is_locked_and_one_that_was_is_not() {
+        let mut s = RoomState::new(room(), DisplayName::try_from("Ada").unwrap());
+        assert!(!s.locked_out());
+        s.problem = Some(Problem::RoomFull);
+        assert!(s.locked_out(), "never joined: nothing works");
+        s.problem = Some(Problem::ServerUnreachable);
+        assert!(s.locked_out());
+        s.epoch = Some(Epoch::try_from("e1").unwrap());
+        assert!(!s.locked_out(), "joined before: the chat still takes messages while it reconnects");
+        s.problem = Some(Problem::Removed { closed: true, reason: None });
+        assert!(s.locked_out(), "removed: the room is over for us");
+    }
 
     #[test]
     fn our_messages_are_ours_after_a_reload_by_client_id_or_user() {

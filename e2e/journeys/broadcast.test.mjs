@@ -69,6 +69,8 @@ test('a page goes live with its camera, two pages watch, the owner records, and 
       // reaching the publisher, the first frame would wait for Chromium's next keyframe, many
       // seconds away, so 3 s tells the two apart even on a loaded machine.
       assert.ok(ttff > 0 && ttff < 3000, `a viewer joining mid-broadcast gets a keyframe on request: ${ttff} ms`);
+      // A camera-only broadcast is one video: no empty second tile.
+      assert.equal(await v.locator('#watching video').count(), 1);
     }
     await host.locator('#broadcast[data-viewers="2"]').waitFor();
     await viewers[0].locator('#latency').waitFor();
@@ -86,6 +88,8 @@ test('a page goes live with its camera, two pages watch, the owner records, and 
     for (const v of viewers) {
       await v.locator('#broadcast[data-live="false"]').waitFor();
       await v.locator('#ended').waitFor();
+      // The player gives way to the ended notice: no black tile left.
+      await until('the ended broadcast\'s tile to go', async () => (await v.locator('#watching video').count()) === 0, 20_000);
     }
   } finally {
     await server.stop();

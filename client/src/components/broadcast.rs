@@ -41,7 +41,7 @@ pub fn duration_label(ms: u64) -> String {
 pub fn broadcast_panel(p: &BroadcastProps) -> Html {
     let live = p.state.live;
     let publishing = p.view.live.is_some();
-    let watching = !p.view.watching.is_empty() || (p.view.busy && !publishing);
+    let watching = p.view.session || !p.view.watching.is_empty() || (p.view.busy && !publishing);
     let status = if live {
         let since = p.state.since.map(|s| duration_label(p.now.saturating_sub(s))).unwrap_or_default();
         format!("Live · {since} · {} watching", p.state.viewers)
@@ -93,9 +93,13 @@ pub fn broadcast_panel(p: &BroadcastProps) -> Html {
             if watching {
                 <div id="watching" data-frames={p.view.frames_decoded.to_string()} data-audio={p.view.audio_packets.to_string()}
                      data-first-frame-ms={p.view.first_frame_ms.map(|ms| ms.to_string())}>
-                    { for p.view.watching.iter().enumerate().map(|(i, s)| html! {
-                        <VideoTile stream={s.clone()} label={if i == 0 { "Live".to_owned() } else { "Live (camera)".to_owned() }} />
-                    }) }
+                    // Once the broadcast ended its player gives way to the notice below; it
+                    // comes back in place when the publisher does.
+                    if live {
+                        { for p.view.watching.iter().enumerate().map(|(i, s)| html! {
+                            <VideoTile stream={s.clone()} label={if i == 0 { "Live".to_owned() } else { "Live (camera)".to_owned() }} />
+                        }) }
+                    }
                     <p class="meta">
                         <span id="frames">{ format!("{} frames", p.view.frames_decoded) }</span>
                         if let Some(ms) = p.view.first_frame_ms {

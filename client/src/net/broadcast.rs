@@ -36,8 +36,12 @@ pub enum LiveSource {
 pub struct BroadcastView {
     /// What we are sending, while live.
     pub live: Option<MediaStream>,
-    /// One stream per received video track (with the audio on the first), while watching.
+    /// One stream per video track the broadcast is sending now (with the audio on the first),
+    /// while watching: a track that carries nothing (a camera-only broadcast leaves the second
+    /// one empty) or stops (the broadcast ended) has no tile.
     pub watching: Vec<MediaStream>,
+    /// A watch session is open (its place stays, with the ended notice, while nothing is live).
+    pub session: bool,
     pub busy: bool,
     pub problem: Option<String>,
     pub frames_decoded: u32,
@@ -52,6 +56,8 @@ struct Session {
     location: Option<String>,
     stream: Option<MediaStream>,
     _ontrack: Option<Closure<dyn FnMut(RtcTrackEvent)>>,
+    /// The received tracks' mute and unmute handlers, kept as long as the session.
+    _track_events: Rc<RefCell<Vec<Closure<dyn FnMut()>>>>,
 }
 
 impl Session {
@@ -291,6 +297,7 @@ impl Broadcast {
                     session.close();
                 }
                 inner.borrow_mut().view.watching.clear();
+                inner.borrow_mut().view.session = false;
                 inner.borrow_mut().view.problem = Some(problem);
             }
             if let Some(inner) = weak.upgrade() {
@@ -306,6 +313,7 @@ impl Broadcast {
             let mut inner = self.inner.borrow_mut();
             inner.generation += 1;
             inner.view.watching.clear();
+            inner.view.session = false;
             inner.view.frames_decoded = 0;
             inner.view.audio_packets = 0;
             inner.view.latency_ms = None;
@@ -362,8 +370,13 @@ async fn start_live(
     if inner.borrow().generation != generation {
         return Ok(());
     }
-    inner.borrow_mut().publishing =
-        Some(Session { pc: pc.clone(), location: None, stream: Some(stream.clone()), _ontrack: None });
+    inner.borrow_mut().publishing = Some(Session {
+        pc: pc.clone(),
+        location: None,
+        stream: Some(stream.clone()),
+        _ontrack: None,
+        _track_events: Rc::default(),
+    });
     inner.borrow_mut().view.live = Some(stream);
     notify(&inner);
     drop(inner);
@@ -397,8 +410,9 @@ async fn start_watching(
         add.call2(&pc, &kind.into(), &init).map_err(|e| js_message(&e))?;
     }
     let audio: Rc<RefCell<Option<MediaStreamTrack>>> = Rc::default();
+    let track_events: Rc<RefCell<Vec<Closure<dyn FnMut()>>>> = Rc::default();
     let ontrack = {
-        let weak = weak.clone();
+        let (weak, track_events) = (weak.clone(), track_events.clone());
         Closure::<dyn FnMut(RtcTrackEvent)>::new(move |e: RtcTrackEvent| {
             let Some(inner) = weak.upgrade() else { return };
             let track = e.track();
@@ -409,15 +423,28 @@ async fn start_watching(
                 }
                 return;
             }
-            let Ok(stream) = MediaStream::new() else { return };
-            stream.add_track(&track);
-            if inner.borrow().view.watching.is_empty() {
-                if let Some(a) = audio.borrow().as_ref() {
-                    stream.add_track(a);
-                }
+            // A video track gets a tile while media flows on it: a remote track is muted until
+            // its first packet, and again when its sender stops.
+            let shown = {
+                let (weak, track, audio) = (weak.clone(), track.clone(), audio.clone());
+                Closure::<dyn FnMut()>::new(move || {
+                    let Some(inner) = weak.upgrade() else { return };
+                    show_track(&inner, &track, audio.borrow().as_ref());
+                })
+            };
+            let hidden = {
+                let (weak, track) = (weak.clone(), track.clone());
+                Closure::<dyn FnMut()>::new(move || {
+                    let Some(inner) = weak.upgrade() else { return };
+                    hide_track(&inner, &track);
+                })
+            };
+            track.set_onunmute(Some(shown.as_ref().unchecked_ref()));
+            track.set_onmute(Some(hidden.as_ref().unchecked_ref()));
+            track_events.borrow_mut().extend([shown, hidden]);
+            if !track.muted() {
+                show_track(&inner, &track, audio.borrow().as_ref());
             }
-            inner.borrow_mut().view.watching.push(stream);
-            notify(&inner);
         })
     };
     pc.set_ontrack(Some(ontrack.as_ref().unchecked_ref()));
@@ -426,8 +453,14 @@ async fn start_watching(
         if inner.borrow().generation != generation {
             return Ok(());
         }
-        inner.borrow_mut().watching =
-            Some(Session { pc: pc.clone(), location: None, stream: None, _ontrack: Some(ontrack) });
+        inner.borrow_mut().watching = Some(Session {
+            pc: pc.clone(),
+            location: None,
+            stream: None,
+            _ontrack: Some(ontrack),
+            _track_events: track_events,
+        });
+        inner.borrow_mut().view.session = true;
     }
     let location = negotiate(&pc, &whep_path(room), token).await?;
     let inner = weak.upgrade().ok_or("gone")?;
@@ -441,6 +474,41 @@ async fn start_watching(
         session.location = Some(location);
     }
     Ok(())
+}
+
+/// A received video track carries media: give it a tile (the first tile carries the audio).
+fn show_track(inner: &Rc<RefCell<Inner>>, track: &MediaStreamTrack, audio: Option<&MediaStreamTrack>) {
+    let shown = inner.borrow().view.watching.iter().any(|s| s.get_track_by_id(&track.id()).is_some());
+    if shown {
+        return;
+    }
+    let Ok(stream) = MediaStream::new() else { return };
+    stream.add_track(track);
+    if inner.borrow().view.watching.is_empty() {
+        if let Some(audio) = audio {
+            stream.add_track(audio);
+        }
+    }
+    inner.borrow_mut().view.watching.push(stream);
+    notify(inner);
+}
+
+/// A received video track stopped carrying media: its tile goes (the audio moves to the next
+/// tile, if any).
+fn hide_track(inner: &Rc<RefCell<Inner>>, track: &MediaStreamTrack) {
+    let removed = {
+        let mut inner = inner.borrow_mut();
+        let Some(at) = inner.view.watching.iter().position(|s| s.get_track_by_id(&track.id()).is_some()) else {
+            return;
+        };
+        inner.view.watching.remove(at)
+    };
+    if let Some(next) = inner.borrow().view.watching.first() {
+        for audio in removed.get_audio_tracks().iter() {
+            next.add_track(&audio.unchecked_into());
+        }
+    }
+    notify(inner);
 }
 
 /// While watching: frames decoded, audio packets, latency estimate; every 100 ms until the

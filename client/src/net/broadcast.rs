@@ -51,13 +51,16 @@ pub struct BroadcastView {
     pub first_frame_ms: Option<u32>,
 }
 
+/// Received tracks' event handlers, kept alive with their session.
+type TrackEvents = Rc<RefCell<Vec<Closure<dyn FnMut()>>>>;
+
 struct Session {
     pc: RtcPeerConnection,
     location: Option<String>,
     stream: Option<MediaStream>,
     _ontrack: Option<Closure<dyn FnMut(RtcTrackEvent)>>,
     /// The received tracks' mute and unmute handlers, kept as long as the session.
-    _track_events: Rc<RefCell<Vec<Closure<dyn FnMut()>>>>,
+    _track_events: TrackEvents,
 }
 
 impl Session {
@@ -410,7 +413,7 @@ async fn start_watching(
         add.call2(&pc, &kind.into(), &init).map_err(|e| js_message(&e))?;
     }
     let audio: Rc<RefCell<Option<MediaStreamTrack>>> = Rc::default();
-    let track_events: Rc<RefCell<Vec<Closure<dyn FnMut()>>>> = Rc::default();
+    let track_events: TrackEvents = Rc::default();
     let ontrack = {
         let (weak, track_events) = (weak.clone(), track_events.clone());
         Closure::<dyn FnMut(RtcTrackEvent)>::new(move |e: RtcTrackEvent| {

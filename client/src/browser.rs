@@ -85,3 +85,42 @@ pub fn clock(at_ms: u64) -> String {
 pub fn relay_only() -> bool {
     web_sys::window().and_then(|w| w.location().search().ok()).is_some_and(|q| q.contains("ice=relay"))
 }
+
+/// The browser can share a screen (`getDisplayMedia`): phones' browsers cannot, so they get
+/// no "Share screen" button.
+pub fn can_share_screen() -> bool {
+    let Some(devices) = web_sys::window().and_then(|w| w.navigator().media_devices().ok()) else { return false };
+    js_sys::Reflect::get(&devices, &"getDisplayMedia".into()).is_ok_and(|f| f.is_function())
+}
+
+/// The page is hidden (another tab, minimised).
+pub fn page_hidden() -> bool {
+    gloo_utils::document().hidden()
+}
+
+/// Set the tab's title.
+pub fn set_title(title: &str) {
+    gloo_utils::document().set_title(title);
+}
+
+/// Put `text` on the clipboard; false where the browser refuses (no secure context, no
+/// permission).
+pub async fn copy_text(text: &str) -> bool {
+    let Some(window) = web_sys::window() else { return false };
+    let clipboard = window.navigator().clipboard();
+    wasm_bindgen_futures::JsFuture::from(clipboard.write_text(text)).await.is_ok()
+}
+
+/// The system asks for dark colours (`prefers-color-scheme: dark`).
+pub fn prefers_dark() -> bool {
+    web_sys::window()
+        .and_then(|w| w.match_media("(prefers-color-scheme: dark)").ok().flatten())
+        .is_some_and(|m| m.matches())
+}
+
+/// Set an attribute on `<html>`.
+pub fn set_root_attribute(name: &str, value: &str) {
+    if let Some(root) = gloo_utils::document().document_element() {
+        let _ = root.set_attribute(name, value);
+    }
+}

@@ -60,6 +60,15 @@ pub fn app() -> Html {
         });
     }
 
+    {
+        let in_lobby = route.is_none();
+        use_effect_with(in_lobby, |in_lobby| {
+            if *in_lobby {
+                browser::set_title("Relaycast");
+            }
+        });
+    }
+
     let onjoin = {
         let (route, name, recent) = (route.clone(), name.clone(), recent.clone());
         Callback::from(move |(room, display): (RoomName, DisplayName)| {
@@ -89,11 +98,19 @@ pub fn app() -> Html {
             { match (&*route, display) {
                 (Some(room), Ok(display)) => html! { <RoomPage room={room.clone()} name={display} {onleave} /> },
                 (room, _) => html! {
-                    <>
-                        <header class="bar"><h1>{ "Relaycast" }</h1></header>
+                    <div class="lobby-page">
+                        <header class="topbar">
+                            <span class="brand">{ components::room::logo() }{ "Relaycast" }</span>
+                            <span class="spacer" />
+                            <components::theme::ThemeToggle />
+                        </header>
+                        <div class="hero">
+                            <h1>{ "Meet, chat and share files in a room of your own" }</h1>
+                            <p>{ "Calls go peer to peer, chat is kept and caught up after a lost connection, big files and live broadcasts go through your own server." }</p>
+                        </div>
                         <Lobby name={(*name).clone()} room={room.as_ref().map(|r| r.to_string()).unwrap_or_default()}
                             recent={(*recent).clone()} {onjoin} />
-                    </>
+                    </div>
                 },
             } }
         </main>

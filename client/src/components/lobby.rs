@@ -1,5 +1,7 @@
-//! The lobby: a room name and a display name (both remembered), recent rooms, join.
+//! The lobby: a room name (typed, or a readable new one) and a display name (both
+//! remembered), recent rooms that join in one click, join.
 
+use crate::state::prefs::readable_room;
 use relaycast_shared::{DisplayName, RoomName};
 use yew::prelude::*;
 
@@ -40,12 +42,18 @@ pub fn lobby(props: &LobbyProps) -> Html {
         <section class="lobby">
             <form id="lobby" {onsubmit}>
                 <label for="room">{ "Room" }</label>
-                <input id="room" value={(*room).clone()} autocomplete="off" placeholder="team-standup"
-                    oninput={ let room = room.clone(); Callback::from(move |e| room.set(value(&e))) } />
+                <div class="row">
+                    <input id="room" value={(*room).clone()} autocomplete="off" placeholder="team-standup"
+                        oninput={ let room = room.clone(); Callback::from(move |e| room.set(value(&e))) } />
+                    <button type="button" id="new-room" title="A new room with a random name"
+                        onclick={ let room = room.clone(); Callback::from(move |_: MouseEvent| room.set(readable_room(crate::browser::random))) }>
+                        { "New room" }
+                    </button>
+                </div>
                 <label for="name">{ "Your name" }</label>
                 <input id="name" value={(*name).clone()} maxlength="32" placeholder="Ada"
                     oninput={ let name = name.clone(); Callback::from(move |e| name.set(value(&e))) } />
-                <button id="join" type="submit" disabled={room_check.is_err() || name_check.is_err()}>{ "Join" }</button>
+                <button id="join" type="submit" class="primary" disabled={room_check.is_err() || name_check.is_err()}>{ "Join" }</button>
                 if let Some(p) = problem { <p class="field-error" role="alert">{ p }</p> }
             </form>
             if !props.recent.is_empty() {

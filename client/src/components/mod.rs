@@ -1,9 +1,16 @@
 //! The app's components.
 
 pub mod broadcast;
-pub mod call;
 pub mod chat;
+pub mod controls;
 pub mod files;
+pub mod icons;
+pub mod invite;
 pub mod lobby;
+pub mod people;
 pub mod room;
+pub mod side;
+pub mod stage;
 pub mod status;
+pub mod theme;
+pub mod tile;

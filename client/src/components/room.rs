@@ -1,17 +1,23 @@
-//! A room: status, share link, participants and chat, over one [`Session`].
+//! A room, over one [`Session`]: a header (room, connection, invite, theme, leave), the
+//! stage with its control bar, and the side panel (chat, people, files).
 
-use super::broadcast::BroadcastPanel;
-use super::call::CallPanel;
 use super::chat::Chat;
+use super::controls::ControlBar;
 use super::files::{drop_handlers, FilesPanel};
+use super::invite::Invite;
+use super::people::People;
+use super::side::{SidePanel, Tab};
+use super::stage::Stage;
 use super::status::StatusBadge;
+use super::theme::ThemeToggle;
 use crate::browser;
 use crate::net::broadcast::{Broadcast, BroadcastView, LiveSource};
 use crate::net::call::{Call, CallView};
 use crate::net::files::Files;
 use crate::net::session::{Command, Session};
-use crate::state::files::Transfer;
+use crate::state::files::{Direction, Transfer};
 use crate::state::room::RoomState;
+use crate::state::unread;
 use relaycast_shared::{Body, DisplayName, Right, RoomName};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -30,6 +36,13 @@ pub fn room_page(props: &RoomProps) -> Html {
     let state = use_state(|| Rc::new(RoomState::new(props.room.clone(), props.name.clone())));
     let session = use_state(|| None::<Session>);
     let now = use_state(browser::now_ms);
+    let tab = use_state(|| Tab::Chat);
+    let charts = use_state(|| false);
+    // The newest message seen (None until the join's history came: it is not news), the
+    // incoming files seen, and whether the page is hidden.
+    let seen_seq = use_state(|| None::<u64>);
+    let seen_files = use_state(|| 0usize);
+    let hidden = use_state(browser::page_hidden);
     let call_view = use_state(CallView::default);
     // The call signals through whichever session is current.
     let signaling = use_mut_ref(|| None::<Session>);
@@ -126,6 +139,41 @@ pub fn room_page(props: &RoomProps) -> Html {
         });
     }
 
+    // Unread messages: in the chat tab's badge and the browser tab's title.
+    {
+        let hidden = hidden.clone();
+        use_effect_with((), move |_| {
+            let listener = gloo_events::EventListener::new(&gloo_utils::document(), "visibilitychange", move |_| {
+                hidden.set(browser::page_hidden())
+            });
+            move || drop(listener)
+        });
+    }
+    let chat_in_view = *tab == Tab::Chat && !*hidden;
+    {
+        let seen_seq = seen_seq.clone();
+        let (synced, last) = (state.synced, state.last_seq);
+        use_effect_with((synced, last, chat_in_view), move |&(synced, last, in_view)| {
+            if synced && (in_view || seen_seq.is_none()) && *seen_seq != Some(last) {
+                seen_seq.set(Some(last));
+            }
+        });
+    }
+    let unread_now = seen_seq.map(|seen| unread::unread(&state, seen)).unwrap_or(0);
+    {
+        let room = props.room.to_string();
+        use_effect_with(unread_now, move |n| browser::set_title(&unread::title(&room, *n)));
+    }
+    {
+        let seen_files = seen_files.clone();
+        let incoming = transfers.iter().filter(|t| t.direction != Direction::Sending).count();
+        use_effect_with((incoming, *tab == Tab::Files), move |&(incoming, open)| {
+            if open && *seen_files != incoming {
+                seen_files.set(incoming);
+            }
+        });
+    }
+
     let onsend = {
         let session = session.clone();
         Callback::from(move |text| {
@@ -187,12 +235,42 @@ pub fn room_page(props: &RoomProps) -> Html {
             }
         })
     };
+    let onstartcall = {
+        let call = (*call).clone();
+        Callback::from(move |_| {
+            let call = call.clone();
+            yew::platform::spawn_local(async move { call.join().await });
+        })
+    };
+    let ontogglecharts = {
+        let charts = charts.clone();
+        Callback::from(move |_| charts.set(!*charts))
+    };
+    let ontab = {
+        let tab = tab.clone();
+        Callback::from(move |t| tab.set(t))
+    };
+    let host = s.stream_key.is_some() && s.rights.has(Right::Broadcast);
+    let incoming = transfers.iter().filter(|t| t.direction != Direction::Sending).count();
+    let chat_badge = if *tab == Tab::Chat { None } else { unread::badge(unread_now) };
+    let files_badge = if *tab == Tab::Files { None } else { unread::badge(incoming.saturating_sub(*seen_files)) };
+    let chat = html! { <Chat state={s.clone()} {onsend} {ondelete} /> };
+    let people = html! {
+        <People me={s.name.to_string()} peers={s.peers.clone()} call={(*call).clone()} view={(*call_view).clone()}
+            {host} live={broadcast_view.publishing()} />
+    };
+    let files_panel = html! {
+        <FilesPanel transfers={(*transfers).clone()} {onpick} {onfetch} can_send={s.rights.has(Right::Upload)} />
+    };
     html! {
         <div class="room" {ondragover} {ondrop}>
-            <header class="bar">
-                <h1><a href="/" class="home">{ "Relaycast" }</a>{ " · " }<span id="room-name">{ props.room.as_str() }</span></h1>
+            <header class="topbar">
+                <a href="/" class="brand" aria-label="Relaycast home">{ logo() }</a>
+                <h1 id="room-name">{ props.room.as_str() }</h1>
                 <StatusBadge status={s.status.clone()} now={*now} />
-                <input class="share" readonly=true value={share} aria-label="Link to this room" />
+                <span class="spacer" />
+                <ThemeToggle />
+                <Invite link={share} />
                 <button type="button" id="leave" onclick={onleave}>{ "Leave" }</button>
             </header>
             if let Some(problem) = &s.problem {
@@ -203,24 +281,32 @@ pub fn room_page(props: &RoomProps) -> Html {
                 </p>
             }
             <div class="layout" inert={s.locked_out()}>
-                <aside id="peers" aria-label="Participants">
-                    <h2>{ format!("Here ({})", s.peers.len() + 1) }</h2>
-                    <ul>
-                        <li class="me">{ format!("{} (you)", s.name) }</li>
-                        { for s.peers.iter().map(|p| html! { <li data-peer={p.id.to_string()}>{ p.name.as_str() }</li> }) }
-                    </ul>
-                </aside>
-                <div class="main">
-                    <BroadcastPanel state={s.broadcast.clone()} view={(*broadcast_view).clone()}
-                        owner={s.stream_key.is_some() && s.rights.has(Right::Broadcast)}
-                        can_record={s.stream_key.is_some() && s.rights.has(Right::Record)}
-                        can_watch={s.rights.has(Right::Watch)}
-                        now={*now} {ongolive} {onstoplive} {onwatch} {onstopwatching} {onrecord} />
-                    <CallPanel call={(*call).clone()} view={(*call_view).clone()} {names} can_call={s.rights.has(Right::Signal)} />
-                    <Chat state={s.clone()} {onsend} {ondelete} />
-                    <FilesPanel transfers={(*transfers).clone()} {onpick} {onfetch} can_send={s.rights.has(Right::Upload)} />
+                <div class="stage-column">
+                    <Stage call={(*call_view).clone()} names={names} charts={*charts}
+                        broadcast={s.broadcast.clone()} broadcast_view={(*broadcast_view).clone()}
+                        can_go_live={host} can_watch={s.rights.has(Right::Watch)} can_call={s.rights.has(Right::Signal)}
+                        now={*now} {onstartcall} {onwatch} {onstopwatching} />
+                    <ControlBar call={(*call).clone()} view={(*call_view).clone()} can_call={s.rights.has(Right::Signal)}
+                        can_share={browser::can_share_screen()} charts={*charts} {ontogglecharts}
+                        can_go_live={host} can_record={s.stream_key.is_some() && s.rights.has(Right::Record)}
+                        live={s.broadcast.live} recording={s.broadcast.recording}
+                        publishing={broadcast_view.publishing()} busy={broadcast_view.busy}
+                        {ongolive} {onstoplive} {onrecord} />
                 </div>
+                <SidePanel tab={*tab} {ontab} {chat_badge} {files_badge} people={s.peers.len() + 1}
+                    {chat} people_panel={people} files={files_panel} />
             </div>
         </div>
+    }
+}
+
+/// The app's mark: a relay tower sending to both sides.
+pub fn logo() -> Html {
+    html! {
+        <svg class="logo" viewBox="0 0 32 32" width="28" height="28" aria-hidden="true" focusable="false">
+            <rect width="32" height="32" rx="8" fill="var(--accent)" />
+            <circle cx="16" cy="16" r="3" fill="#fff" />
+            <path d="M10.5 10.5a8 8 0 0 0 0 11M21.5 10.5a8 8 0 0 1 0 11" stroke="#fff" stroke-width="2.4" fill="none" stroke-linecap="round" />
+        </svg>
     }
 }

@@ -51,6 +51,18 @@ pub struct BroadcastView {
     pub first_frame_ms: Option<u32>,
 }
 
+impl BroadcastView {
+    /// We are live.
+    pub fn publishing(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// A watch session is open or being opened.
+    pub fn watching(&self) -> bool {
+        self.session || !self.watching.is_empty() || (self.busy && !self.publishing())
+    }
+}
+
 /// Received tracks' event handlers, kept alive with their session.
 type TrackEvents = Rc<RefCell<Vec<Closure<dyn FnMut()>>>>;
 

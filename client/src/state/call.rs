@@ -92,6 +92,86 @@ pub struct Sample {
     pub audio_packets_received: f64,
     /// Seconds, from the nominated candidate pair.
     pub rtt: Option<f64>,
+    /// The loudest received audio track's level now, 0 to 1 (`audioLevel`).
+    pub audio_level: f64,
+}
+
+/// Level above which a peer counts as speaking: about -34 dBov, above room noise and
+/// comfort noise, below any voice close to a microphone.
+pub const SPEAKING_LEVEL: f64 = 0.02;
+
+/// The peer is speaking, by the last sample.
+pub fn speaking(last: Option<&Sample>) -> bool {
+    last.is_some_and(|s| s.audio_level > SPEAKING_LEVEL)
+}
+
+/// A connection's quality in a word, for the icon on a tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rating {
+    /// Nothing measured yet.
+    Unknown,
+    Good,
+    Fair,
+    Poor,
+}
+
+impl Rating {
+    pub fn label(self) -> &'static str {
+        match self {
+            Rating::Unknown => "connection: measuring",
+            Rating::Good => "connection: good",
+            Rating::Fair => "connection: fair",
+            Rating::Poor => "connection: poor",
+        }
+    }
+
+    pub fn class(self) -> &'static str {
+        match self {
+            Rating::Unknown => "unknown",
+            Rating::Good => "good",
+            Rating::Fair => "fair",
+            Rating::Poor => "poor",
+        }
+    }
+
+    /// Bars lit out of three.
+    pub fn bars(self) -> u8 {
+        match self {
+            Rating::Unknown => 0,
+            Rating::Good => 3,
+            Rating::Fair => 2,
+            Rating::Poor => 1,
+        }
+    }
+}
+
+/// The worst of the last few seconds: loss hurts a call more than delay, so 2% loss or
+/// 300 ms of round trip make it fair, 8% or 600 ms poor (the thresholds where speech starts
+/// to break up and people talk over each other).
+pub fn rating(points: &VecDeque<Point>) -> Rating {
+    let recent: Vec<&Point> = points.iter().rev().take(3).collect();
+    if recent.is_empty() {
+        return Rating::Unknown;
+    }
+    let loss = recent.iter().map(|p| p.loss_pct).fold(0.0, f64::max);
+    let rtt = recent.iter().map(|p| p.rtt_ms).fold(0.0, f64::max);
+    if loss >= 8.0 || rtt >= 600.0 {
+        Rating::Poor
+    } else if loss >= 2.0 || rtt >= 300.0 {
+        Rating::Fair
+    } else {
+        Rating::Good
+    }
+}
+
+/// Columns of the call grid for `tiles` tiles: one for one, side by side for two, two by
+/// two up to four, three across up to six (the call's limit).
+pub fn grid_columns(tiles: usize) -> usize {
+    match tiles {
+        0 | 1 => 1,
+        2..=4 => 2,
+        _ => 3,
+    }
 }
 
 /// One point of the quality charts.
@@ -231,5 +311,29 @@ mod tests {
         }
         assert_eq!(s.points.len(), HISTORY);
         assert_eq!(sparkline(&[0.0, 1.0], 10.0, 10.0), "0.0,10.0 10.0,0.0");
+    }
+
+    #[test]
+    fn speaking_follows_the_audio_level() {
+        assert!(!speaking(None));
+        assert!(!speaking(Some(&Sample { audio_level: 0.001, ..Sample::default() })), "comfort noise");
+        assert!(speaking(Some(&Sample { audio_level: 0.2, ..Sample::default() })));
+    }
+
+    #[test]
+    fn quality_is_the_worst_of_the_last_seconds() {
+        let p = |loss_pct: f64, rtt_ms: f64| Point { loss_pct, rtt_ms, ..Point::default() };
+        assert_eq!(rating(&VecDeque::new()), Rating::Unknown);
+        assert_eq!(rating(&[p(0.0, 20.0), p(0.5, 40.0)].into()), Rating::Good);
+        assert_eq!(rating(&[p(3.0, 20.0), p(0.0, 20.0)].into()), Rating::Fair, "a lossy second counts");
+        assert_eq!(rating(&[p(0.0, 700.0)].into()), Rating::Poor);
+        assert_eq!(rating(&[p(20.0, 0.0), p(0.0, 0.0), p(0.0, 0.0), p(0.0, 0.0)].into()), Rating::Good, "old loss is forgotten");
+        assert!(Rating::Good.bars() > Rating::Fair.bars() && Rating::Fair.bars() > Rating::Poor.bars());
+    }
+
+    #[test]
+    fn the_grid_stays_near_square() {
+        let cols: Vec<usize> = (1..=6).map(grid_columns).collect();
+        assert_eq!(cols, vec![1, 2, 2, 2, 3, 3]);
     }
 }

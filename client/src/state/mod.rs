@@ -6,3 +6,4 @@ pub mod prefs;
 pub mod room;
 pub mod text;
 pub mod token;
+pub mod unread;

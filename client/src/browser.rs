@@ -124,3 +124,18 @@ pub fn set_root_attribute(name: &str, value: &str) {
         let _ = root.set_attribute(name, value);
     }
 }
+
+/// How far local time is ahead of UTC now, in ms (for day boundaries).
+pub fn utc_offset_ms() -> i64 {
+    -(js_sys::Date::new_0().get_timezone_offset() * 60_000.0) as i64
+}
+
+/// A local day (days since the Unix epoch) as a short date: "Mon 30 Nov".
+pub fn day_date(day: i64) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    // Noon of that day, read back in local time.
+    let local_noon = day as f64 * 86_400_000.0 + 43_200_000.0 - utc_offset_ms() as f64;
+    let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(local_noon));
+    format!("{} {} {}", DAYS[d.get_day() as usize % 7], d.get_date(), MONTHS[d.get_month() as usize % 12])
+}

@@ -168,3 +168,58 @@ async fn without_the_rights_there_is_no_compose_box_and_no_file_button() {
     assert!(chat.query_selector("#draft").unwrap().is_none());
     assert!(files.query_selector("#file-input").unwrap().is_none());
 }
+
+#[wasm_bindgen_test]
+async fn side_panel_shows_one_tab_with_badges_on_the_others_and_arrows_move() {
+    use relaycast_client::components::side::{SidePanel, SideProps, Tab};
+    use yew::html;
+    let root = root();
+    let picked = Rc::new(RefCell::new(Vec::new()));
+    let got = picked.clone();
+    let props = SideProps {
+        tab: Tab::People,
+        ontab: Callback::from(move |t: Tab| got.borrow_mut().push(t)),
+        chat_badge: Some("3".into()),
+        files_badge: None,
+        people: 2,
+        chat: html! { <p id="chat-content">{ "chat" }</p> },
+        people_panel: html! { <p id="people-content">{ "people" }</p> },
+        files: html! { <p id="files-content">{ "files" }</p> },
+    };
+    yew::Renderer::<SidePanel>::with_root_and_props(root.clone(), props).render();
+    yew::scheduler::flush().await;
+    let panel_hidden =
+        |id: &str| find::<HtmlElement>(&root, id).closest("[role=tabpanel]").unwrap().unwrap().has_attribute("hidden");
+    assert!(!panel_hidden("#people-content"), "the open tab is shown");
+    assert!(panel_hidden("#chat-content") && panel_hidden("#files-content"), "the others are hidden");
+    assert_eq!(find::<Element>(&root, "#tab-people").get_attribute("aria-selected").as_deref(), Some("true"));
+    assert_eq!(text(&root, "#tab-chat .badge"), "3", "unread messages on the closed chat tab");
+    assert!(root.query_selector("#tab-files .badge").unwrap().is_none(), "nothing new in files");
+    assert_eq!(text(&root, "#tab-people .count"), "2");
+    find::<HtmlButtonElement>(&root, "#tab-chat").click();
+    let right = web_sys::KeyboardEvent::new_with_keyboard_event_init_dict("keydown", &{
+        let init = web_sys::KeyboardEventInit::new();
+        init.set_key("ArrowRight");
+        init.set_bubbles(true);
+        init
+    })
+    .unwrap();
+    find::<Element>(&root, "#tab-people").dispatch_event(&right).unwrap();
+    yew::scheduler::flush().await;
+    assert_eq!(*picked.borrow(), vec![Tab::Chat, Tab::Files], "a click opens a tab; the right arrow moves to the next");
+}
+
+#[wasm_bindgen_test]
+async fn invite_copies_the_link_and_shows_a_qr_code() {
+    use relaycast_client::components::invite::{Invite, InviteProps};
+    let root = root();
+    let props = InviteProps { link: "http://127.0.0.1:8080/r/standup".into() };
+    yew::Renderer::<Invite>::with_root_and_props(root.clone(), props).render();
+    yew::scheduler::flush().await;
+    assert!(root.query_selector("#invite-panel").unwrap().is_none(), "closed at first");
+    find::<HtmlButtonElement>(&root, "#invite").click();
+    yew::scheduler::flush().await;
+    assert_eq!(find::<web_sys::HtmlInputElement>(&root, "#invite-link").value(), "http://127.0.0.1:8080/r/standup");
+    let qr = find::<Element>(&root, "#invite-qr svg");
+    assert!(qr.inner_html().contains("path"), "the QR code is drawn");
+}

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { artifacts, root, freePort, tempDir, startServer, launchBrowser, newUser, joinRoom, until,
+import { artifacts, root, freePort, tempDir, startServer, launchBrowser, newUser, joinRoom, until, openTab,
   needsNetns } from '../lib/harness.mjs';
 
 const BIN = process.env.RELAYCAST_BIN ?? join(root, 'target', 'debug', 'relaycast');
@@ -56,7 +56,8 @@ test('a page goes live with its camera, two pages watch, the owner records, and 
     const viewers = [await newUser(browser), await newUser(browser)];
     for (const [i, v] of viewers.entries()) await joinRoom(v, server, 'stage', `Viewer ${i + 1}`);
     // Only the owner (first in) may go live.
-    assert.equal(await viewers[0].locator('#go-live-camera').count(), 0);
+    assert.equal(await viewers[0].locator('#go-live').count(), 0);
+    await host.locator('#go-live').click();
     await host.locator('#go-live-camera').click();
     for (const v of viewers) {
       await v.locator('#broadcast[data-live="true"]').waitFor();
@@ -81,7 +82,10 @@ test('a page goes live with its camera, two pages watch, the owner records, and 
     await new Promise((r) => setTimeout(r, 3000));
     await host.locator('#record').click();
     await host.locator('#broadcast[data-recording="false"]').waitFor();
-    await viewers[1].locator('#transfers li', { hasText: '.webm' }).waitFor({ timeout: 20_000 });
+    // The recording lands in the room's files: the closed Files tab says so.
+    await viewers[1].locator('#tab-files .badge').waitFor({ timeout: 20_000 });
+    await openTab(viewers[1], 'files');
+    await viewers[1].locator('#transfers li', { hasText: '.webm' }).waitFor();
     await viewers[0].screenshot({ path: join(artifacts, 'broadcast.png') });
 
     await host.locator('#stop-live').click();
@@ -152,6 +156,7 @@ test('going live with the screen and the camera sends both: a viewer shows two v
     await joinRoom(host, server, 'both', 'Host');
     const viewer = await newUser(browser);
     await joinRoom(viewer, server, 'both', 'Viewer');
+    await host.locator('#go-live').click();
     await host.locator('#go-live-both').click();
     await viewer.locator('#broadcast[data-live="true"]').waitFor();
     await viewer.locator('#watch').click();

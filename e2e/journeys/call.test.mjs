@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { artifacts, freePort, tempDir, startServer, launchBrowser, newUser, joinRoom, say, message, until,
+import { artifacts, freePort, tempDir, startServer, launchBrowser, newUser, joinRoom, say, message, until, openTab,
   decodesFrom, needsNetns } from '../lib/harness.mjs';
 
 let browser;
@@ -25,6 +25,8 @@ test('two pages call: each decodes the other\'s video and audio, and a data-chan
     await decodesFrom(a, 1);
     await decodesFrom(b, 1);
 
+    await openTab(a, 'people');
+    await openTab(b, 'people');
     await a.locator('#dm-input').fill('hello over the data channel');
     await a.locator('#dm-send').click();
     await b.locator('#dms li', { hasText: 'hello over the data channel' }).waitFor();

@@ -20,7 +20,7 @@ test('two pages join a room, chat both ways, and see each other', async () => {
     const grace = await newUser(browser);
     await joinRoom(grace, server, 'standup', 'Grace');
 
-    await ada.locator('#peers li', { hasText: 'Grace' }).waitFor();
+    await ada.locator('#peers li', { hasText: 'Grace' }).waitFor({ state: 'attached' });
     assert.deepEqual(await peerNames(grace), ['Grace (you)', 'Ada']);
 
     await say(ada, 'Morning! Shipping the relay today.');

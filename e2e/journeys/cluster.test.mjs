@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { artifacts, freePort, tempDir, startServer, startRedis, launchBrowser, newUser, joinRoom, say, message,
+import { artifacts, freePort, tempDir, startServer, startRedis, launchBrowser, newUser, joinRoom, say, message, openTab,
   peerNames, until, decodesFrom, needsNetns } from '../lib/harness.mjs';
 
 let browser;
@@ -53,6 +53,8 @@ test('a call between pages on two nodes: each decodes the other\'s video', { ski
     await grace.locator('#call-join').click();
     await decodesFrom(ada, 1);
     await decodesFrom(grace, 1);
+    await openTab(ada, 'people');
+    await openTab(grace, 'people');
     await ada.locator('#dm-input').fill('over the data channel, signaled across nodes');
     await ada.locator('#dm-send').click();
     await grace.locator('#dms li', { hasText: 'signaled across nodes' }).waitFor();

@@ -55,7 +55,7 @@ test('a denied camera is explained', async () => {
     const page = await (await strict.newContext()).newPage();
     await joinRoom(page, server, 'private', 'Ada');
     await page.locator('#call-join').click();
-    await page.locator('.call .problem', { hasText: 'permission was denied' }).waitFor();
+    await page.locator('.call-problem', { hasText: 'permission was denied' }).waitFor();
     assert.equal(await page.locator('#call-leave').count(), 0, 'not in the call');
   } finally {
     await server.stop();
@@ -71,7 +71,7 @@ test('on a phone-sized screen the room stacks and stays usable', async () => {
     await joinRoom(phone, server, 'pocket', 'Ada');
     await say(phone, 'typed on a phone');
     await message(phone, 'typed on a phone').waitFor();
-    for (const selector of ['#peers', '.chat', '#compose']) {
+    for (const selector of ['.stage', '.side', '.chat', '#compose', '.control-bar']) {
       const box = await phone.locator(selector).boundingBox();
       assert.ok(box && box.x >= 0 && box.x + box.width <= 390 + 1, `${selector} fits the screen width`);
     }

@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { artifacts, freePort, tempDir, startServer, launchBrowser, newUser, joinRoom, message, until, needsNetns }
+import { artifacts, freePort, tempDir, startServer, launchBrowser, newUser, joinRoom, message, until, needsNetns, openTab }
   from '../lib/harness.mjs';
 
 let browser;
@@ -19,7 +19,7 @@ const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR
 /** The row of a file on `page`, once it is in `phase`. */
 async function row(page, hash, phase = 'done') {
   const li = page.locator(`#transfers li[data-hash="${hash}"][data-phase="${phase}"]`);
-  await li.waitFor({ timeout: 30_000 }).catch((e) => {
+  await li.waitFor({ state: 'attached', timeout: 30_000 }).catch((e) => {
     throw new Error(`${e.message}; page console:\n${(page.consoleLog ?? []).slice(-30).join('\n')}`);
   });
   return li;
@@ -53,6 +53,10 @@ test('a file goes peer to peer between two pages, checked by hash', { skip: need
     // The sender's upload finished too, and the room was told.
     await row(a, hash);
     await message(b, 'measurements.bin').waitFor();
+    // The Files tab, closed meanwhile, counts what came in.
+    assert.equal(await b.locator('#tab-files .badge').textContent(), '1');
+    await openTab(b, 'files');
+    assert.equal(await b.locator('#tab-files .badge').count(), 0, 'seen: no badge');
     await b.screenshot({ path: join(artifacts, 'files.png') });
   } finally {
     await server.stop();
@@ -148,6 +152,7 @@ test('a page that joins after the sender left gets the files (one sent by drag-a
     }, await save.getAttribute('href'));
     assert.equal(status, 200);
     assert.match(disposition, /^attachment/);
+    await openTab(c, 'files');
     await c.screenshot({ path: join(artifacts, 'late-files.png') });
   } finally {
     await server.stop();

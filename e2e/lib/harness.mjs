@@ -2,7 +2,8 @@
 // Debian's Chromium driven by Playwright. Everything binds to 127.0.0.1.
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -149,6 +150,28 @@ export function message(page, text) {
   return page.locator('#messages li.msg:not(.pending)', { hasText: text });
 }
 
+/** Everyone listed in the People tab (open or not). */
 export async function peerNames(page) {
-  return page.locator('#peers li').allInnerTexts();
+  return page.locator('#peers li .who').allTextContents();
+}
+
+/** Open a tab of the side panel: 'chat', 'people' or 'files'. */
+export async function openTab(page, tab) {
+  await page.locator(`#tab-${tab}`).click();
+  await page.locator(`#panel-${tab}`).waitFor();
+}
+
+/** Run axe-core (from npm, injected into the page) on what the page shows now: fails on any
+ * serious or critical violation and returns every violation's id and impact, which is also
+ * written to artifacts/axe-<label>.json for the record. */
+export async function checkA11y(page, label) {
+  const axePath = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+  if (!(await page.evaluate(() => typeof window.axe !== 'undefined'))) await page.addScriptTag({ path: axePath });
+  const results = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  const violations = results.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')) }));
+  mkdirSync(artifacts, { recursive: true });
+  writeFileSync(join(artifacts, `axe-${label}.json`), JSON.stringify({ label, passes: results.passes.length, violations }, null, 2));
+  const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  if (bad.length) throw new Error(`axe on ${label}: ${JSON.stringify(bad, null, 1)}`);
+  return violations;
 }

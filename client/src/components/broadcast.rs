@@ -13,6 +13,9 @@ pub struct BroadcastProps {
     pub view: BroadcastView,
     /// May watch (the `watch` right).
     pub can_watch: bool,
+    /// May go live: the bar then shows even while nothing is live.
+    #[prop_or_default]
+    pub can_go_live: bool,
     /// Now, ms since the Unix epoch (for the live duration).
     pub now: u64,
     pub onwatch: Callback<()>,
@@ -42,8 +45,10 @@ pub fn broadcast_bar(p: &BroadcastProps) -> Html {
     } else {
         "Not live".to_owned()
     };
+    // Nothing to tell someone who cannot go live while nothing is live or waited for.
+    let quiet = !live && !watching && !publishing && p.state.viewers == 0 && !p.can_go_live && p.view.problem.is_none();
     html! {
-        <section id="broadcast" class={classes!("broadcast-bar", live.then_some("is-live"))} aria-label="Live broadcast"
+        <section id="broadcast" class={classes!("broadcast-bar", live.then_some("is-live"))} aria-label="Live broadcast" hidden={quiet}
                  data-live={live.to_string()} data-viewers={p.state.viewers.to_string()}
                  data-recording={p.state.recording.to_string()}>
             <p id="broadcast-status" role="status">

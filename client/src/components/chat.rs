@@ -1,9 +1,12 @@
-//! The chat: history and live messages with times, ours marked, ours pending until acked,
-//! notices where history was truncated or reset, and the compose box.
+//! The chat: history and live messages grouped by sender with a separator for each day,
+//! ours marked, ours pending until acked, notices where history was truncated or reset, and
+//! the compose box.
 
+use super::icons::{icon, Icon};
 use crate::browser;
 use crate::state::room::{Line, Notice, RoomState, Status};
 use crate::state::text::{file_url, linkify, Piece};
+use crate::state::timeline::{day_label, local_day, rows, Row};
 use relaycast_shared::{Body, ChatText, Right};
 use std::rc::Rc;
 use yew::prelude::*;
@@ -21,7 +24,7 @@ fn body_text(body: &Body) -> String {
     match body {
         Body::Chat { text } => text.to_string(),
         Body::Data { data } => data.to_string(),
-        Body::File { name, size, .. } => format!("📎 {name} ({})", crate::state::files::human_bytes(*size)),
+        Body::File { name, size, .. } => format!("{name} ({})", crate::state::files::human_bytes(*size)),
         Body::Deleted => "message deleted".to_owned(),
     }
 }
@@ -50,7 +53,7 @@ fn body_html(body: &Body, state: &RoomState) -> Html {
                             <img class="attachment-preview" src={open} alt={name.to_string()} loading="lazy" />
                         </a>
                     }
-                    <a class="attachment-link" href={save} download={name.to_string()}>{ body_text(body) }</a>
+                    <a class="attachment-link" href={save} download={name.to_string()}>{ icon(Icon::File) }{ body_text(body) }</a>
                 </span>
             }
         }
@@ -87,31 +90,39 @@ pub fn chat(props: &ChatProps) -> Html {
         Callback::from(move |e: InputEvent| draft.set(e.target_unchecked_into::<web_sys::HtmlInputElement>().value()))
     };
     let s = &props.state;
+    let offset = browser::utc_offset_ms();
+    let today = local_day(browser::now_ms(), offset);
     html! {
         <section class="chat" aria-label="Chat">
             <ol id="messages" ref={list} aria-live="polite">
-                { for s.lines.iter().map(|line| match line {
-                    Line::Message(m) => {
-                        let deleted = m.body == Body::Deleted;
-                        let may_delete = !deleted && (s.is_mine(m) || s.rights.has(Right::Moderate));
-                        let seq = m.seq;
-                        html! {
-                            <li class={classes!("msg", s.is_mine(m).then_some("mine"), deleted.then_some("deleted"))} data-seq={m.seq.to_string()}>
-                                <time>{ browser::clock(m.at) }</time>
-                                <b class="who">{ m.name.as_str() }</b>
-                                { body_html(&m.body, s) }
-                                if may_delete {
-                                    <button type="button" class="delete" aria-label="Delete this message"
-                                            onclick={props.ondelete.reform(move |_: MouseEvent| seq)}>{ "×" }</button>
-                                }
-                            </li>
+                { for rows(&s.lines, offset).into_iter().map(|row| match row {
+                    Row::Day(day) => html! {
+                        <li class="day"><span>{ day_label(day, today, || browser::day_date(day)) }</span></li>
+                    },
+                    Row::Line { index, continues } => match &s.lines[index] {
+                        Line::Message(m) => {
+                            let deleted = m.body == Body::Deleted;
+                            let may_delete = !deleted && (s.is_mine(m) || s.rights.has(Right::Moderate));
+                            let seq = m.seq;
+                            html! {
+                                <li class={classes!("msg", s.is_mine(m).then_some("mine"), deleted.then_some("deleted"), continues.then_some("cont"))}
+                                    data-seq={m.seq.to_string()}>
+                                    <time>{ browser::clock(m.at) }</time>
+                                    <b class="who">{ m.name.as_str() }</b>
+                                    { body_html(&m.body, s) }
+                                    if may_delete {
+                                        <button type="button" class="delete" aria-label="Delete this message"
+                                                onclick={props.ondelete.reform(move |_: MouseEvent| seq)}>{ "×" }</button>
+                                    }
+                                </li>
+                            }
                         }
-                    },
-                    Line::Notice(Notice::Truncated { oldest }) => html! {
-                        <li class="notice truncated">{ format!("Earlier messages are no longer available (history starts at #{oldest}).") }</li>
-                    },
-                    Line::Notice(Notice::Reset) => html! {
-                        <li class="notice reset">{ "The server's history was reset; showing what it has now." }</li>
+                        Line::Notice(Notice::Truncated { oldest }) => html! {
+                            <li class="notice truncated">{ format!("Earlier messages are no longer available (history starts at #{oldest}).") }</li>
+                        },
+                        Line::Notice(Notice::Reset) => html! {
+                            <li class="notice reset">{ "The server's history was reset; showing what it has now." }</li>
+                        },
                     },
                 }) }
                 { for s.pending.iter().map(|p| html! {

@@ -11,7 +11,12 @@ use yew::prelude::*;
 /// or `None` if it is too long for one.
 pub fn qr_svg(link: &str) -> Option<String> {
     let code = QrCode::new(link.as_bytes()).ok()?;
-    let image = code.render::<svg::Color>().min_dimensions(176, 176).dark_color(svg::Color("#111111")).light_color(svg::Color("#ffffff")).build();
+    let image = code
+        .render::<svg::Color>()
+        .min_dimensions(176, 176)
+        .dark_color(svg::Color("#111111"))
+        .light_color(svg::Color("#ffffff"))
+        .build();
     // The renderer writes an XML declaration, which has no place inside HTML.
     image.find("<svg").map(|start| image[start..].to_owned())
 }

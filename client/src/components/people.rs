@@ -20,7 +20,10 @@ pub struct PeopleProps {
 }
 
 fn tags(tags: &[(bool, &'static str, &'static str)]) -> Html {
-    tags.iter().filter(|(on, ..)| *on).map(|(_, class, text)| html! { <span class={classes!("tag", *class)}>{ *text }</span> }).collect()
+    tags.iter()
+        .filter(|(on, ..)| *on)
+        .map(|(_, class, text)| html! { <span class={classes!("tag", *class)}>{ *text }</span> })
+        .collect()
 }
 
 #[function_component(People)]

@@ -95,7 +95,7 @@ pub fn side_panel(p: &SideProps) -> Html {
     };
     let panel = |tab: Tab, content: &Html| {
         html! {
-            <div role="tabpanel" id={format!("panel-{}", tab.id())} class={classes!("tab-panel", tab.id())}
+            <div role="tabpanel" id={format!("panel-{}", tab.id())} class="tab-panel"
                  aria-labelledby={format!("tab-{}", tab.id())} hidden={p.tab != tab}>
                 { content.clone() }
             </div>

@@ -43,9 +43,8 @@ const YOU: &str = "you";
 pub fn stage(p: &StageProps) -> Html {
     let pinned = use_state(|| None::<String>);
     let v = &p.call;
-    let name_of = |id: &PeerId| {
-        p.names.iter().find(|(i, _)| i == id).map(|(_, n)| n.clone()).unwrap_or_else(|| id.to_string())
-    };
+    let name_of =
+        |id: &PeerId| p.names.iter().find(|(i, _)| i == id).map(|(_, n)| n.clone()).unwrap_or_else(|| id.to_string());
     let pin = |key: String| {
         let pinned = pinned.clone();
         Some(Callback::from(move |_| {
@@ -58,21 +57,27 @@ pub fn stage(p: &StageProps) -> Html {
     if let Some(local) = &v.local {
         let key = YOU.to_owned();
         let is_pinned = pinned.as_deref() == Some(YOU);
-        tiles.push((key.clone(), html! {
-            <VideoTile stream={local.clone()} label={if v.sharing { "You (screen)" } else { "You" }} local=true
-                mirror={!v.sharing} mic_off={!v.mic_on} pinned={is_pinned} onpin={pin(key)} />
-        }));
+        tiles.push((
+            key.clone(),
+            html! {
+                <VideoTile stream={local.clone()} label={if v.sharing { "You (screen)" } else { "You" }} local=true
+                    mirror={!v.sharing} mic_off={!v.mic_on} pinned={is_pinned} onpin={pin(key)} />
+            },
+        ));
     }
     for (peer, remote) in v.remotes.iter().filter(|(_, r)| r.tracks > 0) {
         let key = peer.to_string();
         let is_pinned = pinned.as_deref() == Some(key.as_str());
-        tiles.push((key.clone(), html! {
-            <VideoTile stream={remote.stream.clone()} label={name_of(peer)} peer={key.clone()}
-                speaking={speaking(remote.series.last.as_ref())} rating={Some(rating(&remote.series.points))}
-                pinned={is_pinned} onpin={pin(key)}>
-                <Quality remote={remote.clone()} shown={p.charts} />
-            </VideoTile>
-        }));
+        tiles.push((
+            key.clone(),
+            html! {
+                <VideoTile stream={remote.stream.clone()} label={name_of(peer)} peer={key.clone()}
+                    speaking={speaking(remote.series.last.as_ref())} rating={Some(rating(&remote.series.points))}
+                    pinned={is_pinned} onpin={pin(key)}>
+                    <Quality remote={remote.clone()} shown={p.charts} />
+                </VideoTile>
+            },
+        ));
     }
     let pinned_tile = pinned.as_ref().and_then(|k| tiles.iter().position(|(key, _)| key == k));
     let b = &p.broadcast_view;
@@ -81,7 +86,7 @@ pub fn stage(p: &StageProps) -> Html {
 
     html! {
         <section class="stage" id="stage" aria-label="Stage">
-            <BroadcastBar state={p.broadcast.clone()} view={b.clone()} can_watch={p.can_watch} now={p.now}
+            <BroadcastBar state={p.broadcast.clone()} view={b.clone()} can_watch={p.can_watch} can_go_live={p.can_go_live} now={p.now}
                 onwatch={p.onwatch.clone()} onstopwatching={p.onstopwatching.clone()} />
             if let Some(problem) = &v.problem {
                 <p class="problem call-problem" role="alert">{ problem }</p>

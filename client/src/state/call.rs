@@ -327,7 +327,11 @@ mod tests {
         assert_eq!(rating(&[p(0.0, 20.0), p(0.5, 40.0)].into()), Rating::Good);
         assert_eq!(rating(&[p(3.0, 20.0), p(0.0, 20.0)].into()), Rating::Fair, "a lossy second counts");
         assert_eq!(rating(&[p(0.0, 700.0)].into()), Rating::Poor);
-        assert_eq!(rating(&[p(20.0, 0.0), p(0.0, 0.0), p(0.0, 0.0), p(0.0, 0.0)].into()), Rating::Good, "old loss is forgotten");
+        assert_eq!(
+            rating(&[p(20.0, 0.0), p(0.0, 0.0), p(0.0, 0.0), p(0.0, 0.0)].into()),
+            Rating::Good,
+            "old loss is forgotten"
+        );
         assert!(Rating::Good.bars() > Rating::Fair.bars() && Rating::Fair.bars() > Rating::Poor.bars());
     }
 

@@ -5,5 +5,6 @@ pub mod files;
 pub mod prefs;
 pub mod room;
 pub mod text;
+pub mod timeline;
 pub mod token;
 pub mod unread;

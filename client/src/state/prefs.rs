@@ -14,8 +14,8 @@ const ADJECTIVES: [&str; 16] = [
     "quiet", "sunny", "swift", "witty",
 ];
 const NOUNS: [&str; 16] = [
-    "badger", "comet", "delta", "falcon", "fjord", "harbor", "lantern", "maple", "meadow", "otter", "pebble",
-    "puffin", "river", "summit", "willow", "zephyr",
+    "badger", "comet", "delta", "falcon", "fjord", "harbor", "lantern", "maple", "meadow", "otter", "pebble", "puffin",
+    "river", "summit", "willow", "zephyr",
 ];
 
 /// A room name people can read out and type: `adjective-noun-NN`, from `random` (uniform in

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { artifacts, freePort, tempDir, startServer, launchBrowser, newUser, joinRoom, say, message, until, openTab,
-  decodesFrom, needsNetns } from '../lib/harness.mjs';
+  decodesFrom, needsNetns, joinCall } from '../lib/harness.mjs';
 
 let browser;
 before(async () => { if (!needsNetns) browser = await launchBrowser(); });
@@ -20,8 +20,8 @@ test('two pages call: each decodes the other\'s video and audio, and a data-chan
     const b = await newUser(browser);
     await joinRoom(a, server, 'call', 'Ada');
     await joinRoom(b, server, 'call', 'Grace');
-    await a.locator('#call-join').click();
-    await b.locator('#call-join').click();
+    await joinCall(a);
+    await joinCall(b);
     await decodesFrom(a, 1);
     await decodesFrom(b, 1);
 
@@ -49,14 +49,14 @@ test('a third page joins late, sees the history, then joins the call: a three-wa
     await joinRoom(b, server, 'mesh', 'Grace');
     await say(a, 'call starting');
     await message(b, 'call starting').waitFor();
-    await a.locator('#call-join').click();
-    await b.locator('#call-join').click();
+    await joinCall(a);
+    await joinCall(b);
     await decodesFrom(a, 1);
 
     const c = await newUser(browser);
     await joinRoom(c, server, 'mesh', 'Linus');
     await message(c, 'call starting').waitFor();
-    await c.locator('#call-join').click();
+    await joinCall(c);
     for (const page of [a, b, c]) await decodesFrom(page, 2);
     await c.screenshot({ path: join(artifacts, 'mesh.png') });
   } finally {
@@ -81,8 +81,8 @@ test('relay-only through coturn with credentials minted by the server', { skip: 
     const b = await newUser(browser);
     await joinRoom(a, server, 'relayed', 'Ada', '?ice=relay');
     await joinRoom(b, server, 'relayed', 'Grace', '?ice=relay');
-    await a.locator('#call-join').click();
-    await b.locator('#call-join').click();
+    await joinCall(a);
+    await joinCall(b);
     // Relay-only: no host candidate may be used, so media flowing means it went through TURN.
     try {
       await decodesFrom(a, 1);

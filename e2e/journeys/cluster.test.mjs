@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { artifacts, freePort, tempDir, startServer, startRedis, launchBrowser, newUser, joinRoom, say, message, openTab,
-  peerNames, until, decodesFrom, needsNetns } from '../lib/harness.mjs';
+  peerNames, until, decodesFrom, needsNetns, joinCall } from '../lib/harness.mjs';
 
 let browser;
 let redis;
@@ -49,8 +49,8 @@ test('a call between pages on two nodes: each decodes the other\'s video', { ski
     const grace = await newUser(browser);
     await joinRoom(ada, a, 'call-across', 'Ada');
     await joinRoom(grace, b, 'call-across', 'Grace');
-    await ada.locator('#call-join').click();
-    await grace.locator('#call-join').click();
+    await joinCall(ada);
+    await joinCall(grace);
     await decodesFrom(ada, 1);
     await decodesFrom(grace, 1);
     await openTab(ada, 'people');

@@ -44,19 +44,39 @@ test('an unreachable server is reported while the app keeps retrying', async () 
   await a.locator('#status', { hasText: 'reconnecting in' }).waitFor();
 });
 
-test('a denied camera is explained', async () => {
-  // Without --use-fake-ui-for-media-stream nobody answers the permission prompt: denied.
+test('a denied camera is explained on the pre-join screen, and joining without it is offered', async () => {
+  // Without --use-fake-ui-for-media-stream nobody answers the permission prompt: denied,
+  // unless the context granted it.
   const strict = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--use-fake-device-for-media-stream'],
   });
   const server = await startServer({ port: await freePort(), dataDir: tempDir() });
   try {
+    // Nothing allowed: told why, and offered to join to watch and listen.
     const page = await (await strict.newContext()).newPage();
     await joinRoom(page, server, 'private', 'Ada');
     await page.locator('#call-join').click();
-    await page.locator('.call-problem', { hasText: 'permission was denied' }).waitFor();
-    assert.equal(await page.locator('#call-leave').count(), 0, 'not in the call');
+    await page.locator('#prejoin-problem', { hasText: 'permission was denied' }).waitFor();
+    const join = page.locator('#prejoin-join');
+    assert.equal(await join.textContent(), 'Join to watch and listen');
+    await join.click();
+    await page.locator('#call-leave').waitFor();
+
+    // The microphone allowed, the camera not: join with the microphone only.
+    const context = await strict.newContext({ permissions: ['microphone'] });
+    const grace = await context.newPage();
+    await joinRoom(grace, server, 'private', 'Grace');
+    await grace.locator('#call-join').click();
+    await grace.locator('#prejoin-problem', { hasText: 'camera permission was denied' }).waitFor();
+    // The meter moves with the fake microphone's beeps.
+    await grace.waitForFunction(() => Number(document.querySelector('#prejoin .level')?.dataset.level) > 0.01, null, { timeout: 10_000 });
+    assert.equal(await grace.locator('#prejoin-join').textContent(), 'Join without camera');
+    assert.equal(await grace.locator('#prejoin-camera').isDisabled(), true, 'no camera to turn on');
+    await grace.locator('#prejoin-join').click();
+    await grace.locator('#call-leave').waitFor();
+    assert.equal(await grace.locator('#mute').getAttribute('aria-pressed'), 'false', 'the microphone is on');
+    assert.equal(await grace.locator('#camera').getAttribute('aria-pressed'), 'true', 'the camera is off');
   } finally {
     await server.stop();
     await strict.close();

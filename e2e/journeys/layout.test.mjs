@@ -1,13 +1,13 @@
 // The room as a product, at the sizes people use: a laptop (1280x800) with the chat beside
 // the stage during a call, a screen share shown whole and pinned, unread badges, the dark
-// theme remembered, a phone (390x844) with the control bar and the message box on screen, and
+// theme remembered, the call's pre-join screen, a phone (390x844) with the control bar and the message box on screen, and
 // axe-core on every view (zero serious or critical violations, light and dark). Screenshots
 // of each view go to artifacts/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { artifacts, freePort, tempDir, startServer, launchBrowser, joinRoom, say, message, until, openTab,
-  decodesFrom, checkA11y, needsNetns } from '../lib/harness.mjs';
+  decodesFrom, checkA11y, needsNetns, joinCall } from '../lib/harness.mjs';
 
 let browser;
 before(async () => { browser = await launchBrowser(['--auto-select-desktop-capture-source=Entire screen']); });
@@ -49,8 +49,17 @@ test('on a laptop the chat stays beside the call, a shared screen is shown whole
     await shot(ada, 'view-room-light');
     const grace = await page({ width: 1280, height: 800 });
     await joinRoom(grace, server, 'design-review', 'Grace');
+    // The pre-join screen: a preview, the pickers listing the fake devices, a moving meter.
     await ada.locator('#call-join').click();
-    await grace.locator('#call-join').click();
+    await ada.locator('#prejoin-join:not([disabled])').waitFor();
+    await until('the cameras to be listed', async () => (await ada.locator('#pick-camera option').count()) > 1);
+    assert.ok(await ada.locator('#pick-mic option').count() > 1, 'microphones listed');
+    await ada.waitForFunction(() => Number(document.querySelector('#prejoin .level')?.dataset.level) > 0.01, null, { timeout: 10_000 });
+    await checkA11y(ada, 'prejoin-light');
+    await shot(ada, 'view-prejoin-light');
+    await ada.locator('#prejoin-join').click();
+    await ada.locator('#call-leave').waitFor();
+    await joinCall(grace);
     await decodesFrom(ada, 1);
 
     // Chat during the call: stage, control bar and side panel all on screen, side by side.
@@ -87,6 +96,11 @@ test('on a laptop the chat stays beside the call, a shared screen is shown whole
     const graceStage = await grace.locator('.stage').boundingBox();
     assert.ok(pinned.width > before.width && pinned.width > graceStage.width * 0.8, 'pinned, it fills the stage');
     assert.equal(await grace.locator('.strip .tile.local').count(), 1, 'her own camera moves to the strip');
+    // Devices during the call go through the same pickers.
+    await grace.locator('#devices').click();
+    await grace.locator('#device-settings #pick-camera').waitFor();
+    await checkA11y(grace, 'call-devices-light');
+    await grace.locator('#devices').click();
     await checkA11y(grace, 'call-light');
     await shot(grace, 'view-call-pinned-light');
     await shot(ada, 'view-call-light');
@@ -101,6 +115,11 @@ test('on a laptop the chat stays beside the call, a shared screen is shown whole
     assert.equal(await grace.evaluate(() => document.documentElement.dataset.theme), 'dark', 'remembered');
     await checkA11y(grace, 'room-dark');
     await shot(grace, 'view-room-dark');
+    await grace.locator('#call-join').click();
+    await grace.locator('#prejoin-join:not([disabled])').waitFor();
+    await checkA11y(grace, 'prejoin-dark');
+    await shot(grace, 'view-prejoin-dark');
+    await grace.locator('#prejoin-cancel').click();
     await grace.goto(server.url);
     await grace.locator('#lobby').waitFor();
     await checkA11y(grace, 'lobby-dark');

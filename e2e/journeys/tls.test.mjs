@@ -9,7 +9,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, tempDir, startServer, launchBrowser, newUser, joinRoom, decodesFrom, needsNetns,
-  artifacts } from '../lib/harness.mjs';
+  artifacts, joinCall } from '../lib/harness.mjs';
 
 const NAME = 'relaycast.test';
 let browser;
@@ -41,7 +41,7 @@ test('over plain http on a real name there is no camera, and the app says why', 
   assert.equal(await page.evaluate(() => window.isSecureContext), false);
   assert.equal(await page.evaluate(() => typeof navigator.mediaDevices), 'undefined');
   await page.locator('#call-join').click();
-  await page.getByText('need a secure connection').first().waitFor();
+  await page.locator('#prejoin-problem', { hasText: 'need a secure connection' }).waitFor();
   await page.context().close();
 });
 
@@ -52,8 +52,8 @@ test('over https with the self-signed certificate, two pages call each other', {
   await joinRoom(b, secure, 'secure', 'Grace');
   assert.equal(await a.evaluate(() => window.isSecureContext), true);
   assert.equal(await a.evaluate(() => location.origin), secure.url);
-  await a.locator('#call-join').click();
-  await b.locator('#call-join').click();
+  await joinCall(a);
+  await joinCall(b);
   await decodesFrom(a, 1);
   await decodesFrom(b, 1);
   await a.screenshot({ path: join(artifacts, 'tls-call.png') });

@@ -175,3 +175,13 @@ export async function checkA11y(page, label) {
   if (bad.length) throw new Error(`axe on ${label}: ${JSON.stringify(bad, null, 1)}`);
   return violations;
 }
+
+/** Start or join the call: "Join call", then join from the pre-join screen with whatever it
+ * could open. */
+export async function joinCall(page) {
+  await page.locator('#call-join').click();
+  const join = page.locator('#prejoin-join:not([disabled])');
+  await join.waitFor();
+  await join.click();
+  await page.locator('#call-leave').waitFor();
+}

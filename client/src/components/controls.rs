@@ -3,9 +3,11 @@
 //! for who has those rights; the quality charts' toggle. Ctrl+D mutes and Ctrl+E turns the
 //! camera off and on, as in other meeting apps (the tooltips say so).
 
+use super::devices::DevicePickers;
 use super::icons::{icon, Icon};
 use crate::net::broadcast::LiveSource;
 use crate::net::call::{Call, CallView};
+use crate::net::devices;
 use yew::prelude::*;
 
 #[derive(Debug, Properties, PartialEq)]
@@ -22,6 +24,8 @@ pub struct ControlProps {
     #[prop_or_default]
     pub charts: bool,
     pub ontogglecharts: Callback<()>,
+    /// "Start call" / "Join call": opens the pre-join screen.
+    pub onstartcall: Callback<()>,
     /// May go live (the `broadcast` right and a stream key).
     #[prop_or_default]
     pub can_go_live: bool,
@@ -82,13 +86,8 @@ pub fn control_bar(p: &ControlProps) -> Html {
             move || drop(listener)
         });
     }
-    let join = {
-        let call = call.clone();
-        Callback::from(move |_: MouseEvent| {
-            let call = call.clone();
-            yew::platform::spawn_local(async move { call.join().await });
-        })
-    };
+    let join = p.onstartcall.reform(|_: MouseEvent| ());
+    let settings = use_state(|| false);
     let act = |f: fn(&Call)| {
         let call = call.clone();
         Callback::from(move |_: MouseEvent| f(&call))
@@ -100,13 +99,9 @@ pub fn control_bar(p: &ControlProps) -> Html {
             yew::platform::spawn_local(async move { call.share_screen().await });
         })
     };
-    let choose = {
+    let pick = |f: fn(Call, Option<String>)| {
         let call = call.clone();
-        Callback::from(move |e: Event| {
-            let id = e.target_unchecked_into::<web_sys::HtmlSelectElement>().value();
-            let call = call.clone();
-            yew::platform::spawn_local(async move { call.use_camera(Some(id)).await });
-        })
+        Callback::from(move |id: Option<String>| f(call.clone(), id))
     };
     let go = |source: LiveSource| {
         let (cb, menu) = (p.ongolive.clone(), menu.clone());
@@ -135,11 +130,22 @@ pub fn control_bar(p: &ControlProps) -> Html {
                             onclick={act(Call::toggle_camera)}>
                         { icon(if v.camera_on { Icon::Camera } else { Icon::CameraOff }) }<span>{ if v.camera_on { "Camera off" } else { "Camera on" } }</span>
                     </button>
-                    if v.cameras.len() > 1 {
-                        <select id="camera-select" aria-label="Camera" onchange={choose}>
-                            { for v.cameras.iter().map(|(id, label)| html! { <option value={id.clone()}>{ label }</option> }) }
-                        </select>
-                    }
+                    <div class="menu-anchor">
+                        <button type="button" id="devices" class="round quiet" aria-expanded={settings.to_string()}
+                                aria-controls="device-settings" title="Camera, microphone and speaker"
+                                onclick={{ let settings = settings.clone(); Callback::from(move |_: MouseEvent| settings.set(!*settings)) }}>
+                            { icon(Icon::Settings) }<span class="sr-only">{ "Devices" }</span>
+                        </button>
+                        if *settings {
+                            <div id="device-settings" class="popover up" role="dialog" aria-label="Devices">
+                                <DevicePickers devices={v.devices.clone()} camera={v.camera.clone()} mic={v.mic.clone()}
+                                    speaker={v.speaker.clone()} can_choose_speaker={devices::can_choose_speaker()}
+                                    oncamera={pick(|c, id| yew::platform::spawn_local(async move { c.use_camera(id).await }))}
+                                    onmic={pick(|c, id| yew::platform::spawn_local(async move { c.use_microphone(id).await }))}
+                                    onspeaker={pick(|c, id| c.use_speaker(id))} />
+                            </div>
+                        }
+                    </div>
                     if p.can_share {
                         <button type="button" id="share" class="round" disabled={v.sharing} title="Share your screen" onclick={share}>
                             { icon(Icon::Screen) }<span>{ if v.sharing { "Sharing" } else { "Share screen" } }</span>

@@ -38,6 +38,7 @@ pub fn room_page(props: &RoomProps) -> Html {
     let now = use_state(browser::now_ms);
     let tab = use_state(|| Tab::Chat);
     let charts = use_state(|| false);
+    let prejoin = use_state(|| false);
     // The newest message seen (None until the join's history came: it is not news), the
     // incoming files seen, and whether the page is hidden.
     let seen_seq = use_state(|| None::<u64>);
@@ -236,11 +237,20 @@ pub fn room_page(props: &RoomProps) -> Html {
         })
     };
     let onstartcall = {
-        let call = (*call).clone();
-        Callback::from(move |_| {
+        let prejoin = prejoin.clone();
+        Callback::from(move |_| prejoin.set(true))
+    };
+    let onprejoin = {
+        let (call, prejoin) = ((*call).clone(), prejoin.clone());
+        Callback::from(move |(stream, choice)| {
+            prejoin.set(false);
             let call = call.clone();
-            yew::platform::spawn_local(async move { call.join().await });
+            yew::platform::spawn_local(async move { call.join_with(stream, choice).await });
         })
+    };
+    let oncancelprejoin = {
+        let prejoin = prejoin.clone();
+        Callback::from(move |_| prejoin.set(false))
     };
     let ontogglecharts = {
         let charts = charts.clone();
@@ -285,9 +295,10 @@ pub fn room_page(props: &RoomProps) -> Html {
                     <Stage call={(*call_view).clone()} names={names} charts={*charts}
                         broadcast={s.broadcast.clone()} broadcast_view={(*broadcast_view).clone()}
                         can_go_live={host} can_watch={s.rights.has(Right::Watch)} can_call={s.rights.has(Right::Signal)}
-                        now={*now} {onstartcall} {onwatch} {onstopwatching} />
-                    <ControlBar call={(*call).clone()} view={(*call_view).clone()} can_call={s.rights.has(Right::Signal)}
-                        can_share={browser::can_share_screen()} charts={*charts} {ontogglecharts}
+                        now={*now} prejoin={*prejoin && !call_view.joined} {onprejoin} {oncancelprejoin}
+                        onstartcall={onstartcall.clone()} {onwatch} {onstopwatching} />
+                    <ControlBar call={(*call).clone()} view={(*call_view).clone()} can_call={s.rights.has(Right::Signal) && !*prejoin}
+                        can_share={browser::can_share_screen()} charts={*charts} {ontogglecharts} {onstartcall}
                         can_go_live={host} can_record={s.stream_key.is_some() && s.rights.has(Right::Record)}
                         live={s.broadcast.live} recording={s.broadcast.recording}
                         publishing={broadcast_view.publishing()} busy={broadcast_view.busy}

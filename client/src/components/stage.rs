@@ -4,12 +4,15 @@
 
 use super::broadcast::BroadcastBar;
 use super::icons::{icon, Icon};
+use super::prejoin::PreJoin;
 use super::tile::{Quality, VideoTile};
 use crate::net::broadcast::BroadcastView;
 use crate::net::call::CallView;
 use crate::state::call::{grid_columns, rating, speaking};
+use crate::state::devices::Choice;
 use relaycast_shared::media::BroadcastState;
 use relaycast_shared::PeerId;
+use web_sys::MediaStream;
 use yew::prelude::*;
 
 #[derive(Debug, Properties, PartialEq)]
@@ -31,6 +34,11 @@ pub struct StageProps {
     #[prop_or_default]
     pub can_call: bool,
     pub now: u64,
+    /// The pre-join screen is open (it takes the stage until joining or cancelling).
+    #[prop_or_default]
+    pub prejoin: bool,
+    pub onprejoin: Callback<(Option<MediaStream>, Choice)>,
+    pub oncancelprejoin: Callback<()>,
     pub onstartcall: Callback<()>,
     pub onwatch: Callback<()>,
     pub onstopwatching: Callback<()>,
@@ -82,7 +90,7 @@ pub fn stage(p: &StageProps) -> Html {
     let pinned_tile = pinned.as_ref().and_then(|k| tiles.iter().position(|(key, _)| key == k));
     let b = &p.broadcast_view;
     let (publishing, watching) = (b.publishing(), b.watching());
-    let empty = tiles.is_empty() && !watching && !publishing;
+    let empty = tiles.is_empty() && !watching && !publishing && !p.prejoin;
 
     html! {
         <section class="stage" id="stage" aria-label="Stage">
@@ -90,6 +98,9 @@ pub fn stage(p: &StageProps) -> Html {
                 onwatch={p.onwatch.clone()} onstopwatching={p.onstopwatching.clone()} />
             if let Some(problem) = &v.problem {
                 <p class="problem call-problem" role="alert">{ problem }</p>
+            }
+            if p.prejoin {
+                <PreJoin onjoin={p.onprejoin.clone()} oncancel={p.oncancelprejoin.clone()} />
             }
             if empty {
                 <div class="stage-empty">

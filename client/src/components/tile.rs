@@ -28,6 +28,9 @@ pub struct TileProps {
     pub rating: Option<Rating>,
     #[prop_or_default]
     pub pinned: bool,
+    /// The speaker to play this tile's sound on (`None`: the default).
+    #[prop_or_default]
+    pub speaker: Option<String>,
     /// Pin (or unpin) this tile to the stage; no pin button without it.
     #[prop_or_default]
     pub onpin: Option<Callback<()>>,
@@ -51,6 +54,14 @@ pub fn video_tile(props: &TileProps) -> Html {
                         let _ = wasm_bindgen_futures::JsFuture::from(p).await;
                     });
                 }
+            }
+        });
+    }
+    {
+        let video = video.clone();
+        use_effect_with(props.speaker.clone(), move |speaker| {
+            if let (Some(el), Some(id)) = (video.cast::<HtmlMediaElement>(), speaker) {
+                crate::net::devices::set_speaker(&el, Some(id));
             }
         });
     }

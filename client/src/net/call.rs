@@ -13,9 +13,11 @@
 //!
 //! The UI gets a [`CallView`] after every change.
 
+use crate::net::devices;
 use crate::state::call::{
     is_polite, may_join, Negotiation, OnDescription, Sample, Series, MAX_IN_CALL, POLITE_FIRST_OFFER_DELAY_MS,
 };
+use crate::state::devices::{Choice, DeviceList};
 use futures_channel::mpsc;
 use futures_util::StreamExt;
 use js_sys::{Array, Reflect};
@@ -28,10 +30,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    MediaStream, MediaStreamConstraints, MediaStreamTrack, MessageEvent, RtcConfiguration, RtcDataChannel,
-    RtcDataChannelInit, RtcDataChannelState, RtcIceCandidateInit, RtcIceServer, RtcIceTransportPolicy,
-    RtcPeerConnection, RtcPeerConnectionIceEvent, RtcRtpSender, RtcSdpType, RtcSessionDescriptionInit,
-    RtcSignalingState, RtcTrackEvent,
+    MediaStream, MediaStreamTrack, MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelInit,
+    RtcDataChannelState, RtcIceCandidateInit, RtcIceServer, RtcIceTransportPolicy, RtcPeerConnection,
+    RtcPeerConnectionIceEvent, RtcRtpSender, RtcSdpType, RtcSessionDescriptionInit, RtcSignalingState, RtcTrackEvent,
 };
 use yew::Callback;
 
@@ -64,8 +65,12 @@ pub struct CallView {
     pub mic_on: bool,
     pub camera_on: bool,
     pub sharing: bool,
-    /// Cameras to choose from: (device id, label).
-    pub cameras: Vec<(String, String)>,
+    /// The devices to choose from, and the ones in use (`None`: the browser's default).
+    pub devices: DeviceList,
+    pub camera: Option<String>,
+    pub mic: Option<String>,
+    /// Where the call's sound plays (`None`: the default speaker).
+    pub speaker: Option<String>,
 }
 
 struct Link {
@@ -243,31 +248,42 @@ impl Call {
     }
 
     /// Join the call with camera and microphone.
-    pub async fn join(&self) {
+    /// Join the call with what the pre-join screen opened (`None`: no camera or microphone
+    /// could be had, or none was wanted: join to watch and listen), each device on or off
+    /// as chosen.
+    pub async fn join_with(&self, stream: Option<MediaStream>, choice: Choice) {
         let others = self.inner.borrow().view.remotes.values().filter(|r| r.tracks > 0).count();
         if !may_join(others) {
+            if let Some(stream) = &stream {
+                devices::stop(stream);
+            }
             self.inner.borrow_mut().view.problem =
                 Some(format!("This call is full: calls hold up to {MAX_IN_CALL} people."));
             return notify(&self.inner);
         }
-        match user_media(None).await {
-            Ok(stream) => {
-                {
-                    let mut i = self.inner.borrow_mut();
-                    i.view.joined = true;
-                    i.view.problem = None;
-                    i.view.mic_on = true;
-                    i.view.camera_on = true;
-                    for link in i.links.values() {
-                        add_tracks(&link.pc, &stream);
-                    }
-                    i.view.local = Some(stream);
+        let stream = stream.or_else(|| MediaStream::new().ok());
+        {
+            let mut i = self.inner.borrow_mut();
+            i.view.joined = true;
+            i.view.problem = None;
+            i.view.mic_on = !choice.mic_off;
+            i.view.camera_on = !choice.camera_off;
+            if let Some(stream) = &stream {
+                for t in stream.get_tracks().iter() {
+                    let t: MediaStreamTrack = t.unchecked_into();
+                    t.set_enabled(if t.kind() == "video" { !choice.camera_off } else { !choice.mic_off });
                 }
-                self.connect_all();
-                self.inner.borrow_mut().view.cameras = cameras().await;
+                for link in i.links.values() {
+                    add_tracks(&link.pc, stream);
+                }
             }
-            Err(e) => self.inner.borrow_mut().view.problem = Some(js_error(&e)),
+            i.view.local = stream;
+            i.view.camera = choice.camera;
+            i.view.mic = choice.mic;
+            i.view.speaker = choice.speaker;
         }
+        self.connect_all();
+        self.inner.borrow_mut().view.devices = devices::list().await;
         notify(&self.inner);
     }
 
@@ -318,19 +334,61 @@ impl Call {
                     }
                 }
             }
+            // Joined without this device: turning it on opens it.
+            let missing =
+                i.view.local.as_ref().is_some_and(|l| {
+                    l.get_tracks().iter().all(|t| t.unchecked_into::<MediaStreamTrack>().kind() != kind)
+                });
+            if on && missing {
+                let (me, kind, camera, mic) =
+                    (self.clone(), kind.to_owned(), i.view.camera.clone(), i.view.mic.clone());
+                yew::platform::spawn_local(async move {
+                    if kind == "video" {
+                        me.use_camera(camera).await
+                    } else {
+                        me.use_microphone(mic).await
+                    }
+                });
+            }
         }
         notify(&self.inner);
     }
 
-    /// Switch to another camera (or, with `None`, back to the default one).
+    /// Switch to another camera (or, with `None`, back to the default one); also how a
+    /// camera comes in when the call was joined without one.
     pub async fn use_camera(&self, device_id: Option<String>) {
-        match user_media(Some(device_id)).await {
+        match devices::open(Some(&device_id), None).await {
             Ok(stream) => match stream.get_video_tracks().get(0).dyn_into::<MediaStreamTrack>() {
-                Ok(track) => self.replace_video(track, false).await,
+                Ok(track) => {
+                    self.replace_track(track, false).await;
+                    self.inner.borrow_mut().view.camera = device_id;
+                }
                 Err(_) => self.inner.borrow_mut().view.problem = Some("That camera gave no video.".into()),
             },
             Err(e) => self.inner.borrow_mut().view.problem = Some(js_error(&e)),
         }
+        notify(&self.inner);
+    }
+
+    /// Switch to another microphone (or to the default one).
+    pub async fn use_microphone(&self, device_id: Option<String>) {
+        match devices::open(None, Some(&device_id)).await {
+            Ok(stream) => match stream.get_audio_tracks().get(0).dyn_into::<MediaStreamTrack>() {
+                Ok(track) => {
+                    track.set_enabled(self.inner.borrow().view.mic_on);
+                    self.replace_track(track, false).await;
+                    self.inner.borrow_mut().view.mic = device_id;
+                }
+                Err(_) => self.inner.borrow_mut().view.problem = Some("That microphone gave no sound.".into()),
+            },
+            Err(e) => self.inner.borrow_mut().view.problem = Some(js_error(&e)),
+        }
+        notify(&self.inner);
+    }
+
+    /// Play the call on another speaker (where the browser can choose).
+    pub fn use_speaker(&self, device_id: Option<String>) {
+        self.inner.borrow_mut().view.speaker = device_id;
         notify(&self.inner);
     }
 
@@ -351,7 +409,7 @@ impl Call {
                     });
                     track.set_onended(Some(ended.as_ref().unchecked_ref()));
                     ended.forget(); // lives as long as the track, which ends once
-                    self.replace_video(track, true).await;
+                    self.replace_track(track, true).await;
                 }
             }
             Err(e) => self.inner.borrow_mut().view.problem = Some(format!("Screen sharing failed: {}", js_error(&e))),
@@ -359,29 +417,46 @@ impl Call {
         notify(&self.inner);
     }
 
-    async fn replace_video(&self, track: MediaStreamTrack, sharing: bool) {
-        let (senders, local) = {
+    /// Send `track` instead of the one of its kind (camera, screen or microphone), to every
+    /// peer and in our preview; added where there was none (the call was joined without).
+    async fn replace_track(&self, track: MediaStreamTrack, sharing: bool) {
+        let kind = track.kind();
+        let (pcs, local) = {
             let i = self.inner.borrow();
-            let senders: Vec<RtcRtpSender> = i
-                .links
-                .values()
-                .flat_map(|l| l.pc.get_senders().iter().map(|s| s.unchecked_into::<RtcRtpSender>()).collect::<Vec<_>>())
-                .filter(|s| s.track().is_some_and(|t| t.kind() == "video"))
-                .collect();
-            (senders, i.view.local.clone())
+            (i.links.values().map(|l| l.pc.clone()).collect::<Vec<_>>(), i.view.local.clone())
         };
-        for s in senders {
-            let _ = JsFuture::from(s.replace_track(Some(&track))).await;
-        }
-        if let Some(local) = local {
-            for old in local.get_video_tracks().iter() {
+        if let Some(local) = &local {
+            for old in local.get_tracks().iter() {
                 let old: MediaStreamTrack = old.unchecked_into();
-                old.stop();
-                local.remove_track(&old);
+                if old.kind() == kind {
+                    old.stop();
+                    local.remove_track(&old);
+                }
             }
             local.add_track(&track);
         }
-        self.inner.borrow_mut().view.sharing = sharing;
+        for pc in pcs {
+            let sender = pc
+                .get_senders()
+                .iter()
+                .map(|s| s.unchecked_into::<RtcRtpSender>())
+                .find(|s| s.track().is_some_and(|t| t.kind() == kind));
+            match (sender, &local) {
+                (Some(s), _) => {
+                    let _ = JsFuture::from(s.replace_track(Some(&track))).await;
+                }
+                // A new kind of track: negotiation (already wired) tells the peer.
+                (None, Some(local)) => {
+                    pc.add_track_0(&track, local);
+                }
+                (None, None) => {}
+            }
+        }
+        let mut i = self.inner.borrow_mut();
+        if kind == "video" {
+            i.view.sharing = sharing;
+            i.view.camera_on = true;
+        }
     }
 
     /// Where to deliver what peers send on the `files` channels.
@@ -427,47 +502,6 @@ fn add_tracks(pc: &RtcPeerConnection, stream: &MediaStream) {
     for t in stream.get_tracks().iter() {
         pc.add_track_0(&t.unchecked_into(), stream);
     }
-}
-
-async fn user_media(camera: Option<Option<String>>) -> Result<MediaStream, JsValue> {
-    // A plain reason (an insecure page, say) goes out as the error's message.
-    let devices = crate::browser::media_devices().map_err(|reason| JsValue::from(js_sys::Error::new(&reason)))?;
-    let constraints = MediaStreamConstraints::new();
-    match camera {
-        // Camera and microphone.
-        None => {
-            constraints.set_audio(&JsValue::TRUE);
-            constraints.set_video(&JsValue::TRUE);
-        }
-        // A camera only (switching devices).
-        Some(id) => {
-            let video = js_sys::Object::new();
-            if let Some(id) = id {
-                let exact = js_sys::Object::new();
-                Reflect::set(&exact, &"exact".into(), &id.into())?;
-                Reflect::set(&video, &"deviceId".into(), &exact)?;
-            }
-            constraints.set_video(&video);
-        }
-    }
-    let stream = JsFuture::from(devices.get_user_media_with_constraints(&constraints)?).await?;
-    Ok(stream.unchecked_into())
-}
-
-async fn cameras() -> Vec<(String, String)> {
-    let Some(devices) = web_sys::window().and_then(|w| w.navigator().media_devices().ok()) else { return vec![] };
-    let Ok(promise) = devices.enumerate_devices() else { return vec![] };
-    let Ok(list) = JsFuture::from(promise).await else { return vec![] };
-    Array::from(&list)
-        .iter()
-        .filter_map(|d| {
-            let d: web_sys::MediaDeviceInfo = d.dyn_into().ok()?;
-            (d.kind() == web_sys::MediaDeviceKind::Videoinput).then(|| {
-                let label = if d.label().is_empty() { "Camera".to_owned() } else { d.label() };
-                (d.device_id(), label)
-            })
-        })
-        .collect()
 }
 
 fn create_link(inner_rc: &Rc<RefCell<Inner>>, peer: &PeerId) -> Result<Link, JsValue> {

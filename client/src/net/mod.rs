@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod broadcast;
 pub mod call;
+pub mod devices;
 pub mod files;
 pub mod http;
 pub mod session;

@@ -1,6 +1,7 @@
 //! Application state, pure and natively tested.
 
 pub mod call;
+pub mod devices;
 pub mod files;
 pub mod prefs;
 pub mod room;

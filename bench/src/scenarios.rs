@@ -57,7 +57,7 @@ async fn greet(url: &str) -> anyhow::Result<(Tx, Rx)> {
     let mut protocol = PROTOCOL_VERSION;
     loop {
         let (mut tx, mut rx) = connect(url).await?.split();
-        send(&mut tx, &ClientMsg::Hello { protocol, token: None }).await?;
+        send(&mut tx, &ClientMsg::Hello { protocol, token: None, client: None }).await?;
         match recv(&mut rx).await? {
             ServerMsg::Welcome { .. } => return Ok((tx, rx)),
             ServerMsg::Error { code: ErrorCode::UnsupportedProtocol, message, .. } if protocol == PROTOCOL_VERSION => {

@@ -95,7 +95,12 @@ async fn chat_marks_ours_shows_pending_and_truncation() {
     let root = root();
     yew::Renderer::<Chat>::with_root_and_props(
         root.clone(),
-        ChatProps { state: Rc::new(state), onsend: Callback::noop(), ondelete: Callback::noop() },
+        ChatProps {
+            state: Rc::new(state),
+            onsend: Callback::noop(),
+            ondelete: Callback::noop(),
+            onedit: Callback::noop(),
+        },
     )
     .render();
     yew::scheduler::flush().await;
@@ -157,7 +162,12 @@ async fn without_the_rights_there_is_no_compose_box_and_no_file_button() {
     let chat = root();
     yew::Renderer::<Chat>::with_root_and_props(
         chat.clone(),
-        ChatProps { state: Rc::new(state), onsend: Callback::noop(), ondelete: Callback::noop() },
+        ChatProps {
+            state: Rc::new(state),
+            onsend: Callback::noop(),
+            ondelete: Callback::noop(),
+            onedit: Callback::noop(),
+        },
     )
     .render();
     let files = root();

@@ -154,3 +154,54 @@ test('links in chat open safely, a recent room joins in one click, a bad room na
     await server.stop();
   }
 });
+
+test('an edit and a deletion are seen live, by a late joiner, and the author may still edit after a reload', async () => {
+  const server = await startServer({ port: await freePort(), dataDir: tempDir() });
+  try {
+    const ada = await newUser(browser);
+    const grace = await newUser(browser);
+    await joinRoom(ada, server, 'edits', 'Ada');
+    await joinRoom(grace, server, 'edits', 'Grace');
+    await say(ada, 'Release on Thursday');
+    await say(ada, 'a typo I regret');
+    await message(grace, 'a typo I regret').waitFor();
+
+    // Ada edits her first message: Grace sees the new text, marked edited, in place.
+    const first = ada.locator('#messages li.msg', { hasText: 'Release on Thursday' });
+    await first.hover();
+    await first.locator('button.edit').click();
+    await ada.locator('#edit-input').fill('Release on Friday');
+    await ada.locator('#edit-input').press('Enter');
+    const edited = grace.locator('#messages li.msg', { hasText: 'Release on Friday' });
+    await edited.locator('.edited').waitFor();
+    assert.equal(await grace.locator('#messages li.msg', { hasText: 'Thursday' }).count(), 0);
+    assert.equal(await grace.locator('#messages li.msg:not(.pending)').count(), 2, 'an edit is not a new line');
+    // And deletes the second.
+    const second = ada.locator('#messages li.msg', { hasText: 'a typo I regret' });
+    await second.hover();
+    await second.locator('button.delete').click();
+    await grace.locator('#messages li.msg.deleted').waitFor();
+
+    // A late joiner gets the same result from the history.
+    const linus = await newUser(browser);
+    await joinRoom(linus, server, 'edits', 'Linus');
+    await linus.locator('#messages li.msg', { hasText: 'Release on Friday' }).locator('.edited').waitFor();
+    await linus.locator('#messages li.msg.deleted').waitFor();
+    assert.equal(await linus.locator('#messages li.msg', { hasText: 'Thursday' }).count(), 0);
+
+    // Ada reloads: her message is still hers (marked, and she may edit it again).
+    await ada.reload();
+    await ada.locator('#status', { hasText: 'online' }).waitFor();
+    const mine = ada.locator('#messages li.msg.mine', { hasText: 'Release on Friday' });
+    await mine.waitFor();
+    await mine.hover();
+    await mine.locator('button.edit').click();
+    await ada.locator('#edit-input').fill('Release on Monday');
+    await ada.locator('#edit-input').press('Enter');
+    await grace.locator('#messages li.msg', { hasText: 'Release on Monday' }).waitFor();
+    await linus.locator('#messages li.msg', { hasText: 'Release on Monday' }).waitFor();
+    await grace.screenshot({ path: join(artifacts, 'chat-edited.png') });
+  } finally {
+    await server.stop();
+  }
+});

@@ -134,7 +134,7 @@ async fn signaling_an_unknown_peer() {
 async fn wrong_protocol_version_is_refused_with_a_close() {
     let server = start(test_config(|_| {})).await;
     let mut ws = raw_connect(&server).await;
-    send_on(&mut ws, &ClientMsg::Hello { protocol: PROTOCOL_VERSION + 1, token: None }).await;
+    send_on(&mut ws, &ClientMsg::Hello { protocol: PROTOCOL_VERSION + 1, token: None, client: None }).await;
     match recv_on(&mut ws).await {
         ServerMsg::Error { code, message, .. } => {
             assert_eq!(code, ErrorCode::UnsupportedProtocol);

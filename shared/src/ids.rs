@@ -17,6 +17,8 @@ pub enum IdError {
     TooLong { kind: &'static str, max: usize },
     #[error("{kind} contains a character that is not allowed: {found:?}")]
     BadChar { kind: &'static str, found: char },
+    #[error("{kind} is shorter than {min}")]
+    TooShort { kind: &'static str, min: usize },
 }
 
 fn check_ascii(kind: &'static str, s: &str, max: usize, allowed: impl Fn(char) -> bool) -> Result<(), IdError> {
@@ -171,7 +173,31 @@ validated_string!(
     |s| check_ascii("epoch", &s, MAX_PEER_ID_LEN, token_char)
 );
 validated_string!(
+    /// A browser's lasting secret (open mode, kept in its local storage): it shows a server
+    /// that a new connection is the same browser as before, after a reload or a reconnect,
+    /// so that person may still edit and delete their messages. Never shown to others: what
+    /// others see is its [`ClientKey::client_ref`].
+    ClientKey, "client key",
+    |s| {
+        check_ascii("client key", &s, 64, token_char)?;
+        if s.len() < 16 { Err(IdError::TooShort { kind: "client key", min: 16 }) } else { Ok(()) }
+    }
+);
+
+impl ClientKey {
+    /// The key's public name: the first 16 hex digits of its SHA-256. Message ids of a
+    /// connection that gave a key start with it and a dot (`<ref>.`), which the server
+    /// checks, so they mark the browser's messages without revealing the key.
+    pub fn client_ref(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.0.as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+validated_string!(
     /// An id the client picks for each message it publishes; the server's ack carries it back.
+    /// Before a first dot it holds the sender's [`ClientKey::client_ref`] (or it has no dot).
     ClientMsgId, "message id",
     |s| check_ascii("message id", &s, MAX_CLIENT_MSG_ID_LEN, client_id_char)
 );

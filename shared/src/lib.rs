@@ -34,8 +34,8 @@ pub use auth::{Right, Rights};
 pub use codec::{decode_client, decode_server, encode};
 pub use error::{CloseCode, DecodeError, ErrorCode};
 pub use ids::{
-    AccessToken, BlobHash, ChatText, ClientMsgId, DisplayName, Epoch, FileName, IdError, MediaType, PeerId, Reason,
-    RoomName, UserId,
+    AccessToken, BlobHash, ChatText, ClientKey, ClientMsgId, DisplayName, Epoch, FileName, IdError, MediaType, PeerId,
+    Reason, RoomName, UserId,
 };
 pub use limits::PROTOCOL_VERSION;
 pub use msg::{

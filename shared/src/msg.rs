@@ -18,6 +18,10 @@ pub enum ClientMsg {
         protocol: u32,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<AccessToken>,
+        /// This browser's lasting secret, so it is known as the same browser after a reload
+        /// (its messages stay its own to edit and delete).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<ClientKey>,
     },
     /// Enter a room (created on first join). With `resume`, the server sends exactly what came
     /// after `resume.last_seq`; without, the room's whole cached history.
@@ -38,8 +42,9 @@ pub enum ClientMsg {
     /// A new token for this connection (token mode), before the current one expires; answered
     /// with [`ServerMsg::TokenAccepted`]. Rights in each room follow the new token.
     Refresh { token: AccessToken },
-    /// Delete message `seq` from the room's history: your own (by your user in token mode, by
-    /// this connection in open mode), or anyone's with the `moderate` right.
+    /// Delete message `seq` from the room's history (and its edits): your own (by your user
+    /// in token mode; in open mode by this connection, or this browser by its
+    /// [`ClientKey`]), or anyone's with the `moderate` right.
     Delete { room: RoomName, seq: u64 },
     /// Remove a member from the room (needs the `moderate` right); they are told `reason`.
     Remove {
@@ -72,7 +77,7 @@ impl ClientMsg {
 
     /// The first message of a connection, for this build's protocol, without a token.
     pub fn hello() -> Self {
-        ClientMsg::Hello { protocol: crate::PROTOCOL_VERSION, token: None }
+        ClientMsg::Hello { protocol: crate::PROTOCOL_VERSION, token: None, client: None }
     }
 }
 
@@ -118,6 +123,21 @@ pub enum Body {
     /// What is left of a deleted message in the history: who and when, not what. Only the
     /// server writes it (a publish of it is refused).
     Deleted,
+    /// A new text for chat message `of`, posted by its author. It is a message of its own,
+    /// sequenced and kept like any other, so a late joiner and a reconnecting client see the
+    /// edit exactly as those who were there: apps show message `of` with the newest text and
+    /// do not show the edit itself.
+    Edit { of: u64, text: ChatText },
+}
+
+impl Body {
+    /// The message this one changes (an edit's target), if any.
+    pub fn target(&self) -> Option<u64> {
+        match self {
+            Body::Edit { of, .. } => Some(*of),
+            _ => None,
+        }
+    }
 }
 
 /// One message of a room's history, as stored and as delivered.

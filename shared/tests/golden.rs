@@ -35,12 +35,21 @@ fn sample_message() -> RoomMessage {
 
 fn client_cases() -> Vec<(&'static str, ClientMsg)> {
     vec![
-        ("hello", ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: None }),
+        ("hello", ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: None, client: None }),
         (
             "hello_token",
             ClientMsg::Hello {
                 protocol: PROTOCOL_VERSION,
                 token: Some(AccessToken::try_from("eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1MSJ9.c2ln").unwrap()),
+                client: None,
+            },
+        ),
+        (
+            "hello_client",
+            ClientMsg::Hello {
+                protocol: PROTOCOL_VERSION,
+                token: None,
+                client: Some(ClientKey::try_from("q3Vd8x-T0pL9mZ2wYk4sRb").unwrap()),
             },
         ),
         (
@@ -104,6 +113,14 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
                     size: 4,
                     mime: MediaType::try_from("text/plain").unwrap(),
                 },
+            },
+        ),
+        (
+            "publish_edit",
+            ClientMsg::Publish {
+                room: r("standup"),
+                id: id("c-19"),
+                body: Body::Edit { of: 42, text: ChatText::try_from("Shipping the relay on Friday").unwrap() },
             },
         ),
         (
@@ -187,6 +204,17 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
             "message_deleted",
             ServerMsg::Message { room: r("standup"), message: RoomMessage { body: Body::Deleted, ..sample_message() } },
         ),
+        (
+            "message_edit",
+            ServerMsg::Message {
+                room: r("standup"),
+                message: RoomMessage {
+                    seq: 43,
+                    body: Body::Edit { of: 42, text: ChatText::try_from("Shipping the relay on Friday").unwrap() },
+                    ..sample_message()
+                },
+            },
+        ),
         ("token_expiring", ServerMsg::TokenExpiring { expires: 1_795_003_600_000 }),
         ("token_accepted", ServerMsg::TokenAccepted { expires: 1_795_007_200_000 }),
         (
@@ -241,6 +269,17 @@ fn check(dir: &str, name: &str, actual: &serde_json::Value) {
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|_| panic!("missing fixture {}: run with RELAYCAST_BLESS=1", path.display()));
     assert_eq!(expected, pretty, "wire format of {dir}/{name} changed");
+}
+
+#[test]
+fn a_client_key_has_a_stable_public_ref_and_must_be_long_enough() {
+    let key = ClientKey::try_from("q3Vd8x-T0pL9mZ2wYk4sRb").unwrap();
+    assert_eq!(key.client_ref().len(), 16);
+    assert_eq!(key.client_ref(), ClientKey::try_from("q3Vd8x-T0pL9mZ2wYk4sRb").unwrap().client_ref());
+    assert_ne!(key.client_ref(), ClientKey::try_from("q3Vd8x-T0pL9mZ2wYk4sRc").unwrap().client_ref());
+    assert!(!key.client_ref().contains("q3Vd8x"), "the ref does not reveal the key");
+    assert!(ClientKey::try_from("short").is_err());
+    assert!(ClientKey::try_from("has a space in it ok").is_err());
 }
 
 #[test]

@@ -83,6 +83,7 @@ fn body() -> impl Strategy<Value = Body> {
             }
         ),
         Just(Body::Deleted),
+        (any::<u64>(), text(200)).prop_map(|(of, t)| Body::Edit { of, text: ChatText::try_from(t).unwrap() }),
     ]
 }
 fn signal() -> impl Strategy<Value = Signal> {
@@ -137,7 +138,13 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 
 fn client_msg() -> impl Strategy<Value = ClientMsg> {
     prop_oneof![
-        (any::<u32>(), prop::option::of(token())).prop_map(|(protocol, token)| ClientMsg::Hello { protocol, token }),
+        (any::<u32>(), prop::option::of(token()), prop::option::of("[A-Za-z0-9_-]{16,64}")).prop_map(
+            |(protocol, token, client)| ClientMsg::Hello {
+                protocol,
+                token,
+                client: client.map(|c| ClientKey::try_from(c).unwrap())
+            }
+        ),
         (room(), name(), prop::option::of(token()), prop::option::of((epoch(), any::<u64>()))).prop_map(
             |(room, name, token, resume)| ClientMsg::Join {
                 room,

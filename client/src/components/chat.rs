@@ -18,6 +18,9 @@ pub struct ChatProps {
     /// Delete message `seq` (ours, or anyone's with the `moderate` right).
     #[prop_or_default]
     pub ondelete: Callback<u64>,
+    /// Give our message `seq` a new text.
+    #[prop_or_default]
+    pub onedit: Callback<(u64, ChatText)>,
 }
 
 fn body_text(body: &Body) -> String {
@@ -26,21 +29,31 @@ fn body_text(body: &Body) -> String {
         Body::Data { data } => data.to_string(),
         Body::File { name, size, .. } => format!("{name} ({})", crate::state::files::human_bytes(*size)),
         Body::Deleted => "message deleted".to_owned(),
+        Body::Edit { text, .. } => text.to_string(),
     }
+}
+
+/// Chat text with its web links clickable (opened apart from the room, with no way back
+/// to it).
+fn chat_text(text: &ChatText) -> Html {
+    linkify(text.as_str())
+        .into_iter()
+        .map(|piece| match piece {
+            Piece::Text(t) => html! { { t } },
+            Piece::Link(url) => html! {
+                <a href={url.to_owned()} target="_blank" rel="noopener noreferrer">{ url }</a>
+            },
+        })
+        .collect()
 }
 
 /// A message's body: chat text with its web links clickable (opened apart from the room, with
 /// no way back to it), a file as an attachment to open or save (an image also shown small).
-fn body_html(body: &Body, state: &RoomState) -> Html {
+fn body_html(body: &Body, state: &RoomState, newer: Option<&ChatText>) -> Html {
     match (body, &state.grant) {
         (Body::Chat { text }, _) => html! {
             <span class="text">
-                { for linkify(text.as_str()).into_iter().map(|piece| match piece {
-                    Piece::Text(t) => html! { { t } },
-                    Piece::Link(url) => html! {
-                        <a href={url.to_owned()} target="_blank" rel="noopener noreferrer">{ url }</a>
-                    },
-                }) }
+                { chat_text(newer.unwrap_or(text)) }
             </span>
         },
         (Body::File { hash, name, mime, .. }, Some(grant)) => {
@@ -64,6 +77,8 @@ fn body_html(body: &Body, state: &RoomState) -> Html {
 #[function_component(Chat)]
 pub fn chat(props: &ChatProps) -> Html {
     let draft = use_state(String::new);
+    // The message being edited, and its text so far.
+    let editing = use_state(|| None::<(u64, String)>);
     let list = use_node_ref();
     // Keep the newest line in view.
     {
@@ -90,6 +105,40 @@ pub fn chat(props: &ChatProps) -> Html {
         Callback::from(move |e: InputEvent| draft.set(e.target_unchecked_into::<web_sys::HtmlInputElement>().value()))
     };
     let s = &props.state;
+    let (edits, pending_edits) = (s.edits(), s.pending_edits());
+    let edit_input = {
+        let editing = editing.clone();
+        Callback::from(move |e: InputEvent| {
+            let text = e.target_unchecked_into::<web_sys::HtmlInputElement>().value();
+            if let Some((seq, _)) = *editing {
+                editing.set(Some((seq, text)));
+            }
+        })
+    };
+    let save_edit = {
+        let (editing, onedit) = (editing.clone(), props.onedit.clone());
+        Callback::from(move |e: SubmitEvent| {
+            e.prevent_default();
+            if let Some((seq, text)) = &*editing {
+                if let Ok(text) = ChatText::try_from(text.trim()) {
+                    onedit.emit((*seq, text));
+                    editing.set(None);
+                }
+            }
+        })
+    };
+    let cancel_edit = {
+        let editing = editing.clone();
+        Callback::from(move |_: MouseEvent| editing.set(None))
+    };
+    let cancel_on_escape = {
+        let editing = editing.clone();
+        Callback::from(move |e: KeyboardEvent| {
+            if e.key() == "Escape" {
+                editing.set(None);
+            }
+        })
+    };
     let offset = browser::utc_offset_ms();
     let today = local_day(browser::now_ms(), offset);
     html! {
@@ -102,16 +151,44 @@ pub fn chat(props: &ChatProps) -> Html {
                     Row::Line { index, continues } => match &s.lines[index] {
                         Line::Message(m) => {
                             let deleted = m.body == Body::Deleted;
-                            let may_delete = !deleted && (s.is_mine(m) || s.rights.has(Right::Moderate));
+                            let mine = s.is_mine(m);
+                            let may_delete = !deleted && (mine || s.rights.has(Right::Moderate));
+                            let may_edit = mine && matches!(m.body, Body::Chat { .. }) && s.rights.has(Right::Publish);
                             let seq = m.seq;
+                            let (saving, newer) = match (pending_edits.get(&seq), edits.get(&seq)) {
+                                (Some(t), _) => (true, Some(*t)),
+                                (None, t) => (false, t.copied()),
+                            };
+                            let editing_this = editing.as_ref().is_some_and(|(e, _)| *e == seq);
                             html! {
-                                <li class={classes!("msg", s.is_mine(m).then_some("mine"), deleted.then_some("deleted"), continues.then_some("cont"))}
+                                <li class={classes!("msg", mine.then_some("mine"), deleted.then_some("deleted"), continues.then_some("cont"))}
                                     data-seq={m.seq.to_string()}>
                                     <time>{ browser::clock(m.at) }</time>
                                     <b class="who">{ m.name.as_str() }</b>
-                                    { body_html(&m.body, s) }
-                                    if may_delete {
-                                        <button type="button" class="delete" aria-label="Delete this message"
+                                    if editing_this {
+                                        <form class="edit-form" onsubmit={save_edit.clone()} onkeydown={cancel_on_escape.clone()}>
+                                            <input id="edit-input" aria-label="Edit your message" maxlength="8000" autofocus=true
+                                                value={editing.as_ref().map(|(_, t)| t.clone()).unwrap_or_default()} oninput={edit_input.clone()} />
+                                            <button type="submit" class="primary">{ "Save" }</button>
+                                            <button type="button" onclick={cancel_edit.clone()}>{ "Cancel" }</button>
+                                        </form>
+                                    } else {
+                                        { body_html(&m.body, s, newer) }
+                                        if saving {
+                                            <span class="sending">{ " (saving…)" }</span>
+                                        } else if newer.is_some() {
+                                            <span class="edited">{ " (edited)" }</span>
+                                        }
+                                    }
+                                    if may_edit && !editing_this {
+                                        <button type="button" class="msg-action edit" aria-label="Edit this message"
+                                                onclick={{
+                                                    let (editing, text) = (editing.clone(), newer.map(|t| t.to_string()).unwrap_or_else(|| body_text(&m.body)));
+                                                    Callback::from(move |_: MouseEvent| editing.set(Some((seq, text.clone()))))
+                                                }}>{ icon(Icon::Edit) }</button>
+                                    }
+                                    if may_delete && !editing_this {
+                                        <button type="button" class="msg-action delete" aria-label="Delete this message"
                                                 onclick={props.ondelete.reform(move |_: MouseEvent| seq)}>{ "×" }</button>
                                     }
                                 </li>
@@ -125,7 +202,7 @@ pub fn chat(props: &ChatProps) -> Html {
                         },
                     },
                 }) }
-                { for s.pending.iter().map(|p| html! {
+                { for s.pending.iter().filter(|p| p.body.target().is_none()).map(|p| html! {
                     <li class="msg mine pending" title="sending…">
                         <time>{ browser::clock(p.at) }</time>
                         <b class="who">{ s.name.as_str() }</b>

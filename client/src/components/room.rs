@@ -183,6 +183,14 @@ pub fn room_page(props: &RoomProps) -> Html {
             }
         })
     };
+    let onedit = {
+        let session = session.clone();
+        Callback::from(move |(of, text)| {
+            if let Some(s) = session.as_ref() {
+                s.send(Command::Publish(Body::Edit { of, text }));
+            }
+        })
+    };
     let ondelete = {
         let session = session.clone();
         Callback::from(move |seq| {
@@ -264,7 +272,7 @@ pub fn room_page(props: &RoomProps) -> Html {
     let incoming = transfers.iter().filter(|t| t.direction != Direction::Sending).count();
     let chat_badge = if *tab == Tab::Chat { None } else { unread::badge(unread_now) };
     let files_badge = if *tab == Tab::Files { None } else { unread::badge(incoming.saturating_sub(*seen_files)) };
-    let chat = html! { <Chat state={s.clone()} {onsend} {ondelete} /> };
+    let chat = html! { <Chat state={s.clone()} {onsend} {ondelete} {onedit} /> };
     let people = html! {
         <People me={s.name.to_string()} peers={s.peers.clone()} call={(*call).clone()} view={(*call_view).clone()}
             {host} live={broadcast_view.publishing()} />

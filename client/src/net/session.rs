@@ -67,8 +67,17 @@ fn text(msg: &ClientMsg) -> Message {
     Message::Text(encode(msg))
 }
 
-/// Where this browser keeps its lasting client id.
-const CLIENT_ID_KEY: &str = "relaycast.client-id";
+/// Where this browser keeps its lasting key (a secret: only its ref is ever shown).
+const CLIENT_KEY: &str = "relaycast.client-key";
+
+/// This browser's lasting key, made on first use.
+fn client_key() -> Option<ClientKey> {
+    browser::load(CLIENT_KEY).and_then(|k| ClientKey::try_from(k).ok()).or_else(|| {
+        let key = ClientKey::try_from(browser::random_token(32)).ok()?;
+        browser::save(CLIENT_KEY, key.as_str());
+        Some(key)
+    })
+}
 
 async fn run(
     url: String,
@@ -78,14 +87,14 @@ async fn run(
     on_signal: Callback<(PeerId, Signal)>,
 ) {
     // Message ids unique beyond this session, so recovered history can be matched to ours:
-    // this browser's lasting id (ours after a reload too), then this session's.
-    let client_id = browser::load(CLIENT_ID_KEY).filter(|id| id.len() == 12).unwrap_or_else(|| {
-        let id = browser::random_token(12);
-        browser::save(CLIENT_ID_KEY, &id);
-        id
-    });
-    state.client_id = Some(client_id.clone());
-    let prefix = format!("{client_id}.{}", browser::random_token(8));
+    // this browser's lasting ref (ours after a reload too, which the server checks), then
+    // this session's.
+    let key = client_key();
+    state.client_id = key.as_ref().map(ClientKey::client_ref);
+    let prefix = match &state.client_id {
+        Some(client_ref) => format!("{client_ref}.{}", browser::random_token(8)),
+        None => browser::random_token(12),
+    };
     let mut counter = 0u64;
     let mut attempt = 0u32;
     let emit = |s: &RoomState| on_state.emit(Rc::new(s.clone()));
@@ -105,7 +114,9 @@ async fn run(
                 .map(|c| Event::Command(Some(c)))
                 .chain(stream::once(future::ready(Event::Command(None))));
             let mut events = stream::select(frames, cmds);
-            let _ = sink.send(text(&ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: access })).await;
+            let _ = sink
+                .send(text(&ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: access, client: key.clone() }))
+                .await;
             while let Some(event) = events.next().await {
                 match event {
                     Event::Frame(Message::Text(t)) => {

@@ -2,7 +2,7 @@
 //! browser API, so it is tested natively.
 
 use relaycast_shared::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// The connection as shown to the person.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,6 +342,30 @@ impl RoomState {
         self.lines.push(Line::Message(message));
     }
 
+    /// The newest text of each edited message (by sequence number), from the edits in the
+    /// history (a deleted edit no longer counts). Edits are messages of their own so that a
+    /// late joiner or a reconnect gets them like anything else.
+    pub fn edits(&self) -> HashMap<u64, &ChatText> {
+        let mut out = HashMap::new();
+        for m in self.messages() {
+            if let Body::Edit { of, text } = &m.body {
+                out.insert(*of, text);
+            }
+        }
+        out
+    }
+
+    /// Our edits not acked yet, by the message they change.
+    pub fn pending_edits(&self) -> HashMap<u64, &ChatText> {
+        self.pending
+            .iter()
+            .filter_map(|p| match &p.body {
+                Body::Edit { of, text } => Some((*of, text)),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn messages(&self) -> impl Iterator<Item = &RoomMessage> {
         self.lines.iter().filter_map(|l| match l {
             Line::Message(m) => Some(m),
@@ -586,6 +610,22 @@ mod tests {
         s.apply(Action::Server(ServerMsg::Deleted { room: room(), seq: 1 }));
         let bodies: Vec<_> = s.messages().map(|m| (m.seq, m.body.clone())).collect();
         assert_eq!(bodies, vec![(1, Body::Deleted), (2, chat("t"))]);
+    }
+
+    #[test]
+    fn the_newest_edit_of_a_message_is_its_text_and_a_pending_one_shows_until_acked() {
+        let mut s = RoomState::new(room(), DisplayName::try_from("Ada").unwrap());
+        let edit = |of: u64, t: &str| Body::Edit { of, text: ChatText::try_from(t).unwrap() };
+        let with = |seq: u64, body: Body| RoomMessage { body, ..msg(seq, "a", &seq.to_string()) };
+        for m in [msg(1, "a", "1"), with(2, edit(1, "first fix")), with(3, edit(1, "second fix"))] {
+            s.apply(Action::Server(ServerMsg::Message { room: room(), message: m }));
+        }
+        assert_eq!(s.edits().get(&1).map(|t| t.as_str()), Some("second fix"));
+        // The newest edit deleted: the one before counts.
+        s.apply(Action::Server(ServerMsg::Deleted { room: room(), seq: 3 }));
+        assert_eq!(s.edits().get(&1).map(|t| t.as_str()), Some("first fix"));
+        s.apply(Action::Publish(Pending { id: ClientMsgId::try_from("p1").unwrap(), body: edit(1, "third"), at: 0 }));
+        assert_eq!(s.pending_edits().get(&1).map(|t| t.as_str()), Some("third"));
     }
 
     #[test]

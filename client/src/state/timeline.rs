@@ -42,6 +42,8 @@ pub fn rows(lines: &[Line], offset_ms: i64) -> Vec<Row> {
     let mut previous: Option<&RoomMessage> = None;
     for (index, line) in lines.iter().enumerate() {
         match line {
+            // An edit shows as the text of the message it changes, not as a line.
+            Line::Message(m) if m.body.target().is_some() => {}
             Line::Message(m) => {
                 let d = local_day(m.at, offset_ms);
                 if day != Some(d) {
@@ -115,6 +117,22 @@ mod tests {
         assert_eq!(days(-5 * 60 * MIN as i64), 1);
         // A new day also breaks the group.
         assert_eq!(rows(&lines, 0)[3], Row::Line { index: 1, continues: false });
+    }
+
+    #[test]
+    fn edits_are_not_lines_and_do_not_break_a_group() {
+        let edit = Line::Message(RoomMessage {
+            body: Body::Edit { of: 1, text: ChatText::try_from("y").unwrap() },
+            ..match m(2, "Bob", MIN) {
+                Line::Message(m) => m,
+                _ => unreachable!(),
+            }
+        });
+        let lines = [m(1, "Ada", 0), edit, m(3, "Ada", 2 * MIN)];
+        assert_eq!(
+            rows(&lines, 0),
+            vec![Row::Day(0), Row::Line { index: 0, continues: false }, Row::Line { index: 2, continues: true }]
+        );
     }
 
     #[test]

@@ -4,9 +4,13 @@
 use super::room::RoomState;
 use relaycast_shared::Body;
 
-/// Messages after `seen_seq` from others (ours are seen; deleted ones are gone).
+/// Messages after `seen_seq` from others (ours are seen; deleted ones are gone; an edit is
+/// not a new message).
 pub fn unread(state: &RoomState, seen_seq: u64) -> usize {
-    state.messages().filter(|m| m.seq > seen_seq && !state.is_mine(m) && m.body != Body::Deleted).count()
+    state
+        .messages()
+        .filter(|m| m.seq > seen_seq && !state.is_mine(m) && !matches!(m.body, Body::Deleted | Body::Edit { .. }))
+        .count()
 }
 
 /// The browser tab's title: the room, with the unread count first when there is one.

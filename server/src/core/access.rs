@@ -130,6 +130,44 @@ impl Engine {
         }
     }
 
+    /// The message `seq` of a room, from the history this node holds.
+    fn message_at(&self, room_name: &RoomName, seq: u64) -> Option<RoomMessage> {
+        let entry = self.rooms.get(room_name).and_then(|r| r.history.get(seq))?;
+        serde_json::from_str::<RoomMessage>(&entry.json).ok()
+    }
+
+    /// The connection's author of `message`: the same user in token mode; in open mode the
+    /// same connection, or the same browser (its lasting key's ref starts the message's id,
+    /// which only that browser may post).
+    fn is_author(&self, conn: ConnId, message: &RoomMessage) -> bool {
+        self.peers.get(&conn).is_some_and(|peer| match &peer.identity {
+            Some(identity) => message.user.as_ref() == Some(&identity.user),
+            None => {
+                let same_browser = peer
+                    .client_ref
+                    .as_deref()
+                    .is_some_and(|r| message.id.as_str().split_once('.').is_some_and(|(prefix, _)| prefix == r));
+                message.from == peer.id || same_browser
+            }
+        })
+    }
+
+    /// An edit of message `of` may be posted: it is a chat message still in the history,
+    /// and this connection wrote it (a moderator deletes others' messages, it does not
+    /// rewrite them).
+    pub(super) fn check_edit(&self, conn: ConnId, room_name: &RoomName, of: u64) -> Result<(), (ErrorCode, String)> {
+        let Some(message) = self.message_at(room_name, of) else {
+            return Err((ErrorCode::UnknownMessage, format!("no message {of} in this room's history")));
+        };
+        if !matches!(message.body, Body::Chat { .. }) {
+            return Err((ErrorCode::InvalidField, format!("message {of} is not a chat message that can be edited")));
+        }
+        if !self.is_author(conn, &message) {
+            return Err((ErrorCode::Forbidden, "you may edit only your own messages".into()));
+        }
+        Ok(())
+    }
+
     /// Delete message `seq`: its author may (the same user in token mode, the same connection
     /// in open mode), and so may a moderator. What stays in the history is a tombstone (who,
     /// when; [`Body::Deleted`]); the room is told at once and the store with the next batch.
@@ -137,21 +175,38 @@ impl Engine {
         let Some(rights) = self.rights(conn, &room_name) else {
             return self.not_joined(conn, room_name, None);
         };
-        let entry = self.rooms.get(&room_name).and_then(|r| r.history.get(seq));
-        let Some(message) = entry.and_then(|e| serde_json::from_str::<RoomMessage>(&e.json).ok()) else {
+        let Some(message) = self.message_at(&room_name, seq) else {
             let text = format!("no message {seq} in this room's history");
             return self.error(conn, ErrorCode::UnknownMessage, text, Some(room_name), None);
         };
-        let Some(peer) = self.peers.get(&conn) else {
-            return;
-        };
-        let own = match &peer.identity {
-            Some(identity) => message.user.as_ref() == Some(&identity.user),
-            None => message.from == peer.id,
-        };
-        if !own && !rights.has(Right::Moderate) {
+        if !self.is_author(conn, &message) && !rights.has(Right::Moderate) {
             return self.forbidden(conn, room_name, None, "you may delete only your own messages here");
         }
+        // The edits of a message go with it: no earlier text stays behind.
+        let edits: Vec<u64> = match self.rooms.get(&room_name) {
+            Some(room) if matches!(message.body, Body::Chat { .. }) => room
+                .history
+                .after(seq)
+                .filter(|e| e.json.contains("\"kind\":\"edit\""))
+                .filter_map(|e| serde_json::from_str::<RoomMessage>(&e.json).ok())
+                .filter(|m| m.body.target() == Some(seq))
+                .map(|m| m.seq)
+                .collect(),
+            _ => Vec::new(),
+        };
+        for edit in edits {
+            self.tombstone(&room_name, edit);
+        }
+        self.tombstone(&room_name, seq);
+    }
+
+    /// Message `seq` becomes [`Body::Deleted`] in the history (here or, in cluster mode, in
+    /// the shared log, which tells every node), and the room is told.
+    fn tombstone(&mut self, room_name: &RoomName, seq: u64) {
+        let Some(message) = self.message_at(room_name, seq) else {
+            return;
+        };
+        let room_name = room_name.clone();
         // Cluster mode: the shared log keeps the tombstone and tells every node, this one too.
         if let Some(room) = self.rooms.get(&room_name).filter(|r| r.shared.is_some()) {
             if message.body != Body::Deleted {

@@ -126,6 +126,9 @@ impl Engine {
         if body == Body::Deleted {
             return Err((ErrorCode::InvalidField, "a message cannot be posted deleted".into()));
         }
+        if body.target().is_some() {
+            return Err((ErrorCode::InvalidField, "only a message's author edits it, from the room".into()));
+        }
         if self.unpersisted >= self.config.max_unpersisted {
             return Err((ErrorCode::Overloaded, "storage is behind; retry later".into()));
         }

@@ -305,6 +305,9 @@ struct Peer {
     identity: Option<Identity>,
     /// Whether it was told its token is about to expire.
     expiry_noticed: bool,
+    /// The public name of the browser's lasting key ([`ClientKey::client_ref`]): its
+    /// message ids start with it, and it is the same browser after a reload.
+    client_ref: Option<String>,
     rooms: Vec<Membership>,
     bucket: TokenBucket,
     joins: TokenBucket,
@@ -670,6 +673,7 @@ impl Engine {
                 addr,
                 connected_at: now,
                 greeted: false,
+                client_ref: None,
                 identity: None,
                 expiry_noticed: false,
                 rooms: Vec::new(),
@@ -684,7 +688,7 @@ impl Engine {
             return;
         };
         match msg {
-            ClientMsg::Hello { protocol, token } => self.hello(conn, protocol, token, now),
+            ClientMsg::Hello { protocol, token, client } => self.hello(conn, protocol, token, client, now),
             _ if !peer.greeted => self.error(conn, ErrorCode::HelloRequired, "send hello first".into(), None, None),
             ClientMsg::Join { room, name, token, resume } => {
                 if !self.join_rate_ok(conn, now, &room) {
@@ -719,7 +723,14 @@ impl Engine {
         }
     }
 
-    fn hello(&mut self, conn: ConnId, protocol: u32, token: Option<AccessToken>, now: Millis) {
+    fn hello(
+        &mut self,
+        conn: ConnId,
+        protocol: u32,
+        token: Option<AccessToken>,
+        client: Option<ClientKey>,
+        now: Millis,
+    ) {
         let Some(peer) = self.peers.get(&conn) else {
             return;
         };
@@ -745,6 +756,7 @@ impl Engine {
             return;
         };
         peer.greeted = true;
+        peer.client_ref = client.map(|k| k.client_ref());
         let c = &self.config;
         let welcome = ServerMsg::Welcome {
             protocol: PROTOCOL_VERSION,
@@ -993,6 +1005,18 @@ impl Engine {
         if body == Body::Deleted {
             let message = "a message cannot be posted deleted".into();
             return self.error(conn, ErrorCode::InvalidField, message, Some(room_name), Some(id));
+        }
+        // A message id's part before a dot is its sender's client ref: only that browser's.
+        if let Some((prefix, _)) = id.as_str().split_once('.') {
+            if peer.client_ref.as_deref() != Some(prefix) {
+                let message = "a message id's part before the first dot must be this client's ref".into();
+                return self.error(conn, ErrorCode::InvalidField, message, Some(room_name), Some(id));
+            }
+        }
+        if let Some(of) = body.target() {
+            if let Err((code, message)) = self.check_edit(conn, &room_name, of) {
+                return self.error(conn, code, message, Some(room_name), Some(id));
+            }
         }
         if self.unpersisted >= self.config.max_unpersisted {
             let message = "storage is behind; retry later".into();

@@ -461,7 +461,7 @@ pub fn token_config(keys: &Keys, edit: impl FnOnce(&mut Config)) -> Config {
 pub async fn hello(server: &TestServer, token: &str) -> Result<(Ws, ServerMsg), (ErrorCode, u16)> {
     let mut ws = raw_connect(server).await;
     let token = AccessToken::try_from(token).unwrap();
-    send_on(&mut ws, &ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: Some(token) }).await;
+    send_on(&mut ws, &ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: Some(token), client: None }).await;
     match recv_on(&mut ws).await {
         welcome @ ServerMsg::Welcome { .. } => Ok((ws, welcome)),
         ServerMsg::Error { code, .. } => Err((code, recv_close(&mut ws).await.0)),

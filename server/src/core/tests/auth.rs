@@ -32,7 +32,7 @@ fn token(sub: &str, iat: Millis, ttl: Millis, rooms: serde_json::Value) -> Acces
 impl Sim {
     fn hello_with(&mut self, conn: ConnId, token: Option<AccessToken>) -> Vec<ServerMsg> {
         self.input(Input::Connected(conn, LOCAL));
-        self.input(Input::Message(conn, ClientMsg::Hello { protocol: PROTOCOL_VERSION, token }));
+        self.input(Input::Message(conn, ClientMsg::Hello { protocol: PROTOCOL_VERSION, token, client: None }));
         self.take(conn)
     }
 
@@ -333,4 +333,80 @@ fn authors_delete_their_own_messages_and_moderators_anyones() {
     // Nobody posts a tombstone.
     let fake = ClientMsg::Publish { room: room("r"), id: ClientMsgId::try_from("x").unwrap(), body: Body::Deleted };
     assert_eq!(codes(&sim.send(4, fake)), vec![ErrorCode::InvalidField]);
+}
+
+#[test]
+fn authors_edit_their_own_chat_messages_as_sequenced_messages_and_deleting_takes_the_edits_along() {
+    let mut sim = Sim::new(token_config());
+    let now = sim.now;
+    let member = json!({"r": ["join", "history", "publish"]});
+    sim.connect_as(1, token("ada", now, 600_000, member.clone()));
+    sim.connect_as(2, token("bo", now, 600_000, member.clone()));
+    sim.connect_as(3, token("mod", now, 600_000, json!({"r": ["join", "history", "publish", "moderate"]})));
+    for c in 1..=3 {
+        sim.join(c, "r", None);
+    }
+    sim.publish(1, "r", "shipping-on-thursday");
+    let data = ClientMsg::Publish {
+        room: room("r"),
+        id: ClientMsgId::try_from("d1").unwrap(),
+        body: Body::Data { data: json!({"x": 1}) },
+    };
+    sim.send(1, data);
+    sim.persist();
+    for c in 1..=3 {
+        sim.take(c);
+    }
+    let edit = |id: &str, of: u64, text: &str| ClientMsg::Publish {
+        room: room("r"),
+        id: ClientMsgId::try_from(id).unwrap(),
+        body: Body::Edit { of, text: ChatText::try_from(text).unwrap() },
+    };
+    assert_eq!(codes(&sim.send(2, edit("e0", 1, "mine now"))), vec![ErrorCode::Forbidden], "not Bo's message");
+    assert_eq!(
+        codes(&sim.send(3, edit("e0", 1, "civil"))),
+        vec![ErrorCode::Forbidden],
+        "moderators delete, not rewrite"
+    );
+    assert_eq!(codes(&sim.send(1, edit("e0", 9, "x"))), vec![ErrorCode::UnknownMessage]);
+    assert_eq!(codes(&sim.send(1, edit("e0", 2, "x"))), vec![ErrorCode::InvalidField], "only chat text is edited");
+    // From another connection of the same user: accepted, sequenced, delivered, acked.
+    sim.connect_as(4, token("ada", now, 600_000, member));
+    sim.join(4, "r", None);
+    sim.send(4, edit("e1", 1, "shipping on friday"));
+    sim.persist();
+    let got = sim.take(2);
+    let edited = got.iter().find_map(|m| match m {
+        ServerMsg::Message { message, .. } => Some(message.clone()),
+        _ => None,
+    });
+    let edited = edited.expect("the room gets the edit");
+    assert_eq!((edited.seq, edited.body.target()), (3, Some(1)));
+    assert!(sim.take(4).iter().any(|m| matches!(m, ServerMsg::Ack { seq: 3, .. })));
+    // A late joiner gets the original and the edit, in order.
+    sim.connect_as(5, token("late", now, 600_000, json!({"r": ["join", "history"]})));
+    let bodies = |sim: &mut Sim, c| -> Vec<(u64, Body)> {
+        sim.join(c, "r", None)
+            .into_iter()
+            .flat_map(|m| match m {
+                ServerMsg::History { messages, .. } => messages.into_iter().map(|m| (m.seq, m.body)).collect(),
+                _ => vec![],
+            })
+            .collect()
+    };
+    let history = bodies(&mut sim, 5);
+    assert_eq!(history.len(), 3);
+    assert_eq!(history[2].1, Body::Edit { of: 1, text: ChatText::try_from("shipping on friday").unwrap() });
+    // Deleting the message deletes its edits: no earlier or later text stays.
+    sim.take(1);
+    let got = sim.send(1, ClientMsg::Delete { room: room("r"), seq: 1 });
+    assert_eq!(
+        got,
+        vec![ServerMsg::Deleted { room: room("r"), seq: 3 }, ServerMsg::Deleted { room: room("r"), seq: 1 }]
+    );
+    sim.connect_as(6, token("later", now, 600_000, json!({"r": ["join", "history"]})));
+    let history = bodies(&mut sim, 6);
+    assert_eq!(history[0].1, Body::Deleted);
+    assert_eq!(history[2].1, Body::Deleted);
+    assert!(!format!("{history:?}").contains("shipping"));
 }

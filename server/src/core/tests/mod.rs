@@ -340,7 +340,7 @@ fn requests_before_hello_or_join_are_refused_and_the_connection_stays() {
 fn wrong_protocol_version_is_refused_and_closed() {
     let mut sim = Sim::new(EngineConfig::default());
     sim.input(Input::Connected(1, LOCAL));
-    sim.input(Input::Message(1, ClientMsg::Hello { protocol: 99, token: None }));
+    sim.input(Input::Message(1, ClientMsg::Hello { protocol: 99, token: None, client: None }));
     assert_eq!(codes(&sim.take(1)), vec![ErrorCode::UnsupportedProtocol]);
     assert_eq!(sim.closed, vec![(1, ErrorCode::UnsupportedProtocol)]);
 }
@@ -604,3 +604,42 @@ fn one_address_cannot_fill_the_servers_rooms() {
 
 mod auth;
 mod cluster;
+
+#[test]
+fn in_open_mode_the_same_browser_may_edit_and_delete_its_messages_after_a_reconnect_and_nobody_can_pose_as_it() {
+    let mut sim = Sim::new(EngineConfig::default());
+    let key = ClientKey::try_from("lasting-browser-key-0001").unwrap();
+    let ours = key.client_ref();
+    let hello = |client: Option<ClientKey>| ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: None, client };
+    let publish =
+        |id: String, body: Body| ClientMsg::Publish { room: room("r"), id: ClientMsgId::try_from(id).unwrap(), body };
+    let chat = |t: &str| Body::Chat { text: ChatText::try_from(t).unwrap() };
+    let edit = |of: u64, t: &str| Body::Edit { of, text: ChatText::try_from(t).unwrap() };
+    sim.input(Input::Connected(1, LOCAL));
+    sim.input(Input::Message(1, hello(Some(key.clone()))));
+    sim.join(1, "r", None);
+    sim.input(Input::Message(1, publish(format!("{ours}.s1.1"), chat("before the reload"))));
+    sim.persist();
+    sim.take(1);
+    // Another browser cannot post under that ref (it would become that browser's message).
+    sim.connect(2);
+    sim.join(2, "r", None);
+    sim.input(Input::Message(2, publish(format!("{ours}.forged"), chat("mallory"))));
+    assert_eq!(codes(&sim.take(2)), vec![ErrorCode::InvalidField]);
+    // Nor edit or delete the message.
+    sim.input(Input::Message(2, publish("m2".into(), edit(1, "mallory was here"))));
+    assert_eq!(codes(&sim.take(2)), vec![ErrorCode::Forbidden]);
+    sim.input(Input::Message(2, ClientMsg::Delete { room: room("r"), seq: 1 }));
+    assert_eq!(codes(&sim.take(2)), vec![ErrorCode::Forbidden]);
+    // The same browser, reconnected with a new peer id: its message is still its own.
+    sim.input(Input::Disconnected(1));
+    sim.input(Input::Connected(3, LOCAL));
+    sim.input(Input::Message(3, hello(Some(key))));
+    sim.join(3, "r", None);
+    sim.take(3);
+    sim.input(Input::Message(3, publish(format!("{ours}.s2.1"), edit(1, "after the reload"))));
+    sim.persist();
+    assert!(sim.take(3).iter().any(|m| matches!(m, ServerMsg::Ack { seq: 2, .. })), "the edit is accepted");
+    sim.input(Input::Message(3, ClientMsg::Delete { room: room("r"), seq: 1 }));
+    assert!(sim.take(3).contains(&ServerMsg::Deleted { room: room("r"), seq: 1 }));
+}

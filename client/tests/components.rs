@@ -100,6 +100,8 @@ async fn chat_marks_ours_shows_pending_and_truncation() {
             onsend: Callback::noop(),
             ondelete: Callback::noop(),
             onedit: Callback::noop(),
+            ontyping: Callback::noop(),
+            now: 0,
         },
     )
     .render();
@@ -167,6 +169,8 @@ async fn without_the_rights_there_is_no_compose_box_and_no_file_button() {
             onsend: Callback::noop(),
             ondelete: Callback::noop(),
             onedit: Callback::noop(),
+            ontyping: Callback::noop(),
+            now: 0,
         },
     )
     .render();

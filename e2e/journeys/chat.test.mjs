@@ -205,3 +205,22 @@ test('an edit and a deletion are seen live, by a late joiner, and the author may
     await server.stop();
   }
 });
+
+test('while someone types the others see it, and it ends with their message', async () => {
+  const server = await startServer({ port: await freePort(), dataDir: tempDir() });
+  try {
+    const ada = await newUser(browser);
+    const grace = await newUser(browser);
+    await joinRoom(ada, server, 'typing', 'Ada');
+    await joinRoom(grace, server, 'typing', 'Grace');
+    await ada.locator('#peers li', { hasText: 'Grace' }).waitFor({ state: 'attached' });
+    await grace.locator('#draft').pressSequentially('On my way', { delay: 20 });
+    await ada.locator('#typing', { hasText: 'Grace is typing…' }).waitFor();
+    assert.equal(await grace.locator('#typing').textContent(), '', 'not told about herself');
+    await grace.locator('#draft').press('Enter');
+    await message(ada, 'On my way').waitFor();
+    assert.equal(await ada.locator('#typing').textContent(), '', 'her message ends it');
+  } finally {
+    await server.stop();
+  }
+});

@@ -27,3 +27,11 @@ pub const MAX_CHAT_CHARS: usize = 8000;
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
 /// File names: 1..=255 characters, no path separators, and the rules of display names.
 pub const MAX_FILE_NAME_CHARS: usize = 255;
+
+/// The server relays at most one typing notice per connection and room in this long (ms);
+/// closer ones are dropped (they say nothing new).
+pub const TYPING_MIN_INTERVAL_MS: u64 = 1000;
+/// Clients send a typing notice at most this often while someone types (ms)...
+pub const TYPING_SEND_EVERY_MS: u64 = 3000;
+/// ...and show "is typing" this long after the last one (ms): past it, they stopped.
+pub const TYPING_SHOWN_MS: u64 = 6000;

@@ -46,6 +46,11 @@ pub enum ClientMsg {
     /// in token mode; in open mode by this connection, or this browser by its
     /// [`ClientKey`]), or anyone's with the `moderate` right.
     Delete { room: RoomName, seq: u64 },
+    /// "I am typing in `room`": relayed at once to the room's other members as
+    /// [`ServerMsg::Typing`]; neither stored nor sequenced. Clients send it at most every few
+    /// seconds while typing; the server drops notices closer than
+    /// [`crate::limits::TYPING_MIN_INTERVAL_MS`].
+    Typing { room: RoomName },
     /// Remove a member from the room (needs the `moderate` right); they are told `reason`.
     Remove {
         room: RoomName,
@@ -59,7 +64,7 @@ impl ClientMsg {
     /// The `"type"` tag of every variant, for telling an unknown type from a bad field. Tests
     /// check it against [`ClientMsg::kind`], whose match the compiler keeps exhaustive.
     pub const TYPES: &'static [&'static str] =
-        &["hello", "join", "leave", "signal", "publish", "refresh", "delete", "remove"];
+        &["hello", "join", "leave", "signal", "publish", "refresh", "delete", "remove", "typing"];
 
     /// This message's `"type"` tag.
     pub fn kind(&self) -> &'static str {
@@ -72,6 +77,7 @@ impl ClientMsg {
             ClientMsg::Refresh { .. } => "refresh",
             ClientMsg::Delete { .. } => "delete",
             ClientMsg::Remove { .. } => "remove",
+            ClientMsg::Typing { .. } => "typing",
         }
     }
 
@@ -291,6 +297,11 @@ pub enum ServerMsg {
         room: RoomName,
         seq: u64,
     },
+    /// `peer_id` is typing in `room` (shown for a few seconds, or until its message comes).
+    Typing {
+        room: RoomName,
+        peer_id: PeerId,
+    },
     /// Your rights in `room` changed (a refreshed token, or the room's ownership in open mode).
     Rights {
         room: RoomName,
@@ -353,6 +364,7 @@ impl ServerMsg {
         "removed",
         "ack",
         "error",
+        "typing",
     ];
 
     /// This message's `"type"` tag.
@@ -378,6 +390,7 @@ impl ServerMsg {
             ServerMsg::Removed { .. } => "removed",
             ServerMsg::Ack { .. } => "ack",
             ServerMsg::Error { .. } => "error",
+            ServerMsg::Typing { .. } => "typing",
         }
     }
 

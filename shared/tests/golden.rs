@@ -57,6 +57,7 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
             ClientMsg::Refresh { token: AccessToken::try_from("eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1MSJ9.bmV3").unwrap() },
         ),
         ("delete", ClientMsg::Delete { room: r("standup"), seq: 42 }),
+        ("typing", ClientMsg::Typing { room: r("standup") }),
         (
             "remove",
             ClientMsg::Remove {
@@ -200,6 +201,7 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
             },
         ),
         ("deleted", ServerMsg::Deleted { room: r("standup"), seq: 42 }),
+        ("typing", ServerMsg::Typing { room: r("standup"), peer_id: p("Zz81") }),
         (
             "message_deleted",
             ServerMsg::Message { room: r("standup"), message: RoomMessage { body: Body::Deleted, ..sample_message() } },

@@ -158,6 +158,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         (room(), msg_id(), body()).prop_map(|(room, id, body)| ClientMsg::Publish { room, id, body }),
         token().prop_map(|token| ClientMsg::Refresh { token }),
         (room(), any::<u64>()).prop_map(|(room, seq)| ClientMsg::Delete { room, seq }),
+        room().prop_map(|room| ClientMsg::Typing { room }),
         (room(), peer(), prop::option::of(reason())).prop_map(|(room, peer, reason)| ClientMsg::Remove {
             room,
             peer,
@@ -195,6 +196,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         ),
         (room(), rights()).prop_map(|(room, rights)| ServerMsg::Rights { room, rights }),
         (room(), any::<u64>()).prop_map(|(room, seq)| ServerMsg::Deleted { room, seq }),
+        (room(), peer()).prop_map(|(room, peer_id)| ServerMsg::Typing { room, peer_id }),
         any::<u64>().prop_map(|expires| ServerMsg::TokenExpiring { expires }),
         any::<u64>().prop_map(|expires| ServerMsg::TokenAccepted { expires }),
         (room(), error_code(), prop::option::of(reason())).prop_map(|(room, code, reason)| ServerMsg::Removed {

@@ -7,6 +7,7 @@ use crate::browser;
 use crate::state::room::{Line, Notice, RoomState, Status};
 use crate::state::text::{file_url, linkify, Piece};
 use crate::state::timeline::{day_label, local_day, rows, Row};
+use relaycast_shared::limits::TYPING_SEND_EVERY_MS;
 use relaycast_shared::{Body, ChatText, Right};
 use std::rc::Rc;
 use yew::prelude::*;
@@ -21,6 +22,12 @@ pub struct ChatProps {
     /// Give our message `seq` a new text.
     #[prop_or_default]
     pub onedit: Callback<(u64, ChatText)>,
+    /// We are typing (called at most every [`TYPING_SEND_EVERY_MS`]).
+    #[prop_or_default]
+    pub ontyping: Callback<()>,
+    /// Now (ms since the Unix epoch), for who is still typing.
+    #[prop_or_default]
+    pub now: u64,
 }
 
 fn body_text(body: &Body) -> String {
@@ -100,9 +107,18 @@ pub fn chat(props: &ChatProps) -> Html {
             }
         })
     };
+    let last_typing = use_mut_ref(|| 0u64);
     let oninput = {
-        let draft = draft.clone();
-        Callback::from(move |e: InputEvent| draft.set(e.target_unchecked_into::<web_sys::HtmlInputElement>().value()))
+        let (draft, ontyping) = (draft.clone(), props.ontyping.clone());
+        Callback::from(move |e: InputEvent| {
+            let text = e.target_unchecked_into::<web_sys::HtmlInputElement>().value();
+            let now = browser::now_ms();
+            if !text.trim().is_empty() && now.saturating_sub(*last_typing.borrow()) >= TYPING_SEND_EVERY_MS {
+                *last_typing.borrow_mut() = now;
+                ontyping.emit(());
+            }
+            draft.set(text)
+        })
     };
     let s = &props.state;
     let (edits, pending_edits) = (s.edits(), s.pending_edits());
@@ -211,6 +227,7 @@ pub fn chat(props: &ChatProps) -> Html {
                     </li>
                 }) }
             </ol>
+            <p id="typing" class="typing" aria-live="polite">{ s.typing_label(props.now.max(browser::now_ms())).unwrap_or_default() }</p>
             if s.status != Status::Online || s.rights.has(Right::Publish) || s.rights.is_empty() {
                 <form id="compose" {onsubmit}>
                     <input id="draft" value={(*draft).clone()} {oninput} placeholder="Message" aria-label="Message" maxlength="8000" />

@@ -183,6 +183,14 @@ pub fn room_page(props: &RoomProps) -> Html {
             }
         })
     };
+    let ontyping = {
+        let session = session.clone();
+        Callback::from(move |_| {
+            if let Some(s) = session.as_ref() {
+                s.send(Command::Typing);
+            }
+        })
+    };
     let onedit = {
         let session = session.clone();
         Callback::from(move |(of, text)| {
@@ -272,7 +280,7 @@ pub fn room_page(props: &RoomProps) -> Html {
     let incoming = transfers.iter().filter(|t| t.direction != Direction::Sending).count();
     let chat_badge = if *tab == Tab::Chat { None } else { unread::badge(unread_now) };
     let files_badge = if *tab == Tab::Files { None } else { unread::badge(incoming.saturating_sub(*seen_files)) };
-    let chat = html! { <Chat state={s.clone()} {onsend} {ondelete} {onedit} /> };
+    let chat = html! { <Chat state={s.clone()} {onsend} {ondelete} {onedit} {ontyping} now={*now} /> };
     let people = html! {
         <People me={s.name.to_string()} peers={s.peers.clone()} call={(*call).clone()} view={(*call_view).clone()}
             {host} live={broadcast_view.publishing()} />

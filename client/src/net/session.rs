@@ -24,6 +24,8 @@ pub enum Command {
     },
     /// Delete message `seq` of the room.
     Delete(u64),
+    /// We are typing (the chat sends it at most every few seconds).
+    Typing,
 }
 
 /// The UI's handle. Dropping every clone ends the session (the socket is closed).
@@ -138,6 +140,7 @@ async fn run(
                                 }
                             }
                             ServerMsg::Signal { from, signal, .. } => on_signal.emit((from.clone(), signal.clone())),
+                            ServerMsg::Typing { peer_id, .. } => state.typing_seen(peer_id.clone(), browser::now_ms()),
                             _ => {}
                         }
                         let done = matches!(msg, ServerMsg::History { done: true, .. });
@@ -219,6 +222,7 @@ fn command(state: &mut RoomState, c: Command, prefix: &str, counter: &mut u64) -
         }
         Command::Signal { to, signal } => Some(ClientMsg::Signal { room: state.room.clone(), to, signal }),
         Command::Delete(seq) => Some(ClientMsg::Delete { room: state.room.clone(), seq }),
+        Command::Typing => Some(ClientMsg::Typing { room: state.room.clone() }),
     }
 }
 

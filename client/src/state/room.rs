@@ -1,6 +1,7 @@
 //! One room as the person sees it, and how everything that happens changes it. Pure: no
 //! browser API, so it is tested natively.
 
+use relaycast_shared::limits::TYPING_SHOWN_MS;
 use relaycast_shared::*;
 use std::collections::{HashMap, HashSet};
 
@@ -135,6 +136,8 @@ pub struct RoomState {
     pub token_expiring: Option<u64>,
     /// The room's live broadcast, as the server last told.
     pub broadcast: relaycast_shared::media::BroadcastState,
+    /// Who is typing, until when (ms): set by their notices, cleared by their message.
+    pub typing: Vec<(PeerId, u64)>,
 }
 
 /// Everything that can happen to a room view.
@@ -170,6 +173,7 @@ impl RoomState {
             ice_servers: Vec::new(),
             stream_key: None,
             broadcast: Default::default(),
+            typing: Vec::new(),
             grant: None,
             rights: Rights::NONE,
             user: None,
@@ -262,7 +266,12 @@ impl RoomState {
                     self.peers.push(peer);
                 }
             }
-            ServerMsg::PeerLeft { peer_id, .. } => self.peers.retain(|p| p.id != peer_id),
+            // Timed: the session calls `typing_seen` with the clock.
+            ServerMsg::Typing { .. } => {}
+            ServerMsg::PeerLeft { peer_id, .. } => {
+                self.typing.retain(|(p, _)| *p != peer_id);
+                self.peers.retain(|p| p.id != peer_id)
+            }
             ServerMsg::Error { code, message, id, .. } => self.error(code, message, id),
             ServerMsg::Grant { token, .. } => self.grant = Some(token),
             ServerMsg::StreamKey { key, .. } => self.stream_key = Some(key),
@@ -338,6 +347,7 @@ impl RoomState {
             return;
         }
         self.last_seq = message.seq;
+        self.typing.retain(|(p, _)| *p != message.from);
         self.pending.retain(|p| p.id != message.id || !self.mine.contains(&message.id));
         self.lines.push(Line::Message(message));
     }
@@ -353,6 +363,31 @@ impl RoomState {
             }
         }
         out
+    }
+
+    /// `peer` said it is typing, at `now` (ms): shown for [`TYPING_SHOWN_MS`].
+    pub fn typing_seen(&mut self, peer: PeerId, now: u64) {
+        self.typing.retain(|(p, _)| *p != peer);
+        self.typing.push((peer, now + TYPING_SHOWN_MS));
+    }
+
+    /// The names of those typing at `now`, in the order they started.
+    pub fn typing_names(&self, now: u64) -> Vec<&str> {
+        self.typing
+            .iter()
+            .filter(|(_, until)| *until > now)
+            .filter_map(|(id, _)| self.peers.iter().find(|p| &p.id == id).map(|p| p.name.as_str()))
+            .collect()
+    }
+
+    /// "Bo is typing…", in words for one, two or more people (none: nothing to say).
+    pub fn typing_label(&self, now: u64) -> Option<String> {
+        match self.typing_names(now).as_slice() {
+            [] => None,
+            [one] => Some(format!("{one} is typing…")),
+            [a, b] => Some(format!("{a} and {b} are typing…")),
+            _ => Some("Several people are typing…".into()),
+        }
     }
 
     /// Our edits not acked yet, by the message they change.
@@ -610,6 +645,28 @@ mod tests {
         s.apply(Action::Server(ServerMsg::Deleted { room: room(), seq: 1 }));
         let bodies: Vec<_> = s.messages().map(|m| (m.seq, m.body.clone())).collect();
         assert_eq!(bodies, vec![(1, Body::Deleted), (2, chat("t"))]);
+    }
+
+    #[test]
+    fn typing_shows_for_a_while_and_ends_with_the_message_or_the_leave() {
+        let mut s = RoomState::new(room(), DisplayName::try_from("Ada").unwrap());
+        let (bo, cy) = (PeerId::try_from("a").unwrap(), PeerId::try_from("c").unwrap());
+        for (id, name) in [(&bo, "Bo"), (&cy, "Cy")] {
+            let peer = PeerInfo { id: id.clone(), name: DisplayName::try_from(name).unwrap(), user: None };
+            s.apply(Action::Server(ServerMsg::PeerJoined { room: room(), peer }));
+        }
+        s.typing_seen(bo.clone(), 1_000);
+        s.typing_seen(cy.clone(), 2_000);
+        assert_eq!(s.typing_names(2_500), vec!["Bo", "Cy"]);
+        assert_eq!(s.typing_label(2_500).as_deref(), Some("Bo and Cy are typing…"));
+        assert_eq!(s.typing_names(1_000 + TYPING_SHOWN_MS), vec!["Cy"], "Bo stopped");
+        // Bo's message ends his typing at once; Cy leaving ends hers.
+        s.typing_seen(bo.clone(), 3_000);
+        s.apply(Action::Server(ServerMsg::Message { room: room(), message: msg(1, "a", "1") }));
+        assert_eq!(s.typing_names(3_100), vec!["Cy"]);
+        s.apply(Action::Server(ServerMsg::PeerLeft { room: room(), peer_id: cy }));
+        assert!(s.typing_names(3_100).is_empty());
+        assert_eq!(s.typing_label(3_100), None);
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::auth::{AuthError, Identity, Verifier};
 use bytes::Bytes;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use relaycast_shared::codec::{encode_room_message, history_frame, message_frame};
+use relaycast_shared::limits::TYPING_MIN_INTERVAL_MS;
 use relaycast_shared::media::BroadcastState;
 use relaycast_shared::*;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -292,6 +293,8 @@ struct Membership {
     rights: Rights,
     /// When it joined (ms).
     since: Millis,
+    /// When its last typing notice was relayed (ms; 0: never).
+    last_typing: Millis,
 }
 
 #[derive(Debug)]
@@ -720,6 +723,39 @@ impl Engine {
                     self.publish(conn, room, id, body, now)
                 }
             }
+            ClientMsg::Typing { room } => {
+                if self.rate_ok(conn, now, &room, None) {
+                    self.typing(conn, room, now)
+                }
+            }
+        }
+    }
+
+    /// Tell the room's other members that this one is typing: not stored, not sequenced,
+    /// and at most once per [`TYPING_MIN_INTERVAL_MS`] per member (closer notices say
+    /// nothing new and are dropped). Members on other nodes are not told (cluster mode).
+    fn typing(&mut self, conn: ConnId, room_name: RoomName, now: Millis) {
+        let may_post = self.rights(conn, &room_name).is_some_and(|r| r.has(Right::Publish));
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let peer_id = peer.id.clone();
+        let Some(membership) = peer.rooms.iter_mut().find(|m| m.room == room_name) else {
+            return self.not_joined(conn, room_name, None);
+        };
+        if !may_post {
+            return self.forbidden(conn, room_name, None, "you may not post in this room");
+        }
+        if membership.last_typing != 0 && now.saturating_sub(membership.last_typing) < TYPING_MIN_INTERVAL_MS {
+            return;
+        }
+        membership.last_typing = now;
+        let others: Vec<ConnId> = match self.rooms.get(&room_name) {
+            Some(room) => room.members.iter().copied().filter(|c| *c != conn).collect(),
+            None => return,
+        };
+        if !others.is_empty() {
+            self.deliver(Recipients::Many(others), Frame::of(&ServerMsg::Typing { room: room_name, peer_id }));
         }
     }
 
@@ -863,7 +899,7 @@ impl Engine {
             return;
         };
         let me = PeerInfo { id: peer.id.clone(), name: name.clone(), user };
-        peer.rooms.push(Membership { room: room_name.clone(), name: name.clone(), rights, since: now });
+        peer.rooms.push(Membership { room: room_name.clone(), name: name.clone(), rights, since: now, last_typing: 0 });
 
         let others = room.members.clone();
         room.members.push(conn);

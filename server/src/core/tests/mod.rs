@@ -643,3 +643,40 @@ fn in_open_mode_the_same_browser_may_edit_and_delete_its_messages_after_a_reconn
     sim.input(Input::Message(3, ClientMsg::Delete { room: room("r"), seq: 1 }));
     assert!(sim.take(3).contains(&ServerMsg::Deleted { room: room("r"), seq: 1 }));
 }
+
+#[test]
+fn typing_is_relayed_to_the_others_at_most_once_a_second_and_never_stored() {
+    let mut sim = Sim::new(EngineConfig::default());
+    let typing = || ClientMsg::Typing { room: room("r") };
+    let ada = sim.connect(1);
+    assert_eq!(
+        codes(&{
+            sim.input(Input::Message(1, typing()));
+            sim.take(1)
+        }),
+        vec![ErrorCode::NotJoined]
+    );
+    for c in 1..=2 {
+        if c == 2 {
+            sim.connect(2);
+        }
+        sim.join(c, "r", None);
+    }
+    sim.take(1);
+    sim.input(Input::Message(1, typing()));
+    assert_eq!(sim.take(2), vec![ServerMsg::Typing { room: room("r"), peer_id: ada.clone() }]);
+    assert!(sim.take(1).is_empty(), "not echoed");
+    // Again within the interval: dropped; after it: relayed.
+    sim.now += TYPING_MIN_INTERVAL_MS / 2;
+    sim.input(Input::Message(1, typing()));
+    assert!(sim.take(2).is_empty());
+    sim.now += TYPING_MIN_INTERVAL_MS;
+    sim.input(Input::Message(1, typing()));
+    assert_eq!(sim.take(2).len(), 1);
+    // Nothing of it is in the history or the store.
+    sim.persist();
+    assert!(sim.store.is_empty(), "typing is never stored: {:?}", sim.store);
+    sim.connect(3);
+    let joined = sim.join(3, "r", None);
+    assert!(!joined.iter().any(|m| matches!(m, ServerMsg::History { messages, .. } if !messages.is_empty())));
+}

@@ -224,3 +224,35 @@ test('while someone types the others see it, and it ends with their message', as
     await server.stop();
   }
 });
+
+test('the host is the host again after a server restart, even when another member is back first', async () => {
+  const port = await freePort();
+  const dataDir = tempDir();
+  let server = await startServer({ port, dataDir });
+  try {
+    const ada = await newUser(browser);
+    await joinRoom(ada, server, 'owned', 'Ada');
+    await ada.locator('#go-live').waitFor();
+    await say(ada, 'my room, my broadcast');
+    await message(ada, 'my room, my broadcast').waitFor();
+    const grace = await newUser(browser);
+    await joinRoom(grace, server, 'owned', 'Grace');
+    assert.equal(await grace.locator('#go-live').count(), 0, 'Grace is a member');
+
+    // Ada's tab is closed; the server dies and comes back; Grace is back first and stands in.
+    const context = ada.context();
+    await ada.close();
+    await server.kill();
+    server = await startServer({ port, dataDir });
+    await grace.locator('#status', { hasText: 'online' }).waitFor({ timeout: 30_000 });
+    await grace.locator('#go-live').waitFor();
+    // Ada opens the room again in the same browser: the room is hers, Grace hands it back.
+    const back = await context.newPage();
+    await back.goto(`${server.url}/r/owned`);
+    await back.locator('#status', { hasText: 'online' }).waitFor();
+    await back.locator('#go-live').waitFor();
+    await grace.locator('#go-live').waitFor({ state: 'detached' });
+  } finally {
+    await server.stop();
+  }
+});

@@ -164,6 +164,8 @@ pub enum Output {
 pub enum StoreOp {
     /// A room came to be: remember its epoch.
     CreateRoom { room: RoomName, epoch: Epoch },
+    /// Open mode: the browser that owns the room (its client ref).
+    SetHost { room: RoomName, host: String },
     /// A message: `json` is a [`RoomMessage`].
     Append { room: RoomName, seq: u64, json: Arc<str> },
     /// Message `seq` is now `json` (a deletion's tombstone).
@@ -184,6 +186,8 @@ pub struct RestoredRoom {
     pub room: RoomName,
     pub epoch: Epoch,
     pub messages: Vec<Entry>,
+    /// Open mode: the room's owner browser ([`ClientKey::client_ref`]).
+    pub host: Option<String>,
 }
 
 /// Limits and settings of the engine.
@@ -339,6 +343,10 @@ struct Room {
     creator: Option<IpAddr>,
     /// Cluster mode: the room as a copy of the shared log, and its members elsewhere.
     shared: Option<cluster::SharedRoom>,
+    /// Open mode: the browser that owns the room ([`ClientKey::client_ref`] of its first
+    /// owner), kept with the room so it owns it again when it comes back, after a reload or
+    /// a server restart.
+    host_ref: Option<String>,
 }
 
 impl Room {
@@ -352,6 +360,7 @@ impl Room {
             stored: false,
             creator,
             shared: None,
+            host_ref: None,
         }
     }
 
@@ -526,6 +535,7 @@ impl Engine {
                 last_assigned: last,
                 last_committed: last,
                 stored: true,
+                host_ref: restored.host,
                 ..Room::new(restored.epoch, None)
             };
             if room.is_expired() {
@@ -902,6 +912,7 @@ impl Engine {
         peer.rooms.push(Membership { room: room_name.clone(), name: name.clone(), rights, since: now, last_typing: 0 });
 
         let others = room.members.clone();
+        let owner_before = others.first().copied();
         room.members.push(conn);
         let remote = room.shared.as_ref().map_or(&[][..], |s| s.remote.as_slice());
         let present: Vec<PeerInfo> = others
@@ -925,10 +936,11 @@ impl Engine {
                 ClusterMember { peer_id: me.id.clone(), name, user: me.user.clone(), node, since: now, rights };
             self.outputs.push(Output::Cluster(ClusterOp::Join { room: room_name.clone(), member }));
         }
+        // In open mode the room's own browser owns it, else the member there longest.
+        self.claim_host(conn, &room_name);
         let Some(room) = self.rooms.get(&room_name) else {
             return;
         };
-        // In open mode the member there longest owns the room.
         let rights = self.rights(conn, &room_name).unwrap_or(rights);
 
         // The joiner: who is here, then where its history starts, then the history.
@@ -980,6 +992,29 @@ impl Engine {
         if !others.is_empty() {
             let frame = Frame::of(&ServerMsg::PeerJoined { room: room_name.clone(), peer: me });
             self.deliver(Recipients::Many(others), frame);
+        }
+        // The room's own browser came back: the member who stood in hands it over.
+        if owner_before.is_some() && self.owner(&room_name) == Some(conn) {
+            self.ownership_moved(&room_name, owner_before);
+        }
+    }
+
+    /// Open mode: a room's first owner with a lasting key becomes its host browser, kept
+    /// with the room.
+    fn claim_host(&mut self, conn: ConnId, room_name: &RoomName) {
+        if !matches!(self.config.auth, Auth::Open) {
+            return;
+        }
+        let client_ref = self.peers.get(&conn).and_then(|p| p.client_ref.clone());
+        let owner = self.owner(room_name);
+        let Some(room) = self.rooms.get_mut(room_name).filter(|r| r.shared.is_none() && r.host_ref.is_none()) else {
+            return;
+        };
+        if let (Some(host), true) = (client_ref, owner == Some(conn)) {
+            if room.stored {
+                self.staged_ops.push(StoreOp::SetHost { room: room_name.clone(), host: host.clone() });
+            }
+            room.host_ref = Some(host);
         }
     }
 
@@ -1085,6 +1120,9 @@ impl Engine {
         if !room.stored {
             room.stored = true;
             self.staged_ops.push(StoreOp::CreateRoom { room: room_name.clone(), epoch: room.epoch.clone() });
+            if let Some(host) = &room.host_ref {
+                self.staged_ops.push(StoreOp::SetHost { room: room_name.clone(), host: host.clone() });
+            }
         }
         room.last_assigned += 1;
         let blob = match &body {
@@ -1199,6 +1237,15 @@ impl Engine {
     /// agrees on it: members are ordered by when they joined, then by peer id.
     fn owner(&self, room_name: &RoomName) -> Option<ConnId> {
         let room = self.rooms.get(room_name)?;
+        // The room's own browser, while it is here (one node: cluster mode keeps the rule
+        // of the longest present).
+        if let Some(host) = room.host_ref.as_deref().filter(|_| room.shared.is_none()) {
+            let present =
+                room.members.iter().find(|c| self.peers.get(c).is_some_and(|p| p.client_ref.as_deref() == Some(host)));
+            if let Some(&conn) = present {
+                return Some(conn);
+            }
+        }
         let &first = room.members.first()?;
         if let Some(remote) = room.shared.as_ref().and_then(|s| s.remote.first()) {
             let peer = self.peers.get(&first)?;
@@ -1219,6 +1266,12 @@ impl Engine {
         let Some(owner) = self.owner(room_name).filter(|o| Some(*o) != before) else {
             return;
         };
+        // One who stood in and is still here is back to a member's rights.
+        if let Some(rights) = before.and_then(|b| self.rights(b, room_name)) {
+            if let Some(before) = before {
+                self.send(before, &ServerMsg::Rights { room: room_name.clone(), rights });
+            }
+        }
         let Some(rights) = self.rights(owner, room_name) else {
             return;
         };

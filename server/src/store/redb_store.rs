@@ -14,6 +14,8 @@ use std::sync::Arc;
 const ROOMS: TableDefinition<&str, &str> = TableDefinition::new("rooms");
 /// (room, seq) → RoomMessage JSON.
 const MESSAGES: TableDefinition<(&str, u64), &str> = TableDefinition::new("messages");
+/// room → the client ref of its owner browser (open mode).
+const HOSTS: TableDefinition<&str, &str> = TableDefinition::new("hosts");
 /// (room, or "" for the whole server; user) → (removed at, holds until), in ms.
 const REMOVALS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("removals");
 
@@ -32,6 +34,7 @@ impl RedbStore {
         txn.open_table(ROOMS).map_err(redb::Error::from)?;
         txn.open_table(MESSAGES).map_err(redb::Error::from)?;
         txn.open_table(REMOVALS).map_err(redb::Error::from)?;
+        txn.open_table(HOSTS).map_err(redb::Error::from)?;
         txn.commit().map_err(redb::Error::from)?;
         Ok(Self { db })
     }
@@ -42,10 +45,14 @@ impl RedbStore {
             let mut rooms = txn.open_table(ROOMS)?;
             let mut messages = txn.open_table(MESSAGES)?;
             let mut removals = txn.open_table(REMOVALS)?;
+            let mut hosts = txn.open_table(HOSTS)?;
             for op in ops {
                 match op {
                     StoreOp::CreateRoom { room, epoch } => {
                         rooms.insert(room.as_str(), epoch.as_str())?;
+                    }
+                    StoreOp::SetHost { room, host } => {
+                        hosts.insert(room.as_str(), host.as_str())?;
                     }
                     StoreOp::Append { room, seq, json } | StoreOp::Replace { room, seq, json } => {
                         messages.insert((room.as_str(), *seq), &**json)?;
@@ -65,6 +72,7 @@ impl RedbStore {
                         let r = room.as_str();
                         messages.retain_in((r, 0u64)..=(r, u64::MAX), |_, _| false)?;
                         rooms.remove(r)?;
+                        hosts.remove(r)?;
                     }
                 }
             }
@@ -77,12 +85,18 @@ impl RedbStore {
         let txn = self.db.begin_read()?;
         let rooms_table = txn.open_table(ROOMS)?;
         let messages = txn.open_table(MESSAGES)?;
+        let hosts = txn.open_table(HOSTS)?;
         let mut rooms: BTreeMap<String, RestoredRoom> = BTreeMap::new();
         for row in rooms_table.iter()? {
             let (room, epoch) = row?;
             match (RoomName::try_from(room.value()), Epoch::try_from(epoch.value())) {
                 (Ok(room), Ok(epoch)) => {
-                    rooms.insert(room.to_string(), RestoredRoom { room, epoch, messages: Vec::new() });
+                    // A host that is not a client ref (16 hex digits) is not one.
+                    let host = hosts
+                        .get(room.as_str())?
+                        .map(|h| h.value().to_owned())
+                        .filter(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+                    rooms.insert(room.to_string(), RestoredRoom { room, epoch, messages: Vec::new(), host });
                 }
                 _ => tracing::warn!(room = room.value(), "skipping a room record that does not validate"),
             }
@@ -192,6 +206,8 @@ mod tests {
                 .apply(&[StoreOp::Trim { room: room("a"), through_seq: 2 }, StoreOp::DropRoom { room: room("b") }])
                 .unwrap();
             store.apply(&[StoreOp::Replace { room: room("a"), seq: 4, json: deleted(4) }]).unwrap();
+            let host = |room, host: &str| StoreOp::SetHost { room, host: host.into() };
+            store.apply(&[host(room("a"), "0123456789abcdef"), host(room("b"), "fedcba9876543210")]).unwrap();
         }
         let store = RedbStore::open(dir.path()).unwrap();
         let rooms = store.load().unwrap();
@@ -200,6 +216,7 @@ mod tests {
         assert_eq!(rooms[0].epoch.as_str(), "ea");
         assert_eq!(rooms[0].messages.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
         assert_eq!(rooms[0].messages[1].json, deleted(4), "a replaced message (a deletion) stays replaced");
+        assert_eq!(rooms[0].host.as_deref(), Some("0123456789abcdef"), "the room's host browser is kept");
     }
 
     #[test]
@@ -233,10 +250,12 @@ mod tests {
             StoreOp::Append { room: room("a"), seq: 2, json: "{not json".into() },
             StoreOp::Append { room: room("a"), seq: 3, json: json(3) },
             StoreOp::Append { room: room("a"), seq: 4, json: json(99) },
+            StoreOp::SetHost { room: room("a"), host: "not a client ref".into() },
         ];
         store.apply(&ops).unwrap();
         let rooms = store.load().unwrap();
         // 2 is garbage and 4 claims another seq: only 3 survives after the gap.
         assert_eq!(rooms[0].messages.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(rooms[0].host, None, "a host that is not a client ref is none");
     }
 }

@@ -291,7 +291,7 @@ fn restored_history_keeps_epoch_and_sequence() {
         Entry { seq, at: m.at, json: encode_room_message(&m).into(), blob: None }
     };
     let messages = vec![entry(4), entry(5)];
-    sim.engine.restore(vec![RestoredRoom { room: room("r"), epoch: epoch.clone(), messages }], sim.now);
+    sim.engine.restore(vec![RestoredRoom { room: room("r"), epoch: epoch.clone(), messages, host: None }], sim.now);
     sim.connect(1);
     let msgs = sim.join(1, "r", Some(ResumeFrom { epoch, last_seq: 4 }));
     assert!(matches!(&msgs[0], ServerMsg::Joined { last_seq: 5, .. }));
@@ -679,4 +679,56 @@ fn typing_is_relayed_to_the_others_at_most_once_a_second_and_never_stored() {
     sim.connect(3);
     let joined = sim.join(3, "r", None);
     assert!(!joined.iter().any(|m| matches!(m, ServerMsg::History { messages, .. } if !messages.is_empty())));
+}
+
+#[test]
+fn in_open_mode_the_rooms_own_browser_owns_it_again_after_a_restart() {
+    let mut sim = Sim::new(EngineConfig::default());
+    let key = ClientKey::try_from("the-hosts-lasting-key-01").unwrap();
+    let hello = |client: Option<ClientKey>| ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: None, client };
+    sim.input(Input::Connected(1, LOCAL));
+    sim.input(Input::Message(1, hello(Some(key.clone()))));
+    let joined = sim.join(1, "r", None);
+    assert!(joined.iter().any(|m| matches!(m, ServerMsg::Joined { rights, .. } if rights.has(Right::Broadcast))));
+    sim.publish(1, "r", "first");
+    sim.persist();
+    let host = sim.store.iter().find_map(|op| match op {
+        StoreOp::SetHost { room: r, host } if r == &room("r") => Some(host.clone()),
+        _ => None,
+    });
+    assert_eq!(host, Some(key.client_ref()), "the host browser is stored with the room");
+
+    // A restart: the room comes back from the store with its history and its host.
+    let messages: Vec<Entry> = sim
+        .store
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::Append { seq, json, .. } => Some(Entry { seq: *seq, at: sim.now, json: json.clone(), blob: None }),
+            _ => None,
+        })
+        .collect();
+    let mut sim = Sim::new(EngineConfig::default());
+    let epoch = Epoch::try_from("e1").unwrap();
+    sim.engine.restore(vec![RestoredRoom { room: room("r"), epoch, messages, host }], sim.now);
+    // Another member is back first: it owns the room meanwhile.
+    sim.connect(2);
+    let joined = sim.join(2, "r", None);
+    assert!(joined.iter().any(|m| matches!(m, ServerMsg::Joined { rights, .. } if rights.has(Right::Broadcast))));
+    // The host's browser comes back: it owns the room, the stand-in is told it does not.
+    sim.input(Input::Connected(3, LOCAL));
+    sim.input(Input::Message(3, hello(Some(key))));
+    let joined = sim.join(3, "r", None);
+    assert!(
+        joined.iter().any(|m| matches!(m, ServerMsg::Joined { rights, .. } if rights.has(Right::Broadcast))),
+        "{joined:?}"
+    );
+    let told = sim.take(2);
+    assert!(
+        told.iter().any(|m| matches!(m, ServerMsg::Rights { rights, .. } if !rights.has(Right::Broadcast))),
+        "{told:?}"
+    );
+    // A browser without the key never becomes host while the host is here.
+    sim.connect(4);
+    let joined = sim.join(4, "r", None);
+    assert!(joined.iter().any(|m| matches!(m, ServerMsg::Joined { rights, .. } if !rights.has(Right::Broadcast))));
 }

@@ -24,6 +24,18 @@ test('two pages call: each decodes the other\'s video and audio, and a data-chan
     await joinCall(b);
     await decodesFrom(a, 1);
     await decodesFrom(b, 1);
+    // Ada mutes and turns her camera off: Grace's tile of her says so (her initial instead
+    // of a black picture); Ctrl+D turns the microphone back on.
+    await a.locator('#mute').click();
+    await a.locator('#camera').click();
+    const adaTile = b.locator('.tile[data-peer]');
+    await adaTile.locator('.mic-off').waitFor();
+    await b.locator('.tile[data-peer].camera-off .tile-avatar', { hasText: 'A' }).waitFor();
+    await a.keyboard.press('Control+d');
+    await adaTile.locator('.mic-off').waitFor({ state: 'detached' });
+    assert.equal(await a.locator('#mute').getAttribute('aria-pressed'), 'false', 'the shortcut unmuted');
+    await a.locator('#camera').click();
+    await b.locator('.tile[data-peer].camera-off').waitFor({ state: 'detached' });
 
     await openTab(a, 'people');
     await openTab(b, 'people');

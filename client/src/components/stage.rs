@@ -69,7 +69,9 @@ pub fn stage(p: &StageProps) -> Html {
             key.clone(),
             html! {
                 <VideoTile stream={local.clone()} label={if v.sharing { "You (screen)" } else { "You" }} local=true
-                    mirror={!v.sharing} mic_off={!v.mic_on} pinned={is_pinned} onpin={pin(key)} />
+                    mirror={!v.sharing} mic_off={!v.mic_on}
+                    camera_off={!v.camera_on || local.get_video_tracks().length() == 0}
+                    pinned={is_pinned} onpin={pin(key)} />
             },
         ));
     }
@@ -80,7 +82,9 @@ pub fn stage(p: &StageProps) -> Html {
             key.clone(),
             html! {
                 <VideoTile stream={remote.stream.clone()} label={name_of(peer)} peer={key.clone()}
-                    speaking={speaking(remote.series.last.as_ref())} rating={Some(rating(&remote.series.points))}
+                    speaking={speaking(remote.series.last.as_ref()) && remote.mic_on != Some(false)}
+                    mic_off={remote.mic_on == Some(false)} camera_off={remote.camera_on == Some(false)}
+                    rating={Some(rating(&remote.series.points))}
                     pinned={is_pinned} onpin={pin(key)}>
                     <Quality remote={remote.clone()} shown={p.charts} />
                 </VideoTile>

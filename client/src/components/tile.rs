@@ -22,6 +22,9 @@ pub struct TileProps {
     pub peer: Option<String>,
     #[prop_or_default]
     pub mic_off: bool,
+    /// The camera is off: the person's initial instead of a black picture.
+    #[prop_or_default]
+    pub camera_off: bool,
     #[prop_or_default]
     pub speaking: bool,
     #[prop_or_default]
@@ -70,11 +73,15 @@ pub fn video_tile(props: &TileProps) -> Html {
         props.local.then_some("local"),
         props.mirror.then_some("mirror"),
         props.speaking.then_some("speaking"),
-        props.pinned.then_some("pinned")
+        props.pinned.then_some("pinned"),
+        props.camera_off.then_some("camera-off")
     );
     html! {
         <figure class={classes} data-peer={props.peer.clone()} data-speaking={props.speaking.to_string()}>
             <video ref={video} autoplay=true playsinline=true />
+            if props.camera_off {
+                <div class="tile-avatar" aria-hidden="true"><span>{ super::people::initial(&props.label) }</span></div>
+            }
             <figcaption>
                 if props.mic_off {
                     <span class="mic-off" role="img" aria-label="microphone off">{ icon(Icon::MicOff) }</span>

@@ -15,7 +15,7 @@
 
 use crate::net::devices;
 use crate::state::call::{
-    is_polite, may_join, Negotiation, OnDescription, Sample, Series, MAX_IN_CALL, POLITE_FIRST_OFFER_DELAY_MS,
+    is_polite, may_join, Negotiation, OnDescription, PeerMsg, Sample, Series, MAX_IN_CALL, POLITE_FIRST_OFFER_DELAY_MS,
 };
 use crate::state::devices::{Choice, DeviceList};
 use futures_channel::mpsc;
@@ -45,6 +45,9 @@ pub struct Remote {
     pub state: String,
     /// Live tracks in `stream`: 0 when the peer sends nothing (not in the call).
     pub tracks: u32,
+    /// Its microphone and camera, as it last said (`None`: not said yet).
+    pub mic_on: Option<bool>,
+    pub camera_on: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +91,7 @@ impl Drop for Link {
         self.pc.set_ontrack(None);
         self.pc.set_onconnectionstatechange(None);
         self.dc.set_onmessage(None);
+        self.dc.set_onopen(None);
         self.files.set_onmessage(None);
         self.pc.close();
     }
@@ -124,6 +128,23 @@ impl std::fmt::Debug for Call {
 impl PartialEq for Call {
     fn eq(&self, other: &Self) -> bool {
         Rc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+/// Our microphone and camera state, while in the call.
+fn media_state(view: &CallView) -> Option<PeerMsg> {
+    view.joined.then_some(PeerMsg::Media { mic: view.mic_on, camera: view.camera_on })
+}
+
+/// Tell every open channel whether our microphone and camera are on.
+fn send_media_state(inner: &Rc<RefCell<Inner>>) {
+    let i = inner.borrow();
+    let Some(state) = media_state(&i.view) else { return };
+    let text = state.encode();
+    for link in i.links.values() {
+        if link.dc.ready_state() == RtcDataChannelState::Open {
+            let _ = link.dc.send_with_str(&text);
+        }
     }
 }
 
@@ -283,6 +304,7 @@ impl Call {
             i.view.speaker = choice.speaker;
         }
         self.connect_all();
+        send_media_state(&self.inner);
         self.inner.borrow_mut().view.devices = devices::list().await;
         notify(&self.inner);
     }
@@ -351,6 +373,7 @@ impl Call {
                 });
             }
         }
+        send_media_state(&self.inner);
         notify(&self.inner);
     }
 
@@ -452,11 +475,14 @@ impl Call {
                 (None, None) => {}
             }
         }
-        let mut i = self.inner.borrow_mut();
-        if kind == "video" {
-            i.view.sharing = sharing;
-            i.view.camera_on = true;
+        {
+            let mut i = self.inner.borrow_mut();
+            if kind == "video" {
+                i.view.sharing = sharing;
+                i.view.camera_on = true;
+            }
         }
+        send_media_state(&self.inner);
     }
 
     /// Where to deliver what peers send on the `files` channels.
@@ -486,7 +512,8 @@ impl Call {
             let mut i = self.inner.borrow_mut();
             let mut sent = Vec::new();
             for (peer, link) in &i.links {
-                if link.dc.ready_state() == RtcDataChannelState::Open && link.dc.send_with_str(text).is_ok() {
+                let msg = PeerMsg::Text { text: text.to_owned() }.encode();
+                if link.dc.ready_state() == RtcDataChannelState::Open && link.dc.send_with_str(&msg).is_ok() {
                     sent.push(peer.clone());
                 }
             }
@@ -547,7 +574,14 @@ fn create_link(inner_rc: &Rc<RefCell<Inner>>, peer: &PeerId) -> Result<Link, JsV
     let placeholder = MediaStream::new()?;
     inner.view.remotes.insert(
         peer.clone(),
-        Remote { stream: placeholder, series: Series::default(), state: "new".into(), tracks: 0 },
+        Remote {
+            stream: placeholder,
+            series: Series::default(),
+            state: "new".into(),
+            tracks: 0,
+            mic_on: None,
+            camera_on: None,
+        },
     );
 
     let mut handlers: Vec<Closure<dyn FnMut(JsValue)>> = Vec::new();
@@ -646,12 +680,33 @@ fn create_link(inner_rc: &Rc<RefCell<Inner>>, peer: &PeerId) -> Result<Link, JsV
         let (weak, peer) = (weak.clone(), peer.clone());
         let on_message = Closure::new(move |e: JsValue| {
             let e: MessageEvent = e.unchecked_into();
-            let (Some(text), Some(inner)) = (e.data().as_string(), weak.upgrade()) else { return };
-            inner.borrow_mut().view.messages.push(DirectMessage { peer: peer.clone(), text, mine: false });
+            let (Some(data), Some(inner)) = (e.data().as_string(), weak.upgrade()) else { return };
+            match PeerMsg::decode(&data) {
+                Some(PeerMsg::Text { text }) => {
+                    inner.borrow_mut().view.messages.push(DirectMessage { peer: peer.clone(), text, mine: false })
+                }
+                Some(PeerMsg::Media { mic, camera }) => {
+                    if let Some(r) = inner.borrow_mut().view.remotes.get_mut(&peer) {
+                        (r.mic_on, r.camera_on) = (Some(mic), Some(camera));
+                    }
+                }
+                None => return,
+            }
             notify(&inner);
         });
         dc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         handlers.push(on_message);
+    }
+    {
+        // A new channel learns at once whether our microphone and camera are on.
+        let (weak, dc2) = (weak.clone(), dc.clone());
+        let on_open = Closure::new(move |_: JsValue| {
+            if let Some(state) = weak.upgrade().and_then(|inner| media_state(&inner.borrow().view)) {
+                let _ = dc2.send_with_str(&state.encode());
+            }
+        });
+        dc.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        handlers.push(on_open);
     }
     {
         let (weak, peer) = (weak.clone(), peer.clone());

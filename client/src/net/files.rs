@@ -10,9 +10,9 @@
 use crate::browser;
 use crate::net::call::Call;
 use crate::net::http::{js_message, request, text};
-use crate::state::files::*;
+use crate::state::files::{self, *};
 use js_sys::{Array, Promise, Uint8Array};
-use relaycast_shared::blobs::{blob_path, uploads_path, UPLOAD_OFFSET};
+use relaycast_shared::blobs::{blob_path, uploads_path, ApiError, NewUpload, UPLOAD_OFFSET};
 use relaycast_shared::{BlobHash, Body, FileName, MediaType, PeerId, RoomName};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
@@ -329,10 +329,14 @@ async fn send_to_peer(
     trace(&format!("sent {hash} to {peer}"));
 }
 
-/// The server's `{code, message}` of a failed answer.
+/// The server's error of a failed answer (its `{code, message}` body), if it sent one.
+async fn api_error_of(response: &web_sys::Response) -> Option<ApiError> {
+    files::api_error(&text(response).await)
+}
+
+/// A failed answer in words, with the server's code.
 async fn api_error(response: &web_sys::Response) -> String {
-    super::http::error_message(&text(response).await)
-        .unwrap_or_else(|| format!("the server answered {}", response.status()))
+    files::error_text(response.status(), api_error_of(response).await.as_ref())
 }
 
 fn header_u64(response: &web_sys::Response, name: &str) -> Option<u64> {
@@ -359,7 +363,8 @@ async fn grant(weak: &Weak<RefCell<Inner>>) -> Result<(String, RoomName), String
 async fn upload(weak: Weak<RefCell<Inner>>, id: u64, file: web_sys::File, meta: Meta) -> Result<(), String> {
     let (hash, name, size, mime) = meta;
     let (auth, room) = grant(&weak).await?;
-    let announce = serde_json::json!({ "hash": hash, "size": size, "name": name, "mime": mime }).to_string();
+    let announce =
+        serde_json::to_string(&NewUpload { hash: hash.clone(), size, name, mime }).map_err(|e| e.to_string())?;
     let created = request(
         "POST",
         &uploads_path(&room),
@@ -381,18 +386,25 @@ async fn upload(weak: Weak<RefCell<Inner>>, id: u64, file: web_sys::File, meta: 
         let (auth, _) = grant(&weak).await?;
         let chunk = file.slice_with_f64_and_f64(offset as f64, end as f64).map_err(|e| js_message(&e))?;
         let headers = [("authorization", auth.clone()), (UPLOAD_OFFSET, offset.to_string())];
-        match request("PATCH", &location, &headers, Some(&chunk)).await {
-            Ok(r) if r.status() == 201 => offset = size,
-            Ok(r) if r.status() == 204 || r.status() == 409 => {
+        let answer = match request("PATCH", &location, &headers, Some(&chunk)).await {
+            Ok(r) => {
+                let error = if r.ok() { None } else { api_error_of(&r).await };
+                Ok((files::after_chunk(r.status(), error.as_ref()), r, error))
+            }
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok((ChunkStep::Finished, ..)) => offset = size,
+            Ok((ChunkStep::Resync, r, _)) => {
                 offset = header_u64(&r, UPLOAD_OFFSET).unwrap_or(offset);
                 failures = 0;
             }
-            Ok(r) if r.status() < 500 && r.status() != 403 && r.status() != 408 => return Err(api_error(&r).await),
+            Ok((ChunkStep::Fail, r, error)) => return Err(files::error_text(r.status(), error.as_ref())),
             other => {
                 failures += 1;
                 if failures >= ATTEMPTS {
                     return Err(match other {
-                        Ok(r) => api_error(&r).await,
+                        Ok((_, r, error)) => files::error_text(r.status(), error.as_ref()),
                         Err(e) => format!("upload failed: {e}"),
                     });
                 }

@@ -125,12 +125,6 @@ async fn run(
                         let Ok(msg) = decode_server(&t) else { continue };
                         let mut out = Vec::new();
                         match &msg {
-                            ServerMsg::Welcome { .. } => out.push(ClientMsg::Join {
-                                room: state.room.clone(),
-                                name: state.name.clone(),
-                                token: None,
-                                resume: state.resume(),
-                            }),
                             ServerMsg::Joined { .. } => attempt = 0,
                             // Renew ahead of expiry, on this socket; without a token URL
                             // the room says when access ends.
@@ -143,13 +137,8 @@ async fn run(
                             ServerMsg::Typing { peer_id, .. } => state.typing_seen(peer_id.clone(), browser::now_ms()),
                             _ => {}
                         }
-                        let done = matches!(msg, ServerMsg::History { done: true, .. });
-                        state.apply(Action::Server(msg));
-                        if done {
-                            // History is in: whatever is still pending did not reach the
-                            // server (or it would be in there). Send it now, once.
-                            out.extend(state.pending.iter().map(|p| publish(&state, p)));
-                        }
+                        // The state's own replies (join after welcome, pending after history).
+                        out.extend(state.update(Action::Server(msg)));
                         emit(&state);
                         for m in out {
                             let _ = sink.send(text(&m)).await;
@@ -216,7 +205,7 @@ fn command(state: &mut RoomState, c: Command, prefix: &str, counter: &mut u64) -
             *counter += 1;
             let id = ClientMsgId::try_from(format!("{prefix}-{counter}")).ok()?;
             let pending = Pending { id, body, at: browser::now_ms() };
-            let msg = publish(state, &pending);
+            let msg = state.publish_msg(&pending);
             state.apply(Action::Publish(pending));
             Some(msg)
         }
@@ -224,8 +213,4 @@ fn command(state: &mut RoomState, c: Command, prefix: &str, counter: &mut u64) -
         Command::Delete(seq) => Some(ClientMsg::Delete { room: state.room.clone(), seq }),
         Command::Typing => Some(ClientMsg::Typing { room: state.room.clone() }),
     }
-}
-
-fn publish(state: &RoomState, p: &Pending) -> ClientMsg {
-    ClientMsg::Publish { room: state.room.clone(), id: p.id.clone(), body: p.body.clone() }
 }

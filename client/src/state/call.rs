@@ -3,6 +3,7 @@
 //! what to do; they are tested natively.
 
 use relaycast_shared::PeerId;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 /// People in one call at most: a mesh sends every stream to every peer, so each one more
@@ -231,6 +232,28 @@ pub fn sparkline(values: &[f64], w: f64, h: f64) -> String {
         .join(" ")
 }
 
+/// What peers say to each other on their direct data channel (JSON, one per message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PeerMsg {
+    /// A direct message, person to person.
+    Text { text: String },
+    /// The sender's microphone and camera are on or off (sent on joining the call, on every
+    /// toggle and when the channel opens), for the icons on its tile.
+    Media { mic: bool, camera: bool },
+}
+
+impl PeerMsg {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A message from a peer; anything else (another version, garbage) is none.
+    pub fn decode(text: &str) -> Option<PeerMsg> {
+        serde_json::from_str(text).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,5 +362,14 @@ mod tests {
     fn the_grid_stays_near_square() {
         let cols: Vec<usize> = (1..=6).map(grid_columns).collect();
         assert_eq!(cols, vec![1, 2, 2, 2, 3, 3]);
+    }
+
+    #[test]
+    fn peer_messages_round_trip_and_garbage_is_ignored() {
+        for m in [PeerMsg::Text { text: "hi {\"json\"}".into() }, PeerMsg::Media { mic: false, camera: true }] {
+            assert_eq!(PeerMsg::decode(&m.encode()), Some(m));
+        }
+        assert_eq!(PeerMsg::decode("plain text from an old app"), None);
+        assert_eq!(PeerMsg::decode(r#"{"type":"unknown"}"#), None);
     }
 }

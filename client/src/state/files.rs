@@ -6,6 +6,7 @@
 //! channel) and up to the server's blob cache. A receiver takes whichever finishes first; when
 //! the peer-to-peer transfer stalls or its sender leaves, it fetches from the server instead.
 
+use relaycast_shared::blobs::{ApiError, BlobErrorCode};
 use relaycast_shared::{BlobHash, FileName, MediaType, PeerId};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -273,6 +274,49 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// What an upload does after the answer to a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkStep {
+    /// The file is complete on the server.
+    Finished,
+    /// Go on from where the server says the upload stands (`Upload-Offset`).
+    Resync,
+    /// A passing failure (busy, timed out, a grant renewed meanwhile, the server's disk or a
+    /// proxy): wait, ask where it stands, try again (a few times).
+    Retry,
+    /// Trying again cannot help (too large, over quota, wrong bytes, the upload is gone).
+    Fail,
+}
+
+/// The next step after a chunk's answer: by the server's error code when it sent one (the
+/// blob API always does), by the status otherwise (a proxy's page).
+pub fn after_chunk(status: u16, error: Option<&ApiError>) -> ChunkStep {
+    use BlobErrorCode::*;
+    match (status, error.map(|e| e.code)) {
+        (201, _) => ChunkStep::Finished,
+        (204, _) | (_, Some(OffsetMismatch)) => ChunkStep::Resync,
+        (_, Some(UploadBusy | Timeout | TooManyUploads | AccessDenied | GrantRequired | StorageFailed)) => {
+            ChunkStep::Retry
+        }
+        (_, Some(_)) => ChunkStep::Fail,
+        (s, None) if s >= 500 || s == 408 || s == 429 || s == 502 || s == 503 => ChunkStep::Retry,
+        _ => ChunkStep::Fail,
+    }
+}
+
+/// The server's error body, if that is what `body` is.
+pub fn api_error(body: &str) -> Option<ApiError> {
+    serde_json::from_str(body).ok()
+}
+
+/// An error answer in words, with its stable code.
+pub fn error_text(status: u16, error: Option<&ApiError>) -> String {
+    match error {
+        Some(e) => format!("{} ({})", e.message, e.code),
+        None => format!("the server answered {status}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,5 +394,30 @@ mod tests {
         assert_eq!(human_bytes(1500), "1.5 KB");
         assert_eq!(human_bytes(340_000), "340 KB");
         assert_eq!(human_bytes(2_500_000_000), "2.5 GB");
+    }
+
+    #[test]
+    fn chunk_answers_are_judged_by_the_servers_code() {
+        let e = |code: BlobErrorCode| ApiError { code, message: "m".into() };
+        assert_eq!(after_chunk(201, None), ChunkStep::Finished);
+        assert_eq!(after_chunk(204, None), ChunkStep::Resync);
+        assert_eq!(after_chunk(409, Some(&e(BlobErrorCode::OffsetMismatch))), ChunkStep::Resync);
+        assert_eq!(after_chunk(409, Some(&e(BlobErrorCode::UploadBusy))), ChunkStep::Retry);
+        assert_eq!(
+            after_chunk(403, Some(&e(BlobErrorCode::AccessDenied))),
+            ChunkStep::Retry,
+            "an expired grant is renewed"
+        );
+        assert_eq!(after_chunk(403, Some(&e(BlobErrorCode::Forbidden))), ChunkStep::Fail, "no upload right: final");
+        assert_eq!(after_chunk(413, Some(&e(BlobErrorCode::QuotaExceeded))), ChunkStep::Fail);
+        assert_eq!(after_chunk(422, Some(&e(BlobErrorCode::HashMismatch))), ChunkStep::Fail);
+        assert_eq!(after_chunk(500, Some(&e(BlobErrorCode::StorageFailed))), ChunkStep::Retry);
+        assert_eq!(after_chunk(502, None), ChunkStep::Retry, "a proxy between");
+        assert_eq!(after_chunk(404, None), ChunkStep::Fail);
+        let body = r#"{"code":"quota_exceeded","message":"the room's files would exceed its quota"}"#;
+        let parsed = api_error(body);
+        assert_eq!(parsed.as_ref().map(|e| e.code), Some(BlobErrorCode::QuotaExceeded));
+        assert_eq!(error_text(413, parsed.as_ref()), "the room's files would exceed its quota (quota_exceeded)");
+        assert_eq!(error_text(502, api_error("<html>bad gateway</html>").as_ref()), "the server answered 502");
     }
 }

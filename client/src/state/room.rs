@@ -4,6 +4,7 @@
 use relaycast_shared::limits::TYPING_SHOWN_MS;
 use relaycast_shared::*;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 /// The connection as shown to the person.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,10 +95,11 @@ pub struct Pending {
     pub at: u64,
 }
 
-/// A line of the chat: a message, or a notice placed after the message it follows.
+/// A line of the chat: a message, or a notice placed after the message it follows. Messages
+/// are shared (`Rc`): the state is cloned for every view update, its lines are not.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Line {
-    Message(RoomMessage),
+    Message(Rc<RoomMessage>),
     Notice(Notice),
 }
 
@@ -184,6 +186,34 @@ impl RoomState {
     /// Where a rejoin should resume from.
     pub fn resume(&self) -> Option<ResumeFrom> {
         self.epoch.clone().map(|epoch| ResumeFrom { epoch, last_seq: self.last_seq })
+    }
+
+    /// Apply `action` and return what the app must send in reply: the join after the
+    /// server's welcome (resuming where our history stops), and after a rejoin's history our
+    /// messages it did not have (each once, in order).
+    pub fn update(&mut self, action: Action) -> Vec<ClientMsg> {
+        let mut out = Vec::new();
+        if let Action::Server(ServerMsg::Welcome { .. }) = &action {
+            out.push(ClientMsg::Join {
+                room: self.room.clone(),
+                name: self.name.clone(),
+                token: None,
+                resume: self.resume(),
+            });
+        }
+        let history_done = matches!(action, Action::Server(ServerMsg::History { done: true, .. }));
+        self.apply(action);
+        if history_done {
+            // History is in: whatever is still pending did not reach the server (or it would
+            // be in there). Send it now, once.
+            out.extend(self.pending.iter().map(|p| self.publish_msg(p)));
+        }
+        out
+    }
+
+    /// The publish of a pending message of ours.
+    pub fn publish_msg(&self, p: &Pending) -> ClientMsg {
+        ClientMsg::Publish { room: self.room.clone(), id: p.id.clone(), body: p.body.clone() }
     }
 
     pub fn apply(&mut self, action: Action) {
@@ -286,7 +316,7 @@ impl RoomState {
                 for line in &mut self.lines {
                     if let Line::Message(m) = line {
                         if m.seq == seq {
-                            m.body = Body::Deleted;
+                            Rc::make_mut(m).body = Body::Deleted;
                         }
                     }
                 }
@@ -349,7 +379,7 @@ impl RoomState {
         self.last_seq = message.seq;
         self.typing.retain(|(p, _)| *p != message.from);
         self.pending.retain(|p| p.id != message.id || !self.mine.contains(&message.id));
-        self.lines.push(Line::Message(message));
+        self.lines.push(Line::Message(Rc::new(message)));
     }
 
     /// The newest text of each edited message (by sequence number), from the edits in the
@@ -403,7 +433,7 @@ impl RoomState {
 
     pub fn messages(&self) -> impl Iterator<Item = &RoomMessage> {
         self.lines.iter().filter_map(|l| match l {
-            Line::Message(m) => Some(m),
+            Line::Message(m) => Some(m.as_ref()),
             Line::Notice(_) => None,
         })
     }
@@ -645,6 +675,54 @@ mod tests {
         s.apply(Action::Server(ServerMsg::Deleted { room: room(), seq: 1 }));
         let bodies: Vec<_> = s.messages().map(|m| (m.seq, m.body.clone())).collect();
         assert_eq!(bodies, vec![(1, Body::Deleted), (2, chat("t"))]);
+    }
+
+    #[test]
+    fn a_welcome_asks_to_join_where_our_history_stops_and_a_rejoins_history_releases_what_is_pending() {
+        let mut s = RoomState::new(room(), DisplayName::try_from("Ada").unwrap());
+        let welcome = || ServerMsg::Welcome {
+            protocol: PROTOCOL_VERSION,
+            peer_id: PeerId::try_from("me").unwrap(),
+            limits: ServerLimits {
+                max_frame_bytes: 65536,
+                max_rooms_per_connection: 16,
+                max_peers_per_room: 64,
+                messages_per_second: 200,
+                history_max_messages: 1000,
+                history_max_age_secs: 86400,
+            },
+            ice_servers: vec![],
+            user: None,
+        };
+        let joined = |last_seq| ServerMsg::Joined {
+            room: room(),
+            epoch: Epoch::try_from("e1").unwrap(),
+            last_seq,
+            peers: vec![],
+            rights: Rights::member(),
+        };
+        assert_eq!(
+            s.update(Action::Server(welcome())),
+            vec![ClientMsg::Join { room: room(), name: s.name.clone(), token: None, resume: None }],
+            "the first join asks for the whole history"
+        );
+        s.update(Action::Server(joined(0)));
+        s.update(Action::Server(ServerMsg::History { room: room(), messages: vec![msg(1, "b", "1")], done: true }));
+        // Lost; a message written offline; back.
+        s.update(Action::Lost { attempt: 0, retry_at: 1 });
+        let offline = Pending { id: ClientMsgId::try_from("p1").unwrap(), body: chat("offline"), at: 0 };
+        s.update(Action::Publish(offline.clone()));
+        let out = s.update(Action::Server(welcome()));
+        assert!(
+            matches!(&out[..], [ClientMsg::Join { resume: Some(r), .. }] if r.last_seq == 1),
+            "the rejoin resumes after 1: {out:?}"
+        );
+        s.update(Action::Server(joined(1)));
+        let out = s.update(Action::Server(ServerMsg::History { room: room(), messages: vec![], done: true }));
+        assert_eq!(out, vec![s.publish_msg(&offline)], "sent once the history showed the server lacks it");
+        assert!(s
+            .update(Action::Server(ServerMsg::PeerLeft { room: room(), peer_id: PeerId::try_from("x").unwrap() }))
+            .is_empty());
     }
 
     #[test]

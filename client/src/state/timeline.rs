@@ -82,7 +82,7 @@ mod tests {
     use relaycast_shared::*;
 
     fn m(seq: u64, name: &str, at: u64) -> Line {
-        Line::Message(RoomMessage {
+        Line::Message(std::rc::Rc::new(RoomMessage {
             seq,
             from: PeerId::try_from(format!("p{seq}").as_str()).unwrap(),
             name: DisplayName::try_from(name).unwrap(),
@@ -90,7 +90,7 @@ mod tests {
             user: None,
             at,
             body: Body::Chat { text: ChatText::try_from("x").unwrap() },
-        })
+        }))
     }
 
     const MIN: u64 = 60_000;
@@ -121,13 +121,13 @@ mod tests {
 
     #[test]
     fn edits_are_not_lines_and_do_not_break_a_group() {
-        let edit = Line::Message(RoomMessage {
+        let edit = Line::Message(std::rc::Rc::new(RoomMessage {
             body: Body::Edit { of: 1, text: ChatText::try_from("y").unwrap() },
             ..match m(2, "Bob", MIN) {
-                Line::Message(m) => m,
+                Line::Message(m) => (*m).clone(),
                 _ => unreachable!(),
             }
-        });
+        }));
         let lines = [m(1, "Ada", 0), edit, m(3, "Ada", 2 * MIN)];
         assert_eq!(
             rows(&lines, 0),

@@ -139,3 +139,31 @@ pub fn day_date(day: i64) -> String {
     let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(local_noon));
     format!("{} {} {}", DAYS[d.get_day() as usize % 7], d.get_date(), MONTHS[d.get_month() as usize % 12])
 }
+
+/// A short, soft two-note chime (no sound file to load); false where the browser would not
+/// play it.
+pub fn chime() -> bool {
+    let play = || -> Result<(), wasm_bindgen::JsValue> {
+        let ctx = web_sys::AudioContext::new()?;
+        let gain = ctx.create_gain()?;
+        gain.gain().set_value(0.08);
+        gain.connect_with_audio_node(&ctx.destination())?;
+        let now = ctx.current_time();
+        for (i, hz) in [880.0_f32, 1320.0].into_iter().enumerate() {
+            let osc = ctx.create_oscillator()?;
+            osc.frequency().set_value(hz);
+            osc.connect_with_audio_node(&gain)?;
+            let start = now + i as f64 * 0.12;
+            osc.start_with_when(start)?;
+            osc.stop_with_when(start + 0.1)?;
+        }
+        // The context closes itself once the notes are over.
+        let closing = ctx.clone();
+        yew::platform::spawn_local(async move {
+            yew::platform::time::sleep(std::time::Duration::from_millis(400)).await;
+            let _ = closing.close();
+        });
+        Ok(())
+    };
+    play().is_ok()
+}

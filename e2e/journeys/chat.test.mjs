@@ -256,3 +256,38 @@ test('the host is the host again after a server restart, even when another membe
     await server.stop();
   }
 });
+
+test('a hidden tab counts new messages in its title, and chimes for them when asked to', async () => {
+  const server = await startServer({ port: await freePort(), dataDir: tempDir() });
+  try {
+    const ada = await newUser(browser);
+    const grace = await newUser(browser);
+    await joinRoom(ada, server, 'away', 'Ada');
+    await joinRoom(grace, server, 'away', 'Grace');
+    const hide = (hidden) => grace.evaluate((hidden) => {
+      Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden });
+      document.dispatchEvent(new Event('visibilitychange'));
+    }, hidden);
+    // The chime is off until asked for: a hidden tab only counts.
+    await hide(true);
+    await say(ada, 'anyone there?');
+    await grace.waitForFunction(() => document.title.startsWith('(1) away'));
+    assert.equal(await grace.locator('#sound').getAttribute('data-chimes'), '0');
+    await hide(false);
+    await grace.waitForFunction(() => document.title === 'away · Relaycast');
+    // Turned on (and remembered): each new message while hidden chimes once.
+    await grace.locator('#sound').click();
+    assert.equal(await grace.evaluate(() => localStorage.getItem('relaycast.sound')), 'on');
+    await hide(true);
+    await say(ada, 'ping');
+    await grace.locator('#sound[data-chimes="1"]').waitFor();
+    await say(ada, 'ping again');
+    await grace.locator('#sound[data-chimes="2"]').waitFor();
+    await hide(false);
+    await say(ada, 'while you look');
+    await message(grace, 'while you look').waitFor();
+    assert.equal(await grace.locator('#sound').getAttribute('data-chimes'), '2', 'no chime while the tab is seen');
+  } finally {
+    await server.stop();
+  }
+});

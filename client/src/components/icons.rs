@@ -26,6 +26,8 @@ pub enum Icon {
     Chart,
     Settings,
     Edit,
+    Bell,
+    BellOff,
 }
 
 impl Icon {
@@ -72,6 +74,8 @@ impl Icon {
             ],
             Icon::Moon => &["M20 14A8 8 0 1 1 10 4a6 6 0 0 0 10 10z"],
             Icon::Chart => &["M4 20V4", "M4 20h16", "M7 15l4-4 3 3 5-6"],
+            Icon::Bell => &["M6 16V11a6 6 0 0 1 12 0v5l2 2H4z", "M10 21h4"],
+            Icon::BellOff => &["M6 16V11a6 6 0 0 1 12 0v5l2 2H4z", "M10 21h4", "M3 3l18 18"],
             Icon::Edit => &["M4 20h4L19 9l-4-4L4 16z", "M13 7l4 4"],
             Icon::Settings => &["M4 7h10", "M18 7h2", "M4 17h4", "M12 17h8", "M16 5v4", "M10 15v4"],
         }

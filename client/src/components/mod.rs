@@ -12,6 +12,7 @@ pub mod people;
 pub mod prejoin;
 pub mod room;
 pub mod side;
+pub mod sound;
 pub mod stage;
 pub mod status;
 pub mod theme;

@@ -7,6 +7,7 @@ use super::files::{drop_handlers, FilesPanel};
 use super::invite::Invite;
 use super::people::People;
 use super::side::{SidePanel, Tab};
+use super::sound::SoundToggle;
 use super::stage::Stage;
 use super::status::StatusBadge;
 use super::theme::ThemeToggle;
@@ -44,6 +45,9 @@ pub fn room_page(props: &RoomProps) -> Html {
     let seen_seq = use_state(|| None::<u64>);
     let seen_files = use_state(|| 0usize);
     let hidden = use_state(browser::page_hidden);
+    let sound_on = use_state(super::sound::remembered);
+    let chimes = use_state(|| 0u32);
+    let heard = use_mut_ref(|| 0usize);
     let call_view = use_state(CallView::default);
     // The call signals through whichever session is current.
     let signaling = use_mut_ref(|| None::<Session>);
@@ -164,6 +168,16 @@ pub fn room_page(props: &RoomProps) -> Html {
     {
         let room = props.room.to_string();
         use_effect_with(unread_now, move |n| browser::set_title(&unread::title(&room, *n)));
+    }
+    // A chime for each new unread message while the page is hidden, if wanted.
+    {
+        let (heard, chimes, on) = (heard.clone(), chimes.clone(), *sound_on);
+        use_effect_with(unread_now, move |n| {
+            if *n > *heard.borrow() && on && browser::page_hidden() && browser::chime() {
+                chimes.set(*chimes + 1);
+            }
+            *heard.borrow_mut() = *n;
+        });
     }
     {
         let seen_files = seen_files.clone();
@@ -295,6 +309,7 @@ pub fn room_page(props: &RoomProps) -> Html {
                 <h1 id="room-name">{ props.room.as_str() }</h1>
                 <StatusBadge status={s.status.clone()} now={*now} />
                 <span class="spacer" />
+                <SoundToggle on={*sound_on} chimes={*chimes} ontoggle={{ let s = sound_on.clone(); Callback::from(move |on| s.set(on)) }} />
                 <ThemeToggle />
                 <Invite link={share} />
                 <button type="button" id="leave" onclick={onleave}>{ "Leave" }</button>

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { artifacts, root, freePort, tempDir, startServer, launchBrowser, newUser, joinRoom, until, openTab,
+import { artifacts, root, freePort, tempDir, startServer, launchBrowser, newUser, joinRoom, until, openTab, checkA11y,
   needsNetns } from '../lib/harness.mjs';
 
 const BIN = process.env.RELAYCAST_BIN ?? join(root, 'target', 'debug', 'relaycast');
@@ -73,6 +73,14 @@ test('a page goes live with its camera, two pages watch, the owner records, and 
       // A camera-only broadcast is one video: no empty second tile.
       assert.equal(await v.locator('#watching video').count(), 1);
     }
+    // The broadcast views pass axe, light and dark: a viewer's and the host's.
+    await checkA11y(viewers[0], 'broadcast-viewer-light');
+    await viewers[0].screenshot({ path: join(artifacts, 'view-broadcast-light.png') });
+    await viewers[0].locator('#theme').click();
+    await checkA11y(viewers[0], 'broadcast-viewer-dark');
+    await viewers[0].screenshot({ path: join(artifacts, 'view-broadcast-dark.png') });
+    await viewers[0].locator('#theme').click();
+    await checkA11y(host, 'broadcast-host-light');
     await host.locator('#broadcast[data-viewers="2"]').waitFor();
     await viewers[0].locator('#latency').waitFor();
 

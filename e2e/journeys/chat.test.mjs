@@ -150,6 +150,14 @@ test('links in chat open safely, a recent room joins in one click, a bad room na
       return [icon.status, icon.headers.get('content-type'), ico.status];
     });
     assert.deepEqual([status, type, missing], [200, 'image/svg+xml', 404]);
+    // And an app icon for a home screen, in the web app manifest.
+    const manifest = await ada.evaluate(async () => {
+      const r = await fetch(document.querySelector('link[rel=manifest]').href);
+      return { type: r.headers.get('content-type'), body: await r.json() };
+    });
+    assert.match(manifest.type, /^application\/manifest\+json/);
+    assert.equal(manifest.body.icons[0].src, '/favicon.svg');
+    assert.equal(manifest.body.start_url, '/');
   } finally {
     await server.stop();
   }

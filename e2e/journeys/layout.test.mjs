@@ -82,20 +82,26 @@ test('on a laptop the chat stays beside the call, a shared screen is shown whole
     await until('the badge to clear', async () => (await grace.locator('#tab-chat .badge').count()) === 0);
     assert.doesNotMatch(await grace.title(), /^\(/);
 
-    // Ada shares her screen: Grace sees all of it (contain, not cover), and pins it.
+    // Ada shares her screen: on Grace's stage it goes large by itself, whole (contain, not
+    // cover), her own camera in the strip; she can unpin it back to the grid and pin it again.
     await ada.locator('#share').click();
     await ada.locator('#share[disabled]').waitFor();
     const tile = grace.locator('.tile[data-peer]');
     await until('the shared screen to arrive', () => tile.locator('video').evaluate((v) => v.videoWidth > 0));
     assert.equal(await tile.locator('video').evaluate((v) => getComputedStyle(v).objectFit), 'contain', 'never cropped');
-    const before = await tile.boundingBox();
+    await grace.locator('.pinned-slot .tile[data-peer]', { hasText: 'Ada (screen)' }).waitFor();
+    const graceStage = await grace.locator('.stage').boundingBox();
+    const large = await grace.locator('.pinned-slot .tile').boundingBox();
+    assert.ok(large.width > graceStage.width * 0.8, 'the shared screen fills the stage');
+    assert.equal(await grace.locator('.strip .tile.local').count(), 1, 'her own camera moves to the strip');
+    await tile.hover();
+    await tile.locator('button.pin').click();
+    await grace.locator('.pinned-slot').waitFor({ state: 'detached' });
+    const inGrid = await tile.boundingBox();
+    assert.ok(inGrid.width < large.width, 'unpinned: back in the grid');
     await tile.hover();
     await tile.locator('button.pin').click();
     await grace.locator('.pinned-slot .tile[data-peer]').waitFor();
-    const pinned = await grace.locator('.pinned-slot .tile').boundingBox();
-    const graceStage = await grace.locator('.stage').boundingBox();
-    assert.ok(pinned.width > before.width && pinned.width > graceStage.width * 0.8, 'pinned, it fills the stage');
-    assert.equal(await grace.locator('.strip .tile.local').count(), 1, 'her own camera moves to the strip');
     // Devices during the call go through the same pickers.
     await grace.locator('#devices').click();
     await grace.locator('#device-settings #pick-camera').waitFor();

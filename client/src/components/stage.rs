@@ -8,7 +8,7 @@ use super::prejoin::PreJoin;
 use super::tile::{Quality, VideoTile};
 use crate::net::broadcast::BroadcastView;
 use crate::net::call::CallView;
-use crate::state::call::{grid_columns, rating, speaking};
+use crate::state::call::{grid_columns, pin_clicked, rating, speaking, staged, PinChoice};
 use crate::state::devices::Choice;
 use relaycast_shared::media::BroadcastState;
 use relaycast_shared::PeerId;
@@ -49,22 +49,29 @@ const YOU: &str = "you";
 
 #[function_component(Stage)]
 pub fn stage(p: &StageProps) -> Html {
-    let pinned = use_state(|| None::<String>);
+    let choice = use_state(PinChoice::default);
     let v = &p.call;
     let name_of =
         |id: &PeerId| p.names.iter().find(|(i, _)| i == id).map(|(_, n)| n.clone()).unwrap_or_else(|| id.to_string());
+    // What is large: the tile pinned, else a screen a peer shares.
+    let present: Vec<String> = v
+        .local
+        .iter()
+        .map(|_| YOU.to_owned())
+        .chain(v.remotes.iter().filter(|(_, r)| r.tracks > 0).map(|(p, _)| p.to_string()))
+        .collect();
+    let sharing = v.remotes.iter().find(|(_, r)| r.tracks > 0 && r.screen).map(|(p, _)| p.to_string());
+    let large = staged(&choice, &present, sharing.as_deref());
     let pin = |key: String| {
-        let pinned = pinned.clone();
-        Some(Callback::from(move |_| {
-            pinned.set(if pinned.as_deref() == Some(key.as_str()) { None } else { Some(key.clone()) })
-        }))
+        let (choice, large) = (choice.clone(), large.clone());
+        Some(Callback::from(move |_| choice.set(pin_clicked(large.as_deref(), &key))))
     };
 
     // The call's tiles, ours first.
     let mut tiles: Vec<(String, Html)> = Vec::new();
     if let Some(local) = &v.local {
         let key = YOU.to_owned();
-        let is_pinned = pinned.as_deref() == Some(YOU);
+        let is_pinned = large.as_deref() == Some(YOU);
         tiles.push((
             key.clone(),
             html! {
@@ -77,11 +84,11 @@ pub fn stage(p: &StageProps) -> Html {
     }
     for (peer, remote) in v.remotes.iter().filter(|(_, r)| r.tracks > 0) {
         let key = peer.to_string();
-        let is_pinned = pinned.as_deref() == Some(key.as_str());
+        let is_pinned = large.as_deref() == Some(key.as_str());
         tiles.push((
             key.clone(),
             html! {
-                <VideoTile stream={remote.stream.clone()} label={name_of(peer)} peer={key.clone()}
+                <VideoTile stream={remote.stream.clone()} label={if remote.screen { format!("{} (screen)", name_of(peer)) } else { name_of(peer) }} peer={key.clone()}
                     speaking={speaking(remote.series.last.as_ref()) && remote.mic_on != Some(false)}
                     mic_off={remote.mic_on == Some(false)} camera_off={remote.camera_on == Some(false)}
                     rating={Some(rating(&remote.series.points))}
@@ -91,7 +98,7 @@ pub fn stage(p: &StageProps) -> Html {
             },
         ));
     }
-    let pinned_tile = pinned.as_ref().and_then(|k| tiles.iter().position(|(key, _)| key == k));
+    let pinned_tile = large.as_ref().and_then(|k| tiles.iter().position(|(key, _)| key == k));
     let b = &p.broadcast_view;
     let (publishing, watching) = (b.publishing(), b.watching());
     let empty = tiles.is_empty() && !watching && !publishing && !p.prejoin;

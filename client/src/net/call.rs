@@ -48,6 +48,8 @@ pub struct Remote {
     /// Its microphone and camera, as it last said (`None`: not said yet).
     pub mic_on: Option<bool>,
     pub camera_on: Option<bool>,
+    /// It shares its screen.
+    pub screen: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,7 +135,7 @@ impl PartialEq for Call {
 
 /// Our microphone and camera state, while in the call.
 fn media_state(view: &CallView) -> Option<PeerMsg> {
-    view.joined.then_some(PeerMsg::Media { mic: view.mic_on, camera: view.camera_on })
+    view.joined.then_some(PeerMsg::Media { mic: view.mic_on, camera: view.camera_on, screen: view.sharing })
 }
 
 /// Tell every open channel whether our microphone and camera are on.
@@ -581,6 +583,7 @@ fn create_link(inner_rc: &Rc<RefCell<Inner>>, peer: &PeerId) -> Result<Link, JsV
             tracks: 0,
             mic_on: None,
             camera_on: None,
+            screen: false,
         },
     );
 
@@ -685,9 +688,9 @@ fn create_link(inner_rc: &Rc<RefCell<Inner>>, peer: &PeerId) -> Result<Link, JsV
                 Some(PeerMsg::Text { text }) => {
                     inner.borrow_mut().view.messages.push(DirectMessage { peer: peer.clone(), text, mine: false })
                 }
-                Some(PeerMsg::Media { mic, camera }) => {
+                Some(PeerMsg::Media { mic, camera, screen }) => {
                     if let Some(r) = inner.borrow_mut().view.remotes.get_mut(&peer) {
-                        (r.mic_on, r.camera_on) = (Some(mic), Some(camera));
+                        (r.mic_on, r.camera_on, r.screen) = (Some(mic), Some(camera), screen);
                     }
                 }
                 None => return,

@@ -232,15 +232,53 @@ pub fn sparkline(values: &[f64], w: f64, h: f64) -> String {
         .join(" ")
 }
 
+/// What the person chose to have large on the stage.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PinChoice {
+    /// Nothing chosen: a screen someone shares goes large by itself.
+    #[default]
+    Auto,
+    /// This tile.
+    Tile(String),
+    /// Every tile the same size.
+    Grid,
+}
+
+/// The tile shown large: the pinned one while it is there, else (unless the grid was
+/// chosen) a shared screen.
+pub fn staged(choice: &PinChoice, present: &[String], sharing: Option<&str>) -> Option<String> {
+    match choice {
+        PinChoice::Tile(k) if present.contains(k) => Some(k.clone()),
+        PinChoice::Grid => None,
+        _ => sharing.filter(|k| present.iter().any(|p| p == k)).map(str::to_owned),
+    }
+}
+
+/// The choice after a click on `key`'s pin: unpinning the tile that is large (pinned or
+/// staged by itself) goes back to the grid.
+pub fn pin_clicked(staged: Option<&str>, key: &str) -> PinChoice {
+    if staged == Some(key) {
+        PinChoice::Grid
+    } else {
+        PinChoice::Tile(key.to_owned())
+    }
+}
+
 /// What peers say to each other on their direct data channel (JSON, one per message).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PeerMsg {
     /// A direct message, person to person.
     Text { text: String },
-    /// The sender's microphone and camera are on or off (sent on joining the call, on every
-    /// toggle and when the channel opens), for the icons on its tile.
-    Media { mic: bool, camera: bool },
+    /// The sender's microphone and camera are on or off, and whether it shares its screen
+    /// (sent on joining the call, on every change and when the channel opens): the icons on
+    /// its tile, and a shared screen goes on the stage large.
+    Media {
+        mic: bool,
+        camera: bool,
+        #[serde(default)]
+        screen: bool,
+    },
 }
 
 impl PeerMsg {
@@ -366,10 +404,30 @@ mod tests {
 
     #[test]
     fn peer_messages_round_trip_and_garbage_is_ignored() {
-        for m in [PeerMsg::Text { text: "hi {\"json\"}".into() }, PeerMsg::Media { mic: false, camera: true }] {
+        for m in
+            [PeerMsg::Text { text: "hi {\"json\"}".into() }, PeerMsg::Media { mic: false, camera: true, screen: true }]
+        {
             assert_eq!(PeerMsg::decode(&m.encode()), Some(m));
         }
         assert_eq!(PeerMsg::decode("plain text from an old app"), None);
         assert_eq!(PeerMsg::decode(r#"{"type":"unknown"}"#), None);
+        assert_eq!(
+            PeerMsg::decode(r#"{"type":"media","mic":true,"camera":false}"#),
+            Some(PeerMsg::Media { mic: true, camera: false, screen: false }),
+            "screen is optional"
+        );
+    }
+
+    #[test]
+    fn a_shared_screen_goes_large_unless_something_else_was_chosen() {
+        let present = vec!["you".to_owned(), "ada".to_owned(), "bo".to_owned()];
+        assert_eq!(staged(&PinChoice::Auto, &present, None), None, "nothing shared: the grid");
+        assert_eq!(staged(&PinChoice::Auto, &present, Some("ada")).as_deref(), Some("ada"));
+        let choice = pin_clicked(Some("ada"), "ada");
+        assert_eq!(choice, PinChoice::Grid, "unpinning the shared screen");
+        assert_eq!(staged(&choice, &present, Some("ada")), None);
+        let choice = pin_clicked(None, "bo");
+        assert_eq!(staged(&choice, &present, Some("ada")).as_deref(), Some("bo"), "a pinned tile wins");
+        assert_eq!(staged(&choice, &["you".to_owned()], Some("ada")), None, "a pinned tile that left: back to auto");
     }
 }

@@ -31,6 +31,18 @@ fn text(root: &Element, selector: &str) -> String {
     find::<HtmlElement>(root, selector).inner_text()
 }
 
+/// A chat over `state` whose callbacks do nothing.
+fn chat_props(state: RoomState) -> ChatProps {
+    ChatProps {
+        state: Rc::new(state),
+        onsend: Callback::noop(),
+        ondelete: Callback::noop(),
+        onedit: Callback::noop(),
+        ontyping: Callback::noop(),
+        now: 0,
+    }
+}
+
 #[wasm_bindgen_test]
 async fn lobby_refuses_bad_room_names_and_joins_a_recent_room() {
     let root = root();
@@ -93,18 +105,7 @@ async fn chat_marks_ours_shows_pending_and_truncation() {
         at: 0,
     }));
     let root = root();
-    yew::Renderer::<Chat>::with_root_and_props(
-        root.clone(),
-        ChatProps {
-            state: Rc::new(state),
-            onsend: Callback::noop(),
-            ondelete: Callback::noop(),
-            onedit: Callback::noop(),
-            ontyping: Callback::noop(),
-            now: 0,
-        },
-    )
-    .render();
+    yew::Renderer::<Chat>::with_root_and_props(root.clone(), chat_props(state)).render();
     yew::scheduler::flush().await;
     assert!(text(&root, ".notice.truncated").contains("#7"));
     assert_eq!(text(&root, "li.msg[data-seq='7'] .text"), "hi");
@@ -162,18 +163,7 @@ async fn without_the_rights_there_is_no_compose_box_and_no_file_button() {
         rights: Rights::parse_list("join,history").unwrap(),
     }));
     let chat = root();
-    yew::Renderer::<Chat>::with_root_and_props(
-        chat.clone(),
-        ChatProps {
-            state: Rc::new(state),
-            onsend: Callback::noop(),
-            ondelete: Callback::noop(),
-            onedit: Callback::noop(),
-            ontyping: Callback::noop(),
-            now: 0,
-        },
-    )
-    .render();
+    yew::Renderer::<Chat>::with_root_and_props(chat.clone(), chat_props(state)).render();
     let files = root();
     let props = FilesProps { transfers: vec![], onpick: Callback::noop(), onfetch: Callback::noop(), can_send: false };
     yew::Renderer::<FilesPanel>::with_root_and_props(files.clone(), props).render();

@@ -187,7 +187,6 @@ impl Engine {
             Some(room) if matches!(message.body, Body::Chat { .. }) => room
                 .history
                 .after(seq)
-                .filter(|e| e.json.contains("\"kind\":\"edit\""))
                 .filter_map(|e| serde_json::from_str::<RoomMessage>(&e.json).ok())
                 .filter(|m| m.body.target() == Some(seq))
                 .map(|m| m.seq)

@@ -15,6 +15,7 @@ use crate::browser;
 use crate::net::broadcast::{Broadcast, BroadcastView, LiveSource};
 use crate::net::call::{Call, CallView};
 use crate::net::files::Files;
+use crate::net::peer::Links;
 use crate::net::session::{Command, Session};
 use crate::state::files::{Direction, Transfer};
 use crate::state::room::RoomState;
@@ -48,19 +49,22 @@ pub fn room_page(props: &RoomProps) -> Html {
     let sound_on = use_state(super::sound::remembered);
     let chimes = use_state(|| 0u32);
     let heard = use_mut_ref(|| 0usize);
-    let call_view = use_state(CallView::default);
-    // The call signals through whichever session is current.
+    // The peer links signal through whichever session is current.
     let signaling = use_mut_ref(|| None::<Session>);
-    let call = {
-        let (signaling, call_view) = (signaling.clone(), call_view.setter());
+    let links = {
+        let signaling = signaling.clone();
         use_state(move || {
-            let send = Callback::from(move |(to, signal)| {
+            Links::new(Callback::from(move |(to, signal)| {
                 if let Some(s) = signaling.borrow().as_ref() {
                     s.send(Command::Signal { to, signal });
                 }
-            });
-            Call::new(send, Callback::from(move |v| call_view.set(v)))
+            }))
         })
+    };
+    let call_view = use_state(CallView::default);
+    let call = {
+        let (links, call_view) = ((*links).clone(), call_view.setter());
+        use_state(move || Call::new(links, Callback::from(move |v| call_view.set(v))))
     };
 
     // The room's live broadcast: going live, watching, recording.
@@ -70,18 +74,18 @@ pub fn room_page(props: &RoomProps) -> Html {
         use_state(move || Broadcast::new(Callback::from(move |v| view.set(v))))
     };
 
-    // File transfers publish through whichever session is current, and use the call's links.
+    // File transfers publish through whichever session is current, and share the call's links.
     let transfers = use_state(Vec::<Transfer>::new);
     let files = {
-        let (signaling, transfers, call, room) =
-            (signaling.clone(), transfers.setter(), (*call).clone(), props.room.clone());
+        let (signaling, transfers, links, room) =
+            (signaling.clone(), transfers.setter(), (*links).clone(), props.room.clone());
         use_state(move || {
             let publish = Callback::from(move |body| {
                 if let Some(s) = signaling.borrow().as_ref() {
                     s.send(Command::Publish(body));
                 }
             });
-            Files::new(room, call, publish, Callback::from(move |v| transfers.set(v)))
+            Files::new(room, links, publish, Callback::from(move |v| transfers.set(v)))
         })
     };
     {
@@ -107,10 +111,10 @@ pub fn room_page(props: &RoomProps) -> Html {
 
     // One session per room; dropping the handle closes it.
     {
-        let (state, session, signaling, call) = (state.clone(), session.clone(), signaling.clone(), (*call).clone());
+        let (state, session, signaling, links) = (state.clone(), session.clone(), signaling.clone(), (*links).clone());
         use_effect_with((props.room.clone(), props.name.clone()), move |(room, name)| {
             let on_state = Callback::from(move |s: Rc<RoomState>| state.set(s));
-            let on_signal = Callback::from(move |(from, signal)| call.handle_signal(from, signal));
+            let on_signal = Callback::from(move |(from, signal)| links.handle_signal(from, signal));
             let started = Session::start(room.clone(), name.clone(), on_state, on_signal);
             *signaling.borrow_mut() = Some(started.clone());
             session.set(Some(started));
@@ -120,12 +124,12 @@ pub fn room_page(props: &RoomProps) -> Html {
             }
         });
     }
-    // The call follows who we are and who is in the room.
+    // The links follow who we are and who is in the room.
     {
-        let call = (*call).clone();
+        let links = (*links).clone();
         let peers: Vec<_> = state.peers.iter().map(|p| p.id.clone()).collect();
         use_effect_with((state.me.clone(), state.ice_servers.clone(), peers), move |(me, ice, peers)| {
-            call.sync(me.clone(), ice.clone(), browser::relay_only(), peers.clone());
+            links.sync(me.clone(), ice.clone(), browser::relay_only(), peers.clone());
         });
     }
     // A clock for the "reconnecting in N s" countdown.

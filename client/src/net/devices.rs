@@ -136,3 +136,17 @@ impl Drop for LevelMeter {
         let _ = self.context.close();
     }
 }
+
+/// A readable message for a failed camera, microphone or screen request: the errors people
+/// meet explained, others by their `message`.
+pub fn media_error(e: &JsValue) -> String {
+    let name = Reflect::get(e, &"name".into()).ok().and_then(|v| v.as_string()).unwrap_or_default();
+    match name.as_str() {
+        "NotAllowedError" => {
+            "Camera and microphone permission was denied. Allow them in the browser to join the call.".into()
+        }
+        "NotFoundError" | "OverconstrainedError" => "No camera or microphone was found.".into(),
+        "NotReadableError" => "The camera or microphone is in use by another program.".into(),
+        _ => crate::net::http::js_message(e),
+    }
+}

@@ -1,5 +1,5 @@
-//! File transfers: a file picked here goes peer to peer to everyone present (the call's `files`
-//! data channels, paced by `bufferedAmountLowThreshold`) and up to the server's blob cache
+//! File transfers: a file picked here goes peer to peer to everyone present (the peer links'
+//! `files` data channels, [`crate::net::peer`], paced by `bufferedAmountLowThreshold`) and up to the server's blob cache
 //! (resumable upload) at the same time; once the server has it, a file message tells the room.
 //! A receiver keeps the peer-to-peer copy if it completes, and fetches from the server when the
 //! peer stalls or leaves, or when the file was sent before it joined; an interrupted download
@@ -8,8 +8,8 @@
 //! The decisions (stall, fall back, framing, speed) are pure, in [`crate::state::files`].
 
 use crate::browser;
-use crate::net::call::Call;
 use crate::net::http::{js_message, request, text};
+use crate::net::peer::{LinkEvent, Links};
 use crate::state::files::{self, *};
 use js_sys::{Array, Promise, Uint8Array};
 use relaycast_shared::blobs::{blob_path, uploads_path, ApiError, NewUpload, UPLOAD_OFFSET};
@@ -47,7 +47,7 @@ struct Inner {
     next_id: u64,
     incoming: HashMap<BlobHash, Incoming>,
     downloading: HashSet<BlobHash>,
-    call: Call,
+    links: Links,
     publish: Callback<Body>,
     on_view: Callback<Vec<Transfer>>,
 }
@@ -92,7 +92,7 @@ fn trace(message: &str) {
 }
 
 impl Files {
-    pub fn new(room: RoomName, call: Call, publish: Callback<Body>, on_view: Callback<Vec<Transfer>>) -> Files {
+    pub fn new(room: RoomName, links: Links, publish: Callback<Body>, on_view: Callback<Vec<Transfer>>) -> Files {
         let inner = Rc::new(RefCell::new(Inner {
             room,
             me: None,
@@ -102,13 +102,13 @@ impl Files {
             next_id: 1,
             incoming: HashMap::new(),
             downloading: HashSet::new(),
-            call: call.clone(),
+            links: links.clone(),
             publish,
             on_view,
         }));
         let weak = Rc::downgrade(&inner);
-        call.on_file_frame(Callback::from(move |(from, bytes): (PeerId, Vec<u8>)| {
-            if let Some(inner) = weak.upgrade() {
+        links.subscribe(Callback::from(move |event| {
+            if let (LinkEvent::File(from, bytes), Some(inner)) = (event, weak.upgrade()) {
                 on_frame(&inner, from, &bytes);
             }
         }));
@@ -217,7 +217,7 @@ async fn send_file(weak: Weak<RefCell<Inner>>, id: u64, file: web_sys::File) {
         Err(e) => return update(&weak, id, |t| t.phase = Phase::Failed(format!("cannot read the file: {e}"))),
     };
     let Some(inner) = weak.upgrade() else { return };
-    let (meta, call) = {
+    let (meta, links) = {
         let mut i = inner.borrow_mut();
         // The same bytes picked twice: one transfer.
         if i.transfers.iter().any(|t| t.id != id && t.hash.as_ref() == Some(&hash)) {
@@ -228,12 +228,12 @@ async fn send_file(weak: Weak<RefCell<Inner>>, id: u64, file: web_sys::File) {
         let Some(t) = i.transfers.iter_mut().find(|t| t.id == id) else { return };
         t.hash = Some(hash.clone());
         t.phase = Phase::Transferring;
-        ((hash.clone(), t.name.clone(), size, t.mime.clone()), i.call.clone())
+        ((hash.clone(), t.name.clone(), size, t.mime.clone()), i.links.clone())
     };
     notify(&inner);
     drop(inner);
     trace(&format!("sending {} ({size} bytes) as {hash}", meta.1));
-    let p2p = send_to_peers(weak.clone(), id, file.clone(), meta.clone(), call);
+    let p2p = send_to_peers(weak.clone(), id, file.clone(), meta.clone(), links);
     let server = upload(weak.clone(), id, file, meta.clone());
     let ((), uploaded) = futures_util::join!(p2p, server);
     match uploaded {
@@ -255,15 +255,15 @@ type Meta = (BlobHash, FileName, u64, MediaType);
 
 /// Open data links to everyone present, wait (a little) for their `files` channels, and send
 /// to each that opened.
-async fn send_to_peers(weak: Weak<RefCell<Inner>>, id: u64, file: web_sys::File, meta: Meta, call: Call) {
+async fn send_to_peers(weak: Weak<RefCell<Inner>>, id: u64, file: web_sys::File, meta: Meta, links: Links) {
     let present = weak.upgrade().map(|i| i.borrow().peers.len()).unwrap_or(0);
     if present == 0 {
         return;
     }
-    call.open_data_links();
+    links.connect_all();
     let mut channels = Vec::new();
     for _ in 0..50 {
-        channels = call.open_file_channels();
+        channels = links.open_file_channels();
         if channels.len() >= present {
             break;
         }

@@ -55,6 +55,10 @@ pub struct BroadcastState {
     /// The server is recording the broadcast.
     #[serde(default)]
     pub recording: bool,
+    /// The member who is live, when it went live with its own stream key (absent for a
+    /// publisher with the server's configured key, e.g. OBS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<crate::PeerId>,
 }
 
 /// A finished recording: a WebM file in the room's files.
@@ -205,6 +209,6 @@ mod tests {
         let idle = serde_json::to_value(BroadcastState::default()).unwrap();
         assert_eq!(idle, serde_json::json!({"live": false, "viewers": 0, "recording": false}));
         let back: BroadcastState = serde_json::from_str(r#"{"live":true,"since":5,"viewers":2}"#).unwrap();
-        assert_eq!(back, BroadcastState { live: true, since: Some(5), viewers: 2, recording: false });
+        assert_eq!(back, BroadcastState { live: true, since: Some(5), viewers: 2, ..BroadcastState::default() });
     }
 }

@@ -171,6 +171,10 @@ pub struct PeerInfo {
     /// Their user id (token mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<UserId>,
+    /// They may go live here: the room's host (open mode: its owner; token mode: the token's
+    /// `broadcast` right).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host: bool,
 }
 
 /// Who a connection is, from its token (token mode).
@@ -258,6 +262,11 @@ pub enum ServerMsg {
     PeerLeft {
         room: RoomName,
         peer_id: PeerId,
+    },
+    /// What others see of `peer` changed (open mode: the room's host moved to or from it).
+    PeerUpdated {
+        room: RoomName,
+        peer: PeerInfo,
     },
     /// You left `room`.
     Left {
@@ -365,6 +374,7 @@ impl ServerMsg {
         "ack",
         "error",
         "typing",
+        "peer_updated",
     ];
 
     /// This message's `"type"` tag.
@@ -391,6 +401,7 @@ impl ServerMsg {
             ServerMsg::Ack { .. } => "ack",
             ServerMsg::Error { .. } => "error",
             ServerMsg::Typing { .. } => "typing",
+            ServerMsg::PeerUpdated { .. } => "peer_updated",
         }
     }
 

@@ -168,7 +168,7 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
                 room: r("standup"),
                 epoch: Epoch::try_from("e5f0a1").unwrap(),
                 last_seq: 42,
-                peers: vec![PeerInfo { id: p("Zz81"), name: n("Grace"), user: None }],
+                peers: vec![PeerInfo { id: p("Zz81"), name: n("Grace"), user: None, host: true }],
                 rights: [Right::Join, Right::History, Right::Publish, Right::Signal].into_iter().collect(),
             },
         ),
@@ -182,7 +182,19 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
             "peer_joined",
             ServerMsg::PeerJoined {
                 room: r("standup"),
-                peer: PeerInfo { id: p("Zz81"), name: n("Grace"), user: Some(UserId::try_from("user-22").unwrap()) },
+                peer: PeerInfo {
+                    id: p("Zz81"),
+                    name: n("Grace"),
+                    user: Some(UserId::try_from("user-22").unwrap()),
+                    host: false,
+                },
+            },
+        ),
+        (
+            "peer_updated",
+            ServerMsg::PeerUpdated {
+                room: r("standup"),
+                peer: PeerInfo { id: p("Zz81"), name: n("Grace"), user: None, host: true },
             },
         ),
         ("peer_left", ServerMsg::PeerLeft { room: r("standup"), peer_id: p("Zz81") }),
@@ -238,6 +250,7 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
                     since: Some(1_795_000_000_000),
                     viewers: 3,
                     recording: true,
+                    publisher: Some(p("Zz81")),
                 },
             },
         ),

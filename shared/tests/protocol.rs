@@ -97,7 +97,12 @@ fn signal() -> impl Strategy<Value = Signal> {
     ]
 }
 fn peer_info() -> impl Strategy<Value = PeerInfo> {
-    (peer(), name(), prop::option::of(user())).prop_map(|(id, name, user)| PeerInfo { id, name, user })
+    (peer(), name(), prop::option::of(user()), any::<bool>()).prop_map(|(id, name, user, host)| PeerInfo {
+        id,
+        name,
+        user,
+        host,
+    })
 }
 fn room_message() -> impl Strategy<Value = RoomMessage> {
     (any::<u64>(), peer(), name(), msg_id(), prop::option::of(user()), any::<u64>(), body())
@@ -211,6 +216,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         }),
         (room(), epoch()).prop_map(|(room, epoch)| ServerMsg::HistoryReset { room, epoch }),
         (room(), peer_info()).prop_map(|(room, peer)| ServerMsg::PeerJoined { room, peer }),
+        (room(), peer_info()).prop_map(|(room, peer)| ServerMsg::PeerUpdated { room, peer }),
         (room(), peer()).prop_map(|(room, peer_id)| ServerMsg::PeerLeft { room, peer_id }),
         room().prop_map(|room| ServerMsg::Left { room }),
         (room(), peer(), signal()).prop_map(|(room, from, signal)| ServerMsg::Signal { room, from, signal }),
@@ -218,12 +224,11 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         (room(), msg_id(), any::<u64>()).prop_map(|(room, id, seq)| ServerMsg::Ack { room, id, seq }),
         (room(), text(80), any::<u64>()).prop_map(|(room, token, expires)| ServerMsg::Grant { room, token, expires }),
         (room(), text(80)).prop_map(|(room, key)| ServerMsg::StreamKey { room, key }),
-        (room(), any::<bool>(), prop::option::of(any::<u64>()), any::<u32>(), any::<bool>()).prop_map(
-            |(room, live, since, viewers, recording)| ServerMsg::Broadcast {
+        (room(), any::<bool>(), prop::option::of(any::<u64>()), any::<u32>(), any::<bool>(), prop::option::of(peer()))
+            .prop_map(|(room, live, since, viewers, recording, publisher)| ServerMsg::Broadcast {
                 room,
-                state: media::BroadcastState { live, since, viewers, recording },
-            }
-        ),
+                state: media::BroadcastState { live, since, viewers, recording, publisher },
+            }),
         (error_code(), text(50), prop::option::of(room()), prop::option::of(msg_id()))
             .prop_map(|(code, message, room, id)| ServerMsg::Error { code, message, room, id }),
     ]

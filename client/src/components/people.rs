@@ -17,6 +17,9 @@ pub struct PeopleProps {
     /// We are live.
     #[prop_or_default]
     pub live: bool,
+    /// Who is live, when a member of the room is.
+    #[prop_or_default]
+    pub live_peer: Option<PeerId>,
 }
 
 fn tags(tags: &[(bool, &'static str, &'static str)]) -> Html {
@@ -57,7 +60,11 @@ pub fn people(p: &PeopleProps) -> Html {
                     <li data-peer={peer.id.to_string()}>
                         <span class="avatar" aria-hidden="true">{ initial(peer.name.as_str()) }</span>
                         <span class="who">{ peer.name.as_str() }</span>
-                        { tags(&[(in_call(&peer.id), "in-call", "in call")]) }
+                        { tags(&[
+                            (peer.host, "host", "host"),
+                            (in_call(&peer.id), "in-call", "in call"),
+                            (p.live_peer.as_ref() == Some(&peer.id), "live", "live"),
+                        ]) }
                     </li>
                 }) }
             </ul>

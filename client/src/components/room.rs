@@ -301,7 +301,7 @@ pub fn room_page(props: &RoomProps) -> Html {
     let chat = html! { <Chat state={s.clone()} {onsend} {ondelete} {onedit} {ontyping} now={*now} /> };
     let people = html! {
         <People me={s.name.to_string()} peers={s.peers.clone()} call={(*call).clone()} view={(*call_view).clone()}
-            {host} live={broadcast_view.publishing()} />
+            {host} live={broadcast_view.publishing()} live_peer={s.broadcast.publisher.clone().filter(|_| s.broadcast.live)} />
     };
     let files_panel = html! {
         <FilesPanel transfers={(*transfers).clone()} {onpick} {onfetch} can_send={s.rights.has(Right::Upload)} />

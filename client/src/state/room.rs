@@ -296,6 +296,11 @@ impl RoomState {
                     self.peers.push(peer);
                 }
             }
+            ServerMsg::PeerUpdated { peer, .. } => {
+                if let Some(p) = self.peers.iter_mut().find(|p| p.id == peer.id) {
+                    *p = peer;
+                }
+            }
             // Timed: the session calls `typing_seen` with the clock.
             ServerMsg::Typing { .. } => {}
             ServerMsg::PeerLeft { peer_id, .. } => {
@@ -628,10 +633,16 @@ mod tests {
     #[test]
     fn presence_follows_joins_and_leaves_and_clears_on_loss() {
         let mut s = state();
-        let b = PeerInfo { id: peer("b"), name: DisplayName::try_from("B").unwrap(), user: None };
+        let b = PeerInfo { id: peer("b"), name: DisplayName::try_from("B").unwrap(), user: None, host: false };
         s.apply(Action::Server(ServerMsg::PeerJoined { room: room(), peer: b.clone() }));
         s.apply(Action::Server(ServerMsg::PeerJoined { room: room(), peer: b.clone() }));
         assert_eq!(s.peers.len(), 1);
+        let host = PeerInfo { host: true, ..b.clone() };
+        s.apply(Action::Server(ServerMsg::PeerUpdated { room: room(), peer: host.clone() }));
+        assert_eq!(s.peers, vec![host], "the host moved to b");
+        let stranger = PeerInfo { id: peer("z"), ..b.clone() };
+        s.apply(Action::Server(ServerMsg::PeerUpdated { room: room(), peer: stranger }));
+        assert_eq!(s.peers.len(), 1, "an update of someone not here adds nobody");
         s.apply(Action::Server(ServerMsg::PeerLeft { room: room(), peer_id: b.id.clone() }));
         assert!(s.peers.is_empty());
         s.apply(Action::Server(ServerMsg::PeerJoined { room: room(), peer: b }));
@@ -730,7 +741,7 @@ mod tests {
         let mut s = RoomState::new(room(), DisplayName::try_from("Ada").unwrap());
         let (bo, cy) = (PeerId::try_from("a").unwrap(), PeerId::try_from("c").unwrap());
         for (id, name) in [(&bo, "Bo"), (&cy, "Cy")] {
-            let peer = PeerInfo { id: id.clone(), name: DisplayName::try_from(name).unwrap(), user: None };
+            let peer = PeerInfo { id: id.clone(), name: DisplayName::try_from(name).unwrap(), user: None, host: false };
             s.apply(Action::Server(ServerMsg::PeerJoined { room: room(), peer }));
         }
         s.typing_seen(bo.clone(), 1_000);

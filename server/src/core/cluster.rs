@@ -733,11 +733,12 @@ impl Engine {
                 if member.node == node || shared.remote.iter().any(|m| m.peer_id == member.peer_id) {
                     return;
                 }
-                let peer =
-                    PeerInfo { id: member.peer_id.clone(), name: member.name.clone(), user: member.user.clone() };
-                let key = (member.since, member.peer_id.clone());
+                let (peer_id, key) = (member.peer_id.clone(), (member.since, member.peer_id.clone()));
                 let at = shared.remote.partition_point(|m| (m.since, m.peer_id.clone()) <= key);
                 shared.remote.insert(at, member);
+                let Some(peer) = self.peer_info(&room_name, &peer_id) else {
+                    return;
+                };
                 Frame::of(&ServerMsg::PeerJoined { room: room_name.clone(), peer })
             }
             PresenceChange::Left(peer_id) => {
@@ -748,11 +749,15 @@ impl Engine {
                 Frame::of(&ServerMsg::PeerLeft { room: room_name.clone(), peer_id })
             }
         };
+        let Some(room) = self.rooms.get(&room_name) else {
+            return;
+        };
         if !room.members.is_empty() {
             let members = room.members.clone();
             self.deliver(Recipients::Many(members), frame);
         }
         self.ownership_moved(&room_name, owner_before);
+        self.announce_host(&room_name);
     }
 
     /// A deletion from the log: the tombstone takes the message's place here, and the members

@@ -347,6 +347,8 @@ struct Room {
     /// owner), kept with the room so it owns it again when it comes back, after a reload or
     /// a server restart.
     host_ref: Option<String>,
+    /// Open mode: the member the members here were last told is the host.
+    announced_host: Option<PeerId>,
 }
 
 impl Room {
@@ -361,6 +363,7 @@ impl Room {
             creator,
             shared: None,
             host_ref: None,
+            announced_host: None,
         }
     }
 
@@ -908,29 +911,12 @@ impl Engine {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
-        let me = PeerInfo { id: peer.id.clone(), name: name.clone(), user };
+        let mut me = PeerInfo { id: peer.id.clone(), name: name.clone(), user, host: false };
         peer.rooms.push(Membership { room: room_name.clone(), name: name.clone(), rights, since: now, last_typing: 0 });
 
         let others = room.members.clone();
         let owner_before = others.first().copied();
         room.members.push(conn);
-        let remote = room.shared.as_ref().map_or(&[][..], |s| s.remote.as_slice());
-        let present: Vec<PeerInfo> = others
-            .iter()
-            .filter_map(|c| {
-                let p = self.peers.get(c)?;
-                Some(PeerInfo {
-                    id: p.id.clone(),
-                    name: p.membership(&room_name)?.name.clone(),
-                    user: p.identity.as_ref().map(|i| i.user.clone()),
-                })
-            })
-            .chain(remote.iter().map(|m| PeerInfo {
-                id: m.peer_id.clone(),
-                name: m.name.clone(),
-                user: m.user.clone(),
-            }))
-            .collect();
         if let Some(node) = node {
             let member =
                 ClusterMember { peer_id: me.id.clone(), name, user: me.user.clone(), node, since: now, rights };
@@ -942,6 +928,14 @@ impl Engine {
             return;
         };
         let rights = self.rights(conn, &room_name).unwrap_or(rights);
+        me.host = rights.has(Right::Broadcast);
+        let remote = room.shared.as_ref().map_or(&[][..], |s| s.remote.as_slice());
+        let present: Vec<PeerInfo> = others
+            .iter()
+            .filter_map(|c| self.peers.get(c).map(|p| &p.id))
+            .chain(remote.iter().map(|m| &m.peer_id))
+            .filter_map(|id| self.peer_info(&room_name, id))
+            .collect();
 
         // The joiner: who is here, then where its history starts, then the history.
         let mut frames = vec![Frame::of(&ServerMsg::Joined {
@@ -996,6 +990,53 @@ impl Engine {
         // The room's own browser came back: the member who stood in hands it over.
         if owner_before.is_some() && self.owner(&room_name) == Some(conn) {
             self.ownership_moved(&room_name, owner_before);
+        }
+        self.announce_host(&room_name);
+    }
+
+    /// How `peer_id` (here or, in cluster mode, on another node) appears to the others in
+    /// `room_name`; `None` when it is not a member.
+    fn peer_info(&self, room_name: &RoomName, peer_id: &PeerId) -> Option<PeerInfo> {
+        let (name, user) = match self.by_peer_id.get(peer_id).and_then(|c| self.peers.get(c)) {
+            Some(p) => (p.membership(room_name)?.name.clone(), p.identity.as_ref().map(|i| i.user.clone())),
+            None => {
+                let m = self.remote_members(room_name).iter().find(|m| &m.peer_id == peer_id)?;
+                (m.name.clone(), m.user.clone())
+            }
+        };
+        let host = self.rights_of(room_name, peer_id).is_some_and(|r| r.has(Right::Broadcast));
+        Some(PeerInfo { id: peer_id.clone(), name, user, host })
+    }
+
+    /// Open mode: the room's host, here or on another node.
+    fn host_of(&self, room_name: &RoomName) -> Option<PeerId> {
+        match self.owner(room_name) {
+            Some(conn) => self.peers.get(&conn).map(|p| p.id.clone()),
+            None => self.remote_members(room_name).first().map(|m| m.peer_id.clone()),
+        }
+    }
+
+    /// Open mode: when the host moved, tell the members here who it was and who it is now
+    /// (each learns of itself through [`ServerMsg::Rights`]).
+    fn announce_host(&mut self, room_name: &RoomName) {
+        if !matches!(self.config.auth, Auth::Open) {
+            return;
+        }
+        let host = self.host_of(room_name);
+        let Some(room) = self.rooms.get_mut(room_name).filter(|r| r.announced_host != host) else {
+            return;
+        };
+        let before = std::mem::replace(&mut room.announced_host, host.clone());
+        let members = room.members.clone();
+        let updated: Vec<PeerInfo> =
+            [before, host].into_iter().flatten().filter_map(|id| self.peer_info(room_name, &id)).collect();
+        for peer in updated {
+            let others: Vec<ConnId> =
+                members.iter().copied().filter(|c| self.peers.get(c).is_some_and(|p| p.id != peer.id)).collect();
+            if !others.is_empty() {
+                let frame = Frame::of(&ServerMsg::PeerUpdated { room: room_name.clone(), peer });
+                self.deliver(Recipients::Many(others), frame);
+            }
         }
     }
 
@@ -1343,6 +1384,7 @@ impl Engine {
             let others = room.members.clone();
             self.deliver(Recipients::Many(others), frame);
             self.ownership_moved(room_name, owner_before);
+            self.announce_host(room_name);
         } else if room.shared.is_some() {
             self.unload_if_unused(room_name);
         } else if room.is_expired() {

@@ -5,7 +5,7 @@
 //! `try_send`), so a full viewer queue costs that viewer its frame and nobody else anything.
 
 use relaycast_shared::media::{BroadcastState, SessionId};
-use relaycast_shared::RoomName;
+use relaycast_shared::{PeerId, RoomName};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -79,6 +79,8 @@ struct Publisher {
     id: SessionId,
     link: SessionLink,
     since: u64,
+    /// The member whose stream key it used.
+    member: Option<PeerId>,
 }
 
 #[derive(Debug)]
@@ -124,6 +126,7 @@ impl Rooms {
             since: media.publisher.as_ref().map(|p| p.since),
             viewers: media.viewers.values().filter(|v| v.connected).count() as u32,
             recording: media.recorder.is_some(),
+            publisher: media.publisher.as_ref().and_then(|p| p.member.clone()),
         }
     }
 
@@ -141,13 +144,21 @@ impl Rooms {
         self.rooms.get(room)?.publisher.as_ref().map(|p| p.link.close.clone())
     }
 
-    /// Take the publisher's place; false if the room has a publisher.
-    pub fn add_publisher(&mut self, room: &RoomName, id: SessionId, link: SessionLink, now_ms: u64) -> bool {
+    /// Take the publisher's place (for `member`, when it used its own stream key); false if
+    /// the room has a publisher.
+    pub fn add_publisher(
+        &mut self,
+        room: &RoomName,
+        id: SessionId,
+        link: SessionLink,
+        member: Option<PeerId>,
+        now_ms: u64,
+    ) -> bool {
         let media = self.rooms.entry(room.clone()).or_default();
         if media.publisher.is_some() {
             return false;
         }
-        media.publisher = Some(Publisher { id, link, since: now_ms });
+        media.publisher = Some(Publisher { id, link, since: now_ms, member });
         true
     }
 
@@ -296,8 +307,9 @@ mod tests {
     fn one_publisher_many_viewers_and_the_state_they_make() {
         let mut rooms = Rooms::default();
         let (p, _prx) = link();
-        assert!(rooms.add_publisher(&room(), SessionId::from_bits(1), p.clone(), 1000));
-        assert!(!rooms.add_publisher(&room(), SessionId::from_bits(2), p, 1000), "a second publisher is refused");
+        let host = PeerId::try_from("p-host").unwrap();
+        assert!(rooms.add_publisher(&room(), SessionId::from_bits(1), p.clone(), Some(host.clone()), 1000));
+        assert!(!rooms.add_publisher(&room(), SessionId::from_bits(2), p, None, 1000), "a second publisher is refused");
         for i in 10..13 {
             let (l, _) = link();
             let (q, _rx) = FrameQueue::new(4);
@@ -308,7 +320,9 @@ mod tests {
         assert!(!rooms.add_viewer(&room(), SessionId::from_bits(99), l, q, 3), "viewer limit");
         rooms.viewer_connected(&room(), &SessionId::from_bits(10));
         let state = rooms.state(&room());
-        assert_eq!(state, BroadcastState { live: true, since: Some(1000), viewers: 1, recording: false });
+        let expected =
+            BroadcastState { live: true, since: Some(1000), viewers: 1, recording: false, publisher: Some(host) };
+        assert_eq!(state, expected, "members see who is live");
         rooms.remove(&room(), Role::Publisher, &SessionId::from_bits(1));
         assert!(!rooms.state(&room()).live);
         for i in 10..13 {

@@ -100,7 +100,7 @@ impl Session {
             let mut rooms = relay.lock_rooms();
             match role {
                 Role::Publisher => {
-                    if !rooms.add_publisher(room, id.clone(), link, now_millis()) {
+                    if !rooms.add_publisher(room, id.clone(), link, holder.clone(), now_millis()) {
                         return Err(MediaError::PublisherBusy);
                     }
                 }

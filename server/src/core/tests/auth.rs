@@ -240,11 +240,26 @@ fn a_moderator_removes_a_member_who_cannot_return_with_an_old_token() {
 fn open_mode_gives_the_owner_its_rights_and_hands_them_over() {
     let grant = GrantConfig { secret: b"k".to_vec(), ttl_ms: 60_000 };
     let mut sim = Sim::new(EngineConfig { grant: Some(grant), ..EngineConfig::default() });
-    sim.connect(1);
+    let first = sim.connect(1);
     let second = sim.connect(2);
+    let third = sim.connect(3);
     let owner = joined_rights(&sim.join(1, "r", None)).unwrap();
     assert!(owner.has(Right::Broadcast) && owner.has(Right::Moderate) && owner.has(Right::Publish));
-    assert_eq!(joined_rights(&sim.join(2, "r", None)), Some(Rights::member()));
+    let joined = sim.join(2, "r", None);
+    assert_eq!(joined_rights(&joined), Some(Rights::member()));
+    // Others see who the host is: in the list a joiner gets, and when it joins.
+    let peers = joined.iter().find_map(|m| match m {
+        ServerMsg::Joined { peers, .. } => Some(peers.clone()),
+        _ => None,
+    });
+    assert_eq!(peers.unwrap().iter().map(|p| (&p.id, p.host)).collect::<Vec<_>>(), vec![(&first, true)]);
+    assert!(sim
+        .take(1)
+        .iter()
+        .any(|m| matches!(m, ServerMsg::PeerJoined { peer, .. } if peer.id == second && !peer.host)));
+    sim.join(3, "r", None);
+    sim.take(1);
+    sim.take(2);
     // Tokens are not read in open mode; a refresh says so.
     assert_eq!(
         codes(&sim.send(2, ClientMsg::Refresh { token: AccessToken::try_from("x").unwrap() })),
@@ -257,7 +272,20 @@ fn open_mode_gives_the_owner_its_rights_and_hands_them_over() {
         "{got:?}"
     );
     assert!(got.iter().any(|m| matches!(m, ServerMsg::StreamKey { .. })));
+    assert!(
+        !got.iter().any(|m| matches!(m, ServerMsg::PeerUpdated { .. })),
+        "the new host learns of itself by its rights: {got:?}"
+    );
     assert!(sim.engine.rights_of(&room("r"), &second).is_some_and(|r| r.has(Right::Record)));
+    let updates: Vec<_> = sim
+        .take(3)
+        .into_iter()
+        .filter_map(|m| match m {
+            ServerMsg::PeerUpdated { peer, .. } => Some((peer.id, peer.host)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updates, vec![(second, true)], "the others learn who the host is now");
 }
 
 #[test]

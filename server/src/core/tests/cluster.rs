@@ -358,6 +358,42 @@ fn open_mode_ownership_is_the_oldest_member_across_nodes() {
     assert!(handed.iter().any(|m| matches!(m, ServerMsg::StreamKey { .. })));
 }
 
+#[test]
+fn members_see_the_host_on_another_node() {
+    let mut c = Cluster::new();
+    let host = c.connect(0, 1);
+    c.connect(1, 2);
+    let third = c.connect(1, 3);
+    c.join(0, 1, "r", None);
+    c.settle();
+    c.join(1, 2, "r", None);
+    c.settle();
+    let joined = c.take(1, 2);
+    let peers = joined.iter().find_map(|m| match m {
+        ServerMsg::Joined { peers, .. } => Some(peers.clone()),
+        _ => None,
+    });
+    assert_eq!(peers.unwrap().iter().map(|p| (&p.id, p.host)).collect::<Vec<_>>(), vec![(&host, true)]);
+    c.join(1, 3, "r", None);
+    c.settle();
+    c.take(1, 2);
+    c.take(1, 3);
+    // The host leaves: the oldest member left (on node 1) is host, and the other member
+    // there is told.
+    c.input(0, Input::Disconnected(1));
+    c.settle();
+    let told = c.take(1, 3);
+    let updated: Vec<_> = told
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::PeerUpdated { peer, .. } => Some(peer.host),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updated, vec![true], "{told:?}");
+    assert!(!told.iter().any(|m| matches!(m, ServerMsg::PeerUpdated { peer, .. } if peer.id == third)));
+}
+
 proptest! {
     /// Whatever order the log's answers and publications reach the two nodes in, and even
     /// when a node's subscription drops publications (noticed and resynced, or silently, to be

@@ -134,15 +134,25 @@ pub enum Body {
     /// edit exactly as those who were there: apps show message `of` with the newest text and
     /// do not show the edit itself.
     Edit { of: u64, text: ChatText },
+    /// Message `of` (and its edits) was deleted, by the member this message is from. Sequenced
+    /// like any message, so that a client resuming after the deletion learns of it: apps show
+    /// message `of` as [`Body::Deleted`] and do not show the deletion itself. Only the server
+    /// writes it, for a [`crate::ClientMsg::Delete`].
+    Deletion { of: u64 },
 }
 
 impl Body {
-    /// The message this one changes (an edit's target), if any.
+    /// The message this one changes (an edit's or a deletion's target), if any.
     pub fn target(&self) -> Option<u64> {
         match self {
-            Body::Edit { of, .. } => Some(*of),
+            Body::Edit { of, .. } | Body::Deletion { of } => Some(*of),
             _ => None,
         }
+    }
+
+    /// Only the server writes it: a deletion's record or what is left of a deleted message.
+    pub fn is_server_only(&self) -> bool {
+        matches!(self, Body::Deleted | Body::Deletion { .. })
     }
 }
 
@@ -302,6 +312,7 @@ pub enum ServerMsg {
         state: crate::media::BroadcastState,
     },
     /// Message `seq` of `room` was deleted: its body is [`Body::Deleted`] in the history now.
+    /// (Sent at once; the [`Body::Deletion`] that records it follows as a room message.)
     Deleted {
         room: RoomName,
         seq: u64,

@@ -219,6 +219,13 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
             ServerMsg::Message { room: r("standup"), message: RoomMessage { body: Body::Deleted, ..sample_message() } },
         ),
         (
+            "message_deletion",
+            ServerMsg::Message {
+                room: r("standup"),
+                message: RoomMessage { seq: 43, body: Body::Deletion { of: 42 }, ..sample_message() },
+            },
+        ),
+        (
             "message_edit",
             ServerMsg::Message {
                 room: r("standup"),

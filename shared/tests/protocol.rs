@@ -83,6 +83,7 @@ fn body() -> impl Strategy<Value = Body> {
             }
         ),
         Just(Body::Deleted),
+        any::<u64>().prop_map(|of| Body::Deletion { of }),
         (any::<u64>(), text(200)).prop_map(|(of, t)| Body::Edit { of, text: ChatText::try_from(t).unwrap() }),
     ]
 }

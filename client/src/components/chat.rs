@@ -37,6 +37,7 @@ fn body_text(body: &Body) -> String {
         Body::File { name, size, .. } => format!("{name} ({})", crate::state::files::human_bytes(*size)),
         Body::Deleted => "message deleted".to_owned(),
         Body::Edit { text, .. } => text.to_string(),
+        Body::Deletion { of } => format!("message {of} deleted"),
     }
 }
 

@@ -317,15 +317,7 @@ impl RoomState {
                     self.stream_key = None;
                 }
             }
-            ServerMsg::Deleted { seq, .. } => {
-                for line in &mut self.lines {
-                    if let Line::Message(m) = line {
-                        if m.seq == seq {
-                            Rc::make_mut(m).body = Body::Deleted;
-                        }
-                    }
-                }
-            }
+            ServerMsg::Deleted { seq, .. } => self.tombstone(|m| m.seq == seq),
             ServerMsg::TokenExpiring { expires } => self.token_expiring = Some(expires),
             ServerMsg::TokenAccepted { expires } => {
                 self.token_expiring = None;
@@ -384,7 +376,22 @@ impl RoomState {
         self.last_seq = message.seq;
         self.typing.retain(|(p, _)| *p != message.from);
         self.pending.retain(|p| p.id != message.id || !self.mine.contains(&message.id));
+        // A deletion we missed (we resumed after it): the message and its edits go.
+        if let Body::Deletion { of } = message.body {
+            self.tombstone(|m| m.seq == of || matches!(m.body, Body::Edit { of: e, .. } if e == of));
+        }
         self.lines.push(Line::Message(Rc::new(message)));
+    }
+
+    /// What is left of the messages that `deleted` picks: who and when, not what.
+    fn tombstone(&mut self, deleted: impl Fn(&RoomMessage) -> bool) {
+        for line in &mut self.lines {
+            if let Line::Message(m) = line {
+                if m.body != Body::Deleted && deleted(m) {
+                    Rc::make_mut(m).body = Body::Deleted;
+                }
+            }
+        }
     }
 
     /// The newest text of each edited message (by sequence number), from the edits in the
@@ -686,6 +693,29 @@ mod tests {
         s.apply(Action::Server(ServerMsg::Deleted { room: room(), seq: 1 }));
         let bodies: Vec<_> = s.messages().map(|m| (m.seq, m.body.clone())).collect();
         assert_eq!(bodies, vec![(1, Body::Deleted), (2, chat("t"))]);
+    }
+
+    #[test]
+    fn a_deletion_missed_while_away_is_applied_when_resuming() {
+        let mut s = state();
+        let edit =
+            RoomMessage { body: Body::Edit { of: 1, text: ChatText::try_from("e").unwrap() }, ..msg(3, "a", "3") };
+        s.apply(Action::Server(ServerMsg::History {
+            room: room(),
+            messages: vec![msg(1, "a", "1"), msg(2, "b", "2"), edit],
+            done: true,
+        }));
+        // Away; on resume the history after 3 has the deletion of 1 (the live notice was missed).
+        let deletion = RoomMessage { body: Body::Deletion { of: 1 }, ..msg(4, "a", "4") };
+        s.apply(Action::Server(ServerMsg::History { room: room(), messages: vec![deletion], done: true }));
+        let bodies: Vec<_> = s.messages().map(|m| (m.seq, m.body.clone())).collect();
+        assert_eq!(
+            bodies,
+            vec![(1, Body::Deleted), (2, chat("t")), (3, Body::Deleted), (4, Body::Deletion { of: 1 })],
+            "the message and its edit are tombstones; the other message stays"
+        );
+        assert!(s.edits().is_empty(), "no earlier text stays behind");
+        assert_eq!(s.last_seq, 4);
     }
 
     #[test]

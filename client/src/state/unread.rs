@@ -9,7 +9,7 @@ use relaycast_shared::Body;
 pub fn unread(state: &RoomState, seen_seq: u64) -> usize {
     state
         .messages()
-        .filter(|m| m.seq > seen_seq && !state.is_mine(m) && !matches!(m.body, Body::Deleted | Body::Edit { .. }))
+        .filter(|m| m.seq > seen_seq && !state.is_mine(m) && m.body.target().is_none() && m.body != Body::Deleted)
         .count()
 }
 

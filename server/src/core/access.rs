@@ -170,8 +170,9 @@ impl Engine {
 
     /// Delete message `seq`: its author may (the same user in token mode, the same connection
     /// in open mode), and so may a moderator. What stays in the history is a tombstone (who,
-    /// when; [`Body::Deleted`]); the room is told at once and the store with the next batch.
-    pub(super) fn delete_message(&mut self, conn: ConnId, room_name: RoomName, seq: u64) {
+    /// when; [`Body::Deleted`]); the room is told at once and the store with the next batch,
+    /// and a [`Body::Deletion`] after it records the deletion for clients that resume later.
+    pub(super) fn delete_message(&mut self, conn: ConnId, room_name: RoomName, seq: u64, now: Millis) {
         let Some(rights) = self.rights(conn, &room_name) else {
             return self.not_joined(conn, room_name, None);
         };
@@ -181,6 +182,18 @@ impl Engine {
         };
         if !self.is_author(conn, &message) && !rights.has(Right::Moderate) {
             return self.forbidden(conn, room_name, None, "you may delete only your own messages here");
+        }
+        if matches!(message.body, Body::Deletion { .. }) {
+            let text = format!("message {seq} records a deletion: it cannot be deleted");
+            return self.error(conn, ErrorCode::InvalidField, text, Some(room_name), None);
+        }
+        if message.body == Body::Deleted {
+            // Deleted already (a retry): say so again, record nothing more.
+            return self.send(conn, &ServerMsg::Deleted { room: room_name, seq });
+        }
+        if self.unpersisted >= self.config.max_unpersisted {
+            let text = "storage is behind; retry later".into();
+            return self.error(conn, ErrorCode::Overloaded, text, Some(room_name), None);
         }
         // The edits of a message go with it: no earlier text stays behind.
         let edits: Vec<u64> = match self.rooms.get(&room_name) {
@@ -197,6 +210,13 @@ impl Engine {
             self.tombstone(&room_name, edit);
         }
         self.tombstone(&room_name, seq);
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        let name = peer.membership(&room_name).map_or_else(|| message.name.clone(), |m| m.name.clone());
+        let author = (peer.id.clone(), name, peer.identity.as_ref().map(|i| i.user.clone()));
+        let id = self.new_message_id();
+        self.stage_message(room_name, author, id, Body::Deletion { of: seq }, Origin::Server, now);
     }
 
     /// Message `seq` becomes [`Body::Deleted`] in the history (here or, in cluster mode, in

@@ -123,7 +123,7 @@ impl Engine {
                 return Err((ErrorCode::UnknownBlob, "no such file on the server: upload it first".into()));
             }
         }
-        if body == Body::Deleted {
+        if body.is_server_only() {
             return Err((ErrorCode::InvalidField, "a message cannot be posted deleted".into()));
         }
         if body.target().is_some() {

@@ -210,6 +210,8 @@ struct Arrival {
     id: ClientMsgId,
     json: Arc<str>,
     blob: Option<BlobHash>,
+    /// The server wrote it (a deletion's record), though it is from a member.
+    server_written: bool,
 }
 
 impl Arrival {
@@ -227,6 +229,7 @@ impl Arrival {
             id: message.id,
             json: json.into(),
             blob,
+            server_written: message.body.is_server_only(),
         })
     }
 }
@@ -660,11 +663,13 @@ impl Engine {
 
     fn commit_arrival(&mut self, room_name: &RoomName, arrival: Arrival, now: Millis) {
         // One of ours: acked to its sender (from here, whichever of the publication and the
-        // append's answer comes first), not echoed back to it.
+        // append's answer comes first), not echoed back to it. What the server wrote for a
+        // member goes to everyone, that member too.
         let sender = self
             .by_peer_id
             .get(&arrival.from)
             .copied()
+            .filter(|_| !arrival.server_written)
             .filter(|c| self.peers.get(c).is_some_and(|p| p.membership(room_name).is_some()));
         let pending = Pending {
             room: room_name.clone(),

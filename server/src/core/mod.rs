@@ -719,7 +719,12 @@ impl Engine {
                 self.join(conn, room, name, resume, now)
             }
             ClientMsg::Refresh { token } => self.refresh(conn, token, now),
-            ClientMsg::Delete { room, seq } => self.delete_message(conn, room, seq),
+            ClientMsg::Delete { room, seq } => {
+                // A deletion is recorded in the history like a message: it counts like one.
+                if self.rate_ok(conn, now, &room, None) {
+                    self.delete_message(conn, room, seq, now)
+                }
+            }
             ClientMsg::Remove { room, peer, reason } => self.remove(conn, room, peer, reason, now),
             ClientMsg::Leave { room } => {
                 if self.join_rate_ok(conn, now, &room) {
@@ -1114,8 +1119,8 @@ impl Engine {
                 return self.error(conn, ErrorCode::UnknownBlob, message, Some(room_name), Some(id));
             }
         }
-        if body == Body::Deleted {
-            let message = "a message cannot be posted deleted".into();
+        if body.is_server_only() {
+            let message = "a message cannot be posted deleted: send a delete".into();
             return self.error(conn, ErrorCode::InvalidField, message, Some(room_name), Some(id));
         }
         // A message id's part before a dot is its sender's client ref: only that browser's.

@@ -242,7 +242,7 @@ fn open_mode_gives_the_owner_its_rights_and_hands_them_over() {
     let mut sim = Sim::new(EngineConfig { grant: Some(grant), ..EngineConfig::default() });
     let first = sim.connect(1);
     let second = sim.connect(2);
-    let third = sim.connect(3);
+    sim.connect(3);
     let owner = joined_rights(&sim.join(1, "r", None)).unwrap();
     assert!(owner.has(Right::Broadcast) && owner.has(Right::Moderate) && owner.has(Right::Publish));
     let joined = sim.join(2, "r", None);
@@ -358,9 +358,35 @@ fn authors_delete_their_own_messages_and_moderators_anyones() {
     assert_eq!(history[0].user.as_ref().map(|u| u.as_str()), Some("ada"), "who and when stay");
     sim.persist();
     assert!(sim.store.iter().any(|op| matches!(op, StoreOp::Replace { seq: 2, json, .. } if json.contains("deleted"))));
-    // Nobody posts a tombstone.
-    let fake = ClientMsg::Publish { room: room("r"), id: ClientMsgId::try_from("x").unwrap(), body: Body::Deleted };
-    assert_eq!(codes(&sim.send(4, fake)), vec![ErrorCode::InvalidField]);
+    // Each deletion is recorded after it, by whoever deleted: a client that was away when
+    // they happened and resumes from where it was learns of them.
+    let epoch = joined.iter().find_map(|m| match m {
+        ServerMsg::Joined { epoch, .. } => Some(epoch.clone()),
+        _ => None,
+    });
+    sim.connect_as(6, token("away", now, 600_000, json!({"r": ["join", "history"]})));
+    let resumed = sim.join(6, "r", Some(ResumeFrom { epoch: epoch.unwrap(), last_seq: 2 }));
+    let records: Vec<_> = resumed
+        .iter()
+        .flat_map(|m| match m {
+            ServerMsg::History { messages, .. } => messages.iter().map(|m| (m.seq, &m.body, m.user.clone())).collect(),
+            _ => vec![],
+        })
+        .collect();
+    let user = |u: &str| Some(UserId::try_from(u).unwrap());
+    assert_eq!(records, vec![(3, &Body::Deletion { of: 1 }, user("ada")), (4, &Body::Deletion { of: 2 }, user("mod"))]);
+    // Deleting again records nothing more; a record is not deleted.
+    sim.take(4);
+    sim.take(3);
+    assert_eq!(sim.send(4, delete(1)), vec![ServerMsg::Deleted { room: room("r"), seq: 1 }]);
+    assert_eq!(codes(&sim.send(3, delete(3))), vec![ErrorCode::InvalidField]);
+    sim.persist();
+    assert!(sim.take(6).is_empty(), "no second record");
+    // Nobody posts a tombstone or a record.
+    for body in [Body::Deleted, Body::Deletion { of: 2 }] {
+        let fake = ClientMsg::Publish { room: room("r"), id: ClientMsgId::try_from("x").unwrap(), body };
+        assert_eq!(codes(&sim.send(4, fake)), vec![ErrorCode::InvalidField]);
+    }
 }
 
 #[test]

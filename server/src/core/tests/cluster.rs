@@ -476,11 +476,17 @@ fn deletions_and_removals_reach_every_node() {
     c.settle();
     c.take(0, 1);
     c.take(1, 2);
-    // b deletes its own message: both nodes' members are told, and the log keeps the tombstone.
+    // b deletes its own message: both nodes' members are told, the log keeps the tombstone,
+    // and the deletion's record follows in the log.
     c.input(1, Input::Message(2, ClientMsg::Delete { room: room("r"), seq: 1 }));
     c.settle();
     for (n, conn) in [(0, 1), (1, 2)] {
-        assert_eq!(c.take(n, conn), [ServerMsg::Deleted { room: room("r"), seq: 1 }], "node {n}");
+        let got = c.take(n, conn);
+        assert_eq!(got[0], ServerMsg::Deleted { room: room("r"), seq: 1 }, "node {n}");
+        assert!(
+            matches!(&got[1..], [ServerMsg::Message { message, .. }] if message.body == Body::Deletion { of: 1 } && message.from == b),
+            "node {n}: {got:?}"
+        );
     }
     c.connect(0, 3);
     c.join(0, 3, "r", None);
@@ -493,7 +499,7 @@ fn deletions_and_removals_reach_every_node() {
             _ => vec![],
         })
         .collect();
-    assert_eq!(bodies, [Body::Deleted], "node 0 holds the tombstone");
+    assert_eq!(bodies, [Body::Deleted, Body::Deletion { of: 1 }], "node 0 holds the tombstone and the record");
     // The owner (open mode: a, in longest) removes b, who is on the other node.
     c.input(0, Input::Message(1, ClientMsg::Remove { room: room("r"), peer: b.clone(), reason: None }));
     c.settle();

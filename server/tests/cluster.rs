@@ -422,6 +422,15 @@ async fn deletions_and_removals_hold_on_every_node() {
             break;
         }
     }
+    // Typing on node a reaches the member on node b (through Redis, never stored).
+    send_on(&mut troll_a, &ClientMsg::Typing { room: room("r") }).await;
+    loop {
+        match recv_on(&mut bystander).await {
+            ServerMsg::Typing { room: r, .. } => break assert_eq!(r, room("r")),
+            ServerMsg::Error { code, message, .. } => panic!("{code}: {message}"),
+            _ => {}
+        }
+    }
     // The moderator on node a deletes it: members on both nodes are told.
     send_on(&mut moderator, &ClientMsg::Delete { room: room("r"), seq: 1 }).await;
     for ws in [&mut bystander, &mut troll_a] {

@@ -584,6 +584,15 @@ async fn one(shared: &Arc<Shared>, conn: &mut ConnectionManager, op: ClusterOp) 
                 tracing::warn!(room = %room, error = %err, "cannot announce a broadcast's state");
             }
         }
+        ClusterOp::Typing { room, peer_id } => {
+            let notice = format!("{}{peer_id}", super::subscriber::TYPING_PREFIX);
+            let mut publish = redis::cmd("PUBLISH");
+            publish.arg(RoomKeys::of(&room).channel).arg(notice);
+            if let Err(err) = publish.query_async::<()>(conn).await {
+                shared.counters.redis_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(room = %room, error = %err, "cannot relay a typing notice");
+            }
+        }
         ClusterOp::DeleteRoom { room, files } => {
             let keys = RoomKeys::of(&room);
             let deleted = async {
@@ -621,6 +630,7 @@ async fn listen(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Event>)
                 }
             },
             Event::Deleted { room, json } => ClusterInput::Deleted { room, json },
+            Event::Typing { room, peer_id } => ClusterInput::Typing { room, peer_id },
             Event::Broadcast { room, json } => match serde_json::from_str::<BroadcastState>(&json) {
                 Ok(state) => ClusterInput::Broadcast { room, state },
                 Err(err) => {

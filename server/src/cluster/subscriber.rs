@@ -12,11 +12,14 @@
 use super::presence::{parse_announcement, Change};
 use super::room_log::{parse_deletion, parse_publication, RoomKeys};
 use futures_util::StreamExt;
-use relaycast_shared::{Epoch, RoomName};
+use relaycast_shared::{Epoch, PeerId, RoomName};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+/// How a typing notice starts on a room's channel (the peer id follows).
+pub const TYPING_PREFIX: &str = "!t";
 
 /// What the subscriber tells its node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +32,8 @@ pub enum Event {
     Deleted { room: RoomName, json: String },
     /// Someone joined or left a room this node listens to (on any node).
     Presence { room: RoomName, change: Change },
+    /// A member of a room this node listens to is typing (on any node).
+    Typing { room: RoomName, peer_id: PeerId },
     /// Something another node sent to this one (signaling for a peer here).
     Direct { payload: String },
     /// Something a node said to every node (a removal).
@@ -210,6 +215,13 @@ async fn listen(
                 let Some(room) = room_of(channel) else { continue };
                 let event = match (parse_announcement(&payload), parse_publication(&payload)) {
                     _ if payload.starts_with("!b") => Event::Broadcast { room, json: payload[2..].to_owned() },
+                    _ if payload.starts_with(TYPING_PREFIX) => match PeerId::try_from(&payload[TYPING_PREFIX.len()..]) {
+                        Ok(peer_id) => Event::Typing { room, peer_id },
+                        Err(_) => {
+                            tracing::warn!(channel, "a typing notice without a valid peer id; ignored");
+                            continue;
+                        }
+                    },
                     _ if parse_deletion(&payload).is_some() => {
                         Event::Deleted { room, json: parse_deletion(&payload).unwrap_or_default().to_owned() }
                     }

@@ -131,6 +131,8 @@ pub enum ClusterOp {
     Remove(ClusterRemoval),
     /// This node's relay changed the room's broadcast state: keep it and tell every node.
     BroadcastState { room: RoomName, state: BroadcastState },
+    /// A member here is typing: tell the nodes holding the room (never stored).
+    Typing { room: RoomName, peer_id: PeerId },
     /// The room's history is deleted (the app closed it): its log goes, and its next message
     /// starts a new epoch. With `files`, its file index goes too.
     DeleteRoom { room: RoomName, files: bool },
@@ -167,6 +169,8 @@ pub enum ClusterInput {
     Remove(ClusterRemoval),
     /// The room's broadcast state, as its media node announced it.
     Broadcast { room: RoomName, state: BroadcastState },
+    /// A member is typing (on any node: this node's own announcements come back too).
+    Typing { room: RoomName, peer_id: PeerId },
     /// The node's subscription was rebuilt: publications may have been missed in any room.
     Resync,
 }
@@ -394,6 +398,7 @@ impl Engine {
                 self.loaded(room, log, members, now)
             }
             ClusterInput::Broadcast { room, state } => self.broadcast_changed(room, state),
+            ClusterInput::Typing { room, peer_id } => self.remote_typing(room, peer_id),
             ClusterInput::LoadFailed { room, code, reason } => self.load_failed(room, code, reason),
             ClusterInput::Appended { token, epoch, seq, json } => self.appended(token, epoch, seq, json, now),
             ClusterInput::AppendFailed { token, code, reason } => self.append_failed(token, code, reason),
@@ -716,6 +721,18 @@ impl Engine {
         if refill {
             let new_epoch = self.new_epoch();
             self.cluster_op(ClusterOp::Refill { room: room_name.clone(), from: 1, new_epoch });
+        }
+    }
+
+    /// A member of another node is typing: the members here are told (the rate was checked
+    /// on its node).
+    fn remote_typing(&mut self, room_name: RoomName, peer_id: PeerId) {
+        if !self.remote_members(&room_name).iter().any(|m| m.peer_id == peer_id) {
+            return;
+        }
+        let members = self.rooms.get(&room_name).map(|r| r.members.clone()).unwrap_or_default();
+        if !members.is_empty() {
+            self.deliver(Recipients::Many(members), Frame::of(&ServerMsg::Typing { room: room_name, peer_id }));
         }
     }
 

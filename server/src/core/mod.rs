@@ -751,7 +751,8 @@ impl Engine {
 
     /// Tell the room's other members that this one is typing: not stored, not sequenced,
     /// and at most once per [`TYPING_MIN_INTERVAL_MS`] per member (closer notices say
-    /// nothing new and are dropped). Members on other nodes are not told (cluster mode).
+    /// nothing new and are dropped). Members on other nodes are told through their nodes
+    /// (cluster mode).
     fn typing(&mut self, conn: ConnId, room_name: RoomName, now: Millis) {
         let may_post = self.rights(conn, &room_name).is_some_and(|r| r.has(Right::Publish));
         let Some(peer) = self.peers.get_mut(&conn) else {
@@ -768,10 +769,15 @@ impl Engine {
             return;
         }
         membership.last_typing = now;
-        let others: Vec<ConnId> = match self.rooms.get(&room_name) {
-            Some(room) => room.members.iter().copied().filter(|c| *c != conn).collect(),
+        let (others, shared) = match self.rooms.get(&room_name) {
+            Some(room) => {
+                (room.members.iter().copied().filter(|c| *c != conn).collect::<Vec<_>>(), room.shared.is_some())
+            }
             None => return,
         };
+        if shared {
+            self.cluster_op(ClusterOp::Typing { room: room_name.clone(), peer_id: peer_id.clone() });
+        }
         if !others.is_empty() {
             self.deliver(Recipients::Many(others), Frame::of(&ServerMsg::Typing { room: room_name, peer_id }));
         }

@@ -158,6 +158,9 @@ impl Cluster {
             ClusterOp::BroadcastState { room, state } => {
                 self.publish_to_subscribers(&room, ClusterInput::Broadcast { room: room.clone(), state });
             }
+            ClusterOp::Typing { room, peer_id } => {
+                self.publish_to_subscribers(&room, ClusterInput::Typing { room: room.clone(), peer_id });
+            }
             ClusterOp::Remove(removal) => {
                 for node in &mut self.nodes {
                     node.incoming.push_back(ClusterInput::Remove(removal.clone()));
@@ -466,6 +469,23 @@ proptest! {
             prop_assert_eq!(acks.len(), sent[n], "node {}'s sender got one ack per message", n);
         }
     }
+}
+
+#[test]
+fn typing_reaches_members_on_the_other_node_once() {
+    let mut c = Cluster::new();
+    let (a, _) = two_members(&mut c);
+    c.input(0, Input::Message(1, ClientMsg::Typing { room: room("r") }));
+    c.settle();
+    assert_eq!(c.take(1, 2), [ServerMsg::Typing { room: room("r"), peer_id: a.clone() }]);
+    assert!(c.take(0, 1).is_empty(), "not echoed to the one typing");
+    // Within the interval: dropped on its own node, so no other node hears it either.
+    c.input(0, Input::Message(1, ClientMsg::Typing { room: room("r") }));
+    c.settle();
+    assert!(c.take(1, 2).is_empty());
+    // Nobody here by that id: a notice naming a stranger is dropped.
+    c.input(1, Input::Cluster(ClusterInput::Typing { room: room("r"), peer_id: PeerId::try_from("nobody").unwrap() }));
+    assert!(c.take(1, 2).is_empty());
 }
 
 #[test]

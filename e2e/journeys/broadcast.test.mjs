@@ -73,6 +73,13 @@ test('a page goes live with its camera, two pages watch, the owner records, and 
       // A camera-only broadcast is one video: no empty second tile.
       assert.equal(await v.locator('#watching video').count(), 1);
     }
+    // Everyone sees who the host is and that it is live, in People.
+    await openTab(viewers[0], 'people');
+    const hostRow = viewers[0].locator('#peers li', { hasText: 'Host' });
+    await hostRow.locator('.tag.live').waitFor();
+    assert.equal(await hostRow.locator('.tag.host').count(), 1, 'the host is marked host');
+    assert.equal(await viewers[0].locator('#peers li', { hasText: 'Viewer 2' }).locator('.tag.host, .tag.live').count(), 0);
+    await openTab(viewers[0], 'chat');
     // The broadcast views pass axe, light and dark: a viewer's and the host's.
     await checkA11y(viewers[0], 'broadcast-viewer-light');
     await viewers[0].screenshot({ path: join(artifacts, 'view-broadcast-light.png') });

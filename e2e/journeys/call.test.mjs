@@ -24,6 +24,10 @@ test('two pages call: each decodes the other\'s video and audio, and a data-chan
     await joinCall(b);
     await decodesFrom(a, 1);
     await decodesFrom(b, 1);
+    // Chromium's fake microphone beeps once a second: Grace sees Ada's speaking ring light up
+    // with a beep and go dark in the silence after it (read several times a second).
+    await b.locator('.tile[data-peer][data-speaking="true"]').waitFor({ timeout: 10_000 });
+    await b.locator('.tile[data-peer][data-speaking="false"]').waitFor({ timeout: 10_000 });
     // Ada mutes and turns her camera off: Grace's tile of her says so (her initial instead
     // of a black picture); Ctrl+D turns the microphone back on.
     await a.locator('#mute').click();

@@ -8,7 +8,7 @@ use super::prejoin::PreJoin;
 use super::tile::{Quality, VideoTile};
 use crate::net::broadcast::BroadcastView;
 use crate::net::call::CallView;
-use crate::state::call::{grid_columns, pin_clicked, rating, speaking, staged, PinChoice};
+use crate::state::call::{grid_columns, pin_clicked, rating, staged, PinChoice};
 use crate::state::devices::Choice;
 use relaycast_shared::media::BroadcastState;
 use relaycast_shared::PeerId;
@@ -89,7 +89,7 @@ pub fn stage(p: &StageProps) -> Html {
             key.clone(),
             html! {
                 <VideoTile stream={remote.stream.clone()} label={if remote.screen { format!("{} (screen)", name_of(peer)) } else { name_of(peer) }} peer={key.clone()}
-                    speaking={speaking(remote.series.last.as_ref()) && remote.mic_on != Some(false)}
+                    speaking={remote.speaking && remote.mic_on != Some(false)}
                     mic_off={remote.mic_on == Some(false)} camera_off={remote.camera_on == Some(false)}
                     rating={Some(rating(&remote.series.points))}
                     pinned={is_pinned} onpin={pin(key)}>

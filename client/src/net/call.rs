@@ -10,7 +10,7 @@
 use crate::net::devices;
 use crate::net::devices::media_error;
 use crate::net::peer::{LinkEvent, Links};
-use crate::state::call::{may_join, PeerMsg, Sample, Series, MAX_IN_CALL};
+use crate::state::call::{may_join, PeerMsg, Sample, Series, Voice, MAX_IN_CALL, VOICE_POLL_MS};
 use crate::state::devices::{Choice, DeviceList};
 use js_sys::Reflect;
 use relaycast_shared::PeerId;
@@ -21,7 +21,7 @@ use std::time::Duration;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{MediaStream, MediaStreamTrack, RtcPeerConnection, RtcRtpSender};
+use web_sys::{MediaStream, MediaStreamTrack, RtcPeerConnection, RtcRtpReceiver, RtcRtpSender};
 use yew::Callback;
 
 /// One remote peer as the call panel shows it.
@@ -38,6 +38,8 @@ pub struct Remote {
     pub camera_on: Option<bool>,
     /// It shares its screen.
     pub screen: bool,
+    /// Its voice is heard now ([`Voice`]).
+    pub speaking: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +131,7 @@ fn on_link_event(inner: &Rc<RefCell<Inner>>, event: LinkEvent) {
                 mic_on: None,
                 camera_on: None,
                 screen: false,
+                speaking: false,
             };
             i.view.remotes.insert(peer, remote);
         }
@@ -185,6 +188,7 @@ impl Call {
             }
         }));
         yew::platform::spawn_local(stats_loop(Rc::downgrade(&inner)));
+        yew::platform::spawn_local(voice_loop(Rc::downgrade(&inner)));
         Call { inner }
     }
 
@@ -443,6 +447,52 @@ async fn stats_loop(weak: Weak<RefCell<Inner>>) {
         }
         notify(&inner);
     }
+}
+
+/// Several times a second, read how loud each peer's audio is (the receivers' newest
+/// `audioLevel`, no statistics round trip) and light its speaking ring; the view is sent
+/// only when a ring changes.
+async fn voice_loop(weak: Weak<RefCell<Inner>>) {
+    let mut voices: BTreeMap<PeerId, Voice> = BTreeMap::new();
+    loop {
+        yew::platform::time::sleep(Duration::from_millis(VOICE_POLL_MS)).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let now = js_sys::Date::now();
+        let pcs = inner.borrow().links.connections();
+        voices.retain(|peer, _| pcs.iter().any(|(p, _)| p == peer));
+        let mut changed = false;
+        {
+            let mut i = inner.borrow_mut();
+            for (peer, pc) in &pcs {
+                let voice = voices.entry(peer.clone()).or_default();
+                voice.hear(audio_level(pc), now);
+                if let Some(r) = i.view.remotes.get_mut(peer) {
+                    let speaking = voice.speaking(now);
+                    changed |= r.speaking != speaking;
+                    r.speaking = speaking;
+                }
+            }
+        }
+        if changed {
+            notify(&inner);
+        }
+    }
+}
+
+/// The loudest level (0 to 1) among the audio `pc` receives now.
+fn audio_level(pc: &RtcPeerConnection) -> f64 {
+    let mut level: f64 = 0.0;
+    for receiver in pc.get_receivers().iter() {
+        let receiver: RtcRtpReceiver = receiver.unchecked_into();
+        if receiver.track().kind() != "audio" {
+            continue;
+        }
+        for source in receiver.get_synchronization_sources().iter() {
+            let heard = Reflect::get(&source, &"audioLevel".into()).ok().and_then(|v| v.as_f64());
+            level = level.max(heard.unwrap_or(0.0));
+        }
+    }
+    level
 }
 
 async fn sample(pc: &RtcPeerConnection) -> Option<Sample> {

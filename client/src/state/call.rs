@@ -101,9 +101,32 @@ pub struct Sample {
 /// comfort noise, below any voice close to a microphone.
 pub const SPEAKING_LEVEL: f64 = 0.02;
 
-/// The peer is speaking, by the last sample.
-pub fn speaking(last: Option<&Sample>) -> bool {
-    last.is_some_and(|s| s.audio_level > SPEAKING_LEVEL)
+/// How long a peer still counts as speaking after its level fell: the pauses between words
+/// do not make its ring flicker.
+pub const SPEAKING_HOLD_MS: f64 = 700.0;
+
+/// How often the audio levels are read for the speaking rings (the quality statistics are
+/// read once a second, too slow for a ring that should follow the voice).
+pub const VOICE_POLL_MS: u64 = 200;
+
+/// Whether a peer is speaking, from its audio level read every [`VOICE_POLL_MS`]: on as
+/// soon as the level rises above [`SPEAKING_LEVEL`], off after [`SPEAKING_HOLD_MS`] of quiet.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Voice {
+    loud_at: Option<f64>,
+}
+
+impl Voice {
+    /// The level (0 to 1) read at `now_ms`.
+    pub fn hear(&mut self, level: f64, now_ms: f64) {
+        if level > SPEAKING_LEVEL {
+            self.loud_at = Some(now_ms);
+        }
+    }
+
+    pub fn speaking(&self, now_ms: f64) -> bool {
+        self.loud_at.is_some_and(|at| now_ms - at < SPEAKING_HOLD_MS)
+    }
 }
 
 /// A connection's quality in a word, for the icon on a tile.
@@ -375,10 +398,19 @@ mod tests {
     }
 
     #[test]
-    fn speaking_follows_the_audio_level() {
-        assert!(!speaking(None));
-        assert!(!speaking(Some(&Sample { audio_level: 0.001, ..Sample::default() })), "comfort noise");
-        assert!(speaking(Some(&Sample { audio_level: 0.2, ..Sample::default() })));
+    fn speaking_starts_with_the_voice_and_outlasts_the_pauses_between_words() {
+        let mut v = Voice::default();
+        assert!(!v.speaking(0.0));
+        v.hear(0.001, 0.0);
+        assert!(!v.speaking(0.0), "comfort noise");
+        v.hear(0.2, 200.0);
+        assert!(v.speaking(200.0), "at once");
+        v.hear(0.0, 400.0);
+        assert!(v.speaking(400.0), "a pause between words");
+        v.hear(0.0, 900.0);
+        assert!(!v.speaking(900.0), "quiet for the hold time");
+        v.hear(0.5, 1000.0);
+        assert!(v.speaking(1000.0));
     }
 
     #[test]

@@ -23,7 +23,7 @@ stop_relaycast() { kill "$RC_PID"; wait "$RC_PID" 2>/dev/null || true; }
 
 REF_PORT=$(free_port)
 "$BIN/relaycast-bench" reference --bind "127.0.0.1:$REF_PORT" > /dev/null &
-PIDS+=("$!"); wait_port "$REF_PORT"
+REF_PID=$!; PIDS+=("$REF_PID"); wait_port "$REF_PORT"
 
 run() { timeout 300 "$BIN/relaycast-bench" "$@" | tee -a "$OUT"; }
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
@@ -32,17 +32,24 @@ want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 if want fanout; then
   start_relaycast
   for i in 1 2 3; do
-    run fanout --url "ws://127.0.0.1:$RC_PORT/ws"
-    run fanout --reference --url "ws://127.0.0.1:$REF_PORT/"
+    run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --server-pid "$RC_PID"
+    run fanout --reference --url "ws://127.0.0.1:$REF_PORT/" --server-pid "$REF_PID"
   done
   for i in 1 2 3; do run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --rate 2000 --messages 20000; done
   stop_relaycast
 fi
 
+# Pairs (500 rooms of two ping-ponging): Relaycast durable, Relaycast --memory and the bare
+# relay, alternating, each with its own and the generator's CPU.
 if want pairs; then
-  start_relaycast
-  run pairs --url "ws://127.0.0.1:$RC_PORT/ws"
-  stop_relaycast
+  start_relaycast; DUR_PORT=$RC_PORT; DUR_PID=$RC_PID
+  start_relaycast --memory; MEM_PORT=$RC_PORT; MEM_PID=$RC_PID
+  for i in 1 2; do
+    run pairs --url "ws://127.0.0.1:$DUR_PORT/ws" --server-pid "$DUR_PID" --label relaycast-durable
+    run pairs --url "ws://127.0.0.1:$MEM_PORT/ws" --server-pid "$MEM_PID" --label relaycast-memory
+    run pairs --reference --url "ws://127.0.0.1:$REF_PORT" --server-pid "$REF_PID"
+  done
+  kill "$DUR_PID" "$MEM_PID"; wait "$DUR_PID" "$MEM_PID" 2>/dev/null || true
 fi
 
 if want idle; then

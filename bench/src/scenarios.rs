@@ -2,7 +2,7 @@
 //! protocol (or, against the reference, bare text frames). All clients live in this one
 //! process, so send and receive times share one clock.
 
-use crate::stats::{ms, percentile};
+use crate::stats::{ms, percentile, CpuWatch};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use relaycast_shared::*;
@@ -154,6 +154,9 @@ pub struct FanoutArgs {
     /// A name for the setup measured, in the result's `target` (default: relaycast or reference).
     #[arg(long)]
     label: Option<String>,
+    /// The server's process id: its CPU (and this generator's) over the run is reported.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
@@ -225,6 +228,7 @@ pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
         })
         .collect();
 
+    let cpu = CpuWatch::start(a.server_pid);
     let start = now_us();
     let pace = a.rate.map(|r| Duration::from_secs_f64(1.0 / r as f64));
     let t0 = tokio::time::Instant::now();
@@ -275,6 +279,7 @@ pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
         "lost": expected - delivered,
         "seconds": (seconds * 1000.0).round() / 1000.0,
         "deliveries_per_sec": (delivered as f64 / seconds).round(),
+        "cpu": cpu.report(delivered),
         "latency_ms": {
             "p50": ms(percentile(&mut latencies, 50.0)),
             "p99": ms(percentile(&mut latencies, 99.0)),
@@ -300,31 +305,75 @@ pub struct PairsArgs {
     /// A name for the setup measured, in the result's `target`.
     #[arg(long)]
     label: Option<String>,
+    /// Against the bare reference relay (bare text frames; the room is the URL's path).
+    #[arg(long)]
+    reference: bool,
+    /// The server's process id: its CPU (and this generator's) over the run is reported.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// One side of a pair: its socket, and how it sends a message and knows one from the other
+/// side (Relaycast's protocol, or the reference's bare frames).
+struct Side {
+    tx: Tx,
+    rx: Rx,
+    room: Option<RoomName>,
+}
+
+impl Side {
+    async fn open(url: &str, r: &str, name: &str, reference: bool) -> anyhow::Result<Side> {
+        if reference {
+            let (tx, rx) = connect(&format!("{}/{r}", url.trim_end_matches('/'))).await?.split();
+            return Ok(Side { tx, rx, room: None });
+        }
+        let (tx, rx) = join(url, r, name).await?;
+        Ok(Side { tx, rx, room: Some(room(r)) })
+    }
+
+    async fn say(&mut self, i: u64, text: &str) -> anyhow::Result<()> {
+        match &self.room {
+            Some(r) => send(&mut self.tx, &publish(r, i, text.into())).await,
+            None => Ok(self.tx.send(Message::Text(text.into())).await?),
+        }
+    }
+
+    /// Wait for the other side's next message (acks and presence pass by).
+    async fn hear(&mut self) -> anyhow::Result<()> {
+        if self.room.is_some() {
+            while !matches!(recv(&mut self.rx).await?, ServerMsg::Message { .. }) {}
+            return Ok(());
+        }
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), self.rx.next()).await? {
+                Some(Ok(Message::Text(t))) if t.as_str() != "~" => return Ok(()),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => anyhow::bail!("connection closed"),
+            }
+        }
+    }
 }
 
 pub async fn pairs(a: PairsArgs) -> anyhow::Result<()> {
     let mut sides = Vec::new();
     for p in 0..a.pairs {
         let r = format!("pair-{}-{p}", std::process::id());
-        let ping = join(&a.url, &r, "ping").await?;
-        let pong = join(a.pong_url.as_deref().unwrap_or(&a.url), &r, "pong").await?;
-        sides.push((r, ping, pong));
+        let ping = Side::open(&a.url, &r, "ping", a.reference).await?;
+        let pong = Side::open(a.pong_url.as_deref().unwrap_or(&a.url), &r, "pong", a.reference).await?;
+        sides.push((ping, pong));
     }
+    let cpu = CpuWatch::start(a.server_pid);
     let start = now_us();
     let rounds = a.rounds;
     let tasks: Vec<_> = sides
         .into_iter()
-        .map(|(r, (mut ping_tx, mut ping_rx), (mut pong_tx, mut pong_rx))| {
-            let r = room(&r);
-            let r2 = r.clone();
+        .map(|(mut ping, mut pong)| {
             // The answering side: every message from the other is answered once.
             let answer = tokio::spawn(async move {
-                let mut answered = 0;
-                while answered < rounds {
-                    if let ServerMsg::Message { .. } = recv(&mut pong_rx).await? {
-                        send(&mut pong_tx, &publish(&r2, answered, "pong".into())).await?;
-                        answered += 1;
-                    }
+                for i in 0..rounds {
+                    pong.hear().await?;
+                    pong.say(i, "pong").await?;
                 }
                 anyhow::Ok(())
             });
@@ -332,12 +381,8 @@ pub async fn pairs(a: PairsArgs) -> anyhow::Result<()> {
                 let mut rtts = Vec::with_capacity(rounds as usize);
                 for i in 0..rounds {
                     let t = now_us();
-                    send(&mut ping_tx, &publish(&r, i, "ping".into())).await?;
-                    loop {
-                        if let ServerMsg::Message { .. } = recv(&mut ping_rx).await? {
-                            break;
-                        }
-                    }
+                    ping.say(i, "ping").await?;
+                    ping.hear().await?;
                     rtts.push(now_us() - t);
                 }
                 answer.await??;
@@ -354,12 +399,14 @@ pub async fn pairs(a: PairsArgs) -> anyhow::Result<()> {
         "{}",
         json!({
             "scenario": "pairs",
-            "target": a.label.as_deref().unwrap_or("relaycast"),
+            "target": a.label.as_deref().unwrap_or(if a.reference { "reference" } else { "relaycast" }),
             "pairs": a.pairs,
             "rounds": rounds,
             "round_trips": rtts.len(),
             "seconds": (seconds * 1000.0).round() / 1000.0,
             "round_trips_per_sec": (rtts.len() as f64 / seconds).round(),
+            // Two deliveries per round trip (ping, pong), acks aside.
+            "cpu": cpu.report(2 * rtts.len() as u64),
             "rtt_ms": { "p50": ms(percentile(&mut rtts, 50.0)), "p99": ms(percentile(&mut rtts, 99.0)) },
         })
     );

@@ -42,7 +42,7 @@ pub mod transport;
 use crate::clock::now_millis;
 use crate::core::Engine;
 use crate::hub::Hub;
-use crate::store::{MemoryStore, RedbStore, Store, StoreError};
+use crate::store::{JournaledStore, MemoryStore, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,7 +130,7 @@ pub async fn run_with_ready(
         Arc::new(MemoryStore)
     } else {
         let dir = config.data_dir.clone();
-        Arc::new(tokio::task::spawn_blocking(move || RedbStore::open(&dir)).await??)
+        Arc::new(tokio::task::spawn_blocking(move || JournaledStore::open(&dir)).await??)
     };
     let restored = {
         let store = store.clone();

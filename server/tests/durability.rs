@@ -50,6 +50,41 @@ async fn acked_messages_survive_kill_9() {
     bin.child.wait().unwrap();
 }
 
+/// Enough history that the journal fills a file and folds it into redb before the crash:
+/// what was folded and what was only journaled both come back.
+#[tokio::test]
+async fn acked_messages_survive_kill_9_across_a_journal_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--log", "warn", "--history-max-messages", "5000", "--history-max-bytes", "67108864"];
+    let mut bin = spawn_binary_with(dir.path(), &flags, None);
+    let mut a = Client::connect(&bin.server).await;
+    let epoch = epoch_of(&a.join("r", "a", None).await);
+    let text = "j".repeat(4000);
+    let total = (relaycast::store::FOLD_AT_BYTES / 4000 + 300) as usize;
+    let mut acked = 0;
+    for chunk in (1..=total).collect::<Vec<_>>().chunks(100) {
+        for i in chunk {
+            a.publish("r", &format!("k{i}"), &text).await;
+        }
+        while acked < *chunk.last().unwrap() as u64 {
+            if let ServerMsg::Ack { seq, .. } = a.recv().await {
+                acked = seq;
+            }
+        }
+    }
+    let folded = std::fs::metadata(dir.path().join("history.redb")).unwrap().len();
+    assert!(folded > relaycast::store::FOLD_AT_BYTES / 2, "a journal file was folded into redb ({folded} bytes)");
+    bin.child.kill().unwrap(); // SIGKILL
+    bin.child.wait().unwrap();
+
+    let mut bin = spawn_binary_with(dir.path(), &flags, None);
+    let mut b = Client::connect(&bin.server).await;
+    let got = b.join("r", "b", Some(ResumeFrom { epoch, last_seq: 0 })).await;
+    assert_eq!(seqs(&got), (1..=acked).collect::<Vec<_>>(), "every acked message, in order, once");
+    bin.child.kill().unwrap();
+    bin.child.wait().unwrap();
+}
+
 #[tokio::test]
 async fn sigterm_closes_clients_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,7 @@ pub(super) struct Bar {
 }
 
 /// A removal as the store keeps it, so that it holds across a restart.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Removal {
     /// The room, or none: the whole server.
     pub room: Option<RoomName>,

@@ -160,7 +160,7 @@ pub enum Output {
 }
 
 /// A change the store must make durable, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StoreOp {
     /// A room came to be: remember its epoch.
     CreateRoom { room: RoomName, epoch: Epoch },

@@ -2,12 +2,15 @@
 //!
 //! The engine hands the store ordered [`StoreOp`] batches; [`Store::apply`] returns once the
 //! batch is durable, and only then does the engine ack and deliver what it holds. At start,
-//! [`Store::load`] gives every room back. Two engines today: [`RedbStore`] (embedded, durable,
-//! the default) and [`MemoryStore`] (nothing survives a restart; `--memory`).
+//! [`Store::load`] gives every room back. Two engines today: [`JournaledStore`] (embedded,
+//! durable, the default: [`RedbStore`] with a write-ahead journal as its commit path) and
+//! [`MemoryStore`] (nothing survives a restart; `--memory`).
 
+mod journal;
 mod memory;
 mod redb_store;
 
+pub use journal::{JournaledStore, FOLD_AT_BYTES};
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
 
@@ -20,6 +23,8 @@ pub enum StoreError {
     Redb(#[from] redb::Error),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    #[error("journal {path}: {source}")]
+    Journal { path: String, source: std::io::Error },
 }
 
 /// A history store. Implementations are called from one writer at a time, off the async
@@ -36,4 +41,20 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     fn apply(&self, ops: &[StoreOp]) -> Result<(), StoreError>;
     /// A short name for logs.
     fn kind(&self) -> &'static str;
+}
+
+/// A stored chat message `seq` saying `text`, as the engine writes it (for the stores' tests).
+#[cfg(test)]
+fn chat_json(seq: u64, text: &str) -> std::sync::Arc<str> {
+    use relaycast_shared::*;
+    codec::encode_room_message(&RoomMessage {
+        seq,
+        from: PeerId::try_from("p").unwrap(),
+        name: DisplayName::try_from("n").unwrap(),
+        id: ClientMsgId::try_from("i").unwrap(),
+        user: None,
+        at: 5,
+        body: Body::Chat { text: ChatText::try_from(text).unwrap() },
+    })
+    .into()
 }

@@ -172,16 +172,7 @@ mod tests {
     }
 
     fn json(seq: u64) -> Arc<str> {
-        encode_room_message(&RoomMessage {
-            seq,
-            from: PeerId::try_from("p").unwrap(),
-            name: DisplayName::try_from("n").unwrap(),
-            id: ClientMsgId::try_from("i").unwrap(),
-            user: None,
-            at: 5,
-            body: Body::Chat { text: ChatText::try_from("t").unwrap() },
-        })
-        .into()
+        super::super::chat_json(seq, "t")
     }
 
     /// Message `seq`'s tombstone.

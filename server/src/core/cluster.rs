@@ -779,7 +779,7 @@ impl Engine {
             self.deliver(Recipients::Many(members), frame);
         }
         self.ownership_moved(&room_name, owner_before);
-        self.announce_host(&room_name);
+        self.announce_host(&room_name, None);
     }
 
     /// A deletion from the log: the tombstone takes the message's place here, and the members

@@ -1002,7 +1002,7 @@ impl Engine {
         if owner_before.is_some() && self.owner(&room_name) == Some(conn) {
             self.ownership_moved(&room_name, owner_before);
         }
-        self.announce_host(&room_name);
+        self.announce_host(&room_name, Some(conn));
     }
 
     /// How `peer_id` (here or, in cluster mode, on another node) appears to the others in
@@ -1028,8 +1028,10 @@ impl Engine {
     }
 
     /// Open mode: when the host moved, tell the members here who it was and who it is now
-    /// (each learns of itself through [`ServerMsg::Rights`]).
-    fn announce_host(&mut self, room_name: &RoomName) {
+    /// (each learns of itself through [`ServerMsg::Rights`]). After a join, the joiner is not
+    /// told (its `joined` listed the host) and nobody is told of the joiner (its `peer_joined`
+    /// said whether it is host).
+    fn announce_host(&mut self, room_name: &RoomName, joiner: Option<ConnId>) {
         if !matches!(self.config.auth, Auth::Open) {
             return;
         }
@@ -1038,9 +1040,14 @@ impl Engine {
             return;
         };
         let before = std::mem::replace(&mut room.announced_host, host.clone());
-        let members = room.members.clone();
-        let updated: Vec<PeerInfo> =
-            [before, host].into_iter().flatten().filter_map(|id| self.peer_info(room_name, &id)).collect();
+        let members: Vec<ConnId> = room.members.iter().copied().filter(|c| Some(*c) != joiner).collect();
+        let joiner_id = joiner.and_then(|c| self.peers.get(&c)).map(|p| p.id.clone());
+        let updated: Vec<PeerInfo> = [before, host]
+            .into_iter()
+            .flatten()
+            .filter(|id| Some(id) != joiner_id.as_ref())
+            .filter_map(|id| self.peer_info(room_name, &id))
+            .collect();
         for peer in updated {
             let others: Vec<ConnId> =
                 members.iter().copied().filter(|c| self.peers.get(c).is_some_and(|p| p.id != peer.id)).collect();
@@ -1395,7 +1402,7 @@ impl Engine {
             let others = room.members.clone();
             self.deliver(Recipients::Many(others), frame);
             self.ownership_moved(room_name, owner_before);
-            self.announce_host(room_name);
+            self.announce_host(room_name, None);
         } else if room.shared.is_some() {
             self.unload_if_unused(room_name);
         } else if room.is_expired() {

@@ -377,6 +377,10 @@ fn members_see_the_host_on_another_node() {
         _ => None,
     });
     assert_eq!(peers.unwrap().iter().map(|p| (&p.id, p.host)).collect::<Vec<_>>(), vec![(&host, true)]);
+    assert!(
+        !joined.iter().any(|m| matches!(m, ServerMsg::PeerUpdated { .. })),
+        "the joiner's list said who the host is: no update besides: {joined:?}"
+    );
     c.join(1, 3, "r", None);
     c.settle();
     c.take(1, 2);

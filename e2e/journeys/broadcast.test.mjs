@@ -79,6 +79,7 @@ test('a page goes live with its camera, two pages watch, the owner records, and 
     await hostRow.locator('.tag.live').waitFor();
     assert.equal(await hostRow.locator('.tag.host').count(), 1, 'the host is marked host');
     assert.equal(await viewers[0].locator('#peers li', { hasText: 'Viewer 2' }).locator('.tag.host, .tag.live').count(), 0);
+    await viewers[0].screenshot({ path: join(artifacts, 'view-people-light.png') });
     await openTab(viewers[0], 'chat');
     // The broadcast views pass axe, light and dark: a viewer's and the host's.
     await checkA11y(viewers[0], 'broadcast-viewer-light');

@@ -36,8 +36,11 @@ pub struct WsSettings {
 impl WsSettings {
     fn tungstenite(&self) -> WebSocketConfig {
         let mut config = WebSocketConfig::default();
-        // Small read buffer: most frames are small, and idle connections should cost little.
-        config.read_buffer_size = 4 * 1024;
+        // Small read buffer: most frames are small, and an idle connection holds it all the
+        // time it waits (a larger frame reserves its own length). 4 KiB was the largest single
+        // cost of an idle connection (bench/RESULTS.md); 1 KiB still reads several chat
+        // frames per read.
+        config.read_buffer_size = 1024;
         // Frames are flushed explicitly after each queued batch; this only caps coalescing.
         config.write_buffer_size = 16 * 1024;
         // One frame over the limit fails the read instead of buffering it whole.

@@ -52,9 +52,15 @@ if want pairs; then
   kill "$DUR_PID" "$MEM_PID"; wait "$DUR_PID" "$MEM_PID" 2>/dev/null || true
 fi
 
+# Idle joined connections: 5,000, then as many as this machine's open-file limit lets one
+# process hold (IDLE_MAX, default 17,000 under a 20,000 limit; 100,000 needs `ulimit -n`
+# above 100,000 for both processes), from several loopback source addresses.
 if want idle; then
   start_relaycast
   run idle --url "ws://127.0.0.1:$RC_PORT/ws" --server-pid "$RC_PID"
+  stop_relaycast
+  start_relaycast --max-connections "${IDLE_MAX:-17000}"
+  run idle --url "ws://127.0.0.1:$RC_PORT/ws" --server-pid "$RC_PID" --connections "${IDLE_MAX:-17000}" --sources 8
   stop_relaycast
 fi
 

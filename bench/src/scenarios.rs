@@ -26,7 +26,27 @@ fn now_us() -> u64 {
 }
 
 async fn connect(url: &str) -> anyhow::Result<Ws> {
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+    connect_from(url, None).await
+}
+
+/// Connect from the loopback address `source` (past one address's ephemeral ports), with a
+/// small read buffer (an idle client should not cost the generator 128 KiB); `None`: as the
+/// system chooses, with tungstenite's defaults.
+async fn connect_from(url: &str, source: Option<std::net::IpAddr>) -> anyhow::Result<Ws> {
+    let Some(source) = source else {
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+        return Ok(ws);
+    };
+    let uri: http::Uri = url.parse()?;
+    let host = uri.host().ok_or_else(|| anyhow::anyhow!("no host in {url}"))?;
+    let server = std::net::SocketAddr::new(host.parse()?, uri.port_u16().unwrap_or(80));
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+    config.read_buffer_size = 1024;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), Some(config)).await?;
     Ok(ws)
 }
 
@@ -54,9 +74,13 @@ fn room(s: &str) -> RoomName {
 /// is greeted in its own (`bench/compare.sh` measures two builds; the scenarios use only what
 /// both speak).
 async fn greet(url: &str) -> anyhow::Result<(Tx, Rx)> {
+    greet_from(url, None).await
+}
+
+async fn greet_from(url: &str, source: Option<std::net::IpAddr>) -> anyhow::Result<(Tx, Rx)> {
     let mut protocol = PROTOCOL_VERSION;
     loop {
-        let (mut tx, mut rx) = connect(url).await?.split();
+        let (mut tx, mut rx) = connect_from(url, source).await?.split();
         send(&mut tx, &ClientMsg::Hello { protocol, token: None, client: None }).await?;
         match recv(&mut rx).await? {
             ServerMsg::Welcome { .. } => return Ok((tx, rx)),
@@ -76,7 +100,11 @@ fn server_protocol(message: &str) -> Option<u32> {
 
 /// Connect, hello, join `r`; returns the halves after the history has arrived.
 async fn join(url: &str, r: &str, name: &str) -> anyhow::Result<(Tx, Rx)> {
-    let (mut tx, mut rx) = greet(url).await?;
+    join_from(url, r, name, None).await
+}
+
+async fn join_from(url: &str, r: &str, name: &str, source: Option<std::net::IpAddr>) -> anyhow::Result<(Tx, Rx)> {
+    let (mut tx, mut rx) = greet_from(url, source).await?;
     let name = DisplayName::try_from(name).map_err(|e| anyhow::anyhow!("{e}"))?;
     send(&mut tx, &ClientMsg::Join { room: room(r), name, token: None, resume: None }).await?;
     loop {
@@ -425,6 +453,10 @@ pub struct IdleArgs {
     /// The server's process id, to read its resident memory.
     #[arg(long)]
     server_pid: u32,
+    /// Connect from this many loopback addresses (127.0.0.1, .2, ...), past one address's
+    /// ephemeral ports; 0: as the system chooses.
+    #[arg(long, default_value_t = 0)]
+    sources: u8,
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -438,6 +470,7 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 pub async fn idle(a: IdleArgs) -> anyhow::Result<()> {
     let before = rss_kib(a.server_pid)?;
+    let started = Instant::now();
     let mut held = Vec::with_capacity(a.connections);
     let mut joined = 0;
     while joined < a.connections {
@@ -445,13 +478,16 @@ pub async fn idle(a: IdleArgs) -> anyhow::Result<()> {
         let batch = (joined..joined + chunk).map(|i| {
             let url = a.url.clone();
             let r = format!("idle-{}-{}", std::process::id(), i / a.per_room.max(1));
-            async move { join(&url, &r, &format!("idle{i}")).await }
+            let source =
+                (a.sources > 0).then(|| std::net::IpAddr::from([127, 0, 0, 1 + (i % a.sources as usize) as u8]));
+            async move { join_from(&url, &r, &format!("idle{i}"), source).await }
         });
         for c in futures_util::future::join_all(batch).await {
             held.push(c?);
         }
         joined += chunk;
     }
+    let connect_seconds = started.elapsed().as_secs_f64();
     // Let presence traffic drain, then read.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(a.server_pid)?;
@@ -465,6 +501,8 @@ pub async fn idle(a: IdleArgs) -> anyhow::Result<()> {
             "server_rss_after_kib": after,
             "bytes_per_connection": per.round(),
             "kib_per_connection": (per / 1024.0 * 100.0).round() / 100.0,
+            "seconds_to_connect_and_join": (connect_seconds * 100.0).round() / 100.0,
+            "sources": a.sources,
         })
     );
     drop(held);

@@ -53,7 +53,7 @@ if want pairs; then
 fi
 
 # Idle joined connections: 5,000, then as many as this machine's open-file limit lets one
-# process hold (IDLE_MAX, default 17,000 under a 20,000 limit; 100,000 needs `ulimit -n`
+# process hold (IDLE_MAX, default 17,000 under a 20,000 limit; 100,000 needs a hard open-file limit
 # above 100,000 for both processes), from several loopback source addresses.
 if want idle; then
   start_relaycast

@@ -509,10 +509,7 @@ async fn sample(pc: &RtcPeerConnection) -> Option<Sample> {
                 s.packets_lost += num("packetsLost");
                 match text("kind").as_str() {
                     "video" => s.frames_decoded += num("framesDecoded"),
-                    "audio" => {
-                        s.audio_packets_received += num("packetsReceived");
-                        s.audio_level = s.audio_level.max(num("audioLevel"));
-                    }
+                    "audio" => s.audio_packets_received += num("packetsReceived"),
                     _ => {}
                 }
             }

@@ -93,8 +93,6 @@ pub struct Sample {
     pub audio_packets_received: f64,
     /// Seconds, from the nominated candidate pair.
     pub rtt: Option<f64>,
-    /// The loudest received audio track's level now, 0 to 1 (`audioLevel`).
-    pub audio_level: f64,
 }
 
 /// Level above which a peer counts as speaking: about -34 dBov, above room noise and

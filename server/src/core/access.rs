@@ -210,11 +210,9 @@ impl Engine {
             self.tombstone(&room_name, edit);
         }
         self.tombstone(&room_name, seq);
-        let Some(peer) = self.peers.get(&conn) else {
+        let Some(author) = self.author(conn, &room_name) else {
             return;
         };
-        let name = peer.membership(&room_name).map_or_else(|| message.name.clone(), |m| m.name.clone());
-        let author = (peer.id.clone(), name, peer.identity.as_ref().map(|i| i.user.clone()));
         let id = self.new_message_id();
         self.stage_message(room_name, author, id, Body::Deletion { of: seq }, Origin::Server, now);
     }

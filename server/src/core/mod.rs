@@ -1119,9 +1119,9 @@ impl Engine {
         let Some(peer) = self.peers.get(&conn) else {
             return;
         };
-        let Some(membership) = peer.membership(&room_name) else {
+        if peer.membership(&room_name).is_none() {
             return self.not_joined(conn, room_name, Some(id));
-        };
+        }
         if !self.rights(conn, &room_name).unwrap_or_default().has(Right::Publish) {
             return self.forbidden(conn, room_name, Some(id), "you may not post in this room");
         }
@@ -1152,8 +1152,18 @@ impl Engine {
             let message = "storage is behind; retry later".into();
             return self.error(conn, ErrorCode::Overloaded, message, Some(room_name), Some(id));
         }
-        let author = (peer.id.clone(), membership.name.clone(), peer.identity.as_ref().map(|i| i.user.clone()));
+        let Some(author) = self.author(conn, &room_name) else {
+            return;
+        };
         self.stage_message(room_name, author, id, body, Origin::Member(conn), now);
+    }
+
+    /// Who a message `conn` writes in `room_name` is from: its peer id, its name there, its
+    /// user (token mode).
+    fn author(&self, conn: ConnId, room_name: &RoomName) -> Option<(PeerId, DisplayName, Option<UserId>)> {
+        let peer = self.peers.get(&conn)?;
+        let name = peer.membership(room_name)?.name.clone();
+        Some((peer.id.clone(), name, peer.identity.as_ref().map(|i| i.user.clone())))
     }
 
     /// Give a message the room's next sequence number and stage it for the store; it is

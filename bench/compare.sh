@@ -35,7 +35,7 @@ for l in sys.stdin: r=json.loads(l); r["build"]=t; print(json.dumps(r))' "$1" | 
 for i in 1 2 3; do
   timeout 300 "$BIN/relaycast-bench" fanout --url "ws://127.0.0.1:$B_PORT/ws" | tag before
   timeout 300 "$BIN/relaycast-bench" fanout --url "ws://127.0.0.1:$A_PORT/ws" | tag after
-  timeout 300 "$BIN/relaycast-bench" fanout --reference --url "ws://127.0.0.1:$REF_PORT/" | tag reference
+  timeout 300 "$BIN/relaycast-bench" fanout --speak bare --url "ws://127.0.0.1:$REF_PORT/" | tag reference
 done
 for i in 1 2 3; do
   timeout 300 "$BIN/relaycast-bench" fanout --url "ws://127.0.0.1:$B_PORT/ws" --rate 2000 --messages 20000 | tag before

@@ -21,6 +21,27 @@ start_relaycast() {
 }
 stop_relaycast() { kill "$RC_PID"; wait "$RC_PID" 2>/dev/null || true; }
 
+# Redis as the tests run it: AOF fsynced on every write (sets REDIS_PORT, once).
+start_redis() {
+  [ -n "${REDIS_PORT:-}" ] && return 0
+  REDIS_PORT=$(free_port); mkdir -p "$DATA/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync always \
+    --dir "$DATA/redis" > "$DATA/redis.log" 2>&1 &
+  REDIS_PID=$!; PIDS+=("$REDIS_PID"); wait_port "$REDIS_PORT"
+}
+
+# Node's ws and socket.io relays (bench/node/), with the bare relay's room semantics; their
+# packages are installed on first use. Sets WS_PORT and SIO_PORT, or neither without Node.
+start_node_references() {
+  [ -n "${WS_PORT:-}" ] && return 0
+  if ! command -v node > /dev/null; then echo "node is not installed: skipping the Node references" >&2; return 0; fi
+  [ -d bench/node/node_modules ] || (cd bench/node && npm ci --no-audit --no-fund > /dev/null)
+  WS_PORT=$(free_port); node bench/node/ws-relay.js "127.0.0.1:$WS_PORT" > /dev/null &
+  WS_PID=$!; PIDS+=("$WS_PID"); wait_port "$WS_PORT"
+  SIO_PORT=$(free_port); node bench/node/socketio-relay.js "127.0.0.1:$SIO_PORT" > /dev/null &
+  SIO_PID=$!; PIDS+=("$SIO_PID"); wait_port "$SIO_PORT"
+}
+
 REF_PORT=$(free_port)
 "$BIN/relaycast-bench" reference --bind "127.0.0.1:$REF_PORT" > /dev/null &
 REF_PID=$!; PIDS+=("$REF_PID"); wait_port "$REF_PORT"
@@ -28,28 +49,42 @@ REF_PID=$!; PIDS+=("$REF_PID"); wait_port "$REF_PORT"
 run() { timeout 300 "$BIN/relaycast-bench" "$@" | tee -a "$OUT"; }
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
-# Fan-out, same run for both, alternating to share any machine noise.
+# Fan-out 1 -> 100 and 1 -> 1,000, Relaycast and the bare relay alternating to share any
+# machine noise; then paced (2,000 msg/s to 100) for latency.
 if want fanout; then
   start_relaycast
   for i in 1 2 3; do
     run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --server-pid "$RC_PID"
-    run fanout --reference --url "ws://127.0.0.1:$REF_PORT/" --server-pid "$REF_PID"
+    run fanout --speak bare --url "ws://127.0.0.1:$REF_PORT/" --server-pid "$REF_PID"
+  done
+  for i in 1 2 3; do
+    run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --server-pid "$RC_PID" --subscribers 1000 --messages 5000
+    run fanout --speak bare --url "ws://127.0.0.1:$REF_PORT/" --server-pid "$REF_PID" --subscribers 1000 --messages 5000
   done
   for i in 1 2 3; do run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --rate 2000 --messages 20000; done
   stop_relaycast
 fi
 
-# Pairs (500 rooms of two ping-ponging): Relaycast durable, Relaycast --memory and the bare
-# relay, alternating, each with its own and the generator's CPU.
+# Pairs (500 rooms of two ping-ponging): Relaycast durable, --memory and on Redis (one node),
+# the bare relay, and Node's ws and socket.io relays, alternating, each with its own and the
+# generator's CPU.
 if want pairs; then
   start_relaycast; DUR_PORT=$RC_PORT; DUR_PID=$RC_PID
   start_relaycast --memory; MEM_PORT=$RC_PORT; MEM_PID=$RC_PID
+  start_redis
+  start_relaycast --memory --redis "redis://127.0.0.1:$REDIS_PORT/" --node-id bench-pairs; RED_PORT=$RC_PORT; RED_PID=$RC_PID
+  start_node_references
   for i in 1 2; do
     run pairs --url "ws://127.0.0.1:$DUR_PORT/ws" --server-pid "$DUR_PID" --label relaycast-durable
     run pairs --url "ws://127.0.0.1:$MEM_PORT/ws" --server-pid "$MEM_PID" --label relaycast-memory
-    run pairs --reference --url "ws://127.0.0.1:$REF_PORT" --server-pid "$REF_PID"
+    run pairs --url "ws://127.0.0.1:$RED_PORT/ws" --server-pid "$RED_PID" --store-pid "$REDIS_PID" --label relaycast-redis-1-node
+    run pairs --speak bare --url "ws://127.0.0.1:$REF_PORT" --server-pid "$REF_PID"
+    if [ -n "${WS_PORT:-}" ]; then
+      run pairs --speak bare --url "ws://127.0.0.1:$WS_PORT" --server-pid "$WS_PID" --label node-ws
+      run pairs --speak socket-io --url "ws://127.0.0.1:$SIO_PORT" --server-pid "$SIO_PID" --label node-socket.io
+    fi
   done
-  kill "$DUR_PID" "$MEM_PID"; wait "$DUR_PID" "$MEM_PID" 2>/dev/null || true
+  kill "$DUR_PID" "$MEM_PID" "$RED_PID"; wait "$DUR_PID" "$MEM_PID" "$RED_PID" 2>/dev/null || true
 fi
 
 # Idle joined connections: 5,000, then as many as this machine's open-file limit lets one
@@ -59,6 +94,17 @@ if want idle; then
   start_relaycast
   run idle --url "ws://127.0.0.1:$RC_PORT/ws" --server-pid "$RC_PID"
   stop_relaycast
+  # The same 5,000 on the bare relay and Node's relays (each in a fresh process of its own).
+  IDLE_REF_PORT=$(free_port)
+  "$BIN/relaycast-bench" reference --bind "127.0.0.1:$IDLE_REF_PORT" > /dev/null &
+  IDLE_REF_PID=$!; PIDS+=("$IDLE_REF_PID"); wait_port "$IDLE_REF_PORT"
+  run idle --speak bare --url "ws://127.0.0.1:$IDLE_REF_PORT" --server-pid "$IDLE_REF_PID"
+  kill "$IDLE_REF_PID"
+  start_node_references
+  if [ -n "${WS_PORT:-}" ]; then
+    run idle --speak bare --url "ws://127.0.0.1:$WS_PORT" --server-pid "$WS_PID" --label node-ws
+    run idle --speak socket-io --url "ws://127.0.0.1:$SIO_PORT" --server-pid "$SIO_PID" --label node-socket.io
+  fi
   start_relaycast --max-connections "${IDLE_MAX:-17000}"
   run idle --url "ws://127.0.0.1:$RC_PORT/ws" --server-pid "$RC_PID" --connections "${IDLE_MAX:-17000}" --sources 8
   stop_relaycast
@@ -76,10 +122,7 @@ fi
 # each process used (they all share the 2 cores). Redis runs as the tests run it: AOF fsynced
 # on every write.
 if want cluster; then
-  REDIS_PORT=$(free_port); mkdir -p "$DATA/redis"
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync always \
-    --dir "$DATA/redis" > "$DATA/redis.log" 2>&1 &
-  REDIS_PID=$!; PIDS+=("$REDIS_PID"); wait_port "$REDIS_PORT"
+  start_redis
   start_relaycast; EMB=$RC_PORT
   start_relaycast --memory --redis "redis://127.0.0.1:$REDIS_PORT/" --node-id bench-a; NODE_A=$RC_PORT; PID_A=$RC_PID
   start_relaycast --memory --redis "redis://127.0.0.1:$REDIS_PORT/" --node-id bench-b; NODE_B=$RC_PORT; PID_B=$RC_PID

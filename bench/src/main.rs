@@ -4,7 +4,7 @@
 //! `bench/run.sh` starts the servers, runs all scenarios and writes `bench/RESULTS.md` inputs.
 //!
 //! # Layout
-//! - [`reference`](mod@reference), a bare tokio-tungstenite broadcast server (no JSON, rooms or storage),
+//! - [`reference`](mod@reference), a bare tokio-tungstenite relay with rooms (no JSON, storage or limits),
 //!   the ceiling Relaycast is reported against.
 //! - [`scenarios`], fan-out, pairs, idle and history.
 //! - [`blobs`], blob cache upload and download throughput (download next to nginx).
@@ -29,7 +29,7 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the bare broadcast server (every text frame goes to every connection).
+    /// Run the bare relay (a text frame goes to the other members of its room).
     Reference {
         #[arg(long, default_value = "127.0.0.1:9100")]
         bind: std::net::SocketAddr,

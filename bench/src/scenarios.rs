@@ -1,6 +1,6 @@
 //! The load scenarios. Each client is a real WebSocket connection speaking the Relaycast
-//! protocol (or, against the reference, bare text frames). All clients live in this one
-//! process, so send and receive times share one clock.
+//! protocol, or the protocol of the relay it is compared with ([`Speak`]). All clients live in
+//! this one process, so send and receive times share one clock.
 
 use crate::stats::{ms, percentile, CpuWatch};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -23,10 +23,6 @@ static START: OnceLock<Instant> = OnceLock::new();
 
 fn now_us() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_micros() as u64
-}
-
-async fn connect(url: &str) -> anyhow::Result<Ws> {
-    connect_from(url, None).await
 }
 
 /// Connect from the loopback address `source` (past one address's ephemeral ports), with a
@@ -149,6 +145,93 @@ fn sent_at(frame: &str) -> Option<u64> {
     frame[start..end].parse().ok()
 }
 
+/// The protocol the clients speak, which is also the kind of server they are pointed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Speak {
+    /// Relaycast's protocol: hello, join, publish; acks and messages as JSON.
+    Relaycast,
+    /// A bare relay's (`relaycast-bench reference`, `bench/node/ws-relay.js`): text frames, the
+    /// room is the URL's path, the sender gets `~` as its ack.
+    Bare,
+    /// socket.io's (`bench/node/socketio-relay.js`): Engine.IO v4 framing over a WebSocket, the
+    /// room in the `room` query parameter, `m` events sent with an ack id.
+    SocketIo,
+}
+
+impl Speak {
+    /// The result's `target` when no label is given.
+    fn target(self) -> &'static str {
+        match self {
+            Speak::Relaycast => "relaycast",
+            Speak::Bare => "reference",
+            Speak::SocketIo => "socket.io",
+        }
+    }
+
+    /// Connect as `name` into room `r` of the server at `url` (from loopback address `source`,
+    /// if given); returns the halves once the server counts the client as a member.
+    async fn open(self, url: &str, r: &str, name: &str, source: Option<std::net::IpAddr>) -> anyhow::Result<(Tx, Rx)> {
+        let base = url.trim_end_matches('/');
+        match self {
+            Speak::Relaycast => join_from(url, r, name, source).await,
+            Speak::Bare => Ok(connect_from(&format!("{base}/{r}"), source).await?.split()),
+            Speak::SocketIo => {
+                let url = format!("{base}/socket.io/?EIO=4&transport=websocket&room={r}");
+                let (mut tx, mut rx) = connect_from(&url, source).await?.split();
+                // Engine.IO's open packet, then the default namespace's connect and its answer.
+                let open = next_text(&mut rx).await?;
+                anyhow::ensure!(open.starts_with('0'), "no Engine.IO open packet: {open}");
+                tx.send(Message::Text("40".into())).await?;
+                let connected = next_text(&mut rx).await?;
+                anyhow::ensure!(connected.starts_with("40"), "socket.io refused the connection: {connected}");
+                Ok((tx, rx))
+            }
+        }
+    }
+
+    /// Message number `i` of `text` into room `r`, as this protocol sends it.
+    fn frame(self, r: &RoomName, i: u64, text: String) -> Message {
+        match self {
+            Speak::Relaycast => Message::Text(encode(&publish(r, i, text)).into()),
+            Speak::Bare => Message::Text(text.into()),
+            Speak::SocketIo => {
+                let text = serde_json::Value::String(text);
+                Message::Text(format!("42{i}[\"m\",{text}]").into())
+            }
+        }
+    }
+
+    /// Whether `frame` acknowledges one of this client's messages.
+    fn is_ack(self, frame: &str) -> bool {
+        match self {
+            Speak::Relaycast => frame.contains("\"ack\""),
+            Speak::Bare => frame == "~",
+            Speak::SocketIo => frame.starts_with("43"),
+        }
+    }
+
+    /// Whether `frame` is another member's message.
+    fn is_message(self, frame: &str) -> bool {
+        match self {
+            Speak::Relaycast => matches!(decode_server(frame), Ok(ServerMsg::Message { .. })),
+            Speak::Bare => frame != "~",
+            Speak::SocketIo => frame.starts_with("42"),
+        }
+    }
+}
+
+/// The next text frame, within 30 s.
+async fn next_text(rx: &mut Rx) -> anyhow::Result<tokio_tungstenite::tungstenite::Utf8Bytes> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), rx.next()).await? {
+            Some(Ok(Message::Text(t))) => return Ok(t),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => anyhow::bail!("connection closed"),
+        }
+    }
+}
+
 fn publish(r: &RoomName, i: u64, text: String) -> ClientMsg {
     let id = ClientMsgId::try_from(format!("m{i}")).expect("valid id");
     let text = ChatText::try_from(text).expect("valid text");
@@ -159,9 +242,9 @@ fn publish(r: &RoomName, i: u64, text: String) -> ClientMsg {
 pub struct FanoutArgs {
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     url: String,
-    /// Against the bare reference server (bare text frames, no protocol).
-    #[arg(long)]
-    reference: bool,
+    /// The protocol to speak (the kind of server at `--url`).
+    #[arg(long, value_enum, default_value_t = Speak::Relaycast)]
+    speak: Speak,
     #[arg(long, default_value_t = 100)]
     subscribers: usize,
     #[arg(long, default_value_t = 20_000)]
@@ -179,12 +262,15 @@ pub struct FanoutArgs {
     /// default: `--url`, where the publisher connects.
     #[arg(long = "sub-url")]
     sub_urls: Vec<String>,
-    /// A name for the setup measured, in the result's `target` (default: relaycast or reference).
+    /// A name for the setup measured, in the result's `target` (default: what `--speak` names).
     #[arg(long)]
     label: Option<String>,
     /// The server's process id: its CPU (and this generator's) over the run is reported.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The process id of the server's external store (Redis): its CPU is reported too.
+    #[arg(long)]
+    store_pid: Option<u32>,
 }
 
 pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
@@ -194,24 +280,18 @@ pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     let sub_urls = if a.sub_urls.is_empty() { vec![a.url.clone()] } else { a.sub_urls.clone() };
     for i in 0..a.subscribers {
         let url = &sub_urls[i % sub_urls.len()];
-        let rx = if a.reference {
-            connect(url).await?.split().1
-        } else {
-            join(url, &room_name, &format!("sub{i}")).await?.1
-        };
-        subscribers.push(rx);
+        subscribers.push(a.speak.open(url, &room_name, &format!("sub{i}"), None).await?.1);
     }
-    let (mut tx, mut prx) =
-        if a.reference { connect(&a.url).await?.split() } else { join(&a.url, &room_name, "publisher").await? };
+    let (mut tx, mut prx) = a.speak.open(&a.url, &room_name, "publisher", None).await?;
 
-    // Flow control: the publisher's acks (or its own echo, on the reference).
+    // Flow control: the publisher's acks.
     let acked = Arc::new(AtomicU64::new(0));
     let ack_notify = Arc::new(Notify::new());
     let ack_task = {
-        let (acked, notify, n) = (acked.clone(), ack_notify.clone(), a.messages);
+        let (acked, notify, n, speak) = (acked.clone(), ack_notify.clone(), a.messages, a.speak);
         tokio::spawn(async move {
             while let Some(Ok(Message::Text(t))) = prx.next().await {
-                if t.contains("\"ack\"") || t.starts_with('~') {
+                if speak.is_ack(&t) {
                     if acked.fetch_add(1, Ordering::Relaxed) + 1 >= n {
                         notify.notify_waiters();
                         notify.notify_one();
@@ -256,7 +336,7 @@ pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
         })
         .collect();
 
-    let cpu = CpuWatch::start(a.server_pid);
+    let cpu = CpuWatch::start(a.server_pid, a.store_pid);
     let start = now_us();
     let pace = a.rate.map(|r| Duration::from_secs_f64(1.0 / r as f64));
     let t0 = tokio::time::Instant::now();
@@ -267,10 +347,7 @@ pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
         if let Some(pace) = pace {
             tokio::time::sleep_until(t0 + pace * i as u32).await;
         }
-        let text = payload(i, a.size);
-        let msg =
-            if a.reference { Message::Text(text.into()) } else { Message::Text(encode(&publish(&r, i, text)).into()) };
-        tx.feed(msg).await?;
+        tx.feed(a.speak.frame(&r, i, payload(i, a.size))).await?;
         if pace.is_some() || i % 64 == 63 {
             tx.flush().await?;
         }
@@ -298,7 +375,7 @@ pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     let seconds = (end - start) as f64 / 1e6;
     let line = json!({
         "scenario": "fanout",
-        "target": a.label.clone().unwrap_or_else(|| if a.reference { "reference" } else { "relaycast" }.into()),
+        "target": a.label.as_deref().unwrap_or(a.speak.target()),
         "subscribers": a.subscribers,
         "messages": n,
         "payload_bytes": a.size,
@@ -333,53 +410,39 @@ pub struct PairsArgs {
     /// A name for the setup measured, in the result's `target`.
     #[arg(long)]
     label: Option<String>,
-    /// Against the bare reference relay (bare text frames; the room is the URL's path).
-    #[arg(long)]
-    reference: bool,
+    /// The protocol to speak (the kind of server at `--url`).
+    #[arg(long, value_enum, default_value_t = Speak::Relaycast)]
+    speak: Speak,
     /// The server's process id: its CPU (and this generator's) over the run is reported.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The process id of the server's external store (Redis): its CPU is reported too.
+    #[arg(long)]
+    store_pid: Option<u32>,
 }
 
-/// One side of a pair: its socket, and how it sends a message and knows one from the other
-/// side (Relaycast's protocol, or the reference's bare frames).
+/// One side of a pair: its socket, the protocol it speaks and its room.
 struct Side {
     tx: Tx,
     rx: Rx,
-    room: Option<RoomName>,
+    speak: Speak,
+    room: RoomName,
 }
 
 impl Side {
-    async fn open(url: &str, r: &str, name: &str, reference: bool) -> anyhow::Result<Side> {
-        if reference {
-            let (tx, rx) = connect(&format!("{}/{r}", url.trim_end_matches('/'))).await?.split();
-            return Ok(Side { tx, rx, room: None });
-        }
-        let (tx, rx) = join(url, r, name).await?;
-        Ok(Side { tx, rx, room: Some(room(r)) })
+    async fn open(url: &str, r: &str, name: &str, speak: Speak) -> anyhow::Result<Side> {
+        let (tx, rx) = speak.open(url, r, name, None).await?;
+        Ok(Side { tx, rx, speak, room: room(r) })
     }
 
     async fn say(&mut self, i: u64, text: &str) -> anyhow::Result<()> {
-        match &self.room {
-            Some(r) => send(&mut self.tx, &publish(r, i, text.into())).await,
-            None => Ok(self.tx.send(Message::Text(text.into())).await?),
-        }
+        Ok(self.tx.send(self.speak.frame(&self.room, i, text.into())).await?)
     }
 
     /// Wait for the other side's next message (acks and presence pass by).
     async fn hear(&mut self) -> anyhow::Result<()> {
-        if self.room.is_some() {
-            while !matches!(recv(&mut self.rx).await?, ServerMsg::Message { .. }) {}
-            return Ok(());
-        }
-        loop {
-            match tokio::time::timeout(Duration::from_secs(30), self.rx.next()).await? {
-                Some(Ok(Message::Text(t))) if t.as_str() != "~" => return Ok(()),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => anyhow::bail!("connection closed"),
-            }
-        }
+        while !self.speak.is_message(&next_text(&mut self.rx).await?) {}
+        Ok(())
     }
 }
 
@@ -387,11 +450,11 @@ pub async fn pairs(a: PairsArgs) -> anyhow::Result<()> {
     let mut sides = Vec::new();
     for p in 0..a.pairs {
         let r = format!("pair-{}-{p}", std::process::id());
-        let ping = Side::open(&a.url, &r, "ping", a.reference).await?;
-        let pong = Side::open(a.pong_url.as_deref().unwrap_or(&a.url), &r, "pong", a.reference).await?;
+        let ping = Side::open(&a.url, &r, "ping", a.speak).await?;
+        let pong = Side::open(a.pong_url.as_deref().unwrap_or(&a.url), &r, "pong", a.speak).await?;
         sides.push((ping, pong));
     }
-    let cpu = CpuWatch::start(a.server_pid);
+    let cpu = CpuWatch::start(a.server_pid, a.store_pid);
     let start = now_us();
     let rounds = a.rounds;
     let tasks: Vec<_> = sides
@@ -427,7 +490,7 @@ pub async fn pairs(a: PairsArgs) -> anyhow::Result<()> {
         "{}",
         json!({
             "scenario": "pairs",
-            "target": a.label.as_deref().unwrap_or(if a.reference { "reference" } else { "relaycast" }),
+            "target": a.label.as_deref().unwrap_or(a.speak.target()),
             "pairs": a.pairs,
             "rounds": rounds,
             "round_trips": rtts.len(),
@@ -457,6 +520,12 @@ pub struct IdleArgs {
     /// ephemeral ports; 0: as the system chooses.
     #[arg(long, default_value_t = 0)]
     sources: u8,
+    /// The protocol to speak (the kind of server at `--url`).
+    #[arg(long, value_enum, default_value_t = Speak::Relaycast)]
+    speak: Speak,
+    /// A name for the setup measured, in the result's `target` (default: what `--speak` names).
+    #[arg(long)]
+    label: Option<String>,
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -480,7 +549,7 @@ pub async fn idle(a: IdleArgs) -> anyhow::Result<()> {
             let r = format!("idle-{}-{}", std::process::id(), i / a.per_room.max(1));
             let source =
                 (a.sources > 0).then(|| std::net::IpAddr::from([127, 0, 0, 1 + (i % a.sources as usize) as u8]));
-            async move { join_from(&url, &r, &format!("idle{i}"), source).await }
+            async move { a.speak.open(&url, &r, &format!("idle{i}"), source).await }
         });
         for c in futures_util::future::join_all(batch).await {
             held.push(c?);
@@ -496,6 +565,7 @@ pub async fn idle(a: IdleArgs) -> anyhow::Result<()> {
         "{}",
         json!({
             "scenario": "idle",
+            "target": a.label.as_deref().unwrap_or(a.speak.target()),
             "connections": a.connections,
             "server_rss_before_kib": before,
             "server_rss_after_kib": after,

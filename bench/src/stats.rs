@@ -41,17 +41,21 @@ fn clock_ticks() -> f64 {
 
 /// The CPU the server and this load generator use over a run: read at the start, then
 /// [`CpuWatch::report`] at the end gives each one's cores busy (CPU seconds per wall second)
-/// and the server's CPU per delivery, so a reader sees who was saturated.
+/// and the server's CPU per delivery, so a reader sees who was saturated. A server on an
+/// external store (Redis) has that store's process watched too.
 pub struct CpuWatch {
     server: Option<(u32, f64)>,
+    store: Option<(u32, f64)>,
     generator: Option<f64>,
     started: std::time::Instant,
 }
 
 impl CpuWatch {
-    pub fn start(server_pid: Option<u32>) -> CpuWatch {
+    pub fn start(server_pid: Option<u32>, store_pid: Option<u32>) -> CpuWatch {
+        let watch = |pid: Option<u32>| pid.and_then(|pid| Some((pid, cpu_seconds(pid)?)));
         CpuWatch {
-            server: server_pid.and_then(|pid| Some((pid, cpu_seconds(pid)?))),
+            server: watch(server_pid),
+            store: watch(store_pid),
             generator: cpu_seconds(std::process::id()),
             started: std::time::Instant::now(),
         }
@@ -61,13 +65,20 @@ impl CpuWatch {
         let wall = self.started.elapsed().as_secs_f64();
         let used = |before: Option<f64>, pid: u32| Some(cpu_seconds(pid)? - before?);
         let server = self.server.and_then(|(pid, before)| used(Some(before), pid));
+        let store = self.store.and_then(|(pid, before)| used(Some(before), pid));
         let generator = used(self.generator, std::process::id());
         let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
-        serde_json::json!({
+        let per_delivery = |s: Option<f64>| s.filter(|_| deliveries > 0).map(|s| round(s * 1e6 / deliveries as f64, 3));
+        let mut report = serde_json::json!({
             "server_cores": server.map(|s| round(s / wall, 2)),
             "generator_cores": generator.map(|g| round(g / wall, 2)),
-            "server_us_per_delivery": server.filter(|_| deliveries > 0).map(|s| round(s * 1e6 / deliveries as f64, 3)),
-        })
+            "server_us_per_delivery": per_delivery(server),
+        });
+        if self.store.is_some() {
+            report["store_cores"] = store.map(|s| round(s / wall, 2)).into();
+            report["store_us_per_delivery"] = per_delivery(store).into();
+        }
+        report
     }
 }
 

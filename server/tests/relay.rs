@@ -197,6 +197,52 @@ async fn truncated_history_is_announced() {
 }
 
 #[tokio::test]
+async fn a_client_s_ping_is_answered_in_order_and_its_close_is_answered() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = start(test_config(|_| {})).await;
+    let mut client = Client::connect(&server).await;
+    client.join("r", "pinger", None).await;
+    // A ping among messages is answered with its payload (the answer goes through the same
+    // outbox as the messages).
+    send_on(
+        &mut client.ws,
+        &ClientMsg::Publish { room: room("r"), id: ClientMsgId::try_from("m1").unwrap(), body: chat("hi") },
+    )
+    .await;
+    client.ws.send(Message::Ping(bytes::Bytes::from_static(b"are you there"))).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, client.ws.next()).await.expect("an answer in time") {
+            Some(Ok(Message::Pong(payload))) => {
+                assert_eq!(&payload[..], b"are you there");
+                break;
+            }
+            Some(Ok(Message::Text(text))) => seen.push(decode_server(&text).unwrap()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    if !seen.iter().any(|m| matches!(m, ServerMsg::Ack { .. })) {
+        client.recv_until(|m| matches!(m, ServerMsg::Ack { .. })).await;
+    }
+    // The client closes; the server answers with a close frame and ends the connection.
+    client.ws.send(Message::Close(None)).await.unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, client.ws.next()).await.expect("the close in time") {
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => panic!("the close was not answered: {err}"),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.metric("relaycast_connections").await != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the connection was never let go");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn dead_peers_are_found_by_ping_and_announced_as_left() {
     let server = start(test_config(|c| {
         c.ping_interval = std::time::Duration::from_millis(100);

@@ -17,6 +17,7 @@ pub mod proxies;
 pub mod reply;
 pub mod route;
 pub mod ws;
+pub mod ws_write;
 
 use crate::blobs::BlobCache;
 use crate::clock::now_millis;

@@ -1,23 +1,25 @@
-//! `GET /ws`: the WebSocket upgrade and the two tasks of each connection.
+//! `GET /ws`: the WebSocket upgrade and the reading half of each connection.
 //!
 //! The upgrade is done here rather than with `warp::ws()` because warp's `Ws` builder cannot
 //! set tungstenite's read buffer, which defaults to 128 KiB per connection (zero-filled on
 //! first read); idle connections would cost ~137 KiB each instead of a few KiB. The handshake
-//! itself is small: check the headers, answer 101 with the accept key, and wrap hyper's
-//! upgraded stream in a tungstenite `WebSocketStream` with our config.
+//! itself is small: check the headers, answer 101 with the accept key, then split hyper's
+//! upgraded stream: tungstenite reads frames from one half with our config, and the writer
+//! (`ws_write`) frames what the hub queues onto the other.
 
-use crate::hub::{Hub, Outbound, QueueGauge, Registration};
-use futures_util::{SinkExt, StreamExt};
+use super::ws_write::write_loop;
+use crate::hub::{Hub, Registration};
+use futures_util::StreamExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use relaycast_shared::{decode_client, CloseCode, ErrorCode};
-use std::future::Future;
+use relaycast_shared::decode_client;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 use warp::http::{header, HeaderMap, Response, StatusCode};
@@ -41,8 +43,7 @@ impl WsSettings {
         // cost of an idle connection (bench/RESULTS.md); 1 KiB still reads several chat
         // frames per read.
         config.read_buffer_size = 1024;
-        // Frames are flushed explicitly after each queued batch; this only caps coalescing.
-        config.write_buffer_size = 16 * 1024;
+        // tungstenite only reads here (see `ReadSide`); the writer frames what it sends.
         // One frame over the limit fails the read instead of buffering it whole.
         config.max_message_size = Some(self.max_frame_bytes);
         config.max_frame_size = Some(self.max_frame_bytes);
@@ -104,10 +105,8 @@ fn upgrade(
             Err(err) => return tracing::debug!(error = %err, "websocket upgrade failed"),
         };
         // TCP_NODELAY was set on the socket when it was accepted (see `transport::serve`).
-        let config = Some(settings.tungstenite());
-        let socket = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config).await;
         // The connection's slot (see `transport::limits`) is held until the socket is gone.
-        serve(socket, hub, settings, client.addr).await;
+        serve(TokioIo::new(upgraded), hub, settings, client.addr).await;
         drop(client);
     });
     let mut response = Response::new(String::new());
@@ -121,16 +120,19 @@ fn upgrade(
     response
 }
 
-/// Serve one connection: this task reads; a second one writes from the bounded queue.
+/// Serve one connection: this task reads; a second one writes what the hub queues (see
+/// [`super::ws_write`]).
 #[tracing::instrument(level = "debug", skip_all, fields(conn))]
-pub async fn serve<S>(socket: WebSocketStream<S>, hub: Arc<Hub>, settings: WsSettings, addr: std::net::IpAddr)
+pub async fn serve<S>(io: S, hub: Arc<Hub>, settings: WsSettings, addr: std::net::IpAddr)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Registration { conn, queue, gauge, mut close } = hub.connect(addr);
+    let (read, write) = tokio::io::split(io);
+    let config = Some(settings.tungstenite());
+    let mut stream = WebSocketStream::from_raw_socket(ReadSide(read), Role::Server, config).await;
+    let Registration { conn, outbox, mut close } = hub.connect(addr);
     tracing::Span::current().record("conn", conn);
-    let (sink, mut stream) = socket.split();
-    let mut writer = tokio::spawn(write_loop(sink, queue, gauge, close.clone(), settings.write_timeout));
+    let mut writer = tokio::spawn(write_loop(write, outbox, close.clone(), settings.write_timeout));
 
     let mut last_seen = Instant::now();
     let mut ping =
@@ -159,7 +161,8 @@ where
                         Err(err) => hub.bad_frame(conn, err),
                     },
                     Some(Ok(Message::Binary(_))) => hub.binary_frame(conn),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Ping(payload))) => hub.pong(conn, payload),
+                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
                     Some(Ok(Message::Close(_))) | None => break,
                     Some(Err(WsError::Capacity(err))) => {
                         // tungstenite refused to buffer the frame; the stream cannot continue.
@@ -177,101 +180,36 @@ where
         }
     }
     hub.disconnected(conn);
-    // The writer ends by itself, within its bounded close (see `write_loop`): on the close
-    // signal, or when the queue's sender is gone. Then both halves of the socket are dropped
-    // and it is closed.
+    // The writer ends by itself, within its bounded close: on the close signal, or when the
+    // hub lets go of the outbox. Then both halves of the socket are dropped and it is closed.
     let _ = writer.await;
 }
 
-type Sink<S> = futures_util::stream::SplitSink<WebSocketStream<S>, Message>;
+/// The read half of a connection as tungstenite sees it. tungstenite answers a ping or a
+/// close by writing; those writes go nowhere here, because the answers go through the
+/// connection's outbox like every other frame toward the peer (one writer, one order).
+struct ReadSide<R>(R);
 
-/// How long the close of a connection may take: what was queued before the close (an error
-/// frame, say), then the close frame. A peer that does not take them in time is cut off.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// Send queued frames, coalescing whatever is already queued into one flush (one syscall
-/// for a burst), until the queue ends, the engine closes the connection, or a batch is not
-/// taken within `write_timeout`. Every wait here is bounded, so a peer that stops reading
-/// cannot keep the socket, this task or its queued frames alive.
-async fn write_loop<S>(
-    mut sink: Sink<S>,
-    mut queue: tokio::sync::mpsc::UnboundedReceiver<Outbound>,
-    gauge: Arc<QueueGauge>,
-    mut close: tokio::sync::watch::Receiver<Option<ErrorCode>>,
-    write_timeout: Duration,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    // Bounds what sits in tungstenite's write buffer before a flush.
-    const MAX_BATCH_BYTES: usize = 64 * 1024;
-    let take = |out: Outbound| {
-        gauge.taken(out.queued_bytes());
-        to_message(out)
-    };
-    let reason = loop {
-        let first = tokio::select! {
-            biased;
-            _ = close.changed() => break *close.borrow(),
-            first = queue.recv() => first,
-        };
-        let Some(first) = first else { break None };
-        let batch = async {
-            let mut batch_bytes = first.queued_bytes();
-            sink.feed(take(first)).await?;
-            while batch_bytes < MAX_BATCH_BYTES {
-                match queue.try_recv() {
-                    Ok(next) => {
-                        batch_bytes += next.queued_bytes();
-                        sink.feed(take(next)).await?
-                    }
-                    Err(_) => break,
-                }
-            }
-            sink.flush().await
-        };
-        // Most batches go out at once (the socket has room): polled once, they finish without
-        // a timer. One that cannot races the close signal (a peer that stopped reading blocks
-        // the flush, and the engine's verdict, slow consumer or idle, must still end it) and
-        // the write timeout.
-        let mut batch = std::pin::pin!(batch);
-        let sent = match std::future::poll_fn(|cx| Poll::Ready(batch.as_mut().poll(cx))).await {
-            Poll::Ready(sent) => Ok(sent),
-            Poll::Pending => tokio::select! {
-                biased;
-                _ = close.changed() => break *close.borrow(),
-                sent = tokio::time::timeout(write_timeout, batch) => sent,
-            },
-        };
-        match sent {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => break None,
-            Err(_) => {
-                tracing::debug!("write timed out: the peer takes no frames");
-                break None;
-            }
-        }
-    };
-    if let Some(reason) = reason {
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            while let Ok(next) = queue.try_recv() {
-                sink.feed(take(next)).await?;
-            }
-            let frame = CloseFrame {
-                code: WsCloseCode::from(CloseCode::for_error(reason).code()),
-                reason: reason.as_str().into(),
-            };
-            sink.send(Message::Close(Some(frame))).await
-        })
-        .await;
+impl<R: AsyncRead + Unpin> AsyncRead for ReadSide<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
     }
-    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
-    // Frames still queued are dropped with the receiver; the gauge is the hub's, which
-    // forgot this connection.
 }
 
-fn to_message(out: Outbound) -> Message {
-    match out {
-        Outbound::Frame(text) => Message::Text(text),
-        Outbound::Ping => Message::Ping(Default::default()),
+impl<R: Unpin> AsyncWrite for ReadSide<R> {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }

@@ -9,69 +9,34 @@ use crate::core::{ConnId, Engine, Input, Millis, Output};
 use crate::store::Store;
 use relaycast_shared::{ClientMsg, DecodeError, ErrorCode};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio::sync::{oneshot, watch, Notify};
 
-/// What a connection's writer task sends.
-#[derive(Debug)]
-pub enum Outbound {
-    Frame(Utf8Bytes),
-    Ping,
-}
-
-/// What is queued toward one connection and not yet handed to its socket. The queue is
-/// bounded by these counts (checked before each send), not by the channel, so that a burst
-/// (one commit batch of many small frames) is judged by its size and a stalled reader by
-/// what it has left unread.
-#[derive(Debug, Default)]
-pub struct QueueGauge {
-    frames: AtomicUsize,
-    bytes: AtomicUsize,
-}
-
-impl QueueGauge {
-    /// The writer took a frame of `len` bytes off the queue.
-    pub fn taken(&self, len: usize) {
-        self.frames.fetch_sub(1, Ordering::Relaxed);
-        self.bytes.fetch_sub(len, Ordering::Relaxed);
-    }
-}
-
-impl Outbound {
-    /// Bytes this item counts for in its connection's queue.
-    pub fn queued_bytes(&self) -> usize {
-        match self {
-            Outbound::Frame(text) => text.len(),
-            Outbound::Ping => 0,
-        }
-    }
-}
-
-/// Bounds of each connection's queue.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueLimits {
-    pub max_frames: usize,
-    pub max_bytes: usize,
-}
+mod outbox;
+pub use outbox::{Outbound, Outbox, Pushed, QueueLimits};
 
 /// The hub's end of one connection.
 #[derive(Debug)]
 struct ConnHandle {
-    queue: mpsc::UnboundedSender<Outbound>,
-    gauge: Arc<QueueGauge>,
+    outbox: Arc<Outbox>,
     /// Set once, with the reason, when the engine closes the connection.
     close: watch::Sender<Option<ErrorCode>>,
+}
+
+impl Drop for ConnHandle {
+    /// The hub forgets the connection: its writer sends what is queued and ends.
+    fn drop(&mut self) {
+        self.outbox.close();
+    }
 }
 
 /// What a connection task gets when it registers.
 #[derive(Debug)]
 pub struct Registration {
     pub conn: ConnId,
-    pub queue: mpsc::UnboundedReceiver<Outbound>,
-    pub gauge: Arc<QueueGauge>,
+    pub outbox: Arc<Outbox>,
     pub close: watch::Receiver<Option<ErrorCode>>,
 }
 
@@ -161,17 +126,16 @@ impl Hub {
     /// A new connection from `addr`: its id, its queue and its close signal.
     pub fn connect(&self, addr: std::net::IpAddr) -> Registration {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (queue_tx, queue) = mpsc::unbounded_channel();
+        let outbox = Arc::new(Outbox::default());
         let (close_tx, close) = watch::channel(None);
-        let gauge = Arc::new(QueueGauge::default());
         self.counters.connections_total.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
-        state.conns.insert(conn, ConnHandle { queue: queue_tx, gauge: gauge.clone(), close: close_tx });
+        state.conns.insert(conn, ConnHandle { outbox: outbox.clone(), close: close_tx });
         self.run(&mut state, Input::Connected(conn, addr));
         if self.shutting_down.load(Ordering::SeqCst) {
             self.run(&mut state, Input::Shutdown);
         }
-        Registration { conn, queue, gauge, close }
+        Registration { conn, outbox, close }
     }
 
     pub fn message(&self, conn: ConnId, msg: ClientMsg) {
@@ -202,6 +166,16 @@ impl Hub {
         let state = self.lock();
         if let Some(handle) = state.conns.get(&conn) {
             self.enqueue(handle, Outbound::Ping);
+        }
+    }
+
+    /// Answer the peer's ping. A peer that pings without reading the answers fills its
+    /// outbox and is judged too slow, like one that does not read its messages.
+    pub fn pong(&self, conn: ConnId, payload: bytes::Bytes) {
+        let mut state = self.lock();
+        let full = state.conns.get(&conn).is_some_and(|handle| !self.enqueue(handle, Outbound::Pong(payload)));
+        if full {
+            self.run(&mut state, Input::QueueFull(conn));
         }
     }
 
@@ -267,15 +241,13 @@ impl Hub {
             for output in engine.drain_outputs() {
                 match output {
                     Output::Deliver { to, frame } => {
-                        let Ok(text) = Utf8Bytes::try_from(frame.bytes().clone()) else {
-                            tracing::error!("engine produced a frame that is not UTF-8");
-                            continue;
-                        };
                         for conn in to.as_slice() {
                             let Some(handle) = conns.get(conn) else {
                                 continue;
                             };
-                            if self.enqueue(handle, Outbound::Frame(text.clone())) {
+                            // One shared payload for every recipient (the engine's frames are
+                            // JSON text, UTF-8 by construction).
+                            if self.enqueue(handle, Outbound::Frame(frame.bytes().clone())) {
                                 self.counters.frames_queued.fetch_add(1, Ordering::Relaxed);
                             } else {
                                 too_slow.push(*conn);
@@ -325,19 +297,10 @@ impl Hub {
         }
     }
 
-    /// Queue `out` unless the connection's queue is at its bounds. False: too slow.
+    /// Queue `out` unless the connection's outbox is at its bounds. False: too slow (an
+    /// ending connection takes nothing more; its disconnect is on the way).
     fn enqueue(&self, handle: &ConnHandle, out: Outbound) -> bool {
-        let len = out.queued_bytes();
-        let frames = handle.gauge.frames.load(Ordering::Relaxed);
-        let bytes = handle.gauge.bytes.load(Ordering::Relaxed);
-        if frames >= self.queue_limits.max_frames || bytes + len > self.queue_limits.max_bytes {
-            return false;
-        }
-        handle.gauge.frames.fetch_add(1, Ordering::Relaxed);
-        handle.gauge.bytes.fetch_add(len, Ordering::Relaxed);
-        // A closed channel means the connection is ending; its disconnect is on the way.
-        let _ = handle.queue.send(out);
-        true
+        handle.outbox.push(out, self.queue_limits) != Pushed::Full
     }
 
     /// The first step of a drain: not ready any more (a load balancer stops sending new

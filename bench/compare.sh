@@ -14,7 +14,7 @@ cargo build --release -q -p relaycast-bench
 source bench/lib.sh
 
 # The same flags for both (the per-address limits are opened where the build has them). Sets
-# PORT (not run in a subshell, so that the server's pid reaches PIDS and the cleanup).
+# PORT and PID (not run in a subshell, so that the server's pid reaches PIDS and the cleanup).
 start() {
   local bin=$1 port
   port=$(free_port)
@@ -22,28 +22,28 @@ start() {
   if "$bin" --help | grep -q -- --max-connections-per-ip; then extra=("${OPEN_LIMITS[@]}"); fi
   "$bin" --bind "127.0.0.1:$port" --data-dir "$DATA/$port" --static-dir "$DATA/none" "${LOAD_FLAGS[@]}" \
     --log warn "${extra[@]}" > "$DATA/$port.log" 2>&1 &
-  PIDS+=("$!"); wait_port "$port"; PORT=$port
+  PID=$!; PIDS+=("$PID"); wait_port "$port"; PORT=$port
 }
-start "$BEFORE"; B_PORT=$PORT
-start "$AFTER"; A_PORT=$PORT
+start "$BEFORE"; B_PORT=$PORT; B_PID=$PID
+start "$AFTER"; A_PORT=$PORT; A_PID=$PID
 REF_PORT=$(free_port)
-"$BIN/relaycast-bench" reference --bind "127.0.0.1:$REF_PORT" > /dev/null & PIDS+=("$!"); wait_port "$REF_PORT"
+"$BIN/relaycast-bench" reference --bind "127.0.0.1:$REF_PORT" > /dev/null & REF_PID=$!; PIDS+=("$REF_PID"); wait_port "$REF_PORT"
 
 OUT=$DATA/results.jsonl
 tag() { python3 -c 'import json,sys; t=sys.argv[1]
 for l in sys.stdin: r=json.loads(l); r["build"]=t; print(json.dumps(r))' "$1" | tee -a "$OUT"; }
 for i in 1 2 3; do
-  timeout 300 "$BIN/relaycast-bench" fanout --url "ws://127.0.0.1:$B_PORT/ws" | tag before
-  timeout 300 "$BIN/relaycast-bench" fanout --url "ws://127.0.0.1:$A_PORT/ws" | tag after
-  timeout 300 "$BIN/relaycast-bench" fanout --speak bare --url "ws://127.0.0.1:$REF_PORT/" | tag reference
+  timeout 300 "$BIN/relaycast-bench" fanout --url "ws://127.0.0.1:$B_PORT/ws" --server-pid "$B_PID" | tag before
+  timeout 300 "$BIN/relaycast-bench" fanout --url "ws://127.0.0.1:$A_PORT/ws" --server-pid "$A_PID" | tag after
+  timeout 300 "$BIN/relaycast-bench" fanout --speak bare --url "ws://127.0.0.1:$REF_PORT/" --server-pid "$REF_PID" | tag reference
 done
 for i in 1 2 3; do
   timeout 300 "$BIN/relaycast-bench" fanout --url "ws://127.0.0.1:$B_PORT/ws" --rate 2000 --messages 20000 | tag before
   timeout 300 "$BIN/relaycast-bench" fanout --url "ws://127.0.0.1:$A_PORT/ws" --rate 2000 --messages 20000 | tag after
 done
 for i in 1 2 3; do
-  timeout 300 "$BIN/relaycast-bench" pairs --url "ws://127.0.0.1:$B_PORT/ws" | tag before
-  timeout 300 "$BIN/relaycast-bench" pairs --url "ws://127.0.0.1:$A_PORT/ws" | tag after
+  timeout 300 "$BIN/relaycast-bench" pairs --url "ws://127.0.0.1:$B_PORT/ws" --server-pid "$B_PID" | tag before
+  timeout 300 "$BIN/relaycast-bench" pairs --url "ws://127.0.0.1:$A_PORT/ws" --server-pid "$A_PID" | tag after
 done
 python3 - "$OUT" <<'PY'
 import json, sys, statistics
@@ -56,7 +56,9 @@ f = {b: med("fanout", b, "deliveries_per_sec") for b in ("before", "after", "ref
 lat = {b: med("fanout", b, ("latency_ms", "p99"), paced=True) for b in ("before", "after")}
 print(json.dumps({"scenario": "compare_paced_p99_ms", **lat}))
 p = {b: med("pairs", b, "round_trips_per_sec") for b in ("before", "after")}
+cpu = {b: med("pairs", b, ("cpu", "server_us_per_delivery")) for b in ("before", "after")}
 print(json.dumps({"scenario": "compare_fanout", **f, "before_vs_reference": round(f["before"] / f["reference"], 3),
                   "after_vs_reference": round(f["after"] / f["reference"], 3), "after_vs_before": round(f["after"] / f["before"], 3)}))
-print(json.dumps({"scenario": "compare_pairs", **p, "after_vs_before": round(p["after"] / p["before"], 3)}))
+print(json.dumps({"scenario": "compare_pairs", **p, "after_vs_before": round(p["after"] / p["before"], 3),
+                  "server_us_per_delivery": cpu}))
 PY

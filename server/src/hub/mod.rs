@@ -236,6 +236,27 @@ impl Hub {
 
     fn carry_out(&self, state: &mut State, now: Millis) {
         loop {
+            self.deliver_outputs(state, now);
+            if !state.engine.has_store_work() {
+                return;
+            }
+            if !self.store.is_instant() {
+                self.store_work.notify_one();
+                return;
+            }
+            // A store that keeps nothing (`--memory`) makes a batch "durable" at once: commit it
+            // here, in this lock section, rather than waking the writer task to do nothing.
+            while let Some((batch, _ops)) = state.engine.take_store_batch() {
+                self.counters.store_batches.fetch_add(1, Ordering::Relaxed);
+                state.engine.handle(now, Input::Persisted(batch));
+            }
+        }
+    }
+
+    /// Carry out what the engine asked for: frames onto the connections' outboxes, closes,
+    /// answers to the app's posts, work for the cluster node.
+    fn deliver_outputs(&self, state: &mut State, now: Millis) {
+        loop {
             let mut too_slow = Vec::new();
             let State { engine, conns, posts, .. } = &mut *state;
             for output in engine.drain_outputs() {
@@ -291,9 +312,6 @@ impl Hub {
             for conn in too_slow {
                 engine.handle(now, Input::QueueFull(conn));
             }
-        }
-        if state.engine.has_store_work() {
-            self.store_work.notify_one();
         }
     }
 

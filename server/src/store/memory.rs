@@ -15,6 +15,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn is_instant(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "memory"
     }

@@ -39,6 +39,11 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     }
     /// Make the batch durable, all or nothing.
     fn apply(&self, ops: &[StoreOp]) -> Result<(), StoreError>;
+    /// Whether [`Store::apply`] returns at once and never fails (it keeps nothing): the hub
+    /// then commits a batch where it was staged, without a hop to the writer task.
+    fn is_instant(&self) -> bool {
+        false
+    }
     /// A short name for logs.
     fn kind(&self) -> &'static str;
 }

@@ -201,6 +201,11 @@ pub struct Config {
     #[arg(long, env = "RELAYCAST_MAX_UNPERSISTED", default_value_t = 100_000)]
     pub max_unpersisted: usize,
 
+    /// Accepted messages not yet durable from one connection; at this many the server stops
+    /// reading from it until some are durable (backpressure, no error).
+    #[arg(long, env = "RELAYCAST_MAX_UNPERSISTED_PER_CONNECTION", default_value_t = 1_000)]
+    pub max_unpersisted_per_connection: usize,
+
     /// How often the server pings each connection.
     #[arg(long, env = "RELAYCAST_PING_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub ping_interval: Duration,
@@ -589,6 +594,7 @@ impl Config {
             },
             history_batch: 1000,
             max_unpersisted: self.max_unpersisted.max(1),
+            max_unpersisted_per_connection: self.max_unpersisted_per_connection.max(1),
             ice_servers: self
                 .ice_servers
                 .iter()

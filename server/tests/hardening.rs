@@ -424,3 +424,46 @@ async fn metrics_can_live_on_an_address_of_their_own() {
     assert_eq!(request(metrics_addr, "GET", "/ws", &[], b"").await.status, 404, "metrics only");
     server.stop().await;
 }
+
+/// A client that publishes faster than the store makes messages durable waits on its own
+/// socket (the server stops reading it at its own limit) instead of filling the server-wide
+/// limit and being refused; another client's messages still go through.
+#[tokio::test]
+async fn a_fast_publisher_is_slowed_on_its_own_socket_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(test_config(|c| {
+        c.memory = false;
+        c.data_dir = dir.path().to_owned();
+        c.max_unpersisted = 4;
+        c.max_unpersisted_per_connection = 2;
+    }))
+    .await;
+    let mut fast = Client::connect(&server).await;
+    fast.join("r", "fast", None).await;
+    let mut other = Client::connect(&server).await;
+    other.join("r", "other", None).await;
+    // 200 publishes written at once, none waiting for its ack: with every fdatasync a batch,
+    // many more than 4 would wait for the store together if the server kept reading.
+    use futures_util::SinkExt;
+    for i in 0..200 {
+        let msg = ClientMsg::Publish {
+            room: room("r"),
+            id: ClientMsgId::try_from(format!("f{i}")).unwrap(),
+            body: chat("x"),
+        };
+        fast.ws.feed(tokio_tungstenite::tungstenite::Message::Text(encode(&msg).into())).await.unwrap();
+    }
+    fast.ws.flush().await.unwrap();
+    let seq = other.publish_acked("r", "o1", "meanwhile").await;
+    assert!(seq >= 1);
+    let mut acks = 0;
+    while acks < 200 {
+        match fast.recv().await {
+            ServerMsg::Ack { .. } => acks += 1,
+            ServerMsg::Error { code, message, .. } => panic!("the fast publisher was refused: {code}: {message}"),
+            _ => {}
+        }
+    }
+    assert_eq!(server.metric("relaycast_connections").await, 2, "nobody was cut off");
+    server.stop().await;
+}

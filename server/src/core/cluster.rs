@@ -382,6 +382,7 @@ impl Engine {
         let token = self.next_append;
         self.next_append += 1;
         let id = message.id.clone();
+        self.unpersisted_from(&sender, 1);
         self.appending.insert(token, Appending { room: room_name.clone(), sender, id });
         self.unpersisted += 1;
         self.stats.messages_published += 1;
@@ -545,6 +546,7 @@ impl Engine {
             return;
         };
         self.unpersisted = self.unpersisted.saturating_sub(1);
+        self.unpersisted_from(&appending.sender, -1);
         if let Origin::App(ticket) = appending.sender {
             self.outputs.push(Output::Posted { ticket, room: appending.room.clone(), seq: Ok(seq) });
         }
@@ -561,6 +563,7 @@ impl Engine {
             return;
         };
         self.unpersisted = self.unpersisted.saturating_sub(1);
+        self.unpersisted_from(&appending.sender, -1);
         match appending.sender {
             Origin::Member(conn) if self.peers.contains_key(&conn) => {
                 let message = match code {

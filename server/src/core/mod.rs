@@ -157,6 +157,11 @@ pub enum Output {
     /// Cluster mode: delete this node's copies of the room's files (the app closed the room
     /// with its files, through another node).
     DeleteFiles { room: RoomName },
+    /// Stop reading from the connection: it has `max_unpersisted_per_connection` messages
+    /// waiting for the store. Its socket's buffers fill and its client waits, with no error.
+    PauseReading { conn: ConnId },
+    /// Read from the connection again (after [`Output::PauseReading`]).
+    ResumeReading { conn: ConnId },
 }
 
 /// A change the store must make durable, in order.
@@ -214,6 +219,10 @@ pub struct EngineConfig {
     pub history_batch: usize,
     /// Messages accepted but not yet durable, server-wide. Past it publishers get `overloaded`.
     pub max_unpersisted: usize,
+    /// Messages one connection may have accepted and not yet durable: reaching it pauses
+    /// reading from that connection ([`Output::PauseReading`]) until some are durable, so one
+    /// fast publisher waits on its own socket instead of filling `max_unpersisted` for all.
+    pub max_unpersisted_per_connection: usize,
     pub ice_servers: Vec<IceServer>,
     /// When set, each welcome carries fresh TURN credentials for the peer.
     pub turn: Option<TurnConfig>,
@@ -268,6 +277,7 @@ impl Default for EngineConfig {
             history: HistoryLimits { max_messages: 1000, max_bytes: 1024 * 1024, max_age_ms: 24 * 3600 * 1000 },
             history_batch: 1000,
             max_unpersisted: 100_000,
+            max_unpersisted_per_connection: 1_000,
             ice_servers: Vec::new(),
             turn: None,
             grant: None,
@@ -318,6 +328,8 @@ struct Peer {
     rooms: Vec<Membership>,
     bucket: TokenBucket,
     joins: TokenBucket,
+    /// Its messages accepted and not yet durable (see [`EngineConfig::max_unpersisted_per_connection`]).
+    unpersisted: usize,
 }
 
 impl Peer {
@@ -695,6 +707,7 @@ impl Engine {
                 rooms: Vec::new(),
                 bucket,
                 joins,
+                unpersisted: 0,
             },
         );
     }
@@ -1201,6 +1214,7 @@ impl Engine {
         let message = RoomMessage { seq: room.last_assigned, from, name, id: id.clone(), user, at: now, body };
         let json: Arc<str> = encode_room_message(&message).into();
         self.staged_ops.push(StoreOp::Append { room: room_name.clone(), seq: message.seq, json: json.clone() });
+        self.unpersisted_from(&sender, 1);
         self.staged.push(Pending { room: room_name, seq: message.seq, at: now, sender, id, json, blob });
         self.unpersisted += 1;
         self.stats.messages_published += 1;
@@ -1213,8 +1227,28 @@ impl Engine {
             };
             for p in pending {
                 self.unpersisted -= 1;
+                self.unpersisted_from(&p.sender, -1);
                 self.commit(p, now);
             }
+        }
+    }
+
+    /// One more (`+1`) or one fewer (`-1`) of `sender`'s messages waits for the store; a
+    /// member's reading is paused at its limit and resumed once it is below.
+    fn unpersisted_from(&mut self, sender: &Origin, change: isize) {
+        let Origin::Member(conn) = *sender else {
+            return;
+        };
+        let limit = self.config.max_unpersisted_per_connection.max(1);
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let before = peer.unpersisted;
+        peer.unpersisted = before.saturating_add_signed(change);
+        if before < limit && peer.unpersisted >= limit {
+            self.outputs.push(Output::PauseReading { conn });
+        } else if before >= limit && peer.unpersisted < limit {
+            self.outputs.push(Output::ResumeReading { conn });
         }
     }
 

@@ -17,10 +17,40 @@ use tokio::sync::{oneshot, watch, Notify};
 mod outbox;
 pub use outbox::{Outbound, Outbox, Pushed, QueueLimits};
 
+/// Whether a connection's reader may read on. The engine pauses a connection that has too
+/// many messages waiting for the store; its socket's buffers then fill and its client waits.
+#[derive(Debug, Default)]
+pub struct ReadGate {
+    paused: AtomicBool,
+    resumed: Notify,
+}
+
+impl ReadGate {
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+        if !paused {
+            // Leaves a permit if the reader is not waiting yet: no resume is lost.
+            self.resumed.notify_one();
+        }
+    }
+
+    /// Returns once the connection may be read again.
+    pub async fn resumed(&self) {
+        while self.is_paused() {
+            self.resumed.notified().await;
+        }
+    }
+}
+
 /// The hub's end of one connection.
 #[derive(Debug)]
 struct ConnHandle {
     outbox: Arc<Outbox>,
+    gate: Arc<ReadGate>,
     /// Set once, with the reason, when the engine closes the connection.
     close: watch::Sender<Option<ErrorCode>>,
 }
@@ -37,6 +67,7 @@ impl Drop for ConnHandle {
 pub struct Registration {
     pub conn: ConnId,
     pub outbox: Arc<Outbox>,
+    pub gate: Arc<ReadGate>,
     pub close: watch::Receiver<Option<ErrorCode>>,
 }
 
@@ -127,15 +158,16 @@ impl Hub {
     pub fn connect(&self, addr: std::net::IpAddr) -> Registration {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::default());
+        let gate = Arc::new(ReadGate::default());
         let (close_tx, close) = watch::channel(None);
         self.counters.connections_total.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
-        state.conns.insert(conn, ConnHandle { outbox: outbox.clone(), close: close_tx });
+        state.conns.insert(conn, ConnHandle { outbox: outbox.clone(), gate: gate.clone(), close: close_tx });
         self.run(&mut state, Input::Connected(conn, addr));
         if self.shutting_down.load(Ordering::SeqCst) {
             self.run(&mut state, Input::Shutdown);
         }
-        Registration { conn, outbox, close }
+        Registration { conn, outbox, gate, close }
     }
 
     pub fn message(&self, conn: ConnId, msg: ClientMsg) {
@@ -293,6 +325,11 @@ impl Hub {
                         if let Some(files) = self.files.get() {
                             let files = files.clone();
                             tokio::spawn(async move { files.delete_room_here(&room).await });
+                        }
+                    }
+                    Output::PauseReading { conn } | Output::ResumeReading { conn } => {
+                        if let Some(handle) = conns.get(&conn) {
+                            handle.gate.set_paused(matches!(output, Output::PauseReading { .. }));
                         }
                     }
                     Output::Cluster(op) => match self.cluster.get() {

@@ -130,7 +130,7 @@ where
     let (read, write) = tokio::io::split(io);
     let config = Some(settings.tungstenite());
     let mut stream = WebSocketStream::from_raw_socket(ReadSide(read), Role::Server, config).await;
-    let Registration { conn, outbox, mut close } = hub.connect(addr);
+    let Registration { conn, outbox, gate, mut close } = hub.connect(addr);
     tracing::Span::current().record("conn", conn);
     let mut writer = tokio::spawn(write_loop(write, outbox, close.clone(), settings.write_timeout));
 
@@ -145,15 +145,18 @@ where
                 hub.disconnected(conn);
                 return;
             }
+            // Paused by the engine (too many of its messages wait for the store): nothing is
+            // read, and the silence is ours, not the peer's.
+            _ = gate.resumed(), if gate.is_paused() => last_seen = Instant::now(),
             _ = ping.tick() => {
-                if last_seen.elapsed() > settings.idle_timeout {
+                if last_seen.elapsed() > settings.idle_timeout && !gate.is_paused() {
                     tracing::debug!(conn, "idle timeout");
                     hub.timed_out(conn);
                     break;
                 }
                 hub.ping(conn);
             }
-            frame = stream.next() => {
+            frame = stream.next(), if !gate.is_paused() => {
                 last_seen = Instant::now();
                 match frame {
                     Some(Ok(Message::Text(text))) => match decode_client(&text, settings.max_frame_bytes) {

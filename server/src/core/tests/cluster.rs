@@ -64,7 +64,11 @@ impl Cluster {
                     }
                 }
                 Output::Cluster(op) => node.ops.push_back(op),
-                Output::Close { .. } | Output::Posted { .. } | Output::DeleteFiles { .. } => {}
+                Output::Close { .. }
+                | Output::Posted { .. }
+                | Output::DeleteFiles { .. }
+                | Output::PauseReading { .. }
+                | Output::ResumeReading { .. } => {}
             }
         }
     }

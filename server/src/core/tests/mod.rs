@@ -9,6 +9,8 @@ struct Sim {
     /// Every frame each connection received, decoded, in order.
     inbox: BTreeMap<ConnId, Vec<ServerMsg>>,
     closed: Vec<(ConnId, ErrorCode)>,
+    /// Reading paused (`true`) and resumed (`false`), per connection, in order.
+    reading: Vec<(ConnId, bool)>,
     store: Vec<StoreOp>,
     /// The app's posts reported durable: (ticket, seq).
     posted: Vec<(u64, Result<u64, ErrorCode>)>,
@@ -28,6 +30,7 @@ impl Sim {
             now: 1_000_000,
             inbox: BTreeMap::new(),
             closed: vec![],
+            reading: vec![],
             store: vec![],
             posted: vec![],
         }
@@ -52,6 +55,8 @@ impl Sim {
                 Output::Posted { ticket, seq, .. } => self.posted.push((ticket, seq)),
                 Output::Cluster(op) => panic!("one machine asks no shared log: {op:?}"),
                 Output::DeleteFiles { room } => panic!("one machine deletes files itself: {room}"),
+                Output::PauseReading { conn } => self.reading.push((conn, true)),
+                Output::ResumeReading { conn } => self.reading.push((conn, false)),
             }
         }
     }
@@ -388,6 +393,43 @@ fn overload_refuses_instead_of_queueing_without_bound() {
     assert_eq!(codes(&sim.take(1)), vec![ErrorCode::Overloaded]);
     sim.persist();
     assert_eq!(sim.take(1).iter().filter(|m| matches!(m, ServerMsg::Ack { .. })).count(), 2);
+}
+
+#[test]
+fn a_connection_at_its_own_unpersisted_limit_is_paused_not_refused_and_others_go_on() {
+    let config = EngineConfig {
+        max_unpersisted: 5,
+        max_unpersisted_per_connection: 3,
+        messages_per_second: 0,
+        ..EngineConfig::default()
+    };
+    let mut sim = Sim::new(config);
+    sim.connect(1);
+    sim.connect(2);
+    sim.join(1, "r", None);
+    sim.join(2, "r", None);
+    for i in 0..3 {
+        sim.publish(1, "r", &format!("a{i}"));
+    }
+    assert_eq!(sim.reading, vec![(1, true)], "paused at its third message waiting for the store");
+    // A frame the transport had already read still counts; nothing is refused.
+    sim.publish(1, "r", "a3");
+    assert_eq!(sim.reading, vec![(1, true)], "paused once");
+    // The server-wide limit (5) still has room for another connection.
+    sim.publish(2, "r", "b0");
+    assert!(codes(&sim.take(1)).is_empty() && codes(&sim.take(2)).is_empty());
+    sim.persist();
+    assert_eq!(sim.reading, vec![(1, true), (1, false)], "resumed once durable");
+    let acks = sim.take(1).iter().filter(|m| matches!(m, ServerMsg::Ack { .. })).count();
+    assert_eq!(acks, 4);
+    // A connection that leaves while paused is simply forgotten.
+    for i in 0..3 {
+        sim.publish(2, "r", &format!("b{}", i + 1));
+    }
+    assert_eq!(sim.reading.last(), Some(&(2, true)));
+    sim.input(Input::Disconnected(2));
+    sim.persist();
+    assert_eq!(sim.reading.last(), Some(&(2, true)), "no resume for a connection that is gone");
 }
 
 #[test]

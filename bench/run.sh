@@ -50,7 +50,8 @@ run() { timeout 300 "$BIN/relaycast-bench" "$@" | tee -a "$OUT"; }
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
 # Fan-out 1 -> 100 and 1 -> 1,000, Relaycast and the bare relay alternating to share any
-# machine noise; then paced (2,000 msg/s to 100) for latency.
+# machine noise; then paced (2,000 msg/s to 100) for latency, the bare relay's being this
+# machine's floor.
 if want fanout; then
   start_relaycast
   for i in 1 2 3; do
@@ -61,7 +62,10 @@ if want fanout; then
     run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --server-pid "$RC_PID" --subscribers 1000 --messages 5000
     run fanout --speak bare --url "ws://127.0.0.1:$REF_PORT/" --server-pid "$REF_PID" --subscribers 1000 --messages 5000
   done
-  for i in 1 2 3; do run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --rate 2000 --messages 20000; done
+  for i in 1 2 3; do
+    run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --rate 2000 --messages 20000
+    run fanout --speak bare --url "ws://127.0.0.1:$REF_PORT/" --rate 2000 --messages 20000
+  done
   stop_relaycast
 fi
 
@@ -74,7 +78,7 @@ if want pairs; then
   start_redis
   start_relaycast --memory --redis "redis://127.0.0.1:$REDIS_PORT/" --node-id bench-pairs; RED_PORT=$RC_PORT; RED_PID=$RC_PID
   start_node_references
-  for i in 1 2; do
+  for i in 1 2 3; do
     run pairs --url "ws://127.0.0.1:$DUR_PORT/ws" --server-pid "$DUR_PID" --label relaycast-durable
     run pairs --url "ws://127.0.0.1:$MEM_PORT/ws" --server-pid "$MEM_PID" --label relaycast-memory
     run pairs --url "ws://127.0.0.1:$RED_PORT/ws" --server-pid "$RED_PID" --store-pid "$REDIS_PID" --label relaycast-redis-1-node
@@ -227,11 +231,28 @@ for scenario in ("blob_download", "blob_download_tls"):
                 "ratio": round(statistics.median(dl("relaycast")) / statistics.median(dl("nginx")), 3)}
         print(json.dumps(line))
         open(sys.argv[1], "a").write(json.dumps(line) + "\n")
-best = lambda t: [r["deliveries_per_sec"] for r in rows if r["scenario"] == "fanout" and r["target"] == t and r["paced_rate"] is None]
-rc, ref = best("relaycast"), best("reference")
-if rc and ref:
-    line = {"scenario": "fanout_ratio", "relaycast_median": statistics.median(rc), "reference_median": statistics.median(ref),
-            "ratio": round(statistics.median(rc) / statistics.median(ref), 3)}
+def emit(line):
     print(json.dumps(line))
     open(sys.argv[1], "a").write(json.dumps(line) + "\n")
+# Fan-out: medians of Relaycast and the bare relay at each size, and their ratio.
+for subs in sorted({r["subscribers"] for r in rows if r["scenario"] == "fanout"}):
+    best = lambda t: [r["deliveries_per_sec"] for r in rows if r["scenario"] == "fanout" and r["target"] == t
+                      and r["paced_rate"] is None and r["subscribers"] == subs]
+    rc, ref = best("relaycast"), best("reference")
+    if rc and ref:
+        emit({"scenario": "fanout_ratio", "subscribers": subs, "relaycast_median": statistics.median(rc),
+              "reference_median": statistics.median(ref), "ratio": round(statistics.median(rc) / statistics.median(ref), 3)})
+# Pairs: each setup's medians, and its ratio to the bare relay's median.
+pairs = [r for r in rows if r["scenario"] == "pairs"]
+ref = [r["round_trips_per_sec"] for r in pairs if r["target"] == "reference"]
+for target in dict.fromkeys(r["target"] for r in pairs):
+    mine = [r for r in pairs if r["target"] == target]
+    med = lambda f: statistics.median(f(r) for r in mine)
+    line = {"scenario": "pairs_summary", "target": target, "runs": len(mine),
+            "round_trips_per_sec": med(lambda r: r["round_trips_per_sec"]),
+            "rtt_p50_ms": med(lambda r: r["rtt_ms"]["p50"]),
+            "server_us_per_delivery": med(lambda r: r["cpu"]["server_us_per_delivery"] or 0)}
+    if ref:
+        line["x_bare_relay"] = round(line["round_trips_per_sec"] / statistics.median(ref), 3)
+    emit(line)
 PY

@@ -412,7 +412,8 @@ struct Pending {
 pub struct Engine {
     config: EngineConfig,
     rng: StdRng,
-    peers: HashMap<ConnId, Peer>,
+    /// By connection id (server-assigned, so a cheap hash is safe).
+    peers: rustc_hash::FxHashMap<ConnId, Peer>,
     by_peer_id: HashMap<PeerId, ConnId>,
     rooms: HashMap<RoomName, Room>,
     /// Store ops not yet taken by the writer, and the messages waiting on them.
@@ -464,7 +465,7 @@ impl Engine {
         Self {
             config,
             rng: StdRng::seed_from_u64(seed),
-            peers: HashMap::new(),
+            peers: Default::default(),
             by_peer_id: HashMap::new(),
             rooms: HashMap::new(),
             staged_ops: Vec::new(),

@@ -74,7 +74,7 @@ pub struct Registration {
 #[derive(Debug)]
 struct State {
     engine: Engine,
-    conns: HashMap<ConnId, ConnHandle>,
+    conns: rustc_hash::FxHashMap<ConnId, ConnHandle>,
     /// The app's posts waiting to be durable, by ticket.
     posts: HashMap<u64, oneshot::Sender<Result<u64, ErrorCode>>>,
     next_ticket: u64,
@@ -113,7 +113,7 @@ impl Hub {
     pub fn new(engine: Engine, store: Arc<dyn Store>, queue_limits: QueueLimits) -> Arc<Self> {
         let hub = Arc::new_cyclic(|me| Hub {
             me: me.clone(),
-            state: Mutex::new(State { engine, conns: HashMap::new(), posts: HashMap::new(), next_ticket: 1 }),
+            state: Mutex::new(State { engine, conns: Default::default(), posts: HashMap::new(), next_ticket: 1 }),
             store,
             store_work: Notify::new(),
             next_conn: AtomicU64::new(1),

@@ -104,7 +104,8 @@ impl Outbox {
     }
 
     /// Frames and bytes queued now.
-    pub fn len(&self) -> (usize, usize) {
+    #[cfg(test)]
+    fn len(&self) -> (usize, usize) {
         let queued = self.lock();
         (queued.items.len(), queued.bytes)
     }

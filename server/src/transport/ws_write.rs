@@ -140,6 +140,9 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             // before the hub let go of the outbox.
             break End::Close(*close.borrow());
         }
+        // One allocation for the batch's bytes (headers are at most 10 bytes), not a series of
+        // doublings and copies as frames are appended.
+        pending.buf.reserve(batch.iter().map(|out| out.queued_bytes() + 10).sum());
         for out in batch.drain(..) {
             outbound_into(&mut pending.buf, &out);
         }

@@ -127,13 +127,13 @@ fi
 # on every write.
 if want cluster; then
   start_redis
-  start_relaycast; EMB=$RC_PORT
+  start_relaycast; EMB=$RC_PORT; EMB_PID=$RC_PID
   start_relaycast --memory --redis "redis://127.0.0.1:$REDIS_PORT/" --node-id bench-a; NODE_A=$RC_PORT; PID_A=$RC_PID
   start_relaycast --memory --redis "redis://127.0.0.1:$REDIS_PORT/" --node-id bench-b; NODE_B=$RC_PORT; PID_B=$RC_PID
   ws() { echo "ws://127.0.0.1:$1/ws"; }
   for i in 1 2; do
-    run fanout --label embedded --url "$(ws $EMB)"
-    run fanout --label redis-1-node --url "$(ws $NODE_A)"
+    run fanout --label embedded --url "$(ws $EMB)" --server-pid "$EMB_PID"
+    run fanout --label redis-1-node --url "$(ws $NODE_A)" --server-pid "$PID_A" --store-pid "$REDIS_PID"
     run fanout --label redis-2-nodes --url "$(ws $NODE_A)" --sub-url "$(ws $NODE_A)" --sub-url "$(ws $NODE_B)"
   done
   # Redis's work and every process's CPU during one two-node fan-out (20,000 messages).
@@ -158,8 +158,8 @@ print(json.dumps(line))" | tee -a "$OUT"
     run fanout --label redis-2-nodes --url "$(ws $NODE_A)" --sub-url "$(ws $NODE_B)" --rate 2000 --messages 20000
   done
   run fanout --label embedded --url "$(ws $EMB)" --rate 2000 --messages 20000
-  run pairs --label embedded --url "$(ws $EMB)" --pairs 500 --rounds 100
-  run pairs --label redis-1-node --url "$(ws $NODE_A)" --pairs 500 --rounds 100
+  run pairs --label embedded --url "$(ws $EMB)" --pairs 500 --rounds 100 --server-pid "$EMB_PID"
+  run pairs --label redis-1-node --url "$(ws $NODE_A)" --pairs 500 --rounds 100 --server-pid "$PID_A" --store-pid "$REDIS_PID"
   run pairs --label redis-2-nodes --url "$(ws $NODE_A)" --pong-url "$(ws $NODE_B)" --pairs 500 --rounds 100
 fi
 

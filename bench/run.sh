@@ -59,8 +59,8 @@ if want fanout; then
     run fanout --speak bare --url "ws://127.0.0.1:$REF_PORT/" --server-pid "$REF_PID"
   done
   for i in 1 2 3; do
-    run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --server-pid "$RC_PID" --subscribers 1000 --messages 5000
-    run fanout --speak bare --url "ws://127.0.0.1:$REF_PORT/" --server-pid "$REF_PID" --subscribers 1000 --messages 5000
+    run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --server-pid "$RC_PID" --subscribers 1000 --messages 20000
+    run fanout --speak bare --url "ws://127.0.0.1:$REF_PORT/" --server-pid "$REF_PID" --subscribers 1000 --messages 20000
   done
   for i in 1 2 3; do
     run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --rate 2000 --messages 20000

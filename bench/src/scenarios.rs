@@ -305,6 +305,10 @@ pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
         })
     };
 
+    // Every join told every member: let that presence traffic drain before the clock starts
+    // (a bare relay has none, and it is not what fan-out measures).
+    crate::stats::settle(a.server_pid, Duration::from_secs(20)).await;
+
     let done = Arc::new(Notify::new());
     let n = a.messages;
     let tasks: Vec<_> = subscribers

@@ -19,6 +19,24 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     cpu_seconds_of(&stat, clock_ticks())
 }
 
+/// Wait until the server at `pid` is quiet (under a tenth of a core over 100 ms), for at
+/// most `limit`: what joining many clients set off (each join tells every member) must not
+/// be counted in the run that follows. Without a pid, wait a moment.
+pub async fn settle(pid: Option<u32>, limit: std::time::Duration) {
+    let Some(pid) = pid else {
+        return tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        let Some(before) = cpu_seconds(pid) else { return };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let Some(after) = cpu_seconds(pid) else { return };
+        if after - before < 0.01 {
+            return;
+        }
+    }
+}
+
 /// `utime` + `stime` of a `/proc/<pid>/stat` line (fields 14 and 15, counted after the
 /// command name, which may hold spaces and parentheses).
 fn cpu_seconds_of(stat: &str, ticks_per_second: f64) -> Option<f64> {

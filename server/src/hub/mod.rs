@@ -1,9 +1,9 @@
 //! The hub runs the engine for a live server: it is the only place the engine is locked, it
-//! carries out the engine's outputs onto the connections' bounded queues, and it runs the
+//! carries out the engine's outputs onto the connections' bounded outboxes, and it runs the
 //! store writer and the clock.
 //!
 //! The engine sits behind a `std::sync::Mutex`: every call into it is short and synchronous
-//! (no await while locked; queue sends are `try_send`), so an async mutex would only add cost.
+//! (no await while locked; an outbox push never waits), so an async mutex would only add cost.
 
 use crate::core::{ConnId, Engine, Input, Millis, Output};
 use crate::store::Store;
@@ -154,7 +154,7 @@ impl Hub {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A new connection from `addr`: its id, its queue and its close signal.
+    /// A new connection from `addr`: its id, its outbox, its read gate and its close signal.
     pub fn connect(&self, addr: std::net::IpAddr) -> Registration {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::default());

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 /// How long the close of a connection may take: what was queued before the close (an error
 /// frame, say), then the close frame. A peer that does not take them in time is cut off.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Frames taken from the outbox into one write, and about how many bytes (one frame may be
 /// larger): a burst goes out in few syscalls, and a huge one in steps.

@@ -486,8 +486,8 @@ impl crate::media::MediaEvents for Hub {
             });
             return;
         }
+        // Stored like any other message: carrying out the input wakes the writer (or, for a
+        // store that keeps nothing, commits it at once).
         self.input(Input::Announce { room: room.clone(), body });
-        // Server messages are stored like any other: wake the writer.
-        self.store_work.notify_one();
     }
 }

@@ -292,7 +292,10 @@ pub async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     let ack_task = {
         let (acked, notify, n, speak) = (acked.clone(), ack_notify.clone(), a.messages, a.speak);
         tokio::spawn(async move {
-            while let Some(Ok(Message::Text(t))) = prx.next().await {
+            // The server's pings (every 15 s by default) pass by; a run that outlasts one
+            // must not stop counting acks at it.
+            while let Some(Ok(msg)) = prx.next().await {
+                let Message::Text(t) = msg else { continue };
                 if speak.is_ack(&t) {
                     if acked.fetch_add(1, Ordering::Relaxed) + 1 >= n {
                         notify.notify_waiters();

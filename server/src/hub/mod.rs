@@ -288,24 +288,35 @@ impl Hub {
     /// Carry out what the engine asked for: frames onto the connections' outboxes, closes,
     /// answers to the app's posts, work for the cluster node.
     fn deliver_outputs(&self, state: &mut State, now: Millis) {
+        let mut to_wake = Vec::new();
         loop {
             let mut too_slow = Vec::new();
             let State { engine, conns, posts, .. } = &mut *state;
             for output in engine.drain_outputs() {
                 match output {
                     Output::Deliver { to, frame } => {
+                        let mut queued = 0;
                         for conn in to.as_slice() {
                             let Some(handle) = conns.get(conn) else {
                                 continue;
                             };
                             // One shared payload for every recipient (the engine's frames are
-                            // JSON text, UTF-8 by construction).
-                            if self.enqueue(handle, Outbound::Frame(frame.bytes().clone())) {
-                                self.counters.frames_queued.fetch_add(1, Ordering::Relaxed);
-                            } else {
-                                too_slow.push(*conn);
+                            // JSON text, UTF-8 by construction). Writers are woken once all
+                            // the outputs are queued, so that a commit batch of many messages
+                            // to a room leaves each member's writer with all of them at once.
+                            match handle.outbox.push_unwoken(Outbound::Frame(frame.bytes().clone()), self.queue_limits)
+                            {
+                                Pushed::Full => too_slow.push(*conn),
+                                pushed => {
+                                    queued += 1;
+                                    if pushed == Pushed::QueuedUnwoken {
+                                        to_wake.push(handle.outbox.clone());
+                                    }
+                                }
                             }
                         }
+                        // Once per frame, not per recipient: a shared counter is not free.
+                        self.counters.frames_queued.fetch_add(queued, Ordering::Relaxed);
                     }
                     Output::Close { conn, reason } => {
                         if let Some(handle) = conns.remove(&conn) {
@@ -337,6 +348,9 @@ impl Hub {
                         None => tracing::error!(?op, "the engine asked the shared log without a cluster node"),
                     },
                 }
+            }
+            for outbox in to_wake.drain(..) {
+                outbox.wake();
             }
             if too_slow.is_empty() {
                 break;

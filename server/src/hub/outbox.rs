@@ -3,9 +3,9 @@
 //!
 //! It is bounded by counts the hub checks on every push (frames and bytes, see
 //! [`QueueLimits`]), so a burst (one commit batch of many small frames) is judged by its size
-//! and a stalled reader by what it has left unread. It holds no memory while empty: an idle
-//! connection, the common case, costs a few words here (a channel would keep a block of slots
-//! per connection).
+//! and a stalled reader by what it has left unread. A quiet connection, the common case, costs
+//! a few words here (a channel would keep a block of slots per connection): its writer lets a
+//! burst's room go once the connection has been quiet a while ([`Outbox::release`]).
 
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -44,6 +44,9 @@ pub struct QueueLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
     Queued,
+    /// Queued by [`Outbox::push_unwoken`] into an empty outbox: its writer may be waiting and
+    /// must be woken ([`Outbox::wake`]) once the pusher is done.
+    QueuedUnwoken,
     /// At its bounds: the reader is too slow.
     Full,
     /// The connection is ending; its disconnect is on the way.
@@ -58,7 +61,7 @@ struct Queued {
     closed: bool,
 }
 
-/// A capacity past which an emptied outbox lets its memory go (a burst's worth stays with
+/// A capacity past which a quiet outbox lets its memory go (a burst's worth would stay with
 /// the connection otherwise).
 const KEEP_CAPACITY: usize = 16;
 
@@ -78,6 +81,19 @@ impl Outbox {
     /// Queue `out` unless the outbox is at `limits` (pings and pongs count too: a peer that
     /// pings without reading fills it like one that is sent messages without reading).
     pub fn push(&self, out: Outbound, limits: QueueLimits) -> Pushed {
+        match self.push_unwoken(out, limits) {
+            Pushed::QueuedUnwoken => {
+                self.wake();
+                Pushed::Queued
+            }
+            pushed => pushed,
+        }
+    }
+
+    /// [`Outbox::push`] without waking the writer: a caller queueing many frames to many
+    /// connections wakes each writer once, when it is done, rather than once per frame (a
+    /// writer woken early takes one frame per write and waits for the next).
+    pub fn push_unwoken(&self, out: Outbound, limits: QueueLimits) -> Pushed {
         let len = out.queued_bytes();
         let mut queued = self.lock();
         if queued.closed {
@@ -89,12 +105,17 @@ impl Outbox {
         let was_empty = queued.items.is_empty();
         queued.items.push_back(out);
         queued.bytes += len;
-        drop(queued);
         // A writer that found the outbox non-empty takes this push with what it takes next.
         if was_empty {
-            self.ready.notify_one();
+            Pushed::QueuedUnwoken
+        } else {
+            Pushed::Queued
         }
-        Pushed::Queued
+    }
+
+    /// Wake the writer (a permit is left if it is busy, so no wake-up is lost).
+    pub fn wake(&self) {
+        self.ready.notify_one();
     }
 
     /// No more pushes; the writer ends after what is queued.
@@ -137,10 +158,22 @@ impl Outbox {
             batch.extend(queued.items.pop_front());
         }
         queued.bytes -= bytes;
+        Some(true)
+    }
+
+    /// Whether the outbox keeps more room than a quiet connection needs.
+    pub fn holds_memory(&self) -> bool {
+        self.lock().items.capacity() > KEEP_CAPACITY
+    }
+
+    /// The connection has been quiet: let a burst's room go if the outbox is empty. (Not on
+    /// every emptying: under steady traffic that would allocate, and fault in, the room of
+    /// every burst anew.)
+    pub fn release(&self) {
+        let mut queued = self.lock();
         if queued.items.is_empty() && queued.items.capacity() > KEEP_CAPACITY {
             queued.items = VecDeque::new();
         }
-        Some(true)
     }
 }
 
@@ -226,7 +259,13 @@ mod tests {
         while outbox.try_batch(&mut batch, 64, 1 << 20) == Some(true) {
             batch.clear();
         }
+        assert!(outbox.holds_memory(), "kept while traffic may go on");
+        outbox.release();
         assert_eq!(outbox.lock().items.capacity(), 0);
+        assert!(!outbox.holds_memory());
+        outbox.push(frame("y"), limits);
+        outbox.release();
+        assert_eq!(outbox.len(), (1, 1), "a release leaves what is queued");
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //!
 //! Frames toward a client are simple (unmasked: a two-to-ten-byte header, then the payload),
 //! so the writer frames them itself into a buffer it owns. That buffer holds a batch while it
-//! is written and is let go once the connection has been quiet for [`RELEASE_AFTER`], so an
+//! is written and is let go once the connection has been quiet for a second (`RELEASE_AFTER`), so an
 //! idle connection keeps no write buffer (tungstenite's keeps the capacity of the largest
 //! batch it ever sent), while one under steady load reuses its buffers batch after batch
 //! instead of allocating and faulting in fresh pages for each. Every

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Relaycast benchmark on this machine and prints one JSON line per result.
 #   bash bench/run.sh            # all scenarios; results also in bench/results.jsonl
-#   bash bench/run.sh blobs      # one group: fanout, pairs, idle, history, cluster, blobs or media
+#   bash bench/run.sh blobs      # one group: fanout, store, pairs, idle, history, cluster, blobs or media
 # Servers bind to 127.0.0.1 only; every load loop is bounded in count and time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,8 +50,8 @@ run() { timeout 300 "$BIN/relaycast-bench" "$@" | tee -a "$OUT"; }
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
 # Fan-out 1 -> 100 and 1 -> 1,000, Relaycast and the bare relay alternating to share any
-# machine noise; then paced (2,000 msg/s to 100) for latency, the bare relay's being this
-# machine's floor.
+# machine noise; then paced (2,000 msg/s to 100) for latency, durable and --memory, the bare
+# relay's being this machine's floor.
 if want fanout; then
   start_relaycast
   for i in 1 2 3; do
@@ -62,11 +62,22 @@ if want fanout; then
     run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --server-pid "$RC_PID" --subscribers 1000 --messages 20000
     run fanout --speak bare --url "ws://127.0.0.1:$REF_PORT/" --server-pid "$REF_PID" --subscribers 1000 --messages 20000
   done
+  # Paced, --memory too: its latency over the bare relay's is the engine's and the frames';
+  # durable's over --memory's is the commit's (a batch waits for its fdatasync).
+  DUR_PORT=$RC_PORT; DUR_PID=$RC_PID
+  start_relaycast --memory; MEM_PORT=$RC_PORT; MEM_PID=$RC_PID
   for i in 1 2 3; do
-    run fanout --url "ws://127.0.0.1:$RC_PORT/ws" --rate 2000 --messages 20000
+    run fanout --url "ws://127.0.0.1:$DUR_PORT/ws" --rate 2000 --messages 20000
+    run fanout --url "ws://127.0.0.1:$MEM_PORT/ws" --rate 2000 --messages 20000 --label relaycast-memory
     run fanout --speak bare --url "ws://127.0.0.1:$REF_PORT/" --rate 2000 --messages 20000
   done
-  stop_relaycast
+  kill "$DUR_PID" "$MEM_PID"; wait "$DUR_PID" "$MEM_PID" 2>/dev/null || true
+fi
+
+# The durable store's fold into redb: many small rooms' messages in arrival order, against
+# the same in key order (no server; a fresh store in the temporary directory each time).
+if want store; then
+  run store-fold
 fi
 
 # Pairs (500 rooms of two ping-ponging): Relaycast durable, --memory and on Redis (one node),

@@ -10,6 +10,7 @@
 //! - [`blobs`], blob cache upload and download throughput (download next to nginx).
 //! - [`media`](mod@media), the media relay: one publisher, N viewers.
 //! - [`stats`], percentiles.
+//! - [`store`](mod@store), the durable store's fold into redb.
 //!
 
 mod blobs;
@@ -17,6 +18,7 @@ mod media;
 mod reference;
 mod scenarios;
 mod stats;
+mod store;
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +48,9 @@ enum Command {
     Media(media::MediaArgs),
     /// Blob cache: upload throughput, and download throughput next to nginx serving the same file.
     Blobs(blobs::BlobArgs),
+    /// The durable store: folding many small rooms' messages into redb, in arrival order
+    /// against key order.
+    StoreFold(store::FoldArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             Command::History(a) => scenarios::history(a).await,
             Command::Blobs(a) => blobs::run(a).await,
             Command::Media(a) => media::run(a).await,
+            Command::StoreFold(a) => store::fold(a),
         }
     })
 }

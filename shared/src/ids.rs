@@ -5,8 +5,11 @@
 //! [`crate::limits`].
 
 use crate::limits::*;
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
 
 /// Why a value is not a valid identifier or name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,35 +92,53 @@ fn is_bidi_control(c: char) -> bool {
 macro_rules! validated_string {
     ($(#[$doc:meta])* $name:ident, $kind:literal, |$s:ident| $check:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        ///
+        /// The value is shared, not copied, when cloned: a message's ids go into its stored
+        /// form, its frames and its ack, and each copy would be an allocation.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// The validated value.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
-        }
 
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from($s: String) -> Result<Self, IdError> {
-                $check?;
-                Ok(Self($s))
+            fn check($s: &str) -> Result<(), IdError> {
+                $check
             }
         }
 
         impl TryFrom<&str> for $name {
             type Error = IdError;
             fn try_from(s: &str) -> Result<Self, IdError> {
-                Self::try_from(s.to_owned())
+                Self::check(s)?;
+                Ok(Self(Arc::from(s)))
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::try_from(s.as_str())
             }
         }
 
         impl From<$name> for String {
             fn from(v: $name) -> String {
-                v.0
+                v.0.as_ref().to_owned()
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_str(ValidatedVisitor::<$name>::new($kind))
             }
         }
 
@@ -141,6 +162,31 @@ macro_rules! validated_string {
     };
 }
 
+/// Reads a validated string straight from the input's text: one allocation (the shared
+/// value), none for a `String` in between.
+struct ValidatedVisitor<T> {
+    kind: &'static str,
+    made: PhantomData<T>,
+}
+
+impl<T> ValidatedVisitor<T> {
+    fn new(kind: &'static str) -> Self {
+        Self { kind, made: PhantomData }
+    }
+}
+
+impl<T: for<'a> TryFrom<&'a str, Error = IdError>> Visitor<'_> for ValidatedVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a {}", self.kind)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        T::try_from(v).map_err(E::custom)
+    }
+}
+
 fn room_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
 }
@@ -157,20 +203,20 @@ validated_string!(
     /// `/api/rooms/<room>/...` and `/whip/<room>`.
     RoomName, "room name",
     |s| {
-        check_ascii("room name", &s, MAX_ROOM_NAME_LEN, room_char)?;
+        check_ascii("room name", s, MAX_ROOM_NAME_LEN, room_char)?;
         if s == "." || s == ".." { Err(IdError::BadChar { kind: "room name", found: '.' }) } else { Ok(()) }
     }
 );
 validated_string!(
     /// A peer's id, made by the server for each connection; signaling is addressed by it.
     PeerId, "peer id",
-    |s| check_ascii("peer id", &s, MAX_PEER_ID_LEN, token_char)
+    |s| check_ascii("peer id", s, MAX_PEER_ID_LEN, token_char)
 );
 validated_string!(
     /// The history stream's identity for one room. A client resuming with another epoch is
     /// told that the history it knew is gone (for example after the server lost its store).
     Epoch, "epoch",
-    |s| check_ascii("epoch", &s, MAX_PEER_ID_LEN, token_char)
+    |s| check_ascii("epoch", s, MAX_PEER_ID_LEN, token_char)
 );
 validated_string!(
     /// A browser's lasting secret (open mode, kept in its local storage): it shows a server
@@ -179,7 +225,7 @@ validated_string!(
     /// others see is its [`ClientKey::client_ref`].
     ClientKey, "client key",
     |s| {
-        check_ascii("client key", &s, 64, token_char)?;
+        check_ascii("client key", s, 64, token_char)?;
         if s.len() < 16 { Err(IdError::TooShort { kind: "client key", min: 16 }) } else { Ok(()) }
     }
 );
@@ -199,22 +245,22 @@ validated_string!(
     /// An id the client picks for each message it publishes; the server's ack carries it back.
     /// Before a first dot it holds the sender's [`ClientKey::client_ref`] (or it has no dot).
     ClientMsgId, "message id",
-    |s| check_ascii("message id", &s, MAX_CLIENT_MSG_ID_LEN, client_id_char)
+    |s| check_ascii("message id", s, MAX_CLIENT_MSG_ID_LEN, client_id_char)
 );
 validated_string!(
     /// The name a person shows in a room.
     DisplayName, "display name",
-    |s| check_name("display name", &s, MAX_DISPLAY_NAME_CHARS)
+    |s| check_name("display name", s, MAX_DISPLAY_NAME_CHARS)
 );
 validated_string!(
     /// Chat text.
     ChatText, "chat text",
-    |s| check_text("chat text", &s, MAX_CHAT_CHARS)
+    |s| check_text("chat text", s, MAX_CHAT_CHARS)
 );
 validated_string!(
     /// An access token: in token mode, a JWT the app's backend signed (see the README).
     AccessToken, "access token",
-    |s| check_ascii("access token", &s, MAX_ACCESS_TOKEN_LEN, |c| c.is_ascii_graphic())
+    |s| check_ascii("access token", s, MAX_ACCESS_TOKEN_LEN, |c| c.is_ascii_graphic())
 );
 
 fn hex_lower(c: char) -> bool {
@@ -226,7 +272,7 @@ validated_string!(
     /// safe to use as a file name on the server.
     BlobHash, "blob hash",
     |s| {
-        check_ascii("blob hash", &s, 64, hex_lower)?;
+        check_ascii("blob hash", s, 64, hex_lower)?;
         if s.len() != 64 { Err(IdError::TooLong { kind: "blob hash", max: 64 }) } else { Ok(()) }
     }
 );
@@ -234,19 +280,19 @@ validated_string!(
     /// A user's stable id, the `sub` of their token: shown with presence and on messages, and
     /// what rights and removals attach to. 1..=128 printable ASCII characters, no spaces.
     UserId, "user id",
-    |s| check_ascii("user id", &s, crate::limits::MAX_USER_ID_LEN, |c| c.is_ascii_graphic())
+    |s| check_ascii("user id", s, crate::limits::MAX_USER_ID_LEN, |c| c.is_ascii_graphic())
 );
 validated_string!(
     /// Why a member was removed or a room closed, as the people affected see it.
     Reason, "reason",
-    |s| check_text("reason", &s, crate::limits::MAX_REASON_CHARS)
+    |s| check_text("reason", s, crate::limits::MAX_REASON_CHARS)
 );
 validated_string!(
     /// A file's name as shown and offered for download: no path separators, no control
     /// characters, at most 255 characters.
     FileName, "file name",
     |s| {
-        check_name("file name", &s, crate::limits::MAX_FILE_NAME_CHARS)?;
+        check_name("file name", s, crate::limits::MAX_FILE_NAME_CHARS)?;
         match s.chars().find(|c| matches!(c, '/' | '\\')) {
             Some(found) => Err(IdError::BadChar { kind: "file name", found }),
             None => Ok(()),
@@ -257,7 +303,7 @@ validated_string!(
     /// A media type such as `image/png`: `type/subtype` in printable ASCII, at most 127 bytes.
     MediaType, "media type",
     |s| {
-        check_ascii("media type", &s, 127, |c| c.is_ascii_graphic())?;
+        check_ascii("media type", s, 127, |c| c.is_ascii_graphic())?;
         if s.split_once('/').is_some_and(|(t, st)| !t.is_empty() && !st.is_empty()) {
             Ok(())
         } else {
@@ -379,5 +425,24 @@ mod tests {
         assert!(err.to_string().contains("not allowed"), "{err}");
         let ok: PeerId = serde_json::from_str("\"p-1\"").unwrap();
         assert_eq!(ok.as_str(), "p-1");
+        // Not a string at all: the error names what was expected.
+        let err = serde_json::from_str::<RoomName>("42").unwrap_err();
+        assert!(err.to_string().contains("a room name"), "{err}");
+        // Escaped text (read through serde_json's scratch buffer), an owned string (from a
+        // `Value`), and the way back out.
+        let name: DisplayName = serde_json::from_str("\"Zo\\u00eb \\ud83d\\ude80\"").unwrap();
+        assert_eq!(name.as_str(), "Zoë 🚀");
+        let from_value: DisplayName = serde_json::from_value(serde_json::json!("Zoë 🚀")).unwrap();
+        assert_eq!(from_value, name);
+        assert_eq!(serde_json::to_string(&name).unwrap(), "\"Zoë 🚀\"");
+        assert!(serde_json::from_value::<DisplayName>(serde_json::json!("a\u{7}b")).is_err());
+    }
+
+    #[test]
+    fn a_clone_shares_the_value() {
+        let room = RoomName::try_from("team-42").unwrap();
+        let copy = room.clone();
+        assert!(std::ptr::eq(room.as_str(), copy.as_str()), "a clone must not copy the text");
+        assert_eq!(String::from(copy), "team-42");
     }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Relaycast benchmark on this machine and prints one JSON line per result.
 #   bash bench/run.sh            # all scenarios; results also in bench/results.jsonl
-#   bash bench/run.sh blobs      # one group: fanout, store, pairs, idle, history, cluster, blobs or media
+#   bash bench/run.sh blobs      # one group: fanout, store, engine, pairs, idle, history, cluster, blobs or media
 # Servers bind to 127.0.0.1 only; every load loop is bounded in count and time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,6 +78,12 @@ fi
 # the same in key order (no server; a fresh store in the temporary directory each time).
 if want store; then
   run store-fold
+fi
+
+# The engine alone, many small rooms' messages on one thread without sockets or store IO,
+# against the least an in-process relay does: Relaycast's own work per message.
+if want engine; then
+  run engine --repeats 7
 fi
 
 # Pairs (500 rooms of two ping-ponging): Relaycast durable, --memory and on Redis (one node),

@@ -11,9 +11,11 @@
 //! - [`media`](mod@media), the media relay: one publisher, N viewers.
 //! - [`stats`], percentiles.
 //! - [`store`](mod@store), the durable store's fold into redb.
+//! - [`engine`](mod@engine), Relaycast's IO-free core alone, per message of many small rooms.
 //!
 
 mod blobs;
+mod engine;
 mod media;
 mod reference;
 mod scenarios;
@@ -51,6 +53,9 @@ enum Command {
     /// The durable store: folding many small rooms' messages into redb, in arrival order
     /// against key order.
     StoreFold(store::FoldArgs),
+    /// The engine alone (no sockets, no store IO): many small rooms' messages per second
+    /// next to the least an in-process relay does.
+    Engine(engine::EngineArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             Command::Blobs(a) => blobs::run(a).await,
             Command::Media(a) => media::run(a).await,
             Command::StoreFold(a) => store::fold(a),
+            Command::Engine(a) => engine::run(a),
         }
     })
 }

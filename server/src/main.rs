@@ -5,6 +5,14 @@ use clap::Parser;
 use relaycast::Config;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of glibc's malloc: each message allocates and frees a few small buffers
+/// (its decoded fields, its frames, its stored form) on whichever runtime thread carries it,
+/// and each burst a write buffer, which glibc's malloc served with a tenth of the server's
+/// CPU and fresh pages faulted in. Measured against glibc's and mimalloc in
+/// bench/RESULTS.md; jemalloc also keeps an idle connection's memory lowest.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // `relaycast publish ...` streams a file into a room; other subcommands below; anything

@@ -166,9 +166,8 @@ impl Outbox {
         self.lock().items.capacity() > KEEP_CAPACITY
     }
 
-    /// The connection has been quiet: let a burst's room go if the outbox is empty. (Not on
-    /// every emptying: under steady traffic that would allocate, and fault in, the room of
-    /// every burst anew.)
+    /// Let a burst's room go if the outbox is empty (its writer calls this once it has
+    /// written everything, before it waits for more).
     pub fn release(&self) {
         let mut queued = self.lock();
         if queued.items.is_empty() && queued.items.capacity() > KEEP_CAPACITY {
@@ -259,7 +258,7 @@ mod tests {
         while outbox.try_batch(&mut batch, 64, 1 << 20) == Some(true) {
             batch.clear();
         }
-        assert!(outbox.holds_memory(), "kept while traffic may go on");
+        assert!(outbox.holds_memory(), "emptying alone keeps the room: its writer lets it go");
         outbox.release();
         assert_eq!(outbox.lock().items.capacity(), 0);
         assert!(!outbox.holds_memory());

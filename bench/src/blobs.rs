@@ -127,12 +127,13 @@ async fn download(addr: SocketAddr, tls: &Tls, path: &str, auth: &str, size: u64
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
-/// A room grant from Relaycast over wss.
+/// A member of room `r` over wss, and its room grant. A grant is good only while its holder
+/// is in the room: keep the member until the downloads are done.
 async fn grant_over_tls(
     addr: SocketAddr,
     tls: &std::sync::Arc<rustls::ClientConfig>,
     r: &str,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(impl Sized, String)> {
     use futures_util::{SinkExt, StreamExt};
     use relaycast_shared::{decode_server, encode, ClientMsg, DisplayName, RoomName, ServerMsg};
     let tcp = tokio::net::TcpStream::connect(addr).await?;
@@ -150,7 +151,7 @@ async fn grant_over_tls(
     }
     while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await? {
         if let Ok(ServerMsg::Grant { token, .. }) = decode_server(frame?.to_text()?) {
-            return Ok(token);
+            return Ok((ws, token));
         }
     }
     anyhow::bail!("no grant over wss")
@@ -161,7 +162,7 @@ pub async fn run(a: BlobArgs) -> anyhow::Result<()> {
     if let Some(fingerprint) = &a.tls_fingerprint {
         let trust = relaycast::tls::ClientTrust::Fingerprint(fingerprint.clone());
         let tls = relaycast::tls::client_config(&trust)?;
-        let grant = grant_over_tls(a.relaycast, &tls, "bench-blobs").await?;
+        let (_member, grant) = grant_over_tls(a.relaycast, &tls, "bench-blobs").await?;
         let hash = hex::encode(sha2::Sha256::digest(content(size, 1)));
         return downloads(&a, &Some(tls), &hash, &format!("Bearer {grant}"), "blob_download_tls").await;
     }
